@@ -1,0 +1,51 @@
+"""Hailstone's verification engine: Qt-free, usable headless.
+
+The app and the network layer use only what this module exports.
+"""
+
+from engine.bench import BenchResult, run_bench
+from engine.evidence import (
+    BlockEvidence,
+    UnitResult,
+    merkle_proof,
+    merkle_root,
+    verify_proof,
+)
+from engine.job import (
+    BACKENDS,
+    BackendUnavailable,
+    BlockDone,
+    Verifier,
+    block_ranges,
+    make_backend,
+    verify_range,
+)
+from engine.params import DEV, PRODUCTION, PROTOCOL_VERSION, Params, by_name
+from engine.sieve import Sieve
+from engine.sieve import load as load_sieve
+from engine.throttle import DutyCycle
+
+__all__ = [
+    "BACKENDS",
+    "DEV",
+    "PRODUCTION",
+    "PROTOCOL_VERSION",
+    "BackendUnavailable",
+    "BenchResult",
+    "BlockDone",
+    "BlockEvidence",
+    "DutyCycle",
+    "Params",
+    "Sieve",
+    "UnitResult",
+    "Verifier",
+    "block_ranges",
+    "by_name",
+    "load_sieve",
+    "make_backend",
+    "merkle_proof",
+    "merkle_root",
+    "run_bench",
+    "verify_proof",
+    "verify_range",
+]

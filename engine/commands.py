@@ -1,0 +1,207 @@
+"""Command-line sub-commands of the engine: `verify` and `bench`.
+
+The contract (docs/ARCHITECTURE.md, "CLI") is relied on by scripts: with
+--json exactly one JSON object goes to stdout; bad arguments give one line on
+stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import operator
+import os
+import sys
+
+from engine.bench import run_bench
+from engine.job import BACKENDS, BackendUnavailable, Verifier, make_backend
+from engine.params import PRODUCTION
+
+USAGE_ERROR = 2
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Pow: operator.pow,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.LShift: operator.lshift,
+}
+
+
+class UsageError(ValueError):
+    """A bad command-line value; the message is shown as is."""
+
+
+def parse_integer(text: str) -> int:
+    """An integer written in decimal or as a simple expression (2**71+5, 2^71, 1<<40).
+
+    `^` means power, as in the published literature. Only integer literals and
+    + - * ** // % << and parentheses are allowed; exponents are capped so a
+    typo cannot hang the program.
+    """
+    source = text.strip().replace("_", "").replace("^", "**")
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError:
+        raise UsageError(f"not an integer: {text!r}") from None
+
+    def ev(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow | ast.LShift) and not 0 <= right <= 4096:
+                raise UsageError(f"exponent out of range in {text!r}")
+            if isinstance(node.op, ast.FloorDiv | ast.Mod) and right == 0:
+                raise UsageError(f"division by zero in {text!r}")
+            return _BINOPS[type(node.op)](left, right)
+        raise UsageError(f"not an integer: {text!r}")
+
+    return ev(tree)
+
+
+def _default_cores() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    v = subparsers.add_parser(
+        "verify",
+        help="verify a range of integers and print its evidence",
+        description="Verify every integer in [START, END) and print the evidence. "
+        "START and END are integers or expressions such as 2**71+5; END is exclusive.",
+    )
+    v.add_argument("start", metavar="START")
+    v.add_argument("end", metavar="END", nargs="?")
+    v.add_argument("--count", metavar="N", help="verify N integers from START (instead of END)")
+    v.add_argument("--backend", default="cpu", help="reference, cpu or gpu (default cpu)")
+    v.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=cmd_verify)
+
+    b = subparsers.add_parser(
+        "bench",
+        help="measure throughput at 2^71 in numbers per second",
+        description="Throughput at 2^71 in numbers per second, counting every integer of the "
+        "range covered. Warms up before timing.",
+    )
+    b.add_argument("--backend", default="cpu", help="cpu or gpu (default cpu)")
+    b.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
+    b.add_argument("--seconds", type=float, default=10.0, help="timed duration (default 10)")
+    b.add_argument("--tune", action="store_true", help="GPU: re-run the auto-tuning first")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_bench)
+
+
+def _fail(message: str) -> int:
+    print(f"hailstone: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise UsageError(f"unknown backend {name!r} (choose {', '.join(BACKENDS)})")
+
+
+def _cores(value: int | None) -> int:
+    if value is None:
+        return _default_cores()
+    if value < 1:
+        raise UsageError("--cores must be at least 1")
+    return value
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        start = parse_integer(args.start)
+        if args.end is not None and args.count is not None:
+            raise UsageError("give END or --count, not both")
+        if args.count is not None:
+            count = parse_integer(args.count)
+            if count < 1:
+                raise UsageError("--count must be at least 1")
+            end = start + count
+        elif args.end is not None:
+            end = parse_integer(args.end)
+        else:
+            end = start + 1
+        if start < 1:
+            raise UsageError("START must be at least 1")
+        if end <= start:
+            raise UsageError("END must be greater than START")
+        _check_backend(args.backend)
+        cores = _cores(args.cores)
+        backend = make_backend(args.backend, PRODUCTION)
+    except (UsageError, BackendUnavailable) as exc:
+        return _fail(str(exc))
+    try:
+        job = Verifier(PRODUCTION, start, end, backend, cores=cores)
+        total = job.blocks_total
+        show_progress = not args.json and sys.stderr.isatty() and total > 1
+        for step in job.run():
+            if show_progress:
+                print(f"\r{step.blocks_done}/{total} blocks", end="", file=sys.stderr)
+        if show_progress:
+            print(file=sys.stderr)
+        result = job.result()
+    except KeyboardInterrupt:
+        print("hailstone: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        backend.close()
+    out = result.to_json()
+    if args.json:
+        print(json.dumps(out))
+    else:
+        width = max(len(k) for k in out)
+        for key, value in out.items():
+            print(f"{key:<{width}}  {value}")
+        if result.candidates:
+            print(
+                "\nCANDIDATES: these numbers did not fall below themselves within "
+                f"{PRODUCTION.exact_step_bound} odd steps. Re-check them and report them.",
+            )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        if args.backend not in ("cpu", "gpu"):
+            raise UsageError(f"unknown backend {args.backend!r} for bench (choose cpu or gpu)")
+        cores = _cores(args.cores)
+        if args.seconds <= 0:
+            raise UsageError("--seconds must be positive")
+        if args.tune:
+            if args.backend != "gpu":
+                raise UsageError("--tune applies to the GPU backend only")
+            from engine import gpu
+
+            status = gpu.probe()
+            if not status.available:
+                raise BackendUnavailable(f"no GPU: {status.reason}")
+            for device in gpu.available_devices():
+                tuning = gpu.autotune(device, PRODUCTION, force=True)
+                if not args.json:
+                    print(f"device {device}: {tuning}", file=sys.stderr)
+        result = run_bench(args.backend, cores, args.seconds)
+    except (UsageError, BackendUnavailable) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("hailstone: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(
+            f"{result.backend}, {result.cores} core(s): {result.numbers_per_second:.4g} numbers/s "
+            f"at 2^71 ({result.numbers} integers in {result.seconds:.2f} s)"
+        )
+    return 0

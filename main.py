@@ -1,0 +1,53 @@
+"""Hailstone: verify the Collatz conjecture beyond 2^71.
+
+With no arguments this opens the desktop app; sub-commands serve headless use.
+Run `python main.py --help` for the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute sub-commands through a `register(subparsers)` function.
+# The import of each happens here, so a missing optional part (say, the GUI on a
+# server without Qt) costs only its own commands.
+COMMAND_MODULES = ("engine.commands", "network.commands", "network.node_commands", "app.commands")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hailstone",
+        description="Hailstone: a volunteer client that verifies the Collatz conjecture "
+        "beyond 2^71. With no sub-command it opens the desktop app.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the program is not present
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        gui = getattr(args, "gui_main", None)
+        if gui is None:
+            try:
+                from app.commands import run_gui as gui
+            except ModuleNotFoundError:
+                parser.print_help()
+                return 0
+        return gui(args)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hailstone network layer: identity, records, ledger, state, IPFS. Qt-free."""
