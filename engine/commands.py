@@ -188,9 +188,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if not status.available:
                 raise BackendUnavailable(f"no GPU: {status.reason}")
             for device in gpu.available_devices():
-                tuning = gpu.autotune(device, PRODUCTION, force=True)
+                tuning = gpu.autotune(device.index, PRODUCTION)  # measures and caches
                 if not args.json:
-                    print(f"device {device}: {tuning}", file=sys.stderr)
+                    print(f"GPU {device.index} ({device.name}): {tuning}", file=sys.stderr)
         result = run_bench(args.backend, cores, args.seconds)
     except (UsageError, BackendUnavailable) as exc:
         return _fail(str(exc))

@@ -103,6 +103,12 @@ def _run_range(
                 if b_hi < max_hi or (b_hi == max_hi and b_lo <= max_lo):
                     x_hi, x_lo = mul_add_64(a_lo, pow3[c], jump_d[i])
                     steps = np.uint64(c)
+            # The maximum before this number: restored if the number is deferred, so a
+            # partial trajectory (say, of a candidate) never leaks into the evidence.
+            keep_hi = max_hi
+            keep_lo = max_lo
+            keep_nhi = maxn_hi
+            keep_nlo = maxn_lo
             deferred_here = False
             while True:
                 x_hi, x_lo = strip_twos(x_hi, x_lo)
@@ -119,6 +125,10 @@ def _run_range(
                     maxn_hi = n_hi
                     maxn_lo = n_lo
             if deferred_here:
+                max_hi = keep_hi
+                max_lo = keep_lo
+                maxn_hi = keep_nhi
+                maxn_lo = keep_nlo
                 if n_def == deferred.shape[0]:
                     status = 1
                     resume = np.int64(r) + base_off - first_off

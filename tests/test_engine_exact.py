@@ -145,3 +145,13 @@ def test_production_unit_count_prediction_is_consistent() -> None:
         s.count_tested(b, b + PRODUCTION.block_size) for b in range(lo, hi, PRODUCTION.block_size)
     )
     assert s.count_tested(lo, hi) == per_block
+
+
+def test_deferred_number_peak_does_not_leak_into_the_block_maximum() -> None:
+    # A number handed to the exact path that turns out to be a candidate must leave
+    # no trace of its partial trajectory in the maximum (found by the GPU host test).
+    p = Params.custom(step_bound=5, exact_step_bound=10, sieve_k=8, block_bits=8)
+    b = CpuBackend(p)
+    lo = 2**71
+    for i in range(8):
+        assert_same(b, lo + 256 * i, lo + 256 * (i + 1))

@@ -1,0 +1,426 @@
+"""The app's core object on the GUI thread: settings, workers, actions, policy.
+
+`AppController` owns the settings store, the work bridge, the engine and
+network worker threads and the QActions the window and the tray share. It
+sends commands to the workers only through its own signals (queued across
+threads) and relays what they report. Nothing here blocks the GUI thread:
+platform probes and account operations run as one-shot pool jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtGui import QAction
+
+from app import autostart
+from app.eventlog import EventLog
+from app.messages import Message, message
+from app.network_bridge import SOLO_TEXT, Accounts, BridgeStatus, WorkBridge, accounts_available
+from app.ringbuffer import RateTracker
+from app.theme import icon, state_icon
+from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
+from engine import Params, by_name, policy
+from engine.settings import ENGINE_SETTINGS, SettingsStore, effective_cores
+from network.settings import NETWORK_SETTINGS
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "settings.json"
+APP_STATE_FILE = "app_state.json"
+POLICY_INTERVAL_MS = 5000
+SAMPLE_INTERVAL_MS = 500
+SNOOZE_HOURS = (1, 3, 8)
+POLICY_KEYS = {
+    "snooze_until",
+    "schedule",
+    "idle_only",
+    "idle_seconds",
+    "pause_on_battery",
+    "pause_programs",
+}
+
+
+def all_settings() -> tuple:
+    return ENGINE_SETTINGS + NETWORK_SETTINGS
+
+
+class AppController(QObject):
+    """Everything between the widgets and the workers.
+
+    Args:
+        data_dir: the profile directory (settings, keys, checkpoints, logs).
+        params: a parameter set overriding the `params` setting (tests, demos).
+        try_network: False keeps the app in solo mode.
+        kdf_limits: key-derivation cost for new passphrases (tests use the minimum).
+        probe: the platform probe (tests inject fixed situations).
+
+    Signals:
+        state_changed(state, reason): the engine's state.
+        message_shown(Message): a user-visible message (also in the event log).
+        progress(Progress), unit_done(UnitDone), unit_started(Assignment).
+        rate(backend, numbers_per_second, batch_seconds).
+        network_status(BridgeStatus).
+    """
+
+    state_changed = Signal(str, str)
+    message_shown = Signal(object)
+    progress = Signal(object)
+    unit_done = Signal(object)
+    unit_started = Signal(object)
+    rate = Signal(str, float, float)
+    network_status = Signal(object)
+    sampled = Signal()
+
+    # Commands to the engine worker (queued to its thread).
+    _cmd_start = Signal()
+    _cmd_pause = Signal()
+    _cmd_resume = Signal()
+    _cmd_cores = Signal(int)
+    _cmd_share = Signal(float)
+    _cmd_blocked = Signal(str)
+    _cmd_gpu = Signal(bool, object)
+    _cmd_net_start = Signal()
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        params: Params | None = None,
+        try_network: bool = True,
+        kdf_limits: Any = None,
+        probe: Callable[[bool], policy.Situation] = policy.probe,
+        policy_interval_ms: int = POLICY_INTERVAL_MS,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = SettingsStore(self.data_dir / SETTINGS_FILE, all_settings())
+        self._params_override = params
+        self.try_network = try_network
+        self.kdf_limits = kdf_limits
+        self.events = EventLog()
+        self.rates = RateTracker()
+        self.state = ("stopped", "")
+        self.last_progress: Any = None
+        self.last_status: BridgeStatus | None = None
+        self.totals = {"units": 0, "numbers": 0}
+        self.bridge: WorkBridge | None = None
+        self.engine: EngineWorker | None = None
+        self._engine_thread: WorkerThread | None = None
+        self.network: NetworkWorker | None = None
+        self._network_thread: WorkerThread | None = None
+        self._probe = probe
+        self._situation: policy.Situation | None = None
+        self._noted: set[str] = set()
+        self._jobs: set[Any] = set()
+        self._user_paused = False
+        for w in self.settings.warnings:
+            self.show("settings_invalid", w)
+        self.settings.subscribe(self._on_setting)
+
+        self._policy_timer = QTimer(self)
+        self._policy_timer.setInterval(policy_interval_ms)
+        self._policy_timer.timeout.connect(self.refresh_policy)
+        self._snooze_timer = QTimer(self)  # ends a snooze on time even between probes
+        self._snooze_timer.setSingleShot(True)
+        self._snooze_timer.timeout.connect(self._reapply_policy)
+        # The plots sample the held rates at 2 Hz whether or not a page shows them.
+        self._sample_timer = QTimer(self)
+        self._sample_timer.setInterval(SAMPLE_INTERVAL_MS)
+        self._sample_timer.timeout.connect(self._sample)
+        self._make_actions()
+
+    # -- profile ---------------------------------------------------------------------
+
+    @property
+    def params(self) -> Params:
+        return self._params_override or by_name(self.settings["params"])
+
+    def is_set_up(self) -> bool:
+        """Whether the first-run wizard has completed for this profile."""
+        try:
+            doc = json.loads((self.data_dir / APP_STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and bool(doc.get("setup_complete"))
+
+    def mark_set_up(self) -> None:
+        path = self.data_dir / APP_STATE_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"setup_complete": True, "version": 1}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def accounts(self) -> Accounts | None:
+        """Account operations, or None when the network layer is not installed."""
+        if not accounts_available():
+            return None
+        return Accounts(self.data_dir, self.kdf_limits)
+
+    # -- messages ----------------------------------------------------------------------
+
+    def show(self, code: str, detail: str = "", source: str = "app") -> Message:
+        """Record a user-visible message (event log + Python logging) and announce it."""
+        m = message(code, detail)
+        self.events.add(m.severity, source, m.text)
+        self.message_shown.emit(m)
+        return m
+
+    def note(self, text: str, source: str = "app", level: str = "info") -> None:
+        self.events.add(level, source, text)
+
+    # -- actions (shared by the window and the tray) -------------------------------------
+
+    def _make_actions(self) -> None:
+        self.act_open = QAction(icon("hailstone"), "Open Hailstone", self)
+        self.act_pause = QAction(state_icon("paused"), "Pause", self)
+        self.act_resume = QAction(state_icon("computing"), "Resume", self)
+        self.act_quit = QAction("Quit", self)
+        self.act_pause.triggered.connect(self.pause)
+        self.act_resume.triggered.connect(self.resume)
+        self.snooze_actions: list[QAction] = []
+        for hours in SNOOZE_HOURS:
+            a = QAction(f"for {hours} hour{'s' if hours > 1 else ''}", self)
+            a.triggered.connect(lambda _checked=False, h=hours: self.snooze(h))
+            self.snooze_actions.append(a)
+        self.act_unsnooze = QAction("End snooze", self)
+        self.act_unsnooze.triggered.connect(self.unsnooze)
+        self._update_actions()
+
+    def _update_actions(self) -> None:
+        state = self.state[0]
+        snoozed = float(self.settings["snooze_until"]) > time.time()
+        self.act_pause.setEnabled(not self._user_paused and state != "stopped")
+        self.act_resume.setEnabled(self._user_paused or state == "error")
+        self.act_unsnooze.setEnabled(snoozed)
+
+    # -- engine lifecycle ------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._engine_thread is not None
+
+    def start_engine(self) -> None:
+        """Start the bridge and the worker threads, then computing (once)."""
+        if self._engine_thread is not None:
+            return
+        s = self.settings
+        self.bridge = WorkBridge(
+            self.data_dir, self.params, s.values(), try_network=self.try_network
+        )
+        if self.bridge.solo:
+            self.show("network_solo", source="network")
+            self.note(f"Solo mode because {self.bridge.solo_reason}.", "network")
+        self.engine = EngineWorker(
+            self.params,
+            self.bridge,
+            cores=effective_cores(s["cpu_cores"]),
+            share=s["cpu_share"] / 100.0,
+            gpu_enabled=s["gpu_enabled"],
+            gpu_devices=s["gpu_devices"],
+        )
+        e = self.engine
+        e.rate_sample.connect(self._on_rate)
+        e.block_done.connect(self._on_progress)
+        e.unit_started.connect(self._on_unit_started)
+        e.unit_done.connect(self._on_unit_done)
+        e.state_changed.connect(self._on_state)
+        e.warning.connect(lambda code, detail: self.show(code, detail, "engine"))
+        e.error.connect(lambda code, detail: self.show(code, detail, "engine"))
+        self._cmd_start.connect(e.start)
+        self._cmd_pause.connect(e.pause)
+        self._cmd_resume.connect(e.resume)
+        self._cmd_cores.connect(e.set_cores)
+        self._cmd_share.connect(e.set_share)
+        self._cmd_blocked.connect(e.set_blocked)
+        self._cmd_gpu.connect(e.set_gpu)
+        self._engine_thread = WorkerThread(e, "hailstone-engine")
+
+        self.network = NetworkWorker(self.bridge)
+        self.network.status.connect(self._on_network_status)
+        self.network.events.connect(self._on_network_events)
+        self._cmd_net_start.connect(self.network.start)
+        self._network_thread = WorkerThread(self.network, "hailstone-network")
+        self._cmd_net_start.emit()
+
+        self.note(f"Computing {self.params.name} units on this computer.", "engine")
+        if self._user_paused:
+            self._cmd_pause.emit()
+        self._reapply_policy()
+        self._cmd_start.emit()
+        self.refresh_policy()
+        self._policy_timer.start()
+        self._sample_timer.start()
+
+    @Slot()
+    def _sample(self) -> None:
+        self.rates.tick(time.monotonic())
+        self.sampled.emit()
+
+    def shutdown(self) -> None:
+        """Stop every worker and wait for its thread (call before the app exits)."""
+        self._policy_timer.stop()
+        self._snooze_timer.stop()
+        if self._engine_thread is not None:
+            assert self.engine is not None
+            self._engine_thread.stop(self.engine.stop)
+            self._engine_thread = None
+        if self._network_thread is not None:
+            assert self.network is not None
+            self._network_thread.stop(self.network.stop)
+            self._network_thread = None
+        self._sample_timer.stop()
+        QThreadPool.globalInstance().waitForDone(10000)
+        self._jobs.clear()
+
+    # -- commands --------------------------------------------------------------------
+
+    @Slot()
+    def pause(self) -> None:
+        self._user_paused = True
+        self._cmd_pause.emit()
+        self.note("Paused.")
+        self._update_actions()
+
+    @Slot()
+    def resume(self) -> None:
+        self._user_paused = False
+        if float(self.settings["snooze_until"]) > time.time():
+            self.settings.set("snooze_until", 0.0)
+        self._cmd_resume.emit()
+        self.note("Resumed.")
+        self._update_actions()
+
+    def snooze(self, hours: float) -> None:
+        """Pause for `hours`; the end time is a setting, so it survives a restart."""
+        until = time.time() + hours * 3600
+        self.settings.set("snooze_until", until)
+        self.note(
+            f"Snoozed for {hours:g} h (until {time.strftime('%a %H:%M', time.localtime(until))})."
+        )
+
+    def unsnooze(self) -> None:
+        self.settings.set("snooze_until", 0.0)
+        self.note("Snooze ended.")
+
+    # -- policy ----------------------------------------------------------------------
+
+    @Slot()
+    def refresh_policy(self) -> None:
+        """Probe the platform off the GUI thread, then apply the rules."""
+        need_programs = bool(self.settings["pause_programs"])
+        job = run_job(lambda: self._probe(need_programs), self._on_situation, self._on_probe_failed)
+        self._jobs.add(job)
+
+    @Slot(object)
+    def _on_situation(self, situation: policy.Situation) -> None:
+        self.apply_situation(situation)
+
+    @Slot(object)
+    def _on_probe_failed(self, exc: Exception) -> None:
+        log.warning("platform probe failed: %s", exc)
+
+    def apply_situation(self, situation: policy.Situation) -> policy.Decision:
+        """Apply the rules to a probed situation and tell the engine."""
+        self._situation = situation
+        values = self.settings.values()
+        for note in policy.unsupported_notes(values, situation):
+            if note not in self._noted:
+                self._noted.add(note)
+                self.note(note.capitalize() + ".")
+        decision = policy.decide(values, situation)
+        self._cmd_blocked.emit("" if decision.run else decision.reason)
+        return decision
+
+    def _reapply_policy(self) -> None:
+        base = self._situation or policy.Situation(now=time.time())
+        self.apply_situation(
+            policy.Situation(time.time(), base.idle_seconds, base.on_battery, base.programs)
+        )
+        snooze = float(self.settings["snooze_until"])
+        if snooze > time.time():
+            self._snooze_timer.start(int(min(snooze - time.time(), 86400) * 1000) + 50)
+        self._update_actions()
+
+    # -- settings --------------------------------------------------------------------
+
+    def _on_setting(self, key: str, value: Any) -> None:
+        setting = self.settings.settings[key]
+        if key == "cpu_cores":
+            self._cmd_cores.emit(effective_cores(value))
+        elif key == "cpu_share":
+            self._cmd_share.emit(value / 100.0)
+        elif key in ("gpu_enabled", "gpu_devices"):
+            self._cmd_gpu.emit(self.settings["gpu_enabled"], self.settings["gpu_devices"])
+        elif key in POLICY_KEYS:
+            self._reapply_policy()
+        elif key == "start_at_login":
+            try:
+                where = autostart.set_enabled(bool(value))
+                self.note(f"Start at login {'on' if value else 'off'} ({where}).")
+            except OSError as exc:
+                self.show("engine_failed", f"could not change start at login: {exc}")
+        if setting.restart and self.running:
+            self.note(f"{setting.title} takes effect after a restart.", level="info")
+
+    # -- worker reports ---------------------------------------------------------------
+
+    @Slot(str, float, float)
+    def _on_rate(self, backend: str, rate: float, batch_s: float) -> None:
+        self.rates.report(backend, rate, time.monotonic(), batch_s)
+        self.rate.emit(backend, rate, batch_s)
+
+    @Slot(object)
+    def _on_progress(self, p: Any) -> None:
+        self.last_progress = p
+        self.progress.emit(p)
+
+    @Slot(object)
+    def _on_unit_started(self, a: Any) -> None:
+        self.note(f"Unit {a.unit} started: [{a.lo}, {a.hi}).", "engine")
+        self.unit_started.emit(a)
+
+    @Slot(object)
+    def _on_unit_done(self, d: Any) -> None:
+        self.totals["units"] += 1
+        self.totals["numbers"] += d.numbers
+        where = f"published as {d.cid}" if d.cid else "stored locally"
+        self.note(
+            f"Unit {d.unit} done in {d.seconds:.1f} s on {d.backend}; root {d.root_hex[:16]}…, {where}.",
+            "engine",
+        )
+        self.unit_done.emit(d)
+
+    @Slot(str, str)
+    def _on_state(self, state: str, reason: str) -> None:
+        old = self.state
+        self.state = (state, reason)
+        if state == "waiting" and old != self.state:
+            self.note(f"Waiting: {reason}.", "engine")
+        self._update_actions()
+        self.state_changed.emit(state, reason)
+
+    @Slot(object)
+    def _on_network_status(self, status: BridgeStatus) -> None:
+        self.last_status = status
+        self.network_status.emit(status)
+
+    @Slot(list)
+    def _on_network_events(self, events: list) -> None:
+        for ev in events:
+            text = getattr(ev, "text", None) or str(ev)
+            level = getattr(ev, "level", "info")
+            self.note(text, "network", level)
+
+    def network_text(self) -> str:
+        return self.last_status.text if self.last_status else SOLO_TEXT

@@ -1,0 +1,166 @@
+"""The main window (pages in a side list) and the tray icon."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtGui import QCloseEvent
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QStackedWidget,
+    QSystemTrayIcon,
+    QWidget,
+)
+
+from app.controller import AppController
+from app.messages import Message
+from app.pages import (
+    AccountPage,
+    DashboardPage,
+    EventLogPage,
+    HistoryPage,
+    LeaderboardPage,
+    NetworkPage,
+    fmt_rate,
+)
+from app.preferences import PreferencesPage
+from app.theme import icon, state_icon
+
+PAGES = (
+    ("Dashboard", "page-dashboard", DashboardPage),
+    ("History", "page-history", HistoryPage),
+    ("Network", "page-network", NetworkPage),
+    ("Leaderboard", "page-leaderboard", LeaderboardPage),
+    ("Account", "page-account", AccountPage),
+    ("Preferences", "page-preferences", PreferencesPage),
+    ("Event log", "page-log", EventLogPage),
+)
+
+
+class Tray:
+    """The tray icon and its menu, built from the controller's shared actions."""
+
+    def __init__(self, ctl: AppController, window: MainWindow) -> None:
+        self.ctl = ctl
+        self.menu = QMenu()
+        self.menu.addAction(ctl.act_open)
+        self.menu.addSeparator()
+        self.menu.addAction(ctl.act_pause)
+        self.menu.addAction(ctl.act_resume)
+        self.snooze_menu = self.menu.addMenu("Snooze")
+        for a in ctl.snooze_actions:
+            self.snooze_menu.addAction(a)
+        self.snooze_menu.addSeparator()
+        self.snooze_menu.addAction(ctl.act_unsnooze)
+        self.menu.addSeparator()
+        self.menu.addAction(ctl.act_quit)
+        self.icon: QSystemTrayIcon | None = None
+        if QSystemTrayIcon.isSystemTrayAvailable():
+            self.icon = QSystemTrayIcon(state_icon("paused"))
+            self.icon.setContextMenu(self.menu)
+            self.icon.activated.connect(self._activated)
+            self.icon.show()
+        self.window = window
+        ctl.state_changed.connect(self.update)
+        ctl.sampled.connect(self.update)
+        self.update()
+
+    @property
+    def available(self) -> bool:
+        return self.icon is not None
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        if reason == QSystemTrayIcon.ActivationReason.Trigger:
+            self.ctl.act_open.trigger()
+
+    def tooltip(self) -> str:
+        state, reason = self.ctl.state
+        rate = self.ctl.rates.total(time.monotonic())
+        text = {"computing": f"Computing at {fmt_rate(rate)}"}.get(state, state.capitalize())
+        if reason and state in ("waiting", "paused", "error"):
+            text += f" ({reason})"
+        return f"Hailstone — {text}"
+
+    @Slot()
+    def update(self, *_args: Any) -> None:
+        if self.icon is not None:
+            self.icon.setIcon(state_icon(self.ctl.state[0]))
+            self.icon.setToolTip(self.tooltip())
+
+    def hide(self) -> None:
+        if self.icon is not None:
+            self.icon.hide()
+
+
+class MainWindow(QMainWindow):
+    """Pages in a side list; closing hides to the tray only when there is one."""
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        self.quitting = False
+        self.setWindowTitle("Hailstone")
+        self.setWindowIcon(icon("hailstone"))
+        self.resize(1000, 680)
+        central = QWidget()
+        lay = QHBoxLayout(central)
+        self.nav = QListWidget()
+        self.nav.setIconSize(QSize(20, 20))
+        self.nav.setFixedWidth(170)
+        self.stack = QStackedWidget()
+        self.pages: dict[str, QWidget] = {}
+        for title, icon_name, cls in PAGES:
+            page = cls(ctl)
+            self.pages[title] = page
+            self.stack.addWidget(page)
+            QListWidgetItem(icon(icon_name), title, self.nav)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.setCurrentRow(0)
+        lay.addWidget(self.nav)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.statusBar().showMessage(ctl.network_text())
+        self.tray = Tray(ctl, self)
+        ctl.act_open.triggered.connect(self.bring_to_front)
+        ctl.message_shown.connect(self.on_message)
+        ctl.state_changed.connect(self.on_state)
+        ctl.network_status.connect(lambda s: self.statusBar().showMessage(s.text))
+
+    def show_page(self, title: str) -> None:
+        self.nav.setCurrentRow([p[0] for p in PAGES].index(title))
+
+    @Slot()
+    def bring_to_front(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    @Slot(object)
+    def on_message(self, m: Message) -> None:
+        # Messages go to the status bar (and the tray balloon for errors); the log keeps them all.
+        self.statusBar().showMessage(m.text, 15000)
+        if m.severity == "error" and self.tray.icon is not None:
+            self.tray.icon.showMessage("Hailstone", m.text, QSystemTrayIcon.MessageIcon.Warning)
+
+    @Slot(str, str)
+    def on_state(self, state: str, _reason: str) -> None:
+        self.setWindowIcon(icon("hailstone") if state != "error" else state_icon("error"))
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # Qt override
+        if self.tray.available and not self.quitting:
+            event.ignore()
+            self.hide()
+            self.ctl.note("Hailstone keeps computing in the tray.")
+            return
+        event.accept()
+
+    def keyPressEvent(self, event: Any) -> None:  # Qt override
+        if event.key() == Qt.Key.Key_Escape:
+            return  # Esc must not close the main window
+        super().keyPressEvent(event)

@@ -1,0 +1,98 @@
+"""Error codes -> one sentence that says what happened and what to do next.
+
+Every message shown to the user goes through `show()` in the app, which also
+logs it; tracebacks only ever go to the log file.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A user-visible message: code, severity ("info" | "warning" | "error"), text."""
+
+    code: str
+    severity: str
+    text: str
+
+
+_TEXTS: dict[str, tuple[str, str]] = {
+    "no_gpu": (
+        "warning",
+        "No usable GPU was found ({detail}); Hailstone computes on the CPU instead. "
+        "Install the NVIDIA driver and CuPy to use the GPU.",
+    ),
+    "gpu_failed": (
+        "warning",
+        "The GPU stopped with an error ({detail}); Hailstone switched to the CPU. "
+        "Update the graphics driver, then turn the GPU on again in Preferences.",
+    ),
+    "ipfs_unreachable": (
+        "error",
+        "The IPFS node at {detail} cannot be reached; start IPFS Desktop or your kubo "
+        "daemon, or choose the embedded node in Preferences.",
+    ),
+    "wrong_passphrase": (
+        "error",
+        "That passphrase does not unlock the account; check Caps Lock and try again.",
+    ),
+    "account_failed": (
+        "error",
+        "The account could not be set up: {detail}. Correct it and press Next again.",
+    ),
+    "disk_full": (
+        "error",
+        "The disk holding {detail} is full, so Hailstone paused; free some space, then "
+        "press Resume.",
+    ),
+    "port_busy": (
+        "error",
+        "Port {detail} is busy; close the other IPFS program or pick another port in Preferences.",
+    ),
+    "engine_failed": (
+        "error",
+        "Computing stopped with an error ({detail}); details are in the event log. "
+        "Press Resume to try again.",
+    ),
+    "settings_invalid": (
+        "warning",
+        "A saved setting was not valid and was reset to its default ({detail}); check Preferences.",
+    ),
+    "network_solo": (
+        "info",
+        "Network: not connected (solo mode); results are kept on this computer.",
+    ),
+    "candidate": (
+        "warning",
+        "A number in unit {detail} did not fall below itself within the step bound; it was "
+        "re-checked exactly and is recorded for review. Please keep the event log.",
+    ),
+}
+
+CODES = tuple(_TEXTS)
+
+
+def message(code: str, detail: str = "") -> Message:
+    """The message for `code`, with `detail` filled in where the sentence names it."""
+    severity, template = _TEXTS.get(
+        code, ("error", "Something went wrong ({detail}); details are in the event log.")
+    )
+    detail = detail or "unknown"
+    return Message(code, severity, template.format(detail=detail))
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """(code, detail) for an exception raised while computing or saving."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return "disk_full", str(exc.filename or "the data folder")
+        if exc.errno == errno.EADDRINUSE:
+            return "port_busy", str(exc.filename or "4001")
+    name = type(exc).__name__
+    if name == "BackendUnavailable":
+        text = str(exc)
+        return "no_gpu", text.removeprefix("no GPU: ")
+    return "engine_failed", f"{name}: {exc}"

@@ -1,0 +1,629 @@
+"""The main window's pages: dashboard, history, network, leaderboard, account, event log.
+
+Preferences live in app/preferences.py. Pages only read from the controller
+and its signals and send commands through it; long operations (key
+derivation) run as pool jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.controller import AppController
+from app.eventlog import Entry
+from app.messages import Message, classify_exception
+from app.theme import plot_colours
+from app.workers import run_job
+
+
+def fmt_rate(rate: float) -> str:
+    """numbers/s with an SI prefix (every integer counts)."""
+    for div, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rate >= div:
+            return f"{rate / div:.2f} {prefix} numbers/s"
+    return f"{rate:.0f} numbers/s"
+
+
+def fmt_count(n: float) -> str:
+    for div, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.2f} {prefix}"
+    return f"{n:.0f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def _page(title: str, subtitle: str = "") -> tuple[QWidget, QVBoxLayout]:
+    w = QWidget()
+    lay = QVBoxLayout(w)
+    head = QLabel(f"<h2>{title}</h2>")
+    lay.addWidget(head)
+    if subtitle:
+        sub = QLabel(subtitle)
+        sub.setWordWrap(True)
+        lay.addWidget(sub)
+    return w, lay
+
+
+def _table(headers: list[str]) -> QTableWidget:
+    t = QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(headers)
+    t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    t.verticalHeader().setVisible(False)
+    t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    t.horizontalHeader().setStretchLastSection(True)
+    return t
+
+
+# ---- dashboard ---------------------------------------------------------------------------
+
+
+class DashboardPage(QWidget):
+    """Live throughput (CPU and GPU curves), current unit, totals, network summary."""
+
+    VIEWS = (
+        ("Last 10 minutes", "fine", 60.0, "minutes ago"),
+        ("Last 24 hours", "coarse", 3600.0, "hours ago"),
+    )
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        self.view = 0
+        lay = QVBoxLayout(self)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("<h2>Dashboard</h2>"))
+        top.addStretch(1)
+        self.rate_label = QLabel("0 numbers/s")
+        self.rate_label.setObjectName("rateLabel")
+        f = self.rate_label.font()
+        f.setPointSizeF(f.pointSizeF() * 1.4)
+        f.setBold(True)
+        self.rate_label.setFont(f)
+        top.addWidget(self.rate_label)
+        lay.addLayout(top)
+
+        views = QHBoxLayout()
+        self.view_group = QButtonGroup(self)
+        for i, (title, *_rest) in enumerate(self.VIEWS):
+            b = QPushButton(title)
+            b.setCheckable(True)
+            b.setChecked(i == 0)
+            self.view_group.addButton(b, i)
+            views.addWidget(b)
+        views.addStretch(1)
+        self.view_group.idClicked.connect(self.set_view)
+        lay.addLayout(views)
+
+        colours = plot_colours()
+        self.plot = pg.PlotWidget(background=colours.background)
+        self.plot.setMinimumHeight(220)
+        pi = self.plot.getPlotItem()
+        pi.showGrid(x=True, y=True, alpha=colours.grid_alpha)
+        # units= turns on SI prefixes on the axis (800 M, not 8e+08).
+        pi.setLabel("left", "throughput", units="numbers/s", color=colours.foreground)
+        pi.setLabel("bottom", self.VIEWS[0][3], color=colours.foreground)
+        pi.addLegend(offset=(10, 10))
+        pi.setDownsampling(mode="peak")
+        pi.setClipToView(True)
+        pi.setMouseEnabled(x=False, y=False)
+        for axis in ("left", "bottom"):
+            pi.getAxis(axis).setTextPen(colours.foreground)
+            pi.getAxis(axis).setPen(colours.foreground)
+        # One PlotDataItem per series, created once and updated in place (STYLE §7).
+        self.curves = {
+            "cpu": pi.plot(name="CPU", pen=pg.mkPen(colours.cpu, width=2)),
+            "gpu": pi.plot(name="GPU", pen=pg.mkPen(colours.gpu, width=2)),
+        }
+        pi.setXRange(-10, 0, padding=0)
+        lay.addWidget(self.plot, 1)
+
+        grid = QGridLayout()
+        unit_box = QGroupBox("Current unit")
+        ul = QVBoxLayout(unit_box)
+        self.unit_label = QLabel("Not started")
+        self.unit_label.setWordWrap(True)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.eta_label = QLabel("")
+        self.state_label = QLabel("")
+        ul.addWidget(self.unit_label)
+        ul.addWidget(self.progress_bar)
+        ul.addWidget(self.eta_label)
+        ul.addWidget(self.state_label)
+        grid.addWidget(unit_box, 0, 0)
+
+        totals_box = QGroupBox("My totals")
+        tl = QFormLayout(totals_box)
+        self.units_label = QLabel("0")
+        self.numbers_label = QLabel("0")
+        self.verified_label = QLabel("—")
+        tl.addRow("Units finished:", self.units_label)
+        tl.addRow("Numbers verified:", self.numbers_label)
+        tl.addRow("Confirmed by a second node:", self.verified_label)
+        grid.addWidget(totals_box, 0, 1)
+
+        net_box = QGroupBox("Network")
+        nl = QFormLayout(net_box)
+        self.net_label = QLabel(ctl.network_text())
+        self.net_label.setWordWrap(True)
+        self.frontier_label = QLabel("—")
+        self.peers_label = QLabel("0")
+        nl.addRow(self.net_label)
+        nl.addRow("Frontier:", self.frontier_label)
+        nl.addRow("Peers:", self.peers_label)
+        grid.addWidget(net_box, 0, 2)
+        lay.addLayout(grid)
+
+        ctl.progress.connect(self.on_progress)
+        ctl.unit_started.connect(self.on_unit_started)
+        ctl.unit_done.connect(self.on_unit_done)
+        ctl.state_changed.connect(self.on_state)
+        ctl.network_status.connect(self.on_network)
+        ctl.sampled.connect(self.redraw)
+        self.on_state(*ctl.state)
+        self.refresh_totals()
+
+    @Slot(int)
+    def set_view(self, index: int) -> None:
+        self.view = index
+        _title, _kind, _scale, label = self.VIEWS[index]
+        pi = self.plot.getPlotItem()
+        pi.setLabel("bottom", label)
+        pi.setXRange(-10 if index == 0 else -24, 0, padding=0)
+        self.view_group.button(index).setChecked(True)
+        self.redraw()
+
+    @Slot()
+    def redraw(self) -> None:
+        now = time.monotonic()
+        r = self.ctl.rates
+        self.rate_label.setText(fmt_rate(r.total(now)))
+        if not self.isVisible():
+            return  # nothing to paint; the ring buffers keep sampling
+        _title, kind, scale, _label = self.VIEWS[self.view]
+        for backend, curve in self.curves.items():
+            buf = (r.fine if kind == "fine" else r.coarse)[backend]
+            t, v = buf.arrays()
+            curve.setData((t - now) / scale, v, skipFiniteCheck=True)
+
+    @Slot(object)
+    def on_unit_started(self, a: Any) -> None:
+        self.unit_label.setText(f"Unit {a.unit}: [{a.lo}, {a.hi})")
+
+    @Slot(object)
+    def on_progress(self, p: Any) -> None:
+        self.progress_bar.setRange(0, p.blocks_total)
+        self.progress_bar.setValue(p.blocks_done)
+        self.progress_bar.setFormat(f"block {p.blocks_done} of {p.blocks_total} (%p%)")
+        self.eta_label.setText(f"Time left: {fmt_duration(p.eta_s)} on {p.backend.upper()}")
+
+    @Slot(object)
+    def on_unit_done(self, _d: Any) -> None:
+        self.refresh_totals()
+
+    def refresh_totals(self) -> None:
+        rows = self.ctl.bridge.my_units() if self.ctl.bridge else []
+        units = len(rows)
+        numbers = units * self.ctl.params.unit_size
+        verified = sum(1 for r in rows if r.status == "verified")
+        self.units_label.setText(str(units))
+        self.numbers_label.setText(fmt_count(numbers))
+        if self.ctl.bridge is None or self.ctl.bridge.solo:
+            self.verified_label.setText("not yet (solo mode)")
+        else:
+            self.verified_label.setText(
+                f"{verified} of {units}" + (f" ({100 * verified / units:.0f}%)" if units else "")
+            )
+
+    @Slot(str, str)
+    def on_state(self, state: str, reason: str) -> None:
+        text = {
+            "computing": "Computing",
+            "paused": "Paused",
+            "waiting": "Waiting",
+            "idle": "Idle",
+            "error": "Stopped by an error",
+            "stopped": "Not running",
+        }.get(state, state)
+        self.state_label.setText(
+            f"<b>{text}</b>" + (f" — {reason}" if reason and state != "computing" else "")
+        )
+
+    @Slot(object)
+    def on_network(self, s: Any) -> None:
+        self.net_label.setText(s.text)
+        unit = s.frontier
+        p = self.ctl.params
+        self.frontier_label.setText(
+            f"unit {unit}: every n < 2^{p.start.bit_length() - 1} + {unit}·2^{p.unit_bits}"
+            + (" computed here" if not s.connected else " verified")
+        )
+        self.peers_label.setText(str(s.peers))
+
+
+# ---- history -------------------------------------------------------------------------
+
+
+class HistoryPage(QWidget):
+    """My units: status, finish time, root, CID with a copy button."""
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        _w, lay = _page("History", "The units this profile has computed, newest first.")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(_w)
+        self.table = _table(["Unit", "Status", "Finished", "Time", "Backend", "Root", "CID", ""])
+        lay.addWidget(self.table, 1)
+        ctl.unit_done.connect(lambda _d: self.refresh())
+
+    def refresh(self) -> None:
+        rows = self.ctl.bridge.my_units() if self.ctl.bridge else []
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            finished = (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(r.finished_at))
+                if r.finished_at
+                else ""
+            )
+            vals = [
+                str(r.unit),
+                r.status,
+                finished,
+                fmt_duration(r.seconds),
+                r.backend,
+                r.root_hex[:16] + "…",
+                r.cid or "—",
+            ]
+            for j, v in enumerate(vals):
+                self.table.setItem(i, j, QTableWidgetItem(v))
+            copy = QPushButton("Copy")
+            copy.setEnabled(bool(r.cid or r.root_hex))
+            copy.setToolTip("Copy the CID (or, in solo mode, the root) to the clipboard")
+            copy.clicked.connect(
+                lambda _c=False, text=(r.cid or r.root_hex): QGuiApplication.clipboard().setText(
+                    text
+                )
+            )
+            self.table.setCellWidget(i, 7, copy)
+
+    def showEvent(self, event: Any) -> None:  # Qt override
+        self.refresh()
+        super().showEvent(event)
+
+
+# ---- network ---------------------------------------------------------------------------
+
+
+class NetworkPage(QWidget):
+    """Peer id, peers, sync state, ledger size, rejected records by reason."""
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        _w, lay = _page("Network")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(_w)
+        self.status_label = QLabel(ctl.network_text())
+        self.status_label.setWordWrap(True)
+        lay.addWidget(self.status_label)
+        form = QFormLayout()
+        self.fields = {}
+        for key, title in (
+            ("peer_id", "Peer id"),
+            ("listen", "Listening on"),
+            ("peers", "Connected peers"),
+            ("state", "Sync state"),
+            ("records", "Ledger size (records)"),
+            ("outbox", "Waiting to publish"),
+            ("frontier", "Verified frontier (unit)"),
+        ):
+            lab = QLabel("—")
+            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.fields[key] = lab
+            form.addRow(title + ":", lab)
+        lay.addLayout(form)
+        lay.addWidget(QLabel("<b>Rejected records by reason</b>"))
+        self.rejected = _table(["Reason", "Count"])
+        lay.addWidget(self.rejected, 1)
+        ctl.network_status.connect(self.on_status)
+
+    @Slot(object)
+    def on_status(self, s: Any) -> None:
+        self.status_label.setText(s.text)
+        self.fields["peer_id"].setText(s.peer_id or "—")
+        self.fields["listen"].setText(", ".join(s.listen) or "—")
+        self.fields["peers"].setText(str(s.peers))
+        self.fields["state"].setText(s.state or "—")
+        self.fields["records"].setText(str(s.records))
+        self.fields["outbox"].setText(str(s.outbox))
+        self.fields["frontier"].setText(str(s.frontier))
+        items = sorted(s.rejected.items(), key=lambda kv: -kv[1])
+        self.rejected.setRowCount(len(items))
+        for i, (reason, count) in enumerate(items):
+            self.rejected.setItem(i, 0, QTableWidgetItem(reason))
+            self.rejected.setItem(i, 1, QTableWidgetItem(str(count)))
+
+
+# ---- leaderboard ---------------------------------------------------------------------------
+
+
+class LeaderboardPage(QWidget):
+    """Accounts ranked by verified units, from the derived network state."""
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        _w, lay = _page("Leaderboard")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(_w)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+        self.table = _table(["#", "Account", "Units", "Numbers"])
+        lay.addWidget(self.table, 1)
+
+    def refresh(self) -> None:
+        rows = self.ctl.bridge.leaderboard() if self.ctl.bridge else []
+        if self.ctl.bridge is None or self.ctl.bridge.solo:
+            self.note.setText(
+                "The leaderboard comes from the network; in solo mode there is none yet."
+            )
+        else:
+            self.note.setText("")
+        self.table.setRowCount(len(rows))
+        for i, (name, units, numbers) in enumerate(rows):
+            for j, v in enumerate((str(i + 1), name, str(units), fmt_count(numbers))):
+                self.table.setItem(i, j, QTableWidgetItem(v))
+
+    def showEvent(self, event: Any) -> None:  # Qt override
+        self.refresh()
+        super().showEvent(event)
+
+
+# ---- account ---------------------------------------------------------------------------------
+
+
+class AccountPage(QWidget):
+    """Username, this account's nodes (revoke), export, change passphrase."""
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        self.accounts = ctl.accounts()
+        _w, lay = _page("Account")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(_w)
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.info_label)
+        lay.addWidget(QLabel("<b>Nodes (computers) of this account</b>"))
+        self.nodes = _table(["Node key", "State", ""])
+        lay.addWidget(self.nodes, 1)
+        buttons = QHBoxLayout()
+        self.export_button = QPushButton("Export account…")
+        self.passphrase_button = QPushButton("Change passphrase…")
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.passphrase_button)
+        buttons.addStretch(1)
+        lay.addLayout(buttons)
+        self.export_button.clicked.connect(self._ask_export)
+        self.passphrase_button.clicked.connect(self._ask_change)
+        self.busy = False
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.accounts is None or not self.accounts.has_account():
+            self.info_label.setText(
+                "No account on this computer. Accounts come with the network layer; "
+                "until you create one, Hailstone computes in solo mode and keeps results locally."
+                if self.accounts is None
+                else "No account in this profile yet. Run the setup again to create or import one."
+            )
+            self.export_button.setEnabled(False)
+            self.passphrase_button.setEnabled(False)
+            self.nodes.setRowCount(0)
+            return
+        info = self.accounts.info()
+        self.info_label.setText(
+            f"Username: <b>{info.get('username', '?')}</b><br>Account key: {info.get('account', '')[:32]}…"
+        )
+        self.export_button.setEnabled(True)
+        self.passphrase_button.setEnabled(True)
+        nodes = self.accounts.nodes()
+        self.nodes.setRowCount(len(nodes))
+        for i, (node_hex, revoked, mine) in enumerate(nodes):
+            self.nodes.setItem(i, 0, QTableWidgetItem(node_hex[:24] + "…"))
+            self.nodes.setItem(
+                i,
+                1,
+                QTableWidgetItem(
+                    ("revoked" if revoked else "active") + (" (this computer)" if mine else "")
+                ),
+            )
+            b = QPushButton("Revoke")
+            b.setEnabled(not revoked)
+            b.clicked.connect(lambda _c=False, n=node_hex: self._ask_revoke(n))
+            self.nodes.setCellWidget(i, 2, b)
+
+    def showEvent(self, event: Any) -> None:  # Qt override: the wizard may have made one since
+        self.refresh()
+        super().showEvent(event)
+
+    def _passphrase(self, prompt: str) -> str | None:
+        text, ok = QInputDialog.getText(self, "Hailstone", prompt, QLineEdit.EchoMode.Password)
+        return text if ok else None
+
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export account", str(Path.home() / "hailstone-account.key")
+        )
+        if not path:
+            return
+        pw = self._passphrase("Passphrase of the account:")
+        if pw is not None:
+            self.export_to(Path(path), pw)
+
+    def _ask_change(self) -> None:
+        old = self._passphrase("Current passphrase:")
+        if old is None:
+            return
+        new = self._passphrase("New passphrase (at least 8 characters):")
+        again = self._passphrase("New passphrase again:") if new is not None else None
+        if new is None or again is None:
+            return
+        if new != again:
+            QMessageBox.warning(
+                self, "Hailstone", "The two new passphrases differ; nothing was changed."
+            )
+            return
+        self.change_passphrase(old, new)
+
+    def _ask_revoke(self, node_hex: str) -> None:
+        pw = self._passphrase("Revoking a node stops its future work from counting. Passphrase:")
+        if pw is not None:
+            self._run(lambda: self.accounts.revoke(pw, node_hex), "Node revoked.")
+
+    def export_to(self, path: Path, passphrase: str) -> None:
+        self._run(
+            lambda: self.accounts.export_file(passphrase, path), f"Account exported to {path}."
+        )
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        self._run(lambda: self.accounts.change_passphrase(old, new), "Passphrase changed.")
+
+    def _run(self, fn: Any, done_text: str) -> None:
+        self.busy = True
+        self.setEnabled(False)
+        self._job = run_job(fn, lambda _r: self._done(done_text), self._failed)
+
+    def _done(self, text: str) -> None:
+        self.busy = False
+        self.setEnabled(True)
+        self.ctl.note(text, "account")
+        self.refresh()
+
+    def _failed(self, exc: Exception) -> None:
+        self.busy = False
+        self.setEnabled(True)
+        code = getattr(exc, "code", "")
+        if code == "wrong_passphrase":
+            self.ctl.show("wrong_passphrase", source="account")
+        elif isinstance(exc, OSError):
+            self.ctl.show(*classify_exception(exc), source="account")
+        else:
+            self.ctl.note(f"{getattr(exc, 'message', None) or exc}", "account", "error")
+            self.ctl.message_shown.emit(Message("account", "error", str(exc)))
+
+
+# ---- event log -------------------------------------------------------------------------------
+
+
+class EventLogPage(QWidget):
+    """Every user-visible message, with a level filter and a text search."""
+
+    FILTERS = (
+        ("All", ("info", "warning", "error")),
+        ("Warnings and errors", ("warning", "error")),
+        ("Errors", ("error",)),
+    )
+
+    def __init__(self, ctl: AppController) -> None:
+        super().__init__()
+        self.ctl = ctl
+        _w, lay = _page("Event log")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(_w)
+        bar = QHBoxLayout()
+        self.filter = QComboBox()
+        for title, _levels in self.FILTERS:
+            self.filter.addItem(title)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search…")
+        self.search.setClearButtonEnabled(True)
+        bar.addWidget(QLabel("Show:"))
+        bar.addWidget(self.filter)
+        bar.addWidget(self.search, 1)
+        lay.addLayout(bar)
+        self.table = _table(["Time", "Level", "Source", "Message"])
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setWordWrap(True)
+        lay.addWidget(self.table, 1)
+        self.filter.currentIndexChanged.connect(self.apply_filter)
+        self.search.textChanged.connect(self.apply_filter)
+        for e in ctl.events.entries:
+            self.add(e)
+        ctl.events.added.connect(self.add)
+
+    @Slot(object)
+    def add(self, e: Entry) -> None:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        vals = (time.strftime("%H:%M:%S", time.localtime(e.at)), e.level, e.source, e.text)
+        for j, v in enumerate(vals):
+            self.table.setItem(row, j, QTableWidgetItem(v))
+        self._apply_row(row)
+
+    def _apply_row(self, row: int) -> None:
+        levels = self.FILTERS[self.filter.currentIndex()][1]
+        needle = self.search.text().strip().lower()
+        level = self.table.item(row, 1).text()
+        text = " ".join(self.table.item(row, j).text() for j in range(4)).lower()
+        self.table.setRowHidden(row, bool(level not in levels or (needle and needle not in text)))
+
+    @Slot()
+    def apply_filter(self) -> None:
+        for row in range(self.table.rowCount()):
+            self._apply_row(row)
+
+    def visible_texts(self) -> list[str]:
+        return [
+            self.table.item(r, 3).text()
+            for r in range(self.table.rowCount())
+            if not self.table.isRowHidden(r)
+        ]

@@ -1,0 +1,463 @@
+"""QThread adapters: the engine worker, the network poller, and one-shot jobs.
+
+STYLE §2: each long-running loop is a QObject moved to its own QThread that
+lives as long as the app. The engine worker runs one `Verifier.step()` (one
+batch of up to `cores` blocks) per event-loop turn, rescheduling itself with a
+single-shot QTimer, so pause, throttle and settings commands queued by the GUI
+arrive between batches. Duty-cycle rest is a timer delay, not a sleep.
+The GUI talks to workers only through signals; `WorkerThreads.stop()` stops,
+quits and waits for every thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+
+from app.messages import classify_exception
+from app.network_bridge import Assignment, WorkBridge
+from engine import BackendUnavailable, DutyCycle, Params, Verifier, make_backend
+
+log = logging.getLogger(__name__)
+
+# Every WorkerThread made (tests check that none is left running).
+LIVE_THREADS: weakref.WeakSet = weakref.WeakSet()
+
+# Blocks per batch on a GPU: enough to keep it busy, few enough to pause quickly.
+GPU_BATCH_BLOCKS = 4
+IDLE_RETRY_MS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where the current unit stands (sent with block_done)."""
+
+    unit: int
+    blocks_done: int
+    blocks_total: int
+    eta_s: float | None
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnitDone:
+    """A unit finished and was stored/published."""
+
+    unit: int
+    root_hex: str
+    cid: str
+    seconds: float
+    backend: str
+    numbers: int
+    candidates: int
+
+
+class EngineWorker(QObject):
+    """Drives the engine, one batch per event-loop turn, in its own thread.
+
+    Signals:
+        rate_sample(backend, numbers_per_second, batch_seconds): after each batch,
+            counting every integer and including the duty-cycle rest.
+        block_done(Progress): after each batch (and once for restored blocks).
+        unit_started(Assignment): a unit began (or resumed from its checkpoint).
+        unit_done(UnitDone): a unit finished and was handed to the bridge.
+        state_changed(state, reason): state is "computing", "paused", "waiting",
+            "idle", "error" or "stopped"; reason is a short phrase.
+        warning(code, detail), error(code, detail): for app/messages.py.
+        batch_started(): just before a batch runs (tests count batches).
+    """
+
+    rate_sample = Signal(str, float, float)
+    block_done = Signal(object)
+    unit_started = Signal(object)
+    unit_done = Signal(object)
+    state_changed = Signal(str, str)
+    warning = Signal(str, str)
+    error = Signal(str, str)
+    batch_started = Signal()
+
+    def __init__(
+        self,
+        params: Params,
+        bridge: WorkBridge,
+        *,
+        cores: int = 1,
+        share: float = 1.0,
+        gpu_enabled: bool = False,
+        gpu_devices: tuple[int, ...] = (),
+        backend_factory: Callable[..., Any] = make_backend,
+    ) -> None:
+        super().__init__()
+        self.params = params
+        self.bridge = bridge
+        self._cores = max(1, cores)
+        self._duty = DutyCycle(share)
+        self._gpu_enabled = gpu_enabled
+        self._gpu_devices = tuple(gpu_devices)
+        self._backend_factory = backend_factory
+        self._backend: Any = None
+        self._backend_is_gpu = False
+        self._gpu_refused = False  # once the GPU failed, stay on the CPU until settings change
+        self._job: Verifier | None = None
+        self._assignment: Assignment | None = None
+        self._running = False
+        self._user_paused = False
+        self._blocked_reason = ""
+        self._failed = False
+        self._stopped = False
+        self._state = ("", "")
+        self._unit_busy_s = 0.0
+        self._unit_blocks_run = 0
+        # A child timer moves to the worker thread with its parent.
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._tick)
+
+    # -- commands (queued slots) ------------------------------------------------
+
+    @Slot()
+    def start(self) -> None:
+        """Begin (or continue) computing."""
+        self._running = True
+        self._schedule(0)
+
+    @Slot()
+    def pause(self) -> None:
+        self._user_paused = True
+        self._timer.stop()
+        self._emit_state("paused", "paused by you")
+
+    @Slot()
+    def resume(self) -> None:
+        self._user_paused = False
+        self._failed = False
+        if self._running:
+            self._schedule(0)
+
+    @Slot(str)
+    def set_blocked(self, reason: str) -> None:
+        """A policy reason not to compute now ("" lets it run)."""
+        was = self._blocked_reason
+        self._blocked_reason = reason
+        if reason and not was:
+            self._timer.stop()
+            if not self._user_paused:
+                self._emit_state("waiting", reason)
+        elif not reason and was and self._running:
+            self._schedule(0)
+
+    @Slot(int)
+    def set_cores(self, cores: int) -> None:
+        self._cores = max(1, int(cores))
+        if self._job is not None and not self._backend_is_gpu:
+            self._job.set_cores(self._cores)
+
+    @Slot(float)
+    def set_share(self, share: float) -> None:
+        self._duty.set_share(min(1.0, max(0.01, float(share))))
+        if self._running and self._timer.isActive() and self._timer.remainingTime() > 0:
+            self._schedule(0)  # a long rest under the old share ends now
+
+    @Slot(bool, object)
+    def set_gpu(self, enabled: bool, devices: Any = ()) -> None:
+        self._gpu_enabled = bool(enabled)
+        self._gpu_devices = tuple(devices or ())
+        self._gpu_refused = False
+        if self._backend is not None and self._backend_is_gpu != self._want_gpu():
+            self._drop_backend()  # rebuilt on the next turn; the checkpoint keeps finished blocks
+
+    @Slot()
+    def stop(self) -> None:
+        """Stop for good (before the thread quits): close files and the backend."""
+        self._stopped = True
+        self._timer.stop()
+        self._drop_backend()
+        self._emit_state("stopped", "")
+
+    # -- state --------------------------------------------------------------------
+
+    @property
+    def cores(self) -> int:
+        return self._cores
+
+    @property
+    def share(self) -> float:
+        return self._duty.share
+
+    @property
+    def batch_cores(self) -> int:
+        """The batch size the current job runs with (tests read it)."""
+        return self._job.cores if self._job is not None else self._cores
+
+    def _emit_state(self, state: str, reason: str) -> None:
+        if (state, reason) != self._state:
+            self._state = (state, reason)
+            self.state_changed.emit(state, reason)
+
+    def _schedule(self, delay_ms: int) -> None:
+        if not self._stopped:
+            self._timer.start(max(0, int(delay_ms)))
+
+    def _want_gpu(self) -> bool:
+        return self._gpu_enabled and not self._gpu_refused
+
+    def _drop_backend(self) -> None:
+        if self._job is not None:
+            self._job.close()
+            self._job = None
+        if self._backend is not None:
+            try:
+                self._backend.close()
+            except Exception:
+                log.exception("backend close failed")
+            self._backend = None
+
+    def _make_backend(self) -> None:
+        if self._want_gpu():
+            device = self._gpu_devices[0] if self._gpu_devices else 0
+            try:
+                self._backend = self._backend_factory("gpu", self.params, device=device)
+                self._backend_is_gpu = True
+                return
+            except BackendUnavailable as exc:
+                self._gpu_refused = True
+                self.warning.emit("no_gpu", str(exc).removeprefix("no GPU: "))
+        self._backend = self._backend_factory("cpu", self.params)
+        self._backend_is_gpu = False
+
+    def _begin_unit(self) -> bool:
+        assignment = self.bridge.next_assignment()
+        if assignment is None:
+            self._emit_state("idle", "no work available right now")
+            self._schedule(IDLE_RETRY_MS)
+            return False
+        self._open_job(assignment)
+        return True
+
+    def _open_job(self, assignment: Assignment) -> None:
+        if self._backend is None:
+            self._make_backend()
+        batch = GPU_BATCH_BLOCKS if self._backend_is_gpu else self._cores
+        self._job = Verifier(
+            self.params,
+            assignment.lo,
+            assignment.hi,
+            self._backend,
+            cores=batch,
+            checkpoint=assignment.checkpoint_path,
+        )
+        if self._assignment is None or self._assignment.unit != assignment.unit:
+            self._unit_busy_s = 0.0
+            self._unit_blocks_run = 0
+        self._assignment = assignment
+        self.unit_started.emit(assignment)
+        if self._job.blocks_done:
+            self.block_done.emit(self._progress("checkpoint"))
+
+    def _progress(self, backend: str) -> Progress:
+        job, a = self._job, self._assignment
+        assert job is not None and a is not None
+        eta = None
+        if self._unit_blocks_run:
+            per_block = self._unit_busy_s / self._unit_blocks_run
+            eta = per_block * (job.blocks_total - job.blocks_done)
+        return Progress(a.unit, job.blocks_done, job.blocks_total, eta, backend)
+
+    # -- the loop -----------------------------------------------------------------
+
+    @Slot()
+    def _tick(self) -> None:
+        if self._stopped or not self._running or self._failed:
+            return
+        if self._user_paused:
+            self._emit_state("paused", "paused by you")
+            return
+        if self._blocked_reason:
+            self._emit_state("waiting", self._blocked_reason)
+            return
+        try:
+            if self._backend is None and self._job is not None:
+                self._job = None
+            if self._job is None:
+                if self._assignment is not None and self._backend is None:
+                    self._open_job(self._assignment)  # backend changed mid-unit
+                elif not self._begin_unit():
+                    return
+            assert self._job is not None and self._assignment is not None
+            self._emit_state("computing", self._backend.name)
+            self.batch_started.emit()
+            t0 = time.perf_counter()
+            blocks = self._job.step()
+            busy = time.perf_counter() - t0
+        except Exception as exc:
+            self._on_failure(exc)
+            return
+        rest = self._duty.rest_after(busy)
+        numbers = sum(b.numbers for b in blocks)
+        self._unit_busy_s += busy + rest
+        self._unit_blocks_run += len(blocks)
+        backend = self._backend.name
+        if blocks and busy > 0:
+            self.rate_sample.emit(backend, numbers / (busy + rest), busy + rest)
+        self.block_done.emit(self._progress(backend))
+        if self._job.done:
+            try:
+                self._finish_unit()
+            except Exception as exc:
+                self._on_failure(exc)
+                return
+        self._schedule(int(rest * 1000))
+
+    def _finish_unit(self) -> None:
+        job, a = self._job, self._assignment
+        assert job is not None and a is not None
+        result = job.result()
+        cid = self.bridge.submit(a, result)
+        job.discard_checkpoint()
+        self._job = None
+        self._assignment = None
+        done = UnitDone(
+            unit=a.unit,
+            root_hex=result.root.hex(),
+            cid=cid,
+            seconds=result.seconds,
+            backend=result.backend,
+            numbers=a.hi - a.lo,
+            candidates=len(result.candidates),
+        )
+        self.unit_done.emit(done)
+        if done.candidates:
+            self.warning.emit("candidate", str(a.unit))
+
+    def _on_failure(self, exc: Exception) -> None:
+        log.exception("engine failure")
+        code, detail = classify_exception(exc)
+        if self._backend_is_gpu and code == "engine_failed":
+            # The GPU failed mid-run: fall back to the CPU; finished blocks are checkpointed.
+            self._gpu_refused = True
+            self._drop_backend()
+            self.warning.emit("gpu_failed", detail)
+            self._schedule(0)
+            return
+        self._failed = True
+        self._drop_backend()
+        self.error.emit(code, detail)
+        self._emit_state("error", detail)
+
+
+class NetworkWorker(QObject):
+    """Polls the work bridge off the GUI thread and reports its status.
+
+    Signals:
+        status(BridgeStatus): after each poll.
+        events(list): network events from the node (empty in solo mode).
+    """
+
+    status = Signal(object)
+    events = Signal(list)
+
+    def __init__(self, bridge: WorkBridge, interval_ms: int = 1000) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self._timer = QTimer(self)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self.poll)
+
+    @Slot()
+    def start(self) -> None:
+        self.poll()
+        self._timer.start()
+
+    @Slot()
+    def poll(self) -> None:
+        evs = self.bridge.poll()
+        if evs:
+            self.events.emit(evs)
+        try:
+            self.status.emit(self.bridge.status())
+        except Exception:
+            log.exception("network status failed")
+
+    @Slot()
+    def stop(self) -> None:
+        self._timer.stop()
+        self.bridge.stop()
+
+
+class WorkerThread:
+    """A worker QObject in a QThread that lives as long as the app."""
+
+    def __init__(self, worker: QObject, name: str) -> None:
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        worker.moveToThread(self.thread)
+        self.thread.start()
+        LIVE_THREADS.add(self)
+
+    def stop(self, stop_slot: Callable[[], None] | None = None, timeout_ms: int = 60000) -> bool:
+        """Run the worker's stop slot in its thread, then quit and wait."""
+        if self.thread.isRunning():
+            if stop_slot is not None:
+                _invoke_blocking(self.worker, stop_slot)
+            self.thread.quit()
+            return self.thread.wait(timeout_ms)
+        return True
+
+
+class _Invoker(QObject):
+    call = Signal()
+
+
+def _invoke_blocking(receiver: QObject, slot: Callable[[], None]) -> None:
+    """Call `slot` in `receiver`'s thread and wait for it to return."""
+    from PySide6.QtCore import Qt
+
+    inv = _Invoker()
+    inv.call.connect(slot, Qt.ConnectionType.BlockingQueuedConnection)
+    inv.call.emit()
+    inv.call.disconnect(slot)
+
+
+class JobSignals(QObject):
+    """Signals of a one-shot job (a QRunnable is not a QObject)."""
+
+    finished = Signal(object)
+    failed = Signal(object)
+
+
+class Job(QRunnable):
+    """A one-shot call on the global QThreadPool; result or exception via signals."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.signals = JobSignals()
+
+    def run(self) -> None:
+        try:
+            out = self.fn()
+        except Exception as exc:  # reported to the GUI, never lost
+            self.signals.failed.emit(exc)
+            return
+        self.signals.finished.emit(out)
+
+
+def run_job(
+    fn: Callable[[], Any],
+    on_done: Callable[[Any], None],
+    on_error: Callable[[Exception], None],
+) -> Job:
+    """Start `fn` on the thread pool; callbacks run on the caller's (GUI) thread."""
+    job = Job(fn)
+    job.setAutoDelete(False)  # the caller may keep the signals object alive
+    job.signals.finished.connect(on_done)
+    job.signals.failed.connect(on_error)
+    QThreadPool.globalInstance().start(job)
+    return job

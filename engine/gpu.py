@@ -1,0 +1,705 @@
+"""GPU backend: the CUDA kernels of engine/collatz_kernel.cu driven through CuPy.
+
+The evidence is bit-identical to engine.reference.run_block (and so to the
+CPU backend): the kernel iterates exactly the sieve's tested set with exact
+128-bit arithmetic, reduces each evidence block on the device to one record
+(tested, odd steps, deferred count, max value with its smallest n), and hands
+back the few numbers it could not finish (a 3x+1 that would pass 2**128, or
+more odd steps than params.step_bound). The host runs those through the exact
+reference path and merges them with reference.EvidenceAccumulator, whose
+offer_max is the protocol's tie rule.
+
+Pipelining: each backend owns two launch slots, each with its own CUDA
+stream and buffers. run_blocks() enqueues launch i+1 on one slot before it
+waits for launch i on the other, so the GPU computes the next launch while
+the host copies back, merges and runs deferred numbers exactly. With a duty
+cycle below 1 the slots run one at a time and the host sleeps after each
+launch so that the GPU is busy only that share of wall time.
+
+Any CuPy flavour works (cupy-cuda12x, cupy-cuda13x): only `import cupy` is
+used. Without CuPy, a driver, or a device, probe() says why and never raises;
+gpu_backends() then returns [] after logging "no GPU: <reason>" once, and the
+caller falls back to the CPU backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine import reference
+from engine.evidence import BlockEvidence
+from engine.params import MOD9_KEPT, PRODUCTION, Params
+from engine.sieve import Sieve
+from engine.sieve import load as load_sieve
+
+log = logging.getLogger(__name__)
+
+KERNEL_SOURCE = Path(__file__).with_name("collatz_kernel.cu")
+# The kernels compiled from KERNEL_SOURCE (one place; extern "C", no mangling).
+KERNEL_NAMES = ("hs_glide", "hs_reduce")
+# NVRTC needs --device-int128 for unsigned __int128 in device code on some
+# CUDA versions and rejects unknown options on others: try in this order.
+COMPILE_OPTIONS = (("-std=c++17", "--device-int128"), ("-std=c++17",))
+
+RECORD_WORDS = 8  # hs_glide/hs_reduce record: tested, odd, deferred, max hi/lo, n hi/lo, jumps
+DEFER_WORDS = 3  # deferred entry: n hi, n lo, evidence block index in the launch
+DESC_WORDS = 6  # block descriptor: base hi/lo, first survivor index, slots, base mod 9, 0
+REDUCE_THREADS = 256  # == HS_REDUCE_THREADS in the kernel source
+DEFER_CAPACITY = 1 << 14  # deferred entries per launch before a block is re-run
+SLOTS_PER_THREAD = 32  # survivor slots one thread walks per launch (jump needs a history)
+MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: evidence blocks per launch
+FAST_RANGE_LIMIT = 1 << 127  # ranges reaching this high go to the exact path entirely
+
+_MASK64 = (1 << 64) - 1
+_POW3 = np.array([3**i for i in range(41)], dtype=np.uint64)
+KEPT9_MASK = sum(1 << j for j in MOD9_KEPT)
+
+TUNING_FILE = "gpu-tuning.json"
+_TUNING_FORMAT = 1
+
+
+class GpuUnavailable(RuntimeError):
+    """No usable GPU: `reason` says why in one sentence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class GpuDevice:
+    """One CUDA device as probe() found it."""
+
+    index: int
+    name: str
+    compute_capability: tuple[int, int]
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStatus:
+    """What probe() found. `reason` is empty when available."""
+
+    available: bool
+    reason: str
+    devices: tuple[GpuDevice, ...] = ()
+    driver_version: int = 0
+    runtime_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Launch geometry for one device.
+
+    Attributes:
+        threads_per_block: CUDA threads per block of the glide kernel.
+        survivors_per_launch: sieve survivors (slots) covered by one launch;
+            evidence blocks per launch follow from it.
+    """
+
+    threads_per_block: int = 128
+    survivors_per_launch: int = 1 << 24
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.threads_per_block <= 1024 or self.threads_per_block % 32:
+            raise ValueError("threads_per_block must be a multiple of 32 in 32..1024")
+        if not 1 <= self.survivors_per_launch <= 1 << 34:
+            raise ValueError("survivors_per_launch must be in 1..2**34")
+
+
+DEFAULT_TUNING = Tuning()
+TUNING_CANDIDATES = tuple(
+    Tuning(t, s) for t in (64, 128, 256, 512) for s in (1 << 22, 1 << 24, 1 << 26)
+)
+
+# ---------------------------------------------------------------- probing
+
+_logged_lock = threading.Lock()
+_logged_reasons: set[str] = set()
+
+
+def _log_unavailable(reason: str) -> None:
+    with _logged_lock:
+        if reason in _logged_reasons:
+            return
+        _logged_reasons.add(reason)
+    log.info("no GPU: %s", reason)
+
+
+def probe() -> GpuStatus:
+    """Find CUDA devices through CuPy; never raises.
+
+    Unavailable (with a reason) when CuPy is missing or broken, there is no
+    driver or it is older than CuPy's CUDA, or no device is visible. The
+    reason is logged once as "no GPU: <reason>".
+    """
+    status = _probe()
+    if not status.available:
+        _log_unavailable(status.reason)
+    return status
+
+
+def _probe() -> GpuStatus:
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        return GpuStatus(False, f"CuPy is not installed or does not load ({exc})")
+    try:
+        runtime = cupy.cuda.runtime
+        runtime_version = int(runtime.runtimeGetVersion())
+        try:
+            driver_version = int(runtime.driverGetVersion())
+        except Exception as exc:
+            return GpuStatus(False, f"no CUDA driver ({exc})", runtime_version=runtime_version)
+        if driver_version == 0:
+            return GpuStatus(False, "no CUDA driver is installed", runtime_version=runtime_version)
+        if driver_version // 1000 < runtime_version // 1000:
+            return GpuStatus(
+                False,
+                f"the CUDA driver is too old (it supports CUDA {_cuda_text(driver_version)}, "
+                f"CuPy needs {_cuda_text(runtime_version)}); update the graphics driver",
+                driver_version=driver_version,
+                runtime_version=runtime_version,
+            )
+        try:
+            count = int(runtime.getDeviceCount())
+        except Exception as exc:
+            return GpuStatus(False, f"no CUDA device ({exc})", (), driver_version, runtime_version)
+        if count == 0:
+            return GpuStatus(
+                False, "no CUDA device is visible", (), driver_version, runtime_version
+            )
+        devices = []
+        for i in range(count):
+            props = runtime.getDeviceProperties(i)
+            name = props["name"]
+            if isinstance(name, bytes):
+                name = name.decode(errors="replace")
+            devices.append(
+                GpuDevice(
+                    index=i,
+                    name=str(name),
+                    compute_capability=(int(props["major"]), int(props["minor"])),
+                    memory_bytes=int(props["totalGlobalMem"]),
+                )
+            )
+        return GpuStatus(True, "", tuple(devices), driver_version, runtime_version)
+    except Exception as exc:  # a probe must never take the engine down
+        return GpuStatus(False, f"CUDA could not be queried ({exc})")
+
+
+def _cuda_text(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def available_devices() -> list[GpuDevice]:
+    """The usable CUDA devices (empty when there is no GPU)."""
+    return list(probe().devices)
+
+
+# ------------------------------------------------- launch planning (pure numpy)
+# Shared by GpuBackend and the host build of the kernel in the tests, so the
+# tests cover this logic too.
+
+
+def kernel_constants(params: Params, sieve: Sieve) -> dict[str, int]:
+    """The scalar kernel arguments for a parameter set and its sieve."""
+    return {
+        "survivors": len(sieve),
+        "k": sieve.k,
+        "bmax": int(sieve.bmax),
+        "step_bound": min(params.step_bound, (1 << 32) - 1),
+        "pow2k_mod9": pow(2, sieve.k, 9),
+        "kept9_mask": KEPT9_MASK,
+    }
+
+
+def block_descriptors(sieve: Sieve, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """One hs_glide descriptor row per range (see DESC_WORDS).
+
+    The slots of [lo, hi) are the survivor indices g in [i0, i0 + slots) of
+    the periods counted from base = lo rounded down to 2**k.
+    """
+    mod = sieve.modulus
+    count = len(sieve)
+    desc = np.zeros((len(ranges), DESC_WORDS), dtype=np.uint64)
+    for row, (lo, hi) in enumerate(ranges):
+        base = lo - lo % mod
+        i0 = int(np.searchsorted(sieve.residues, lo - base))
+        periods, rem = divmod(hi - base, mod)
+        end = periods * count + int(np.searchsorted(sieve.residues, rem))
+        desc[row] = (base >> 64, base & _MASK64, i0, end - i0, base % 9, 0)
+    return desc
+
+
+def grid_x(max_slots: int, threads_per_block: int) -> int:
+    """CUDA blocks per evidence block so that each thread walks ~SLOTS_PER_THREAD slots."""
+    return max(1, math.ceil(max_slots / (threads_per_block * SLOTS_PER_THREAD)))
+
+
+def blocks_per_launch(slots_per_block: int, tuning: Tuning) -> int:
+    """Evidence blocks per launch for a tuning (at least 1, at most gridDim.y)."""
+    return max(1, min(MAX_GRID_Y, tuning.survivors_per_launch // max(1, slots_per_block)))
+
+
+def merge_launch(
+    params: Params,
+    ranges: Sequence[tuple[int, int]],
+    out: np.ndarray,
+    deferred: np.ndarray,
+) -> tuple[list[BlockEvidence | None], list[int]]:
+    """Turn one launch's device records into evidence.
+
+    Args:
+        params: the parameter set (exact_step_bound for deferred numbers).
+        ranges: the launch's evidence blocks, in descriptor order.
+        out: hs_reduce output, shape (E, RECORD_WORDS).
+        deferred: the stored deferred entries, shape (m, DEFER_WORDS).
+
+    Return:
+        (evidence per range, or None where the deferred buffer dropped
+        entries of that block; the indices of those blocks, to be re-run).
+    """
+    by_block: dict[int, list[int]] = {}
+    for n_hi, n_lo, e in deferred.tolist():
+        by_block.setdefault(int(e), []).append((int(n_hi) << 64) | int(n_lo))
+    results: list[BlockEvidence | None] = []
+    rerun: list[int] = []
+    for e, (lo, hi) in enumerate(ranges):
+        rec = [int(v) for v in out[e]]
+        numbers = sorted(by_block.get(e, ()))
+        if len(numbers) != rec[2]:
+            results.append(None)
+            rerun.append(e)
+            continue
+        acc = reference.EvidenceAccumulator()
+        acc.tested = rec[0]
+        acc.odd_steps = rec[1]
+        acc.offer_max((rec[3] << 64) | rec[4], (rec[5] << 64) | rec[6])
+        for n in numbers:
+            acc.add(n, reference.glide(n, params.exact_step_bound))
+        results.append(acc.finish(lo, hi))
+    return results, rerun
+
+
+def check_range(lo: int, hi: int) -> None:
+    """The same range rules as CpuBackend.run_block."""
+    if not 1 <= lo < hi:
+        raise ValueError("need 1 <= lo < hi")
+    if hi - lo >= 1 << 62:
+        raise ValueError("a block must be shorter than 2**62 integers")
+
+
+# ----------------------------------------------------------- duty cycle
+
+
+class DutyCycle:
+    """Keeps a device busy at most `fraction` of wall time by sleeping after work."""
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        self.fraction = 1.0
+        self.set(fraction)
+
+    def set(self, fraction: float) -> None:
+        if not (isinstance(fraction, int | float) and 0.05 <= fraction <= 1.0):
+            raise ValueError("duty cycle must be a fraction in 0.05..1.0")
+        self.fraction = float(fraction)
+
+    def pause_for(self, busy_s: float) -> float:
+        """Seconds to idle after `busy_s` seconds of device work."""
+        if self.fraction >= 1.0 or busy_s <= 0:
+            return 0.0
+        return busy_s * (1.0 - self.fraction) / self.fraction
+
+    def throttle(self, busy_s: float) -> float:
+        """Sleep as pause_for() says; returns the seconds slept."""
+        pause = self.pause_for(busy_s)
+        if pause > 0:
+            time.sleep(pause)
+        return pause
+
+
+# ------------------------------------------------------------- tuning cache
+
+
+def tuning_cache_path() -> Path:
+    """$HAILSTONE_CACHE_DIR/gpu-tuning.json, else under the user cache dir."""
+    override = os.environ.get("HAILSTONE_CACHE_DIR")
+    if override:
+        return Path(override) / TUNING_FILE
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("hailstone", appauthor=False)) / TUNING_FILE
+
+
+def tuning_key(device_name: str, driver_version: int) -> str:
+    return f"{device_name} | driver {driver_version}"
+
+
+def _read_tuning_file(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("format") != _TUNING_FORMAT:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def load_tuning(device_name: str, driver_version: int, path: Path | None = None) -> Tuning | None:
+    """The cached tuning for this device and driver, or None (missing or damaged)."""
+    entry = _read_tuning_file(path or tuning_cache_path()).get(
+        tuning_key(device_name, driver_version)
+    )
+    if not isinstance(entry, dict):
+        return None
+    try:
+        return Tuning(int(entry["threads_per_block"]), int(entry["survivors_per_launch"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def save_tuning(
+    device_name: str,
+    driver_version: int,
+    tuning: Tuning,
+    numbers_per_second: float = 0.0,
+    path: Path | None = None,
+) -> Path:
+    """Store a tuning (atomically), keeping other devices' entries."""
+    path = path or tuning_cache_path()
+    entries = _read_tuning_file(path)
+    entries[tuning_key(device_name, driver_version)] = {
+        "threads_per_block": tuning.threads_per_block,
+        "survivors_per_launch": tuning.survivors_per_launch,
+        "numbers_per_second": float(numbers_per_second),
+        "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"format": _TUNING_FORMAT, "entries": entries}, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------ backend
+
+
+def _compile(cupy):
+    """{name: RawKernel} for KERNEL_NAMES, trying COMPILE_OPTIONS in order."""
+    code = KERNEL_SOURCE.read_text(encoding="utf-8")
+    errors = []
+    for options in COMPILE_OPTIONS:
+        try:
+            module = cupy.RawModule(code=code, options=options)
+            return {name: module.get_function(name) for name in KERNEL_NAMES}
+        except Exception as exc:  # CompileException, or NVRTC missing
+            errors.append(f"{' '.join(options)}: {exc}")
+    raise GpuUnavailable("the GPU kernel did not compile (" + "; ".join(errors)[:2000] + ")")
+
+
+class _Slot:
+    """One launch in flight: a stream and its own device/host buffers."""
+
+    def __init__(self, cupy, max_blocks: int, max_threads: int, defer_cap: int) -> None:
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.desc = cupy.zeros((max_blocks, DESC_WORDS), dtype=cupy.uint64)
+        self.records = cupy.zeros(max_blocks * max_threads * RECORD_WORDS, dtype=cupy.uint64)
+        self.out = cupy.zeros((max_blocks, RECORD_WORDS), dtype=cupy.uint64)
+        self.deferred = cupy.zeros((defer_cap, DEFER_WORDS), dtype=cupy.uint64)
+        self.count = cupy.zeros(1, dtype=cupy.uint64)
+        self.defer_cap = defer_cap
+        self.start = cupy.cuda.Event()
+        self.end = cupy.cuda.Event()
+        self.pending: tuple[list[int], list[tuple[int, int]]] | None = None
+
+
+class GpuBackend:
+    """Runs evidence blocks on one CUDA device; same surface as CpuBackend."""
+
+    name = "gpu"
+
+    def __init__(
+        self,
+        params: Params,
+        device: int = 0,
+        tuning: Tuning | None = None,
+        sieve: Sieve | None = None,
+    ) -> None:
+        status = probe()
+        if not status.available:
+            raise GpuUnavailable(status.reason)
+        match = [d for d in status.devices if d.index == device]
+        if not match:
+            raise GpuUnavailable(
+                f"there is no GPU number {device} (found {len(status.devices)} device(s))"
+            )
+        import cupy
+
+        self._cp = cupy
+        self.params = params
+        self.device = match[0]
+        self.driver_version = status.driver_version
+        self.sieve = sieve if sieve is not None else load_sieve(params.sieve_k)
+        self.duty = DutyCycle(1.0)
+        self.tuning = tuning or load_tuning(self.device.name, self.driver_version) or DEFAULT_TUNING
+        self._const = kernel_constants(params, self.sieve)
+        self._slots: list[_Slot] = []
+        # Counters for bench/diagnostics: launches, deferred numbers, re-runs, jumps taken.
+        self.stats = {"launches": 0, "deferred": 0, "reruns": 0, "jumps": 0}
+        self._slot_shape: tuple[int, int] = (0, 0)
+        s = self.sieve
+        with cupy.cuda.Device(device):
+            self._kernels = _compile(cupy)
+            # Uploaded once; read-only on the device.
+            self._tables = tuple(
+                cupy.asarray(np.ascontiguousarray(a))
+                for a in (s.residues, s.jump_c, s.jump_d, s.amax_c, s.amax_j, _POW3)
+            )
+
+    # -- public surface, as CpuBackend
+
+    def warm_up(self) -> None:
+        """Compile, allocate and run one small block before anything is timed."""
+        lo = self.params.start
+        self.run_block(lo, lo + min(self.params.block_size, 1 << 12))
+
+    def run_block(self, lo: int, hi: int) -> BlockEvidence:
+        """Evidence for [lo, hi), bit-identical to engine.reference.run_block."""
+        return self.run_blocks([(lo, hi)], 1)[0]
+
+    def run_blocks(self, ranges: Sequence[tuple[int, int]], cores: int = 1) -> list[BlockEvidence]:
+        """Evidence for several ranges, pipelined over two streams.
+
+        `cores` is accepted for CpuBackend compatibility; host work here is
+        small (deferred numbers only) and runs on the calling thread.
+        """
+        del cores
+        for lo, hi in ranges:
+            check_range(lo, hi)
+        results: list[BlockEvidence | None] = [None] * len(ranges)
+        fast: list[int] = []
+        for i, (lo, hi) in enumerate(ranges):
+            if hi > FAST_RANGE_LIMIT:
+                results[i] = reference.run_block(self.sieve, lo, hi, self.params.exact_step_bound)
+            else:
+                fast.append(i)
+        with self._cp.cuda.Device(self.device.index):
+            self._run_pipelined(ranges, fast, results)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def set_duty_cycle(self, fraction: float) -> None:
+        """Keep the GPU busy at most this share (0.05..1.0) of wall time."""
+        self.duty.set(fraction)
+
+    def set_tuning(self, tuning: Tuning) -> None:
+        self.tuning = tuning
+
+    def close(self) -> None:
+        """Wait for work in flight and free device buffers."""
+        for slot in self._slots:
+            slot.stream.synchronize()
+        self._slots = []
+        self._slot_shape = (0, 0)
+
+    # -- internals
+
+    def _groups(self, ranges, indices) -> list[list[int]]:
+        if not indices:
+            return []
+        slots = int(block_descriptors(self.sieve, [ranges[indices[0]]])[0, 3])
+        size = blocks_per_launch(slots, self.tuning)
+        return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+    def _ensure_slots(self, max_blocks: int, max_threads: int) -> None:
+        want = (max_blocks, max_threads)
+        if self._slots and self._slot_shape[0] >= want[0] and self._slot_shape[1] >= want[1]:
+            return
+        self.close()
+        shape = (max(want[0], self._slot_shape[0]), max(want[1], self._slot_shape[1]))
+        self._slots = [_Slot(self._cp, *shape, DEFER_CAPACITY) for _ in range(2)]
+        self._slot_shape = shape
+
+    def _run_pipelined(self, ranges, indices, results) -> None:
+        groups = self._groups(ranges, indices)
+        if not groups:
+            return
+        plans = []
+        for group in groups:
+            sub = [ranges[i] for i in group]
+            desc = block_descriptors(self.sieve, sub)
+            gx = grid_x(int(desc[:, 3].max()), self.tuning.threads_per_block)
+            plans.append((group, sub, desc, gx))
+        self._ensure_slots(
+            max(len(p[0]) for p in plans), max(p[3] for p in plans) * self.tuning.threads_per_block
+        )
+        # Two launches in flight at full duty; one when throttled, so the
+        # sleep is real idle time rather than time the other stream uses.
+        depth = 2 if self.duty.fraction >= 1.0 else 1
+        in_flight: deque[_Slot] = deque()
+        for n, plan in enumerate(plans):
+            slot = self._slots[n % 2]
+            if len(in_flight) >= depth or slot in in_flight:
+                self._collect(in_flight.popleft(), results)
+            self._enqueue(slot, *plan)
+            in_flight.append(slot)
+        while in_flight:
+            self._collect(in_flight.popleft(), results)
+
+    def _enqueue(self, slot: _Slot, group, sub, desc, gx) -> None:
+        c = self._const
+        tpb = self.tuning.threads_per_block
+        e = len(sub)
+        glide, reduce_ = self._kernels["hs_glide"], self._kernels["hs_reduce"]
+        with slot.stream:
+            slot.start.record(slot.stream)
+            slot.desc[:e].set(desc, stream=slot.stream)
+            slot.count.fill(0)
+            glide(
+                (gx, e),
+                (tpb,),
+                (
+                    *self._tables,
+                    np.uint64(c["survivors"]),
+                    np.uint32(c["k"]),
+                    np.uint64(c["bmax"]),
+                    np.uint32(c["step_bound"]),
+                    np.uint32(c["pow2k_mod9"]),
+                    np.uint32(c["kept9_mask"]),
+                    slot.desc,
+                    slot.records,
+                    slot.deferred,
+                    slot.count,
+                    np.uint64(slot.defer_cap),
+                ),
+            )
+            reduce_((e,), (REDUCE_THREADS,), (slot.records, np.uint64(gx * tpb), slot.out))
+            slot.end.record(slot.stream)
+        slot.pending = (group, sub)
+
+    def _collect(self, slot: _Slot, results) -> None:
+        cp = self._cp
+        group, sub = slot.pending
+        slot.pending = None
+        with slot.stream:
+            out = slot.out[: len(sub)].get(stream=slot.stream)
+            count = int(slot.count.get(stream=slot.stream)[0])
+            stored = min(count, slot.defer_cap)
+            deferred = (
+                slot.deferred[:stored].get(stream=slot.stream)
+                if stored
+                else np.zeros((0, DEFER_WORDS), np.uint64)
+            )
+        slot.stream.synchronize()
+        busy_s = cp.cuda.get_elapsed_time(slot.start, slot.end) / 1000.0
+        self.stats["launches"] += 1
+        self.stats["deferred"] += count
+        self.stats["jumps"] += int(out[:, 7].sum())
+        evidence, rerun = merge_launch(self.params, sub, out, deferred)
+        for i, ev in zip(group, evidence, strict=True):
+            if ev is not None:
+                results[i] = ev
+        if rerun:
+            # The deferred buffer was too small: run those blocks again with
+            # room for every deferred number this launch reported.
+            self.stats["reruns"] += 1
+            self._rerun([group[j] for j in rerun], [sub[j] for j in rerun], count, results)
+        self.duty.throttle(busy_s)
+
+    def _rerun(self, group, sub, capacity, results) -> None:
+        desc = block_descriptors(self.sieve, sub)
+        tpb = self.tuning.threads_per_block
+        gx = grid_x(int(desc[:, 3].max()), tpb)
+        slot = _Slot(self._cp, len(sub), gx * tpb, max(capacity, DEFER_CAPACITY))
+        self._enqueue(slot, group, sub, desc, gx)
+        self._collect(slot, results)
+
+
+def gpu_backends(
+    params: Params, devices: Sequence[int] | None = None, tuning: Tuning | None = None
+) -> list[GpuBackend]:
+    """One backend per usable device (all when `devices` is None); never raises.
+
+    Returns [] when there is no GPU, after logging "no GPU: <reason>" once,
+    so the caller falls back to the CPU backend.
+    """
+    status = probe()
+    if not status.available:
+        return []
+    wanted = [d.index for d in status.devices] if devices is None else list(devices)
+    backends = []
+    for index in wanted:
+        try:
+            backends.append(GpuBackend(params, device=index, tuning=tuning))
+        except GpuUnavailable as exc:
+            _log_unavailable(f"GPU {index}: {exc.reason}")
+    return backends
+
+
+# ------------------------------------------------------------------- tuning
+
+
+def autotune(
+    device: int = 0,
+    params: Params = PRODUCTION,
+    seconds: float = 10.0,
+    *,
+    candidates: Sequence[Tuning] = TUNING_CANDIDATES,
+    save: bool = True,
+    cache_path: Path | None = None,
+) -> Tuning:
+    """Pick the fastest tuning for a device by a short calibration, and cache it.
+
+    Each candidate runs whole launches of consecutive blocks from
+    params.start for about seconds / len(candidates); the rate counts every
+    integer of the range. Raises GpuUnavailable without a GPU.
+    """
+    if seconds <= 0:
+        raise ValueError("seconds must be positive")
+    backend = GpuBackend(params, device=device, tuning=DEFAULT_TUNING)
+    try:
+        backend.warm_up()
+        share = seconds / max(1, len(candidates))
+        best, best_rate = DEFAULT_TUNING, -1.0
+        lo = params.start
+        size = params.block_size
+        for cand in candidates:
+            backend.set_tuning(cand)
+            slots = int(block_descriptors(backend.sieve, [(lo, lo + size)])[0, 3])
+            # Four launches per call, so the two streams overlap as in real runs.
+            n_blocks = 4 * blocks_per_launch(slots, cand)
+            ranges = [(lo + i * size, lo + (i + 1) * size) for i in range(n_blocks)]
+            backend.run_blocks(ranges[:1])  # allocate this geometry's buffers
+            done = 0
+            t0 = time.perf_counter()
+            while True:
+                backend.run_blocks(ranges)
+                done += n_blocks * size
+                elapsed = time.perf_counter() - t0
+                if elapsed >= share:
+                    break
+            rate = done / elapsed
+            log.info("gpu tune %s: %.3g numbers/s", cand, rate)
+            if rate > best_rate:
+                best, best_rate = cand, rate
+        if save:
+            save_tuning(backend.device.name, backend.driver_version, best, best_rate, cache_path)
+        return best
+    finally:
+        backend.close()

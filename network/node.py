@@ -1,0 +1,885 @@
+"""The network node: gossip in, records out, one shared state.
+
+`Node` is Qt-free and thread-safe. Two loops drive it:
+
+- the network loop calls `poll()` every fraction of a second: it drains the
+  three gossip topics (network/wire.py), validates everything received
+  (parse → validate → ledger, rejections counted by reason), fetches records
+  that peers' heads list and we lack, publishes our head, and re-announces
+  our outbox until a peer's head includes each entry;
+- the compute loop asks for work (`next_task()`): a dispute to confirm, a
+  spot-check to run, or the next unit (claimed on the network first), runs it
+  with the engine, and hands the result back (`submit_unit`, `submit_block`).
+
+Every result goes to the ledger's outbox (durably) before it is published, so
+nothing computed is lost to a crash or a vanished peer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from engine import BlockEvidence, Params, UnitResult, merkle_proof, merkle_root
+from network import codec, wire
+from network import rejection as R
+from network.identity import Profile
+from network.ipfs import IpfsError, IpfsNode, cid_for_bytes, open_node
+from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
+from network.ledger import Ledger, LedgerError, stored_record
+from network.records import CheckRecord, DelegationRecord, DisputeRecord, SignedRecord, WorkRecord
+from network.rejection import Accepted, Rejection
+from network.state import NetworkState, derive_state, next_unit
+from network.validate import context as validation_context
+from network.validate import validate
+
+log = logging.getLogger("hailstone.node")
+
+
+# Messages a single peer may send per second (token bucket, with a burst).
+PEER_RATE_PER_S = 200.0
+PEER_BURST = 1000.0
+# Records waiting for their delegation or work record to arrive.
+MAX_PENDING = 2000
+MAX_FETCH_QUEUE = 10_000
+FETCH_THREADS = 4
+# Evidence objects: one 32-byte leaf per block.
+MAX_EVIDENCE_BYTES = 32 * 65536
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """How a node runs. Defaults suit a desktop on the production network."""
+
+    data_dir: Path
+    params: Params
+    ipfs_kind: str = "embedded"
+    api_addr: str | None = None
+    listen: tuple[str, ...] = PUBLIC_LISTEN
+    peers: tuple[str, ...] = ()
+    bootstrap: tuple[str, ...] = DEFAULT_BOOTSTRAP
+    claim_ttl_s: int = 900
+    head_interval_s: float = 5.0
+    reannounce_interval_s: float = 10.0
+    redial_interval_s: float = 10.0
+    fetch_timeout_s: float = 10.0
+    spot_check_share: float = 0.02
+    max_skew_s: int = 600
+    # Units at or above this index are never handed out (None: no limit).
+    unit_limit: int | None = None
+    # A node with peers waits this long at most for a first head before computing.
+    sync_timeout_s: float = 20.0
+
+    @property
+    def network_name(self) -> str:
+        return self.params.name
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A unit to compute: [lo, hi) of `unit`, with its checkpoint file."""
+
+    unit: int
+    lo: int
+    hi: int
+    checkpoint: Path
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTask:
+    """One block of someone else's work to recompute.
+
+    `purpose` is "spot-check" (we chose the block) or "confirm" (a dispute names it).
+    """
+
+    purpose: str
+    work_cid: str
+    block: int
+    lo: int
+    hi: int
+    claimed_leaf: bytes | None
+    proof: tuple[bytes, ...]
+    dispute_cid: str | None = None
+    disputed_leaf: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    peer_id: str
+    listen: tuple[str, ...]
+    peers: int
+    frontier: int
+    frontier_bound: int
+    units_verified: int
+    records: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    outbox: int
+    pending: int
+    state_digest: str = ""
+    leaderboard: tuple[tuple[str, int], ...] = ()
+
+    def to_json(self, state: str) -> dict:
+        return {
+            "state_digest": self.state_digest,
+            "leaderboard": [list(e) for e in self.leaderboard],
+            "peer_id": self.peer_id,
+            "listen": list(self.listen),
+            "peers": self.peers,
+            "frontier": self.frontier,
+            "units_verified": self.units_verified,
+            "records": self.records,
+            "rejected": self.rejected,
+            "outbox": self.outbox,
+            "state": state,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvent:
+    """Something the node did or saw: kind is accepted, rejected, published, peers, warning."""
+
+    kind: str
+    detail: str = ""
+    cid: str | None = None
+
+
+@dataclass
+class _Bucket:
+    tokens: float = PEER_BURST
+    stamp: float = field(default_factory=time.monotonic)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(PEER_BURST, self.tokens + (now - self.stamp) * PEER_RATE_PER_S)
+        self.stamp = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+def state_digest(st: NetworkState) -> str:
+    """A short fingerprint of what the state shows: equal digests, equal views."""
+    h = hashlib.sha256()
+    h.update(f"{st.frontier}|{st.frontier_bound}|".encode())
+    for unit in sorted(st.units):
+        u = st.units[unit]
+        h.update(f"{unit}:{u.status}:{(u.verified_root or b'').hex()}|".encode())
+    for e in st.leaderboard:
+        h.update(f"{e.rank}:{e.account.hex()}:{e.units_credited}:{e.numbers_verified}|".encode())
+    h.update(",".join(sorted(st.confirmed_disputes)).encode())
+    return h.hexdigest()[:16]
+
+
+class Node:
+    """A contributor's node: identity, ledger, IPFS and the gossip protocol."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        profile: Profile,
+        node_key: SigningKey,
+        *,
+        ipfs: IpfsNode | None = None,
+        clock=time.time,
+        extra_param_sets: tuple[Params, ...] = (),
+    ) -> None:
+        self.config = config
+        self.params = config.params
+        self.profile = profile
+        self.node_key = node_key
+        self.node_pub = bytes(node_key.verify_key)
+        self.account_pub = profile.account_public_key()
+        self._clock = clock
+        self._param_sets = (config.params, *extra_param_sets)
+        self._lock = threading.RLock()
+        self._ipfs = ipfs
+        self._ledger: Ledger | None = None
+        self._subs: dict[str, object] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._pending: dict[str, tuple[bytes, str]] = {}
+        self._fetch_queue: queue.Queue[str] = queue.Queue(MAX_FETCH_QUEUE)
+        self._fetching: set[str] = set()
+        self._inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        self._peer_heads: dict[str, str] = {}
+        self._state: NetworkState | None = None
+        self._delegations: tuple[DelegationRecord, ...] | None = None
+        self._works: dict[str, WorkRecord] | None = None
+        self._confirm_tasks: deque[BlockTask] = deque()
+        self._disputes_waiting: dict[str, list[tuple[str, DisputeRecord]]] = {}
+        self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
+        self._checked: set[str] = set()
+        self._spot_budget = 0.0
+        self._last_head = 0.0
+        self._last_head_cid = ""
+        self._last_reannounce = 0.0
+        self._last_redial = 0.0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._heads_processed = 0
+        self._started_at = 0.0
+        self.events: deque[NodeEvent] = deque(maxlen=1000)
+        self._fresh: list[NodeEvent] = []
+
+    # --- life cycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the ledger and IPFS, subscribe, and publish our identity records."""
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ledger = Ledger.in_dir(self.config.data_dir)
+        if self._ipfs is None:
+            self._ipfs = open_node(
+                self.config.ipfs_kind,
+                repo_dir=self.config.data_dir / "ipfs",
+                listen=self.config.listen,
+                bootstrap=self.config.bootstrap,
+                api_addr=self.config.api_addr,
+            )
+        for name, topic in wire.topics(self.config.network_name).items():
+            self._subs[name] = self._ipfs.subscribe(topic)
+        # Our own account and delegation records travel like any other record.
+        for signed in self.profile.local_records():
+            if signed.kind in ("account", "delegation"):
+                self._add_own(signed)
+        self._republish_evidence()
+        self._checked = {
+            r.cid for r in self._ledger.records(kind="check") if r.signer == self.node_pub
+        }
+        # Several fetchers, so one record that no peer serves cannot hold up the rest.
+        for i in range(FETCH_THREADS):
+            fetcher = threading.Thread(target=self._fetch_loop, name=f"hailstone-fetch-{i}", daemon=True)
+            fetcher.start()
+            self._threads.append(fetcher)
+        self._started_at = time.monotonic()
+        self._dial_peers()
+
+    def is_synced(self) -> bool:
+        """True once we hold every record some peer's head lists (or waited long enough,
+        or have no peers).
+
+        A fresh node asks for work only then, so it does not recompute what the
+        network already verified.
+        """
+        if not self.config.peers and not self.config.bootstrap:
+            return True
+        if time.monotonic() - self._started_at > self.config.sync_timeout_s:
+            return True
+        return (
+            self._heads_processed > 0
+            and self._fetch_queue.empty()
+            and self._inbox.empty()
+            and not self._fetching
+            and not self._pending
+        )
+
+    def stop(self) -> None:
+        """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.config.fetch_timeout_s + 5)
+        self._threads.clear()
+        for sub in self._subs.values():
+            try:
+                sub.close()
+            except IpfsError:
+                pass
+        self._subs.clear()
+        if self._ipfs is not None:
+            self._ipfs.close()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    @property
+    def ledger(self) -> Ledger:
+        assert self._ledger is not None, "start() the node first"
+        return self._ledger
+
+    @property
+    def ipfs(self) -> IpfsNode:
+        assert self._ipfs is not None, "start() the node first"
+        return self._ipfs
+
+    # --- the network loop ----------------------------------------------------------
+
+    def poll(self, budget_s: float = 0.2) -> list[NodeEvent]:
+        """Handle what arrived, run due periodic work; returns what happened."""
+        deadline = time.monotonic() + budget_s
+        wait = min(0.05, budget_s)
+        while time.monotonic() < deadline:
+            got = False
+            for name, sub in list(self._subs.items()):
+                try:
+                    msg = sub.next_message(0.0)
+                except IpfsError as exc:
+                    self._event("warning", f"subscription {name}: {exc}")
+                    continue
+                if msg is None:
+                    continue
+                got = True
+                if msg.from_peer == self.ipfs.peer_id():
+                    continue
+                self._on_message(msg.from_peer, msg.data)
+            while True:
+                try:
+                    data, source = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                got = True
+                self.ingest(data, source)
+            if not got:
+                time.sleep(wait)
+        self._periodic()
+        with self._lock:
+            fresh, self._fresh = self._fresh, []
+        return fresh
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now - self._last_head >= self.config.head_interval_s:
+            self._last_head = now
+            self._publish_head()
+        if now - self._last_reannounce >= self.config.reannounce_interval_s:
+            self._last_reannounce = now
+            self._reannounce()
+        if now - self._last_redial >= self.config.redial_interval_s:
+            self._last_redial = now
+            self._dial_peers()
+
+    def _bucket_ok(self, peer: str) -> bool:
+        bucket = self._buckets.setdefault(peer, _Bucket())
+        return bucket.take()
+
+    def _on_message(self, peer: str, data: bytes) -> None:
+        if not self._bucket_ok(peer):
+            self._reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
+            return
+        msg = wire.decode_message(data)
+        if isinstance(msg, Rejection):
+            self._reject(msg, peer)
+        elif isinstance(msg, wire.Announcement):
+            if msg.record is not None:
+                self.ingest(msg.record, peer)
+            elif msg.cid is not None and not self.ledger.has(msg.cid):
+                self._want(msg.cid)
+        elif isinstance(msg, wire.Claim):
+            self._on_claim(msg, peer)
+        elif isinstance(msg, wire.Head):
+            self._on_head(msg, peer)
+
+    def _on_claim(self, claim: wire.Claim, peer: str) -> None:
+        if not self._authorised(claim.account, claim.node):
+            # Most often the claim outran the node's delegation record: hold it until
+            # the delegation arrives; an unauthorised claim simply never takes effect.
+            self._claims_waiting.append((claim, peer))
+            return
+        expires = min(claim.expires, int(self._clock()) + wire.MAX_CLAIM_TTL)
+        claim_id = hashlib.sha256(claim.node + claim.unit.to_bytes(8, "big")).hexdigest()
+        try:
+            self.ledger.put_claim(claim_id, claim.unit, claim.node, claim.account, expires)
+        except LedgerError as exc:
+            self._event("warning", f"cannot store claim: {exc}")
+
+    def _on_head(self, head: wire.Head, peer: str) -> None:
+        # A head we already hold completely needs nothing; any other is fetched
+        # again, so records whose fetch failed are retried at the next announcement.
+        if self._peer_heads.get(peer) == head.head:
+            return
+        self._want(head.head, is_head=True, peer=peer)
+
+    def _want(self, cid: str, *, is_head: bool = False, peer: str = "") -> None:
+        key = f"head:{peer}:{cid}" if is_head else cid
+        with self._lock:
+            if key in self._fetching:
+                return
+            self._fetching.add(key)
+        try:
+            self._fetch_queue.put_nowait(key)
+        except queue.Full:
+            with self._lock:
+                self._fetching.discard(key)
+
+    def _fetch_loop(self) -> None:
+        """Fetch wanted records and heads off the network loop (gets may block)."""
+        while not self._stop.is_set():
+            try:
+                key = self._fetch_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                if key.startswith("head:"):
+                    _, peer, cid = key.split(":", 2)
+                    self._fetch_head(peer, cid)
+                else:
+                    data = self.ipfs.get(key, self.config.fetch_timeout_s, codec.MAX_RECORD_BYTES)
+                    self._inbox.put((data, "fetch"))
+            except IpfsError as exc:
+                log.info("fetch %s failed: %s", key, exc)
+            finally:
+                with self._lock:
+                    self._fetching.discard(key)
+
+    def _fetch_head(self, peer: str, cid: str) -> None:
+        data = self.ipfs.get(cid, self.config.fetch_timeout_s, wire.MAX_HEAD_BYTES)
+        cids = wire.decode_head_list(data)
+        if isinstance(cids, Rejection):
+            self._reject(cids, peer)
+            return
+        try:
+            acked = self.ledger.note_peer_head(peer, cid, cids)
+            missing = self.ledger.missing(cids)
+        except LedgerError as exc:
+            self._event("warning", f"ledger: {exc}")
+            return
+        if acked:
+            self._event("acknowledged", f"{acked} of our records reached {peer}")
+        with self._lock:
+            missing = [c for c in missing if c not in self._pending]
+        for c in missing:
+            self._want(c)
+        if not missing:
+            self._peer_heads[peer] = cid
+            self._heads_processed += 1
+
+    # --- ingesting records ---------------------------------------------------------
+
+    def ingest(self, data: bytes, source: str) -> Accepted | Rejection | None:
+        """Parse, validate and store one record. Returns None for a known record."""
+        signed = codec.parse(data)
+        if isinstance(signed, Rejection):
+            self._reject(signed, source)
+            return signed
+        cid = codec.record_cid(data)
+        with self._lock:
+            if self.ledger.has(cid):
+                return None
+            verdict = validate(signed, self._context())
+            if isinstance(verdict, Rejection):
+                if verdict.reason_code in (R.NO_DELEGATION, R.UNKNOWN_WORK):
+                    # May simply have arrived before its delegation: hold it.
+                    if len(self._pending) < MAX_PENDING:
+                        self._pending[cid] = (data, source)
+                    return verdict
+                self._reject(verdict, source)
+                return verdict
+            self._store(signed, source)
+            self._pending.pop(cid, None)
+        self._event("accepted", f"{signed.kind} from {source}", cid)
+        self._after_accept(signed, cid)
+        return verdict
+
+    def _store(self, signed: SignedRecord, source: str | None) -> None:
+        row = stored_record(signed, source)
+        self.ledger.add_record(row)
+        self._invalidate(signed.kind)
+        # Our head lists every record we hold, so we must be able to serve each one.
+        try:
+            self.ipfs.add(row.data)
+        except IpfsError as exc:
+            self._event("warning", f"cannot store {row.cid} in IPFS: {exc}")
+
+    def _after_accept(self, signed: SignedRecord, cid: str) -> None:
+        if signed.kind in ("delegation", "work"):
+            self._retry_pending()
+        record = signed.record
+        if isinstance(record, DisputeRecord) and record.account != self.account_pub:
+            self._context()  # refresh the known work records
+            if record.work_cid in (self._works or {}):
+                self._queue_confirm(cid, record)
+            else:
+                # The dispute outran its work record: confirm once the work arrives.
+                self._disputes_waiting.setdefault(record.work_cid, []).append((cid, record))
+        if isinstance(record, WorkRecord):
+            for dispute_cid, dispute in self._disputes_waiting.pop(cid, []):
+                self._context()
+                self._queue_confirm(dispute_cid, dispute)
+
+    def _queue_confirm(self, dispute_cid: str, dispute: DisputeRecord) -> None:
+        task = self._confirm_task(dispute_cid, dispute)
+        if task is not None:
+            self._confirm_tasks.append(task)
+
+    def _retry_pending(self) -> None:
+        with self._lock:
+            waiting = list(self._pending.items())
+            self._pending.clear()
+            claims = list(self._claims_waiting)
+            self._claims_waiting.clear()
+        for _cid, (data, source) in waiting:
+            self.ingest(data, source)
+        for claim, peer in claims:
+            if claim.expires > self._clock():
+                self._on_claim(claim, peer)
+
+    def _invalidate(self, kind: str) -> None:
+        self._state = None
+        if kind == "delegation":
+            self._delegations = None
+        if kind == "work":
+            self._works = None
+
+    def _context(self):
+        if self._delegations is None:
+            self._delegations = tuple(
+                s.record for s in self._parsed("delegation") if isinstance(s.record, DelegationRecord)
+            )
+        if self._works is None:
+            self._works = {
+                cid: s.record for cid, s in self._parsed_with_cid("work") if isinstance(s.record, WorkRecord)
+            }
+        return validation_context(
+            int(self._clock()),
+            self._delegations,
+            self._param_sets,
+            max_skew_s=self.config.max_skew_s,
+            works=self._works,
+        )
+
+    def _parsed(self, kind: str) -> list[SignedRecord]:
+        return [s for _, s in self._parsed_with_cid(kind)]
+
+    def _parsed_with_cid(self, kind: str) -> list[tuple[str, SignedRecord]]:
+        out = []
+        for row in self.ledger.records(kind=kind):
+            signed = codec.parse(row.data)
+            if not isinstance(signed, Rejection):
+                out.append((row.cid, signed))
+        return out
+
+    def _authorised(self, account: bytes, node: bytes) -> bool:
+        ctx = self._context()
+        now = int(self._clock())
+        ok = False
+        for d in sorted(ctx.delegations_for(account, node), key=lambda d: d.created):
+            if d.revoked:
+                return False
+            if d.created <= now and (not d.expires or d.expires > now):
+                ok = True
+        return ok
+
+    def _reject(self, rejection: Rejection, source: str) -> None:
+        try:
+            self.ledger.count_rejection(rejection.reason_code, rejection.message, source)
+        except LedgerError as exc:
+            log.warning("cannot count a rejection: %s", exc)
+        self._event("rejected", f"{rejection} (from {source})")
+
+    def _event(self, kind: str, detail: str = "", cid: str | None = None) -> None:
+        event = NodeEvent(kind, detail, cid)
+        with self._lock:
+            self.events.append(event)
+            self._fresh.append(event)
+        if kind == "warning":
+            log.warning("%s", detail)
+        else:
+            log.debug("%s %s %s", kind, detail, cid or "")
+
+    # --- publishing ----------------------------------------------------------------
+
+    def _add_own(self, signed: SignedRecord) -> str:
+        """Store our record and its outbox entry durably, then announce it."""
+        row = stored_record(signed)
+        with self._lock:
+            if self.ledger.add_own_record(row):
+                self._invalidate(signed.kind)
+        self._announce(row.cid, row.data)
+        return row.cid
+
+    def _announce(self, cid: str, data: bytes) -> None:
+        try:
+            self.ipfs.add(data)
+            self.ipfs.publish(self._topic("records"), wire.encode_announcement(data, cid))
+            self.ledger.mark_published(cid)
+        except IpfsError as exc:
+            # Stays in the outbox; the next re-announce tries again.
+            self._event("warning", f"could not publish {cid}: {exc}")
+
+    def _reannounce(self) -> None:
+        try:
+            entries = self.ledger.outbox()
+        except LedgerError as exc:
+            self._event("warning", f"ledger: {exc}")
+            return
+        for entry in entries:
+            self._announce(entry.cid, entry.data)
+
+    def _publish_head(self) -> None:
+        try:
+            cids = self.ledger.heads_list()
+            obj = wire.encode_head_list(cids)
+            head_cid = cid_for_bytes(obj)
+            if head_cid != self._last_head_cid:
+                self.ipfs.add(obj)
+                self._last_head_cid = head_cid
+            msg = wire.sign_head(wire.Head(self.node_pub, head_cid, len(cids)), self.node_key)
+            self.ipfs.publish(self._topic("heads"), msg)
+        except (IpfsError, LedgerError) as exc:
+            self._event("warning", f"could not publish head: {exc}")
+
+    def _dial_peers(self) -> None:
+        if not self.config.peers:
+            return
+        connected = set(self._safe_peers())
+
+        def dial() -> None:
+            for addr in self.config.peers:
+                if addr.rsplit("/p2p/", 1)[-1] in connected:
+                    continue
+                try:
+                    self.ipfs.connect(addr)
+                except IpfsError as exc:
+                    log.info("cannot reach %s: %s", addr, exc)
+
+        threading.Thread(target=dial, name="hailstone-dial", daemon=True).start()
+
+    def _safe_peers(self) -> list[str]:
+        try:
+            return self.ipfs.peers()
+        except IpfsError:
+            return []
+
+    def _topic(self, name: str) -> str:
+        return wire.topics(self.config.network_name)[name]
+
+    # --- state ---------------------------------------------------------------------
+
+    def state(self) -> NetworkState:
+        """The derived network state (cached until a record arrives)."""
+        with self._lock:
+            if self._state is None:
+                self._state = derive_state(self.ledger.valid_records(), self.params)
+            return self._state
+
+    def status(self) -> NodeStatus:
+        st = self.state()
+        try:
+            addrs = tuple(self.ipfs.addresses())
+            peer_id = self.ipfs.peer_id()
+        except IpfsError:
+            addrs, peer_id = (), ""
+        return NodeStatus(
+            peer_id=peer_id,
+            listen=addrs,
+            peers=len(self._safe_peers()),
+            frontier=st.frontier,
+            frontier_bound=st.frontier_bound,
+            units_verified=st.units_verified,
+            records=self.ledger.record_count(),
+            rejected=self.ledger.rejected_total(),
+            rejected_by_reason=self.ledger.rejection_counts(),
+            outbox=self.ledger.outbox_count(),
+            pending=len(self._pending),
+            state_digest=state_digest(st),
+            leaderboard=tuple((e.display_name, e.units_credited) for e in st.leaderboard),
+        )
+
+    def my_units(self) -> list[tuple[int, str, str]]:
+        """(unit, status, work CID) of every unit this account reported."""
+        st = self.state()
+        out = []
+        for row in self.ledger.records(kind="work"):
+            if row.account == self.account_pub:
+                out.append((row.unit, st.status_of(row.unit), row.cid))
+        return sorted(out)
+
+    # --- the compute loop's side ---------------------------------------------------
+
+    def checkpoint_path(self, unit: int) -> Path:
+        return self.config.data_dir / "checkpoints" / f"{self.params.name}-unit{unit}.ckpt"
+
+    def next_assignment(self) -> Assignment | None:
+        """Claim and return the next unit to compute (resuming our own checkpoint first)."""
+        with self._lock:
+            st = self.state()
+            now = self._clock()
+            claims = self.ledger.active_claims(now)
+            unit = self._resumable_unit(st, claims, now)
+            if unit is None:
+                unit = next_unit(
+                    st, claims, self.account_pub, now,
+                    my_node=self.node_pub, unit_limit=self.config.unit_limit,
+                )
+            if unit is None:
+                return None
+        self.claim(unit)
+        lo, hi = self.params.unit_range(unit)
+        return Assignment(unit, lo, hi, self.checkpoint_path(unit))
+
+    def _resumable_unit(self, st: NetworkState, claims, now: float) -> int | None:
+        folder = self.config.data_dir / "checkpoints"
+        if not folder.is_dir():
+            return None
+        prefix = f"{self.params.name}-unit"
+        others = {c.unit for c in claims if c.node != self.node_pub and c.expires_at > now}
+        for path in sorted(folder.glob(f"{prefix}*.ckpt")):
+            try:
+                unit = int(path.stem[len(prefix) :])
+            except ValueError:
+                continue
+            entry = st.units.get(unit)
+            mine = entry is not None and self.account_pub in entry.reporters()
+            limit = self.config.unit_limit
+            if limit is not None and unit >= limit:
+                continue
+            if st.status_of(unit) != "verified" and not mine and unit not in others:
+                return unit
+        return None
+
+    def claim(self, unit: int) -> None:
+        """Publish (or renew) our claim on `unit` for claim_ttl_s."""
+        expires = int(self._clock()) + self.config.claim_ttl_s
+        c = wire.Claim(unit, self.node_pub, self.account_pub, expires)
+        claim_id = hashlib.sha256(self.node_pub + unit.to_bytes(8, "big")).hexdigest()
+        try:
+            self.ledger.put_claim(claim_id, unit, self.node_pub, self.account_pub, expires)
+            self.ipfs.publish(self._topic("claims"), wire.sign_claim(c, self.node_key))
+        except (IpfsError, LedgerError) as exc:
+            self._event("warning", f"could not publish claim on unit {unit}: {exc}")
+
+    def submit_unit(self, assignment: Assignment, result: UnitResult) -> str:
+        """Sign the unit's work record, store it durably, publish it. Returns its CID."""
+        evidence = b"".join(result.leaves)
+        evidence_cid = cid_for_bytes(evidence)
+        try:
+            self.ipfs.add(evidence)
+        except IpfsError as exc:
+            self._event("warning", f"evidence not stored in IPFS yet: {exc}")
+        self._save_evidence(evidence_cid, evidence)
+        record = WorkRecord.from_unit_result(
+            result,
+            self.params,
+            assignment.unit,
+            self.node_pub,
+            self.account_pub,
+            int(self._clock()),
+            evidence_cid=evidence_cid,
+        )
+        cid = self._add_own(codec.sign(record, self.node_key))
+        self._spot_budget += self.config.spot_check_share * self.params.blocks_per_unit
+        self._event("published", f"unit {assignment.unit}", cid)
+        return cid
+
+    def _evidence_dir(self) -> Path:
+        return self.config.data_dir / "evidence"
+
+    def _save_evidence(self, cid: str, data: bytes) -> None:
+        # Our own leaves, kept so we can serve them again after an IPFS repo loss.
+        from network.keystore import write_atomic
+
+        write_atomic(self._evidence_dir() / cid, data, mode=0o644)
+
+    def _republish_evidence(self) -> None:
+        folder = self._evidence_dir()
+        if folder.is_dir():
+            for path in folder.iterdir():
+                try:
+                    self.ipfs.add(path.read_bytes())
+                except (OSError, IpfsError):
+                    pass
+
+    def next_block_task(self, *, idle: bool = False) -> BlockTask | None:
+        """A dispute to confirm, else a spot-check when the budget allows, else None.
+
+        An idle node (no unit to compute) spot-checks without budget: checking is
+        then the most useful thing its cores can do.
+        """
+        if self._confirm_tasks:
+            return self._confirm_tasks.popleft()
+        if self._spot_budget < 1.0 and not idle:
+            return None
+        task = self._choose_spot_check()
+        if task is not None and not idle:
+            self._spot_budget -= 1.0
+        return task
+
+    def _choose_spot_check(self) -> BlockTask | None:
+        st = self.state()
+        for cid, signed in sorted(self._parsed_with_cid("work")):
+            w = signed.record
+            if w.account == self.account_pub or cid in self._checked or w.evidence_cid is None:
+                continue
+            if w.params != self.params:
+                continue
+            entry = st.units.get(w.unit)
+            if entry is None or cid in entry.removed:
+                continue
+            self._checked.add(cid)
+            leaves = self._fetch_evidence(w)
+            if leaves is None:
+                continue
+            # The reporter cannot predict our key nor our current head: it cannot
+            # know which block we will recompute.
+            seed = hashlib.sha256(
+                b"hailstone/spot/v1\x00" + cid.encode() + self.node_pub + self._last_head_cid.encode()
+            ).digest()
+            block = int.from_bytes(seed[:8], "big") % len(leaves)
+            lo, _ = self.params.unit_range(w.unit)
+            blo = lo + block * self.params.block_size
+            return BlockTask(
+                "spot-check", cid, block, blo, blo + self.params.block_size,
+                leaves[block], tuple(merkle_proof(leaves, block)),
+            )
+        return None
+
+    def _fetch_evidence(self, w: WorkRecord) -> list[bytes] | None:
+        try:
+            data = self.ipfs.get(w.evidence_cid, self.config.fetch_timeout_s, MAX_EVIDENCE_BYTES)
+        except IpfsError as exc:
+            self._event("warning", f"evidence {w.evidence_cid} unavailable: {exc}")
+            return None
+        n = self.params.blocks_per_unit
+        if len(data) != 32 * n:
+            return None
+        leaves = [data[i * 32 : (i + 1) * 32] for i in range(n)]
+        if merkle_root(leaves) != w.root:
+            return None
+        return leaves
+
+    def _confirm_task(self, dispute_cid: str, d: DisputeRecord) -> BlockTask | None:
+        work = (self._works or {}).get(d.work_cid)
+        if work is None or work.params != self.params or work.account == self.account_pub:
+            return None
+        lo, _ = self.params.unit_range(work.unit)
+        blo = lo + d.block * self.params.block_size
+        return BlockTask(
+            "confirm", d.work_cid, d.block, blo, blo + self.params.block_size,
+            d.claimed_leaf, d.proof, dispute_cid, d.recomputed_leaf,
+        )
+
+    def submit_block(self, task: BlockTask, evidence: BlockEvidence) -> str:
+        """Publish the outcome of a recomputed block: a check, or a dispute on mismatch."""
+        leaf = evidence.leaf()
+        now = int(self._clock())
+        if task.purpose == "confirm":
+            # The check says whether the work's leaf stands; a dispute whose leaf we
+            # reproduce is confirmed by a check with match=False and that leaf.
+            if task.claimed_leaf is not None:
+                match = leaf == task.claimed_leaf
+            else:
+                match = leaf != task.disputed_leaf
+            record = CheckRecord(
+                work_cid=task.work_cid, block=task.block, leaf=leaf, match=match,
+                node=self.node_pub, account=self.account_pub, created=now,
+            )
+        elif leaf == task.claimed_leaf:
+            record = CheckRecord(
+                work_cid=task.work_cid, block=task.block, leaf=leaf, match=True,
+                node=self.node_pub, account=self.account_pub, created=now,
+            )
+        else:
+            record = DisputeRecord(
+                work_cid=task.work_cid, block=task.block, recomputed_leaf=leaf,
+                claimed_leaf=task.claimed_leaf, proof=task.proof,
+                node=self.node_pub, account=self.account_pub, created=now,
+            )
+        cid = self._add_own(codec.sign(record, self.node_key))
+        self._event("published", f"{record.KIND} on block {task.block} of {task.work_cid}", cid)
+        return cid

@@ -1,0 +1,179 @@
+"""A headless contributor: the engine and the node, on two threads.
+
+`NodeRunner` owns a started `Node`, a network thread that polls it, and a
+compute loop (run on the caller's thread by `run()`) that takes tasks from the
+node: a block to recompute (dispute confirmations first, then spot-checks) or
+the next unit, which it computes block by block with a checkpoint. `stop()`
+(from a signal handler or another thread) ends both loops between batches;
+the unit's checkpoint stays, so the next start resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from engine import DutyCycle, Verifier, make_backend
+from network.node import Assignment, Node
+
+log = logging.getLogger("hailstone.runner")
+
+IDLE_WAIT_S = 1.0
+
+
+class NodeRunner:
+    """Drives one node: compute loop + network loop + status file."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        backend: str = "cpu",
+        cores: int = 1,
+        status_file: Path | None = None,
+        status_interval_s: float = 2.0,
+        progress=None,
+    ) -> None:
+        self.node = node
+        self.backend_name = backend
+        self.cores = max(1, cores)
+        self.status_file = status_file
+        self.status_interval_s = status_interval_s
+        self.duty = DutyCycle(1.0)
+        self.state = "idle"
+        self._progress = progress
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._net_thread: threading.Thread | None = None
+        self.current: Assignment | None = None
+        self.blocks_done = 0
+        self.blocks_total = 0
+        self.units_done = 0
+
+    # --- control -------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # --- loops ---------------------------------------------------------------------
+
+    def _network_loop(self) -> None:
+        last_status = 0.0
+        while not self._stop.is_set():
+            try:
+                self.node.poll(0.25)
+            except Exception:  # noqa: BLE001 - the loop must survive anything a peer sends
+                log.exception("network poll failed")
+            now = time.monotonic()
+            if now - last_status >= self.status_interval_s:
+                last_status = now
+                self.write_status()
+        self.write_status()
+
+    def write_status(self) -> None:
+        if self.status_file is None:
+            return
+        try:
+            doc = self.node.status().to_json(self.state)
+        except Exception:  # noqa: BLE001 - status must never kill the loop
+            log.exception("status failed")
+            return
+        doc["unit"] = self.current.unit if self.current else None
+        doc["blocks_done"] = self.blocks_done
+        doc["blocks_total"] = self.blocks_total
+        doc["units_done"] = self.units_done
+        tmp = self.status_file.with_suffix(self.status_file.suffix + ".tmp")
+        try:
+            self.status_file.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.status_file)
+        except OSError as exc:
+            log.warning("cannot write status file %s: %s", self.status_file, exc)
+
+    def run(self) -> None:
+        """The compute loop; returns after stop(). Starts the network thread first."""
+        self._net_thread = threading.Thread(target=self._network_loop, name="hailstone-net", daemon=True)
+        self._net_thread.start()
+        backend = make_backend(self.backend_name, self.node.params)
+        try:
+            while not self._stop.is_set():
+                if self._paused.is_set():
+                    self.state = "paused"
+                    self._stop.wait(0.2)
+                    continue
+                if not self.node.is_synced():
+                    self.state = "syncing"
+                    self._stop.wait(0.2)
+                    continue
+                task = self.node.next_block_task()
+                if task is not None:
+                    self.state = "computing"
+                    evidence = backend.run_block(task.lo, task.hi)
+                    self.node.submit_block(task, evidence)
+                    continue
+                assignment = self.node.next_assignment()
+                if assignment is None:
+                    task = self.node.next_block_task(idle=True)
+                    if task is not None:
+                        self.state = "computing"
+                        self.node.submit_block(task, backend.run_block(task.lo, task.hi))
+                        continue
+                    self.state = "idle"
+                    self._stop.wait(IDLE_WAIT_S)
+                    continue
+                self._compute(assignment, backend)
+        finally:
+            backend.close()
+            self._stop.set()
+            if self._net_thread is not None:
+                self._net_thread.join()
+            self.state = "idle"
+
+    def _compute(self, a: Assignment, backend) -> None:
+        self.current = a
+        self.state = "computing"
+        job = Verifier(self.node.params, a.lo, a.hi, backend, cores=self.cores, checkpoint=a.checkpoint)
+        self.blocks_total = job.blocks_total
+        self.blocks_done = job.blocks_done
+        last_claim = time.monotonic()
+        renew_every = max(5.0, self.node.config.claim_ttl_s / 3)
+        try:
+            while not job.done:
+                if self._stop.is_set() or self._paused.is_set():
+                    return  # the checkpoint keeps what is done
+                t0 = time.perf_counter()
+                job.step()
+                busy = time.perf_counter() - t0
+                self.blocks_done = job.blocks_done
+                if self._progress is not None:
+                    self._progress(self)
+                if time.monotonic() - last_claim > renew_every:
+                    self.node.claim(a.unit)
+                    last_claim = time.monotonic()
+                rest = self.duty.rest_after(busy)
+                if rest:
+                    self._stop.wait(rest)
+            result = job.result()
+            self.node.submit_unit(a, result)
+            job.discard_checkpoint()
+            self.units_done += 1
+        finally:
+            job.close()
+            self.current = None

@@ -1,0 +1,66 @@
+"""Network settings, declared once (see engine/settings.py for the `Setting` type).
+
+The desktop app builds its preferences widgets from these entries; the headless
+node reads the same settings file. Kept Qt-free like the rest of network/.
+"""
+
+from __future__ import annotations
+
+from engine.settings import Setting
+
+DEFAULT_KUBO_API = "/ip4/127.0.0.1/tcp/5001"
+
+NETWORK_SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "ipfs_backend",
+        "choice",
+        "embedded",
+        "IPFS node",
+        "embedded runs an IPFS node inside Hailstone; rpc uses an IPFS (kubo) daemon "
+        "you already run, such as IPFS Desktop.",
+        restart=True,
+        choices=("embedded", "rpc"),
+        group="Network",
+    ),
+    Setting(
+        "kubo_api_addr",
+        "str",
+        DEFAULT_KUBO_API,
+        "kubo API address",
+        "The RPC API address of your kubo daemon (a multiaddr or http://host:port); "
+        "used when the IPFS node is rpc.",
+        restart=True,
+        group="Network",
+    ),
+    Setting(
+        "listen_port",
+        "int",
+        4001,
+        "Listen port",
+        "The TCP/UDP port the embedded node listens on for peers.",
+        restart=True,
+        minimum=1,
+        maximum=65535,
+        group="Network",
+    ),
+    Setting(
+        "bootstrap",
+        "str_list",
+        (),
+        "Bootstrap peers",
+        "Extra peers to connect to at start, one multiaddr per line "
+        "(/ip4/.../tcp/4001/p2p/...). Empty uses the defaults.",
+        restart=True,
+        group="Network",
+    ),
+    Setting(
+        "spot_check_share",
+        "float",
+        0.02,
+        "Spot-check share",
+        "The share of compute spent re-checking other nodes' blocks.",
+        minimum=0.0,
+        maximum=0.5,
+        group="Network",
+    ),
+)

@@ -1,0 +1,538 @@
+"""The network state: a pure, deterministic function of a set of valid records.
+
+`derive_state(records, params)` reads no clock, no file and no network, and ignores
+the order and any duplication of its input, so two nodes holding the same records
+(and the same confirmed disputes) show exactly the same state (docs/PROTOCOL.md,
+"Network state"). Claims are ephemeral and live in the ledger; `next_unit` combines
+a state with the current claims to choose what to compute next.
+
+Rules, in order:
+
+1. Authority. A work, check or dispute record *counts* only if its node is delegated
+   by its account at the record's `created` time: some non-revoked delegation
+   (account, node) has `created <= t` and (`expires == 0` or `t < expires`), and no
+   revocation of (account, node) has `created <= t`. Work must also use `params`
+   (every field but the informational name). Everything else is ignored, not an error.
+2. Disputes. A dispute against counted work W, block b (b < blocks per unit), is
+   *confirmed* when its own node is delegated and either its CID is in
+   `confirmed_dispute_cids` (this node recomputed block b and got the dispute's
+   leaf), or a counted check record of W, block b, says `match=False` with the same
+   leaf and comes from an account other than W's and the dispute's. A confirmed
+   dispute removes every counted work record of W's unit with W's root (the root
+   commits to the bad leaf) and marks the unit disputed.
+3. Quorum. Per unit, each remaining root collects the distinct accounts that reported
+   it. The unit is *verified* when exactly one root has two or more accounts.
+   Otherwise it is *disputed* if a confirmed dispute hit it, *conflicting* if it has
+   two or more roots, *reported_once* if it has one, and *open* if none is left.
+4. Frontier: the number of consecutive verified units from unit 0, and the integer
+   bound `params.start + frontier * params.unit_size` below which everything is
+   verified by the network.
+5. Leaderboard. On a verified unit the accounts of the verified root are ordered by
+   their earliest report (created, then CID); the first two (the quorum) are
+   credited, the first with a first report, the second with a second report. Entries
+   are ordered by units credited (desc), first reports (desc), then account key.
+6. Usernames: network.usernames decides owners among current account records; the
+   others are shown as ``name#xxxx``. Accounts without an account record show the
+   first 8 hex digits of their key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from engine.params import Params
+from network import usernames
+
+OPEN = "open"
+REPORTED_ONCE = "reported_once"
+CONFLICTING = "conflicting"
+VERIFIED = "verified"
+DISPUTED = "disputed"
+UNIT_STATUSES = (OPEN, REPORTED_ONCE, CONFLICTING, VERIFIED, DISPUTED)
+
+QUORUM = 2  # distinct accounts that must report the same root
+ANONYMOUS_HEX_DIGITS = 8
+
+
+class SignedLike(Protocol):
+    """What state needs of a signed record: its payload (network.records.*Record)."""
+
+    @property
+    def record(self) -> Any: ...
+
+
+class ValidRecord(Protocol):
+    """A record that passed validation: network.rejection.Accepted fits.
+
+    `record.record` is the payload (AccountRecord, DelegationRecord, WorkRecord,
+    CheckRecord or DisputeRecord from network.records), whose `KIND` says which.
+    """
+
+    @property
+    def cid(self) -> str: ...
+
+    @property
+    def record(self) -> SignedLike: ...
+
+
+class ClaimLike(Protocol):
+    """A claim as the ledger keeps it (network.ledger.ClaimRow fits)."""
+
+    @property
+    def unit(self) -> int: ...
+
+    @property
+    def node(self) -> bytes: ...
+
+    @property
+    def account(self) -> bytes: ...
+
+    @property
+    def expires_at(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RootReport:
+    """The accounts that reported one root for a unit.
+
+    Attributes:
+        root: the Merkle root (32 bytes).
+        accounts: distinct reporting accounts, in order of their earliest report.
+        work_cids: the counted work records with this root, sorted.
+    """
+
+    root: bytes
+    accounts: tuple[bytes, ...]
+    work_cids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStatus:
+    """What the network knows about one unit.
+
+    Attributes:
+        unit: the unit index.
+        status: one of UNIT_STATUSES.
+        roots: the remaining reports, by root (sorted by root bytes).
+        verified_root: the root with quorum, when verified.
+        disputed: True if a confirmed dispute hit this unit (even if it is verified again).
+        disputes: CIDs of the confirmed disputes against this unit's work, sorted.
+        removed: CIDs of work records removed by those disputes, sorted.
+    """
+
+    unit: int
+    status: str
+    roots: tuple[RootReport, ...]
+    verified_root: bytes | None = None
+    disputed: bool = False
+    disputes: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def reporters(self) -> frozenset[bytes]:
+        """Every account with a counted report on this unit."""
+        return frozenset(a for r in self.roots for a in r.accounts)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardEntry:
+    """One account's standing.
+
+    Attributes:
+        rank: 1-based position.
+        account: the account key.
+        display_name: as the account directory shows it.
+        units_credited: verified units where the account was in the quorum.
+        numbers_verified: units_credited times the unit size.
+        first_reports: credited units where it reported first.
+        second_reports: credited units where it reported second.
+        pending: units it reported that are not verified (yet).
+        checks: counted spot-check records it published.
+    """
+
+    rank: int
+    account: bytes
+    display_name: str
+    units_credited: int
+    numbers_verified: int
+    first_reports: int
+    second_reports: int
+    pending: int
+    checks: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEntry:
+    """One account in the directory.
+
+    Attributes:
+        account: the account key.
+        username: its current normalised username claim.
+        display_name: the name bare if it owns it, else ``name#xxxx``.
+        owns_name: whether it owns `username`.
+        nodes: node keys with a delegation that is not revoked, sorted.
+        revoked_nodes: node keys it revoked, sorted.
+        record_cid: the CID of the current account record.
+    """
+
+    account: bytes
+    username: str
+    display_name: str
+    owns_name: bool
+    nodes: tuple[bytes, ...]
+    revoked_nodes: tuple[bytes, ...]
+    record_cid: str
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """Everything the app shows about the network, derived by `derive_state`.
+
+    Attributes:
+        params: the parameter set the state is about.
+        units: unit index -> UnitStatus, for every unit with a counted or removed report.
+        frontier: consecutive verified units from unit 0.
+        frontier_bound: every integer below this is verified (params.start + frontier units).
+        leaderboard: ranked entries, one per account with a counted report.
+        accounts: account key -> AccountEntry, for accounts with an account record.
+        name_owners: normalised username -> owning account.
+        confirmed_disputes: CIDs of the confirmed disputes.
+        ignored: CIDs of records that do not count (no delegation, revoked, other params,
+            dispute or check not about counted work), sorted.
+        record_count: distinct valid records given.
+    """
+
+    params: Params
+    units: Mapping[int, UnitStatus]
+    frontier: int
+    frontier_bound: int
+    leaderboard: tuple[LeaderboardEntry, ...]
+    accounts: Mapping[bytes, AccountEntry]
+    name_owners: Mapping[str, bytes]
+    confirmed_disputes: frozenset[str]
+    ignored: tuple[str, ...]
+    record_count: int
+
+    @property
+    def units_verified(self) -> int:
+        """How many units are verified (frontier or not)."""
+        return sum(1 for u in self.units.values() if u.status == VERIFIED)
+
+    def status_of(self, unit: int) -> str:
+        """The unit's status; OPEN for a unit nobody reported."""
+        entry = self.units.get(unit)
+        return OPEN if entry is None else entry.status
+
+    def display_name(self, account: bytes) -> str:
+        """How to show `account`: its directory name, or its first key hex digits."""
+        return _display_name(self.accounts, account)
+
+
+def params_key(p: Params) -> tuple:
+    """Params identity for matching work: every field except the informational name."""
+    return tuple(getattr(p, f.name) for f in fields(p) if f.name != "name")
+
+
+@dataclass(frozen=True, slots=True)
+class _Delegations:
+    """Delegation intervals per (account, node)."""
+
+    grants: Mapping[tuple[bytes, bytes], tuple[tuple[int, int], ...]]
+    revoked_at: Mapping[tuple[bytes, bytes], int]
+
+    def authorises(self, account: bytes, node: bytes, t: int) -> bool:
+        revoked = self.revoked_at.get((account, node))
+        if revoked is not None and revoked <= t:
+            return False
+        return any(
+            start <= t and (expires == 0 or t < expires)
+            for start, expires in self.grants.get((account, node), ())
+        )
+
+
+def _delegations(items: Iterable[tuple[str, Any]]) -> _Delegations:
+    grants: dict[tuple[bytes, bytes], set[tuple[int, int]]] = {}
+    revoked_at: dict[tuple[bytes, bytes], int] = {}
+    for _cid, d in items:
+        key = (d.account, d.node)
+        if d.revoked:
+            # The earliest revocation wins: revocation is permanent.
+            old = revoked_at.get(key)
+            revoked_at[key] = d.created if old is None else min(old, d.created)
+        else:
+            grants.setdefault(key, set()).add((d.created, d.expires))
+    return _Delegations(
+        grants={k: tuple(sorted(v)) for k, v in grants.items()}, revoked_at=revoked_at
+    )
+
+
+def derive_state(
+    records: Iterable[ValidRecord],
+    params: Params,
+    confirmed_dispute_cids: Iterable[str] = (),
+) -> NetworkState:
+    """The network state of a set of valid records (see the module doc for the rules).
+
+    Args:
+        records: validated records (network.rejection.Accepted or anything with `cid` and
+            `record.record`); order and duplicates do not matter.
+        params: the parameter set whose units are counted; other work is ignored.
+        confirmed_dispute_cids: disputes this node confirmed by recomputing the block.
+
+    Returns:
+        The derived NetworkState.
+    """
+    by_kind: dict[str, dict[str, Any]] = {k: {} for k in ("account", "delegation", "work")}
+    by_kind["check"] = {}
+    by_kind["dispute"] = {}
+    for item in records:
+        payload = item.record.record
+        bucket = by_kind.get(payload.KIND)
+        if bucket is not None:
+            bucket[item.cid] = payload
+    # From here on every iteration is over sorted keys, so the result cannot depend on
+    # the input order.
+    sorted_items = {k: sorted(v.items()) for k, v in by_kind.items()}
+    record_count = sum(len(v) for v in by_kind.values())
+    confirmed_local = frozenset(confirmed_dispute_cids)
+    deleg = _delegations(sorted_items["delegation"])
+    want = params_key(params)
+    blocks = params.blocks_per_unit
+    ignored: set[str] = set()
+
+    def counts(r: Any) -> bool:
+        return deleg.authorises(r.account, r.node, r.created)
+
+    work: dict[str, Any] = {}
+    for cid, w in sorted_items["work"]:
+        if counts(w) and params_key(w.params) == want:
+            work[cid] = w
+        else:
+            ignored.add(cid)
+
+    checks: dict[str, Any] = {}
+    for cid, c in sorted_items["check"]:
+        if counts(c) and c.work_cid in work and c.block < blocks:
+            checks[cid] = c
+        else:
+            ignored.add(cid)
+
+    # Disputes (rule 2).
+    refuting: dict[tuple[str, int, bytes], set[bytes]] = {}
+    for c in checks.values():
+        if not c.match:
+            refuting.setdefault((c.work_cid, c.block, c.leaf), set()).add(c.account)
+    confirmed: dict[str, Any] = {}
+    for cid, d in sorted_items["dispute"]:
+        target = work.get(d.work_cid)
+        if target is None or not counts(d) or d.block >= blocks:
+            ignored.add(cid)
+            continue
+        independent = refuting.get((d.work_cid, d.block, d.recomputed_leaf), set()) - {
+            target.account,
+            d.account,
+        }
+        if cid in confirmed_local or independent:
+            confirmed[cid] = d
+    bad_roots: dict[tuple[int, bytes], list[str]] = {}
+    for cid, d in confirmed.items():
+        target = work[d.work_cid]
+        bad_roots.setdefault((target.unit, target.root), []).append(cid)
+    removed: dict[int, list[str]] = {}
+    for cid, w in list(work.items()):
+        if (w.unit, w.root) in bad_roots:
+            removed.setdefault(w.unit, []).append(cid)
+            del work[cid]
+    disputes_by_unit: dict[int, list[str]] = {}
+    for (unit, _root), cids in bad_roots.items():
+        disputes_by_unit.setdefault(unit, []).extend(cids)
+
+    # Quorum (rule 3). Reports of one account on one root count once, at the earliest.
+    earliest: dict[tuple[int, bytes, bytes], tuple[int, str]] = {}
+    for cid, w in work.items():
+        key = (w.unit, w.root, w.account)
+        stamp = (w.created, cid)
+        if key not in earliest or stamp < earliest[key]:
+            earliest[key] = stamp
+    per_root: dict[tuple[int, bytes], list[tuple[tuple[int, str], bytes]]] = {}
+    for (unit, root, account), stamp in earliest.items():
+        per_root.setdefault((unit, root), []).append((stamp, account))
+    cids_per_root: dict[tuple[int, bytes], list[str]] = {}
+    for cid, w in work.items():
+        cids_per_root.setdefault((w.unit, w.root), []).append(cid)
+
+    units: dict[int, UnitStatus] = {}
+    all_units = {u for u, _ in per_root} | set(removed)
+    quorum_members: dict[int, tuple[bytes, ...]] = {}
+    for unit in sorted(all_units):
+        roots = tuple(
+            RootReport(
+                root=root,
+                accounts=tuple(a for _stamp, a in sorted(per_root[(u, root)])),
+                work_cids=tuple(sorted(cids_per_root[(u, root)])),
+            )
+            for (u, root) in sorted(k for k in per_root if k[0] == unit)
+        )
+        with_quorum = [r for r in roots if len(r.accounts) >= QUORUM]
+        disputed = unit in disputes_by_unit
+        verified_root = None
+        if len(with_quorum) == 1:
+            status = VERIFIED
+            verified_root = with_quorum[0].root
+            quorum_members[unit] = with_quorum[0].accounts[:QUORUM]
+        elif disputed:
+            status = DISPUTED
+        elif len(roots) >= 2:
+            status = CONFLICTING
+        elif roots:
+            status = REPORTED_ONCE
+        else:
+            status = OPEN
+        units[unit] = UnitStatus(
+            unit=unit,
+            status=status,
+            roots=roots,
+            verified_root=verified_root,
+            disputed=disputed,
+            disputes=tuple(sorted(disputes_by_unit.get(unit, ()))),
+            removed=tuple(sorted(removed.get(unit, ()))),
+        )
+
+    # Frontier (rule 4).
+    frontier = 0
+    while units.get(frontier) is not None and units[frontier].status == VERIFIED:
+        frontier += 1
+
+    # Account directory (rule 6).
+    claims = []
+    for cid, a in sorted_items["account"]:
+        try:
+            usernames.normalize(a.username)
+        except usernames.UsernameError:
+            ignored.add(cid)  # validation refuses these; never let one break the state
+            continue
+        claims.append(
+            usernames.Claim(account=a.account, username=a.username, created=a.created, cid=cid)
+        )
+    current = usernames.current_claims(claims)
+    owner_map = usernames.owners(claims)
+    node_sets: dict[bytes, set[bytes]] = {}
+    revoked_sets: dict[bytes, set[bytes]] = {}
+    for account, node in deleg.grants:
+        node_sets.setdefault(account, set()).add(node)
+    for account, node in deleg.revoked_at:
+        revoked_sets.setdefault(account, set()).add(node)
+    accounts: dict[bytes, AccountEntry] = {}
+    for account in sorted(current):
+        claim = current[account]
+        name = usernames.normalize(claim.username)
+        revoked = revoked_sets.get(account, set())
+        accounts[account] = AccountEntry(
+            account=account,
+            username=name,
+            display_name=usernames.display_name(account, claim.username, owner_map),
+            owns_name=owner_map.get(name) == account,
+            nodes=tuple(sorted(node_sets.get(account, set()) - revoked)),
+            revoked_nodes=tuple(sorted(revoked)),
+            record_cid=claim.cid,
+        )
+
+    # Leaderboard (rule 5).
+    tallies: dict[bytes, list[int]] = {}  # account -> [credited, first, second, pending, checks]
+
+    def tally(account: bytes) -> list[int]:
+        return tallies.setdefault(account, [0, 0, 0, 0, 0])
+
+    for unit, entry in units.items():
+        members = quorum_members.get(unit, ())
+        for position, account in enumerate(members):
+            t = tally(account)
+            t[0] += 1
+            t[1 + position] += 1
+        if entry.status != VERIFIED:
+            for account in entry.reporters():
+                tally(account)[3] += 1
+        else:
+            for account in entry.reporters() - set(members):
+                tally(account)  # listed, with nothing credited
+    for c in checks.values():
+        tally(c.account)[4] += 1
+    ordered = sorted(tallies.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
+    leaderboard = tuple(
+        LeaderboardEntry(
+            rank=i + 1,
+            account=account,
+            display_name=_display_name(accounts, account),
+            units_credited=t[0],
+            numbers_verified=t[0] * params.unit_size,
+            first_reports=t[1],
+            second_reports=t[2],
+            pending=t[3],
+            checks=t[4],
+        )
+        for i, (account, t) in enumerate(ordered)
+    )
+
+    return NetworkState(
+        params=params,
+        units=units,
+        frontier=frontier,
+        frontier_bound=params.start + frontier * params.unit_size,
+        leaderboard=leaderboard,
+        accounts=accounts,
+        name_owners=owner_map,
+        confirmed_disputes=frozenset(confirmed),
+        ignored=tuple(sorted(ignored)),
+        record_count=record_count,
+    )
+
+
+def _display_name(accounts: Mapping[bytes, AccountEntry], account: bytes) -> str:
+    entry = accounts.get(account)
+    return entry.display_name if entry is not None else account.hex()[:ANONYMOUS_HEX_DIGITS]
+
+
+def next_unit(
+    state: NetworkState,
+    claims: Iterable[ClaimLike],
+    my_account: bytes,
+    now: float,
+    *,
+    my_node: bytes | None = None,
+    unit_limit: int | None = None,
+) -> int | None:
+    """The lowest unit this account should compute next, or None.
+
+    A unit qualifies when it is not verified, this account has no counted report on
+    it (never our own second result), and nobody else holds an unexpired claim on it.
+    A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
+
+    Args:
+        state: the current derived state.
+        claims: current claims (expired ones are skipped here).
+        my_account: this node's account key.
+        now: the current time, unix seconds (claims expire at `expires_at`).
+        my_node: this node's key, to tell our claims from our other nodes' claims.
+        unit_limit: units at or above this index are not handed out.
+
+    Returns:
+        The unit index, or None when no unit below `unit_limit` qualifies.
+    """
+    blocked: set[int] = set()
+    for c in claims:
+        if c.expires_at <= now:
+            continue
+        mine = c.account == my_account and (my_node is None or c.node == my_node)
+        if not mine:
+            blocked.add(c.unit)
+    for unit, entry in state.units.items():
+        if entry.status == VERIFIED or my_account in entry.reporters():
+            blocked.add(unit)
+    unit = state.frontier
+    # Terminates: `blocked` is finite, so some unit at most frontier + len(blocked) is free.
+    while unit in blocked:
+        unit += 1
+    if unit_limit is not None and unit >= unit_limit:
+        return None
+    return unit

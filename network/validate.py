@@ -1,0 +1,229 @@
+"""Record validation: every record is accepted or rejected with a reason code.
+
+`validate` is pure: the same record and context always give the same verdict,
+and it changes nothing. Seeing the same record twice is therefore harmless;
+the ledger deduplicates by CID (docs/PROTOCOL.md, "Validation").
+
+Work records are checked in this order, the first failure wins:
+
+1. signer is the node key and the signature verifies (bad_signature, wrong_signer);
+2. created <= now + max_skew_s (from_future);
+3. params equal one of the context's parameter sets (unknown_params);
+4. a delegation from `account` to `node` exists in the context, is not
+   expired at `created` (delegation_expired), and no revocation of that pair
+   has created <= the work's created (no_delegation, node_revoked);
+5. tested equals the sieve's exact count for the unit (tested_mismatch);
+6. totals are consistent (bad_totals): overflows and the candidate count are
+   at most tested; with tested = 0 odd_steps, max_value and max_n are 0;
+   otherwise max_n is a tested number of the unit and max_value >= 3*max_n + 1;
+7. tested * min_odd_steps(k) <= odd_steps <= tested * 256
+   (odd_steps_out_of_band);
+8. every candidate is a tested number of the unit (bad_candidate) and does
+   not fall below itself within exact_step_bound odd steps when iterated
+   exactly (candidate_falls).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from engine import reference, sieve
+from engine.evidence import verify_proof
+from engine.params import DEV, PRODUCTION, Params
+from network import codec
+from network import rejection as R
+from network.records import (
+    CheckRecord,
+    DelegationRecord,
+    DisputeRecord,
+    SignedRecord,
+    WorkRecord,
+)
+from network.rejection import Accepted, Rejection
+
+__all__ = ["Accepted", "Rejection", "ValidationContext", "validate", "odd_steps_band"]
+
+DEFAULT_MAX_SKEW_S = 600
+# Average odd steps per tested number allowed before a total is implausible.
+# Survivors of the sieve average a few dozen; 256 leaves a wide margin.
+MAX_MEAN_ODD_STEPS = 256
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What validation may consult besides the record itself.
+
+    Attributes:
+        now: the local clock, unix seconds.
+        delegations: delegation records the caller already validated
+            (revocations included); only these authorise node keys.
+        param_sets: parameter sets work may use (tests add small ones).
+        max_skew_s: how far `created` may lie ahead of `now`.
+        works: known work records by CID, so disputes' Merkle proofs and
+            block indexes can be checked.
+        recheck_candidates: iterate candidates exactly (step 8); off only
+            for tools that display records.
+    """
+
+    now: int
+    delegations: tuple[DelegationRecord, ...] = ()
+    param_sets: tuple[Params, ...] = (PRODUCTION, DEV)
+    max_skew_s: int = DEFAULT_MAX_SKEW_S
+    works: Mapping[str, WorkRecord] = field(default_factory=dict)
+    recheck_candidates: bool = True
+
+    @functools.cached_property
+    def _by_pair(self) -> dict[tuple[bytes, bytes], list[DelegationRecord]]:
+        index: dict[tuple[bytes, bytes], list[DelegationRecord]] = {}
+        for d in self.delegations:
+            index.setdefault((d.account, d.node), []).append(d)
+        return index
+
+    def delegations_for(self, account: bytes, node: bytes) -> list[DelegationRecord]:
+        return self._by_pair.get((account, node), [])
+
+
+def context(
+    now: int,
+    delegations: Iterable[DelegationRecord] = (),
+    param_sets: Iterable[Params] = (PRODUCTION, DEV),
+    **kwargs,
+) -> ValidationContext:
+    """Convenience constructor that accepts any iterables."""
+    return ValidationContext(
+        now=now, delegations=tuple(delegations), param_sets=tuple(param_sets), **kwargs
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def expected_tested(params: Params, unit: int) -> int:
+    """Exact count of tested numbers in unit `unit` (cached per (params, unit))."""
+    lo, hi = params.unit_range(unit)
+    return sieve.load(params.sieve_k).count_tested(lo, hi)
+
+
+@functools.lru_cache(maxsize=64)
+def min_odd_steps(sieve_k: int) -> int:
+    """Fewest odd steps any tested number takes before falling below itself.
+
+    A survivor with a k-step jump cannot fall within its first k steps, which
+    contain jump_c odd steps. Survivors without a jump (NO_JUMP) are only
+    known to be 3 mod 4, and such an n needs at least 2 odd steps.
+    """
+    s = sieve.load(sieve_k)
+    jumps = s.jump_c[s.jump_c != sieve.NO_JUMP]
+    bound = int(jumps.min()) if len(jumps) else 2
+    if len(jumps) < len(s):
+        bound = min(bound, 2)
+    return bound
+
+
+def odd_steps_band(params: Params, tested: int) -> tuple[int, int]:
+    """The inclusive [low, high] band a unit's odd_steps total must fall in."""
+    return tested * min_odd_steps(params.sieve_k), tested * MAX_MEAN_ODD_STEPS
+
+
+def _authorised(
+    ctx: ValidationContext, account: bytes, node: bytes, created: int
+) -> Rejection | None:
+    pair = ctx.delegations_for(account, node)
+    # A delegation authorises records from its own creation on (as network.state counts).
+    grants = [d for d in pair if not d.revoked and d.created <= created]
+    if not grants:
+        return Rejection(
+            R.NO_DELEGATION,
+            f"node {node.hex()[:16]} is not delegated by account {account.hex()[:16]}"
+            f" at {created}",
+        )
+    for d in pair:
+        if d.revoked and d.created <= created:
+            return Rejection(
+                R.NODE_REVOKED,
+                f"node {node.hex()[:16]} was revoked at {d.created}, record created {created}",
+            )
+    if not any(d.expires == 0 or created < d.expires for d in grants):
+        return Rejection(R.DELEGATION_EXPIRED, f"the delegation expired before {created}")
+    return None
+
+
+def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
+    if w.params not in ctx.param_sets:
+        names = ", ".join(p.name for p in ctx.param_sets)
+        return Rejection(R.UNKNOWN_PARAMS, f"params {w.params.name!r} match none of: {names}")
+    denied = _authorised(ctx, w.account, w.node, w.created)
+    if denied is not None:
+        return denied
+    p = w.params
+    lo, hi = p.unit_range(w.unit)
+    expected = expected_tested(p, w.unit)
+    if w.tested != expected:
+        return Rejection(
+            R.TESTED_MISMATCH,
+            f"unit {w.unit} has {expected} tested numbers, record says {w.tested}",
+        )
+    sv = sieve.load(p.sieve_k)
+    if w.overflows > w.tested or len(w.candidates) > w.tested:
+        return Rejection(R.BAD_TOTALS, "more overflows or candidates than tested numbers")
+    if w.tested == 0:
+        if w.odd_steps or w.max_value or w.max_n:
+            return Rejection(R.BAD_TOTALS, "nothing tested, but steps or a maximum reported")
+    elif not (lo <= w.max_n < hi and sv.is_tested(w.max_n) and w.max_value >= 3 * w.max_n + 1):
+        return Rejection(R.BAD_TOTALS, "max_n is not a tested number of the unit below max_value")
+    low, high = odd_steps_band(p, w.tested)
+    if not low <= w.odd_steps <= high:
+        return Rejection(
+            R.ODD_STEPS_OUT_OF_BAND, f"odd_steps {w.odd_steps} outside [{low}, {high}]"
+        )
+    for c in w.candidates:
+        if not (lo <= c < hi and sv.is_tested(c)):
+            return Rejection(R.BAD_CANDIDATE, f"candidate {c} is not a tested number of the unit")
+    if ctx.recheck_candidates:
+        for c in w.candidates:
+            if reference.glide(c, p.exact_step_bound).fell:
+                return Rejection(
+                    R.CANDIDATE_FALLS, f"candidate {c} falls below itself: not a candidate"
+                )
+    return None
+
+
+def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> Rejection | None:
+    denied = _authorised(ctx, r.account, r.node, r.created)
+    if denied is not None:
+        return denied
+    work = ctx.works.get(r.work_cid)
+    if work is None:
+        return None  # the claim stands alone until the ledger has the work record
+    blocks = work.params.blocks_per_unit
+    if r.block >= blocks:
+        return Rejection(R.BAD_FIELD, f"block {r.block} is past the unit's {blocks} blocks")
+    if isinstance(r, DisputeRecord) and r.claimed_leaf is not None and r.proof:
+        if not verify_proof(r.claimed_leaf, r.block, blocks, r.proof, work.root):
+            return Rejection(R.BAD_PROOF, "the claimed leaf's proof does not reach the work root")
+    return None
+
+
+def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection:
+    """Accept or reject a parsed signed record; never raises for any SignedRecord."""
+    if not isinstance(item, SignedRecord):
+        return Rejection(R.MALFORMED, "not a signed record")
+    record = item.record
+    if item.signer != record.signer:
+        return Rejection(
+            R.WRONG_SIGNER, f"{item.kind} record signed by a key other than its signer"
+        )
+    if not codec.verify_signature(item):
+        return Rejection(R.BAD_SIGNATURE, f"{item.kind} record signature does not verify")
+    if record.created > ctx.now + ctx.max_skew_s:
+        return Rejection(
+            R.FROM_FUTURE, f"created {record.created - ctx.now} s ahead of the local clock"
+        )
+    verdict: Rejection | None = None
+    if isinstance(record, WorkRecord):
+        verdict = _validate_work(record, ctx)
+    elif isinstance(record, CheckRecord | DisputeRecord):
+        verdict = _validate_report(record, ctx)
+    if verdict is not None:
+        return verdict
+    return Accepted(record=item, cid=codec.record_cid(item))

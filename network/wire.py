@@ -1,0 +1,186 @@
+"""Gossip messages: record announcements, unit claims, ledger heads.
+
+Three pubsub topics per network (the network is named by its parameter set,
+so dev and production nodes never mix):
+
+    /hailstone/<network>/records/1   an announcement: the record inline, or its CID
+    /hailstone/<network>/claims/1    a node's signed claim on a unit, with an expiry
+    /hailstone/<network>/heads/1     a node's signed head: the CID of its sorted record list
+
+Every message is deterministic CBOR (as in network/codec.py) of a map with a
+version field "v". Claims and heads are signed by the node key over a domain
+prefix, like records. `decode_message` returns a typed message or a Rejection
+and never raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from network import rejection as R
+from network.rejection import Rejection
+
+WIRE_VERSION = 1
+# Records up to this size travel inside the announcement; larger ones by CID.
+INLINE_LIMIT = 4096
+# No gossip message of ours is larger than this; bigger ones are dropped unread.
+MAX_WIRE_BYTES = 16 * 1024
+# Longest claim a node may make (seconds); longer expiries are cut to this.
+MAX_CLAIM_TTL = 6 * 3600
+# The head object (a CBOR list of CIDs) is fetched only up to this size.
+MAX_HEAD_BYTES = 1024 * 1024
+
+CLAIM_DOMAIN = b"hailstone/claim/v1\x00"
+HEAD_DOMAIN = b"hailstone/head/v1\x00"
+
+
+def topics(network: str) -> dict[str, str]:
+    """The three topic names of a network."""
+    return {
+        "records": f"/hailstone/{network}/records/1",
+        "claims": f"/hailstone/{network}/claims/1",
+        "heads": f"/hailstone/{network}/heads/1",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A record announced on the records topic: inline bytes or a CID."""
+
+    record: bytes | None = None
+    cid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A node's claim on a unit until `expires` (unix seconds)."""
+
+    unit: int
+    node: bytes
+    account: bytes
+    expires: int
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A node's ledger summary: `head` is the CID of its sorted list of record CIDs."""
+
+    node: bytes
+    head: str
+    count: int
+    signature: bytes = b""
+
+
+Message = Announcement | Claim | Head
+
+
+def _dumps(obj: Any) -> bytes:
+    return cbor2.dumps(obj, canonical=True)
+
+
+def _claim_body(c: Claim) -> dict:
+    return {"v": WIRE_VERSION, "t": "claim", "unit": c.unit, "node": c.node, "account": c.account, "expires": c.expires}
+
+
+def _head_body(h: Head) -> dict:
+    return {"v": WIRE_VERSION, "t": "head", "node": h.node, "head": h.head, "count": h.count}
+
+
+def encode_announcement(record_bytes: bytes, cid: str) -> bytes:
+    if len(record_bytes) <= INLINE_LIMIT:
+        return _dumps({"v": WIRE_VERSION, "t": "rec", "rec": record_bytes})
+    return _dumps({"v": WIRE_VERSION, "t": "rec", "cid": cid})
+
+
+def sign_claim(claim: Claim, key: SigningKey) -> bytes:
+    body = _claim_body(claim)
+    sig = key.sign(CLAIM_DOMAIN + _dumps(body)).signature
+    return _dumps({**body, "sig": sig})
+
+
+def sign_head(head: Head, key: SigningKey) -> bytes:
+    body = _head_body(head)
+    sig = key.sign(HEAD_DOMAIN + _dumps(body)).signature
+    return _dumps({**body, "sig": sig})
+
+
+def encode_head_list(cids: list[str]) -> bytes:
+    """The head object: the sorted CIDs a node holds."""
+    return _dumps(sorted(cids))
+
+
+def decode_head_list(data: bytes) -> list[str] | Rejection:
+    try:
+        obj = cbor2.loads(data)
+    except Exception:  # noqa: BLE001 - any decoder failure is a malformed object
+        return Rejection(R.MALFORMED, "head object is not CBOR")
+    if not isinstance(obj, list) or not all(isinstance(c, str) and 0 < len(c) <= 128 for c in obj):
+        return Rejection(R.MALFORMED, "head object is not a list of CIDs")
+    return obj
+
+
+def _verify(domain: bytes, body: dict, node: bytes, sig: Any) -> bool:
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        return False
+    try:
+        VerifyKey(node).verify(domain + _dumps(body), sig)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _is_key(v: Any) -> bool:
+    return isinstance(v, bytes) and len(v) == 32
+
+
+def decode_message(data: bytes) -> Message | Rejection:
+    """Parse one gossip payload. Signatures of claims and heads are checked here."""
+    if len(data) > MAX_WIRE_BYTES:
+        return Rejection(R.OVERSIZED, f"gossip message of {len(data)} bytes")
+    try:
+        obj = cbor2.loads(data)
+    except Exception:  # noqa: BLE001 - any decoder failure is malformed input
+        return Rejection(R.MALFORMED, "gossip message is not CBOR")
+    if not isinstance(obj, dict) or obj.get("v") != WIRE_VERSION:
+        return Rejection(R.WRONG_VERSION, "unknown gossip message version")
+    kind = obj.get("t")
+    if kind == "rec":
+        rec, cid = obj.get("rec"), obj.get("cid")
+        if set(obj) == {"v", "t", "rec"} and isinstance(rec, bytes):
+            return Announcement(record=rec)
+        if set(obj) == {"v", "t", "cid"} and isinstance(cid, str) and 0 < len(cid) <= 128:
+            return Announcement(cid=cid)
+        return Rejection(R.MALFORMED, "bad announcement")
+    if kind == "claim":
+        body = {k: obj.get(k) for k in ("v", "t", "unit", "node", "account", "expires")}
+        ok = (
+            set(obj) == set(body) | {"sig"}
+            and isinstance(body["unit"], int) and 0 <= body["unit"] < 2**63
+            and _is_key(body["node"]) and _is_key(body["account"])
+            and isinstance(body["expires"], int) and 0 <= body["expires"] < 2**63
+        )
+        if not ok:
+            return Rejection(R.MALFORMED, "bad claim")
+        if not _verify(CLAIM_DOMAIN, body, body["node"], obj["sig"]):
+            return Rejection(R.BAD_SIGNATURE, "claim signature does not verify")
+        return Claim(body["unit"], body["node"], body["account"], body["expires"], obj["sig"])
+    if kind == "head":
+        body = {k: obj.get(k) for k in ("v", "t", "node", "head", "count")}
+        ok = (
+            set(obj) == set(body) | {"sig"}
+            and _is_key(body["node"])
+            and isinstance(body["head"], str) and 0 < len(body["head"]) <= 128
+            and isinstance(body["count"], int) and 0 <= body["count"] < 2**40
+        )
+        if not ok:
+            return Rejection(R.MALFORMED, "bad head")
+        if not _verify(HEAD_DOMAIN, body, body["node"], obj["sig"]):
+            return Rejection(R.BAD_SIGNATURE, "head signature does not verify")
+        return Head(body["node"], body["head"], body["count"], obj["sig"])
+    return Rejection(R.MALFORMED, "unknown gossip message type")

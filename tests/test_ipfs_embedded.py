@@ -1,0 +1,230 @@
+"""Real embedded kubo nodes on loopback: add/get, pubsub, timeouts, limits, close."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from network.ipfs import (
+    IpfsError,
+    IpfsTimeout,
+    IpfsTooLarge,
+    IpfsUnavailable,
+    cid_for_bytes,
+    open_node,
+)
+from network.ipfs.base import MAX_MESSAGE_BYTES, MAX_OBJECT_BYTES
+
+embedded = pytest.importorskip("network.ipfs.embedded")
+try:
+    embedded.load_library()
+except IpfsUnavailable as exc:  # pragma: no cover - macOS and other platforms
+    pytest.skip(f"embedded kubo unavailable: {exc}", allow_module_level=True)
+
+EmbeddedIpfsNode = embedded.EmbeddedIpfsNode
+
+pytestmark = pytest.mark.network
+
+MESH_DEADLINE_S = 30.0
+
+
+def _wait_for_peer(node: EmbeddedIpfsNode, peer: str, deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while peer not in node.peers():
+        assert time.monotonic() < deadline, f"{peer} never showed up in {node.peers()}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedIpfsNode, ...]]:
+    """Three connected nodes A, B, C, each with its own repo, no bootstrap, no MDNS."""
+    root = tmp_path_factory.mktemp("ipfs")
+    nodes: list[EmbeddedIpfsNode] = []
+    try:
+        for name in "abc":
+            nodes.append(EmbeddedIpfsNode(root / name, listen=["/ip4/127.0.0.1/tcp/0"]))
+        a, b, c = nodes
+        b.connect(a.addresses()[0])
+        c.connect(a.addresses()[0])
+        c.connect(b.addresses()[0])
+        _wait_for_peer(a, b.peer_id())
+        _wait_for_peer(a, c.peer_id())
+        yield a, b, c
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_identity_and_addresses(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a, b, c = trio
+    ids = {a.peer_id(), b.peer_id(), c.peer_id()}
+    assert len(ids) == 3
+    for node in trio:
+        addrs = node.addresses()
+        assert addrs
+        for addr in addrs:
+            assert addr.startswith("/ip4/127.0.0.1/tcp/")
+            assert addr.endswith("/p2p/" + node.peer_id())
+    assert set(a.peers()) == {b.peer_id(), c.peer_id()}
+
+
+def test_repo_config_keeps_tests_off_the_lan(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    with open(os.path.join(trio[0]._repo, "config"), encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    assert cfg["Bootstrap"] == []
+    assert cfg["Discovery"]["MDNS"]["Enabled"] is False
+    assert cfg["Swarm"]["DisableNatPortMap"] is True
+    assert cfg["Addresses"]["Swarm"] == ["/ip4/127.0.0.1/tcp/0"]
+    assert cfg["Pubsub"]["Router"] == "gossipsub"
+
+
+def test_add_on_a_get_on_b(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a, b, _ = trio
+    data = b"hailstone record " + os.urandom(64)
+    cid = a.add(data)
+    assert cid == cid_for_bytes(data)
+    assert cid.startswith("bafkrei")
+    assert b.get(cid, timeout=20.0, max_bytes=4096) == data
+    # Second get is served from B's own store now.
+    assert b.get(cid, timeout=1.0, max_bytes=4096) == data
+    # Adding the same bytes again is idempotent.
+    assert a.add(data) == cid
+
+
+def test_known_vector_is_served_under_the_computed_cid(
+    trio: tuple[EmbeddedIpfsNode, ...],
+) -> None:
+    a, _, c = trio
+    cid = a.add(b"hello")
+    assert cid == "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+    assert c.get(cid, timeout=20.0, max_bytes=5) == b"hello"
+
+
+def test_large_object_round_trip(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a, b, _ = trio
+    data = os.urandom(MAX_OBJECT_BYTES)
+    cid = a.add(data)
+    assert b.get(cid, timeout=30.0, max_bytes=MAX_OBJECT_BYTES) == data
+
+
+def test_add_over_the_cap_is_refused(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    with pytest.raises(IpfsTooLarge, match="limit"):
+        trio[0].add(b"\0" * (MAX_OBJECT_BYTES + 1))
+
+
+def test_max_bytes_enforced_for_remote_and_local(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a, _, c = trio
+    data = os.urandom(2000)
+    cid = a.add(data)
+    with pytest.raises(IpfsTooLarge):
+        c.get(cid, timeout=20.0, max_bytes=1999)
+    with pytest.raises(IpfsTooLarge):
+        a.get(cid, timeout=1.0, max_bytes=100)
+    assert c.get(cid, timeout=20.0, max_bytes=2000) == data
+
+
+def test_unknown_cid_times_out_within_the_timeout(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    _, b, _ = trio
+    missing = cid_for_bytes(b"nobody has this " + os.urandom(16))
+    started = time.monotonic()
+    with pytest.raises(IpfsTimeout):
+        b.get(missing, timeout=1.0, max_bytes=1024)
+    # Generous bound: the point is that get() returns, not how fast.
+    assert time.monotonic() - started < 6.0
+    # A second caller joins the same pending fetch and also times out.
+    with pytest.raises(IpfsTimeout):
+        b.get(missing, timeout=0.2, max_bytes=1024)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "QmWfVY9y3xjsixTgbd9AorQxH7VtMpzfx2HaWtsoUYecaX",  # CIDv0 dag-pb
+        "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",  # dag-pb v1
+        "not a cid",
+        "",
+    ],
+)
+def test_get_rejects_foreign_cids(trio: tuple[EmbeddedIpfsNode, ...], bad: str) -> None:
+    with pytest.raises(IpfsError) as info:
+        trio[1].get(bad, timeout=1.0, max_bytes=10)
+    assert not isinstance(info.value, IpfsTimeout)
+
+
+def test_pubsub_a_to_b_and_c(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a, b, c = trio
+    topic = "hailstone-test-" + os.urandom(4).hex()
+    payload = b"\x00\xffannounce " + os.urandom(8)
+    with a.subscribe(topic) as sa, b.subscribe(topic) as sb, c.subscribe(topic) as sc:
+        received: dict[str, object] = {}
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        # gossipsub needs a moment to form the mesh: re-publish until both hear it.
+        while len(received) < 2:
+            assert time.monotonic() < deadline, f"pubsub delivered only to {set(received)}"
+            a.publish(topic, payload)
+            for name, sub in (("b", sb), ("c", sc)):
+                if name in received:
+                    continue
+                msg = sub.next_message(timeout=0.3)
+                if msg is not None:
+                    received[name] = msg
+        for msg in received.values():
+            assert msg.data == payload
+            assert msg.from_peer == a.peer_id()
+            assert msg.topic == topic
+        own = sa.next_message(timeout=5.0)
+        assert own is not None and own.from_peer == a.peer_id() and own.data == payload
+    with pytest.raises(IpfsUnavailable):
+        sb.next_message(timeout=0.1)
+
+
+def test_publish_limits(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    a = trio[0]
+    with pytest.raises(IpfsTooLarge):
+        a.publish("t", b"x" * (MAX_MESSAGE_BYTES + 1))
+    with pytest.raises(IpfsError):
+        a.publish("", b"x")
+
+
+def test_connect_rejects_addresses_without_peer_id(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    with pytest.raises(IpfsError, match="p2p"):
+        trio[0].connect("/ip4/127.0.0.1/tcp/1")
+
+
+def test_close_is_idempotent_and_the_repo_reopens(tmp_path: os.PathLike[str]) -> None:
+    repo = os.path.join(tmp_path, "repo")
+    node = open_node("embedded", repo_dir=repo, listen=["/ip4/127.0.0.1/tcp/0"])
+    first_id = node.peer_id()
+    cid = node.add(b"persisted")
+    with pytest.raises(IpfsUnavailable, match="already open"):
+        EmbeddedIpfsNode(repo)
+    gc.collect()  # the failed second object must not stop the running node
+    assert node.add(b"still running") == cid_for_bytes(b"still running")
+    assert node.peers() == []
+    node.close()
+    node.close()
+    with pytest.raises(IpfsUnavailable):
+        node.peers()
+    with pytest.raises(IpfsUnavailable):
+        node.add(b"late")
+    again = EmbeddedIpfsNode(repo)
+    try:
+        assert again.peer_id() == first_id
+        assert again.get(cid, timeout=2.0, max_bytes=100) == b"persisted"
+    finally:
+        again.close()
+
+
+def test_close_releases_a_pending_fetch(tmp_path: os.PathLike[str]) -> None:
+    node = EmbeddedIpfsNode(os.path.join(tmp_path, "r"))
+    missing = cid_for_bytes(os.urandom(32))
+    with pytest.raises(IpfsTimeout):
+        node.get(missing, timeout=0.3, max_bytes=10)
+    assert node._threads, "the fetch should still be pending in the background"
+    node.close()
+    assert not any(t.is_alive() for t in node._threads)

@@ -1,0 +1,258 @@
+"""The SQLite ledger: real files in temporary directories, real signed records."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from nacl.signing import SigningKey
+
+from engine.params import Params
+from network import codec
+from network.ledger import (
+    LEDGER_FILENAME,
+    RECENT_REJECTIONS_KEPT,
+    SCHEMA_VERSION,
+    Ledger,
+    LedgerError,
+    StoredRecord,
+    stored_record,
+)
+from network.records import AccountRecord, DelegationRecord, WorkRecord
+from network.state import derive_state
+
+T0 = 1_750_000_000
+PARAMS = Params.custom(name="ledger-test", unit_bits=8, block_bits=4, sieve_k=4)
+ACCOUNT = SigningKey(bytes([1]) * 32)
+NODE = SigningKey(bytes([2]) * 32)
+
+
+def _pub(key: SigningKey) -> bytes:
+    return bytes(key.verify_key)
+
+
+def _work(unit: int, root_byte: int = 7, created: int = T0 + 10) -> StoredRecord:
+    rec = WorkRecord(
+        params=PARAMS,
+        unit=unit,
+        root=bytes([root_byte]) * 32,
+        tested=10,
+        odd_steps=100,
+        max_value=1000,
+        max_n=PARAMS.start + 1,
+        overflows=0,
+        backend="cpu",
+        compute_ms=5,
+        node=_pub(NODE),
+        account=_pub(ACCOUNT),
+        created=created,
+    )
+    return stored_record(codec.sign(rec, NODE), source="peer-a")
+
+
+def _delegation() -> StoredRecord:
+    rec = DelegationRecord(account=_pub(ACCOUNT), node=_pub(NODE), created=T0)
+    return stored_record(codec.sign(rec, ACCOUNT))
+
+
+def _account() -> StoredRecord:
+    rec = AccountRecord(account=_pub(ACCOUNT), username="alice", created=T0)
+    return stored_record(codec.sign(rec, ACCOUNT))
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with Ledger.in_dir(tmp_path / "profile", clock=lambda: 1000.0) as led:
+        yield led
+
+
+def test_new_file_is_migrated_and_in_wal_mode(tmp_path):
+    path = tmp_path / "profile" / LEDGER_FILENAME
+    with Ledger.in_dir(tmp_path / "profile") as led:
+        assert led.path == path
+        assert led.schema_version() == SCHEMA_VERSION
+        assert led.journal_mode() == "wal"
+    # A second open finds the schema in place and keeps the data.
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    assert {"records", "outbox", "claims", "peer_heads", "rejection_counts"} <= tables
+
+
+def test_migrates_an_existing_empty_file(tmp_path):
+    path = tmp_path / LEDGER_FILENAME
+    sqlite3.connect(path).close()  # an empty SQLite file at user_version 0
+    with Ledger(path) as led:
+        assert led.schema_version() == SCHEMA_VERSION
+        assert led.heads_list() == []
+
+
+def test_refuses_a_newer_schema(tmp_path):
+    path = tmp_path / LEDGER_FILENAME
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(LedgerError) as err:
+        Ledger(path)
+    assert err.value.reason == "schema_too_new"
+
+
+def test_refuses_a_file_that_is_not_a_database(tmp_path):
+    path = tmp_path / LEDGER_FILENAME
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LedgerError) as err:
+        Ledger(path)
+    assert err.value.reason == "corrupt"
+
+
+def test_records_are_stored_once_and_survive_reopening(tmp_path):
+    work = _work(3)
+    with Ledger.in_dir(tmp_path) as led:
+        assert led.add_record(work) is True
+        assert led.add_record(work) is False  # same CID: a no-op
+        assert led.add_records([work, _delegation(), _delegation()]) == 1
+        assert led.record_count() == 2
+    with Ledger.in_dir(tmp_path) as led:
+        assert led.has(work.cid)
+        assert led.get(work.cid) == work.data
+        assert led.get("bafkreinothere") is None
+        (row,) = led.records(kind="work")
+        assert (row.unit, row.account, row.signer, row.source) == (
+            3,
+            _pub(ACCOUNT),
+            _pub(NODE),
+            "peer-a",
+        )
+        assert [r.cid for r in led.records(unit=3)] == [work.cid]
+        assert led.heads_list() == sorted([work.cid, _delegation().cid])
+
+
+def test_heads_list_is_sorted_and_missing_reports_the_rest(ledger):
+    recs = [_work(u) for u in range(5)]
+    ledger.add_records(recs[:3])
+    assert ledger.heads_list() == sorted(r.cid for r in recs[:3])
+    assert ledger.missing(r.cid for r in recs) == sorted(r.cid for r in recs[3:])
+
+
+def test_valid_records_feed_derive_state(ledger):
+    ledger.add_records([_account(), _delegation(), _work(0)])
+    state = derive_state(ledger.valid_records(), PARAMS)
+    assert state.record_count == 3
+    assert state.status_of(0) == "reported_once"
+    assert state.accounts[_pub(ACCOUNT)].display_name == "alice"
+
+
+def test_bad_arguments_are_refused_without_writing(ledger):
+    with pytest.raises(LedgerError) as err:
+        ledger.add_record(StoredRecord(cid="", kind="work", data=b"x", signer=b"k"))
+    assert err.value.reason == "bad_argument"
+    assert ledger.record_count() == 0
+
+
+def test_outbox_lifecycle(tmp_path):
+    mine = _work(1)
+    with Ledger.in_dir(tmp_path, clock=lambda: 50.0) as led:
+        assert led.add_own_record(mine) is True
+        assert led.has(mine.cid)
+        (entry,) = led.outbox()
+        assert (entry.cid, entry.data, entry.published_at, entry.publish_count) == (
+            mine.cid,
+            mine.data,
+            None,
+            0,
+        )
+        assert led.mark_published(mine.cid, at=60.0)
+        assert led.mark_published(mine.cid, at=70.0)
+        assert not led.mark_published("bafkreiunknown")
+    # Still pending after a restart: nothing is lost.
+    with Ledger.in_dir(tmp_path, clock=lambda: 80.0) as led:
+        (entry,) = led.outbox()
+        assert (entry.published_at, entry.publish_count) == (70.0, 2)
+        # A head without the CID list acknowledges nothing; with it, the entry is done.
+        assert led.note_peer_head("peer-b", "bafkreihead1") == 0
+        assert led.outbox_count() == 1
+        assert led.note_peer_head("peer-b", "bafkreihead2", [mine.cid, "bafkreiother"]) == 1
+        assert led.outbox_count() == 0
+        assert led.outbox() == []
+        (done,) = led.outbox(pending_only=False)
+        assert (done.acknowledged_at, done.acknowledged_by) == (80.0, "peer-b")
+        # A second peer's head does not re-acknowledge.
+        assert led.acknowledge([mine.cid], "peer-c") == 0
+        (head,) = led.peer_heads()
+        assert (head.peer_id, head.head_cid, head.record_count) == ("peer-b", "bafkreihead2", 2)
+
+
+def test_claims_expire(ledger):
+    node, account = _pub(NODE), _pub(ACCOUNT)
+    ledger.put_claim("c1", 4, node, account, expires_at=100.0)
+    ledger.put_claim("c2", 5, node, account, expires_at=200.0)
+    assert [c.unit for c in ledger.active_claims(now=50.0)] == [4, 5]
+    assert [c.unit for c in ledger.active_claims(now=100.0)] == [5]  # expiry is exclusive
+    # Renewing extends; an older renewal never shortens a claim.
+    ledger.put_claim("c1", 4, node, account, expires_at=300.0)
+    ledger.put_claim("c1", 4, node, account, expires_at=150.0)
+    assert [(c.unit, c.expires_at) for c in ledger.active_claims(now=250.0)] == [(4, 300.0)]
+    assert ledger.expire_claims(now=250.0) == 1
+    assert [c.claim_id for c in ledger.active_claims(now=0.0)] == ["c1"]
+    assert ledger.drop_claim("c1") and not ledger.drop_claim("c1")
+    assert ledger.active_claims(now=0.0) == []
+
+
+def test_rejection_counters_and_bounded_log(ledger):
+    ledger.count_rejection("bad_signature", "from peer x", source="peer-x", at=1.0)
+    ledger.count_rejection("bad_signature", "again", at=2.0)
+    ledger.count_rejection("oversized", "y" * 10_000, at=3.0)
+    assert ledger.rejection_counts() == {"bad_signature": 2, "oversized": 1}
+    assert ledger.rejected_total() == 3
+    newest = ledger.recent_rejections(limit=2)
+    assert [(e.reason, e.at) for e in newest] == [("oversized", 3.0), ("bad_signature", 2.0)]
+    assert len(newest[0].detail) == 300  # detail from the network is truncated
+    for i in range(RECENT_REJECTIONS_KEPT + 20):
+        ledger.count_rejection("malformed", str(i))
+    assert len(ledger.recent_rejections(limit=10_000)) == RECENT_REJECTIONS_KEPT
+    assert ledger.recent_rejections(limit=1)[0].detail == str(RECENT_REJECTIONS_KEPT + 19)
+    assert ledger.rejection_counts()["malformed"] == RECENT_REJECTIONS_KEPT + 20
+
+
+def _fill_to_the_limit(led: Ledger) -> None:
+    # Cap the database file at its current size plus a little, so a large batch hits
+    # SQLITE_FULL the way a full disk does.
+    conn = led._conn  # the test reaches in only to set the cap
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count={pages + 2}")
+
+
+def test_full_disk_raises_disk_full_and_changes_nothing(tmp_path):
+    with Ledger.in_dir(tmp_path) as led:
+        led.add_records([_delegation(), _work(0)])
+        before = led.heads_list()
+        _fill_to_the_limit(led)
+        big = [_work(u, created=T0 + 100 + u) for u in range(1, 400)]
+        with pytest.raises(LedgerError) as err:
+            led.add_records(big)
+        assert err.value.reason == "disk_full"
+        # Readable, unchanged, and still usable for small writes that fit.
+        assert led.heads_list() == before
+        assert led.record_count() == 2
+        with pytest.raises(LedgerError) as err:
+            for rec in big:
+                led.add_own_record(rec)
+        assert err.value.reason == "disk_full"
+        stored = set(led.heads_list())
+        # Every write that returned is complete: record and outbox entry together.
+        assert {e.cid for e in led.outbox()} == stored - set(before)
+    with Ledger.in_dir(tmp_path) as led:
+        assert set(led.heads_list()) == stored
+        assert led.schema_version() == SCHEMA_VERSION
+
+
+def test_closed_ledger_raises_ledger_error(tmp_path):
+    led = Ledger.in_dir(tmp_path)
+    led.close()
+    led.close()  # idempotent
+    with pytest.raises(LedgerError) as err:
+        led.heads_list()
+    assert err.value.reason == "closed"
