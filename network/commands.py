@@ -14,12 +14,14 @@ import argparse
 import getpass
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.params import Params
 from network import codec, keystore
 from network.identity import Profile, default_data_dir
 from network.keystore import KeystoreError
+from network.records import DelegationRecord, WorkRecord
 from network.rejection import Rejection
 from network.validate import context, validate
 
@@ -283,21 +285,54 @@ def _format_value(value: object) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class _LedgerView:
+    records: dict[str, bytes]
+    delegations: tuple[DelegationRecord, ...]
+    works: dict[str, WorkRecord]
+
+
+def _ledger_view(profile: Profile) -> _LedgerView:
+    """What the profile's network ledger holds (empty when there is none; never creates one)."""
+    from network.ledger import LEDGER_FILENAME, Ledger, LedgerError
+
+    path = profile.data_dir / LEDGER_FILENAME
+    if not path.is_file():
+        return _LedgerView({}, (), {})
+    try:
+        with Ledger(path) as ledger:
+            rows = ledger.records()
+    except LedgerError:
+        return _LedgerView({}, (), {})
+    records = {r.cid: r.data for r in rows}
+    parsed = {cid: codec.parse(data) for cid, data in records.items()}
+    delegations = tuple(
+        p.record for p in parsed.values() if not isinstance(p, Rejection) and isinstance(p.record, DelegationRecord)
+    )
+    works = {
+        cid: p.record for cid, p in parsed.items() if not isinstance(p, Rejection) and isinstance(p.record, WorkRecord)
+    }
+    return _LedgerView(records, delegations, works)
+
+
 def _records_show(args: argparse.Namespace) -> int:
     what = args.what
     path = Path(what)
     profile = _profile(args)
-    if not path.is_file():
-        found = profile.record_path(what)
-        if found is None:
-            print(
-                f"{PROG_ERROR} {what} is neither a file nor a record in {profile.records_dir} "
-                "(the network ledger is not searched)",
-                file=sys.stderr,
-            )
-            return 1
-        path = found
-    data = path.read_bytes()
+    known = _ledger_view(profile)
+    if path.is_file():
+        data = path.read_bytes()
+    elif profile.record_path(what) is not None:
+        data = profile.record_path(what).read_bytes()
+    elif what in known.records:
+        data = known.records[what]
+    else:
+        print(
+            f"{PROG_ERROR} {what} is neither a file nor a record in {profile.records_dir} "
+            f"or in this profile's ledger",
+            file=sys.stderr,
+        )
+        return 1
     parsed = codec.parse(data)
     print(f"cid       {codec.record_cid(data)}")
     if isinstance(parsed, Rejection):
@@ -308,7 +343,8 @@ def _records_show(args: argparse.Namespace) -> int:
     print(f"signature {parsed.signature.hex()}")
     for name in codec.SCHEMAS[parsed.kind]:
         print(f"  {name:<16} {_format_value(getattr(parsed.record, name))}")
-    verdict = validate(parsed, context(int(time.time()), profile.delegations()))
+    delegations = {*profile.delegations(), *known.delegations}
+    verdict = validate(parsed, context(int(time.time()), delegations, works=known.works))
     if isinstance(verdict, Rejection):
         print(f"verdict   rejected ({verdict.reason_code}): {verdict.message}")
         return 1

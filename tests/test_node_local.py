@@ -1,0 +1,61 @@
+"""One node, in process: resume after a restart, records from the ledger, status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engine import DEV, Verifier
+from engine.cpu import CpuBackend
+from network.node import Node, NodeConfig
+from tests.netutil import ROOT, make_profile
+
+pytestmark = pytest.mark.network
+
+
+def make_node(tmp_path, profile) -> Node:
+    cfg = NodeConfig(
+        data_dir=tmp_path / "me", params=DEV, listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=(),
+    )
+    node = Node(cfg, profile, profile.node_key())
+    node.start()
+    return node
+
+
+def test_a_restarted_node_resumes_its_unit_from_the_checkpoint(tmp_path) -> None:
+    profile = make_profile(tmp_path / "me", "solo")
+    node = make_node(tmp_path, profile)
+    try:
+        a = node.next_assignment()
+        assert a is not None and a.unit == 0
+        job = Verifier(DEV, a.lo, a.hi, CpuBackend(DEV), checkpoint=a.checkpoint)
+        for _ in range(10):
+            job.step()
+        job.close()  # the machine loses power here: nothing submitted
+    finally:
+        node.stop()
+    node = make_node(tmp_path, profile)
+    try:
+        again = node.next_assignment()
+        assert again is not None and again.unit == 0 and again.checkpoint == a.checkpoint
+        job = Verifier(DEV, again.lo, again.hi, CpuBackend(DEV), cores=2, checkpoint=again.checkpoint)
+        assert job.blocks_done == 10
+        for _ in job.run():
+            pass
+        cid = node.submit_unit(again, job.result())
+        job.discard_checkpoint()
+        assert node.my_units() == [(0, "reported_once", cid)]
+        status = node.status()
+        assert status.records == 3 and status.outbox == 3  # account, delegation, work
+        # the next unit is a new one: a unit is never computed twice by one account
+        assert node.next_assignment().unit == 1
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "records", "show", cid, "--data-dir", str(tmp_path / "me")],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "kind      work" in out.stdout and "verdict   accepted" in out.stdout
+    finally:
+        node.stop()
