@@ -39,6 +39,7 @@ import numpy as np
 
 from engine import reference
 from engine.evidence import BlockEvidence
+from engine.files import write_atomic
 from engine.params import MOD9_KEPT, PRODUCTION, Params
 from engine.sieve import Sieve
 from engine.sieve import load as load_sieve
@@ -387,13 +388,8 @@ def save_tuning(
         "numbers_per_second": float(numbers_per_second),
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"format": _TUNING_FORMAT, "entries": entries}, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    doc = {"format": _TUNING_FORMAT, "entries": entries}
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
     return path
 
 

@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from engine.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -301,23 +302,6 @@ MIGRATIONS: dict[str, str | None] = {
 }
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 class SettingsStore:
     """Typed settings backed by a JSON file that holds only non-default values.
 
@@ -394,7 +378,7 @@ class SettingsStore:
         if self.path is None:
             return
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self._values.items())}
-        _atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        write_atomic(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     def __getitem__(self, key: str) -> Any:
         return self.get(key)

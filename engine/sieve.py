@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit, prange
 
+from engine.files import write_atomic
 from engine.params import MOD9_KEPT
 
 _CACHE_MAGIC = b"HSSIEVE1"
@@ -227,13 +228,7 @@ def _cache_path(k: int) -> Path:
 def _write_cache(path: Path, k: int, keep: np.ndarray) -> None:
     packed = np.packbits(keep, bitorder="little").tobytes()
     header = _HEADER.pack(_CACHE_MAGIC, k, int(keep.sum()), hashlib.sha256(packed).digest())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(header + packed)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, header + packed)
 
 
 def _read_cache(path: Path, k: int) -> np.ndarray | None:

@@ -21,7 +21,6 @@ atomically (temporary file, fsync, rename).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import nacl.secret
 import nacl.utils
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey
+
+from engine import files
 
 FORMAT = "hailstone-key"
 FORMAT_VERSION = 1
@@ -76,35 +77,8 @@ DEFAULT_LIMITS = MODERATE
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`: write a temporary file, fsync, rename, fsync the folder.
-
-    The temporary file is created with `mode` from the start, so a secret is
-    never readable by others, not even briefly.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # O_CREAT's mode is filtered by the umask
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:  # pragma: no cover - some file systems refuse
-        pass
-    finally:
-        os.close(dir_fd)
+    """Replace `path` durably with `data`; key material defaults to mode 0600."""
+    files.write_atomic(path, data, mode)
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:

@@ -29,6 +29,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from engine import BlockEvidence, Params, UnitResult, merkle_proof, merkle_root
+from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
 from network.identity import Profile
@@ -251,8 +252,12 @@ class Node:
             if signed.kind in ("account", "delegation"):
                 self._add_own(signed)
         self._republish_evidence()
+        # Work records this node already checked or disputed are not checked again.
         self._checked = {
-            r.cid for r in self._ledger.records(kind="check") if r.signer == self.node_pub
+            s.record.work_cid
+            for kind in ("check", "dispute")
+            for s in self._parsed(kind)
+            if s.record.node == self.node_pub
         }
         # Several fetchers, so one record that no peer serves cannot hold up the rest.
         for i in range(FETCH_THREADS):
@@ -772,9 +777,7 @@ class Node:
 
     def _save_evidence(self, cid: str, data: bytes) -> None:
         # Our own leaves, kept so we can serve them again after an IPFS repo loss.
-        from network.keystore import write_atomic
-
-        write_atomic(self._evidence_dir() / cid, data, mode=0o644)
+        write_atomic(self._evidence_dir() / cid, data)
 
     def _republish_evidence(self) -> None:
         folder = self._evidence_dir()

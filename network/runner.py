@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 
 from engine import DutyCycle, Verifier, make_backend
+from engine.files import write_atomic
 from network.node import Assignment, Node
 
 log = logging.getLogger("hailstone.runner")
@@ -96,14 +96,8 @@ class NodeRunner:
         doc["blocks_done"] = self.blocks_done
         doc["blocks_total"] = self.blocks_total
         doc["units_done"] = self.units_done
-        tmp = self.status_file.with_suffix(self.status_file.suffix + ".tmp")
         try:
-            self.status_file.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.status_file)
+            write_atomic(self.status_file, json.dumps(doc).encode("utf-8"))
         except OSError as exc:
             log.warning("cannot write status file %s: %s", self.status_file, exc)
 

@@ -97,7 +97,7 @@ def test_export_import_revoke_and_records_show(capsys, files, tmp_path):
     code, out, _ = run(capsys, "records", "show", copy, "--data-dir", laptop)
     assert code == 1 and "verdict   rejected (bad_signature)" in out
     code, _, err = run(capsys, "records", "show", codec.record_cid(b"x"), "--data-dir", laptop)
-    assert code == 1 and "not searched" in err
+    assert code == 1 and "in this profile's ledger" in err
 
 
 def test_usage_errors_exit_2(capsys, files):
