@@ -23,7 +23,17 @@ from PySide6.QtGui import QAction
 from app import autostart
 from app.eventlog import EventLog
 from app.messages import Message, message
-from app.network_bridge import SOLO_TEXT, Accounts, BridgeStatus, WorkBridge, accounts_available
+from app.network_bridge import (
+    SOLO_TEXT,
+    Accounts,
+    BridgeStatus,
+    HistoryRow,
+    LeaderRow,
+    NetworkSnapshot,
+    StartFailure,
+    WorkBridge,
+    accounts_available,
+)
 from app.ringbuffer import RateTracker
 from app.theme import icon, state_icon
 from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
@@ -61,6 +71,8 @@ class AppController(QObject):
         try_network: False keeps the app in solo mode.
         kdf_limits: key-derivation cost for new passphrases (tests use the minimum).
         probe: the platform probe (tests inject fixed situations).
+        node_overrides: NodeConfig fields that win over the settings (hidden: tests and
+            the screenshot demo use loopback, explicit peers and a `unit_limit`).
 
     Signals:
         state_changed(state, reason): the engine's state.
@@ -68,6 +80,8 @@ class AppController(QObject):
         progress(Progress), unit_done(UnitDone), unit_started(Assignment).
         rate(backend, numbers_per_second, batch_seconds).
         network_status(BridgeStatus).
+        history_changed(), leaderboard_changed(): a new snapshot changed them.
+        block_task_done(BlockTaskDone): a spot-check or dispute confirmation finished.
     """
 
     state_changed = Signal(str, str)
@@ -77,6 +91,10 @@ class AppController(QObject):
     unit_started = Signal(object)
     rate = Signal(str, float, float)
     network_status = Signal(object)
+    history_changed = Signal()
+    leaderboard_changed = Signal()
+    block_task_started = Signal(object)
+    block_task_done = Signal(object)
     sampled = Signal()
 
     # Commands to the engine worker (queued to its thread).
@@ -98,6 +116,7 @@ class AppController(QObject):
         kdf_limits: Any = None,
         probe: Callable[[bool], policy.Situation] = policy.probe,
         policy_interval_ms: int = POLICY_INTERVAL_MS,
+        node_overrides: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.data_dir = Path(data_dir)
@@ -105,12 +124,15 @@ class AppController(QObject):
         self.settings = SettingsStore(self.data_dir / SETTINGS_FILE, all_settings())
         self._params_override = params
         self.try_network = try_network
+        self.node_overrides = dict(node_overrides or {})
         self.kdf_limits = kdf_limits
         self.events = EventLog()
         self.rates = RateTracker()
         self.state = ("stopped", "")
         self.last_progress: Any = None
         self.last_status: BridgeStatus | None = None
+        self.last_snapshot: NetworkSnapshot | None = None
+        self.block_tasks = 0
         self.totals = {"units": 0, "numbers": 0}
         self.bridge: WorkBridge | None = None
         self.engine: EngineWorker | None = None
@@ -216,7 +238,11 @@ class AppController(QObject):
             return
         s = self.settings
         self.bridge = WorkBridge(
-            self.data_dir, self.params, s.values(), try_network=self.try_network
+            self.data_dir,
+            self.params,
+            s.values(),
+            try_network=self.try_network,
+            node_overrides=self.node_overrides,
         )
         if self.bridge.solo:
             self.show("network_solo", source="network")
@@ -234,6 +260,8 @@ class AppController(QObject):
         e.block_done.connect(self._on_progress)
         e.unit_started.connect(self._on_unit_started)
         e.unit_done.connect(self._on_unit_done)
+        e.block_task_done.connect(self._on_block_task_done)
+        e.block_task_started.connect(self.block_task_started)
         e.state_changed.connect(self._on_state)
         e.warning.connect(lambda code, detail: self.show(code, detail, "engine"))
         e.error.connect(lambda code, detail: self.show(code, detail, "engine"))
@@ -247,8 +275,16 @@ class AppController(QObject):
         self._engine_thread = WorkerThread(e, "hailstone-engine")
 
         self.network = NetworkWorker(self.bridge)
-        self.network.status.connect(self._on_network_status)
-        self.network.events.connect(self._on_network_events)
+        n = self.network
+        n.started.connect(self._on_network_started)
+        n.status.connect(self._on_network_status)
+        n.snapshot.connect(self._on_snapshot)
+        n.peers_changed.connect(self._on_peers)
+        n.record_accepted.connect(self._on_accepted)
+        n.record_rejected.connect(
+            lambda detail: self.note(f"Record rejected: {detail}.", "network", "warning")
+        )
+        n.warning.connect(lambda _code, detail: self.note(detail, "network", "warning"))
         self._cmd_net_start.connect(self.network.start)
         self._network_thread = WorkerThread(self.network, "hailstone-network")
         self._cmd_net_start.emit()
@@ -411,16 +447,79 @@ class AppController(QObject):
         self.state_changed.emit(state, reason)
 
     @Slot(object)
+    def _on_block_task_done(self, d: Any) -> None:
+        self.block_tasks += 1
+        if d.purpose == "confirm":
+            verdict = "the disputed block was wrong" if not d.agrees else "the work stands"
+            what = f"Dispute on block {d.block} of {d.work_cid[:16]}… checked: {verdict}"
+        else:
+            verdict = "matches" if d.agrees else "does NOT match; a dispute was published"
+            what = f"Spot-check of block {d.block} of {d.work_cid[:16]}…: {verdict}"
+        self.note(f"{what} ({d.seconds:.2f} s on {d.backend}).", "network")
+        self.block_task_done.emit(d)
+
+    @Slot(object)
+    def _on_network_started(self, failure: StartFailure | None) -> None:
+        if failure is None:
+            self.note("The network node started.", "network")
+            return
+        # The node could not start: say why, and that computing goes on solo.
+        self.show(failure.code, failure.detail, "network")
+        self.show("network_solo", source="network")
+        if self.bridge is not None:
+            self.note(f"Solo mode because {self.bridge.solo_reason}.", "network", "warning")
+
+    @Slot(object)
     def _on_network_status(self, status: BridgeStatus) -> None:
         self.last_status = status
         self.network_status.emit(status)
 
+    @Slot(object)
+    def _on_snapshot(self, snap: NetworkSnapshot) -> None:
+        old = self.last_snapshot
+        self.last_snapshot = snap
+        if old is None or old.history != snap.history:
+            self.history_changed.emit()
+        if old is None or old.leaderboard != snap.leaderboard:
+            self.leaderboard_changed.emit()
+
+    @Slot(int)
+    def _on_peers(self, peers: int) -> None:
+        if self.bridge is not None and not self.bridge.solo:
+            self.note(f"Connected peers: {peers}.", "network")
+
+    @Slot(str, str)
+    def _on_accepted(self, text: str, cid: str) -> None:
+        # The node names the peer a record came from, or "fetch" for one fetched
+        # from a peer's published head.
+        text = text.replace(" from fetch", " fetched from a peer's head")
+        self.note(f"Record accepted: {text} ({cid[:20]}…).", "network")
+
     @Slot(list)
     def _on_network_events(self, events: list) -> None:
         for ev in events:
-            text = getattr(ev, "text", None) or str(ev)
-            level = getattr(ev, "level", "info")
-            self.note(text, "network", level)
+            if ev.kind == "published":
+                self.note(f"Published {ev.text} as {ev.cid}.", "network")
+            elif ev.kind == "acknowledged":
+                self.note(ev.text.capitalize() + ".", "network")
+
+    # -- what the pages read (never a node call on the GUI thread) ------------------
+
+    def history(self) -> list[HistoryRow]:
+        """My units, newest first: solo from the local file, else the last snapshot."""
+        if self.bridge is None:
+            return []
+        if self.bridge.solo:
+            return self.bridge.my_units()  # the local JSON file, no node involved
+        return list(self.last_snapshot.history) if self.last_snapshot else []
+
+    def leaderboard(self) -> list[LeaderRow]:
+        """The network's leaderboard from the last snapshot (empty solo)."""
+        return list(self.last_snapshot.leaderboard) if self.last_snapshot else []
+
+    def name_owners(self) -> dict[str, bytes]:
+        """Username owners the running node knows (empty before a snapshot)."""
+        return dict(self.last_snapshot.name_owners) if self.last_snapshot else {}
 
     def network_text(self) -> str:
         return self.last_status.text if self.last_status else SOLO_TEXT

@@ -82,7 +82,10 @@ class Tray:
     def tooltip(self) -> str:
         state, reason = self.ctl.state
         rate = self.ctl.rates.total(time.monotonic())
-        text = {"computing": f"Computing at {fmt_rate(rate)}"}.get(state, state.capitalize())
+        text = {
+            "computing": f"Computing at {fmt_rate(rate)}",
+            "syncing": "Catching up with the network…",
+        }.get(state, state.capitalize())
         if reason and state in ("waiting", "paused", "error"):
             text += f" ({reason})"
         return f"Hailstone — {text}"

@@ -61,6 +61,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "warning",
         "A saved setting was not valid and was reset to its default ({detail}); check Preferences.",
     ),
+    "network_failed": (
+        "error",
+        "The network node could not start ({detail}); Hailstone computes in solo mode and "
+        "keeps results on this computer. Check the Network settings in Preferences, then "
+        "restart Hailstone.",
+    ),
     "network_solo": (
         "info",
         "Network: not connected (solo mode); results are kept on this computer.",
@@ -91,6 +97,8 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
             return "disk_full", str(exc.filename or "the data folder")
         if exc.errno == errno.EADDRINUSE:
             return "port_busy", str(exc.filename or "4001")
+    if getattr(exc, "reason", None) == "disk_full":  # network.ledger.LedgerError
+        return "disk_full", "the data folder"
     name = type(exc).__name__
     if name == "BackendUnavailable":
         text = str(exc)

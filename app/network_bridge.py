@@ -1,18 +1,23 @@
 """The one seam between the app and the network layer (no Qt in this module).
 
-`WorkBridge` hands out work units and takes results. When `network.node`
-imports and starts, units come from the network and results are published as
-signed records; otherwise the app runs *solo*: it computes units 0, 1, 2, ...
-of the chosen parameter set in order, remembers the next unit and each result
-in a small JSON file under the data directory, and reports
-"Network: not connected (solo mode)". Solo mode is real work, not a mock: its
-results are exact and can be published later.
+`WorkBridge` hands out work and takes results. In network mode it drives a
+`network.node.Node` (started on the network worker's thread by
+`start_network()`); work is then the next unit the network needs, or one block
+of someone else's record to recompute (a dispute to confirm, a spot-check),
+and results are published as signed records. When the node cannot start, the
+app runs *solo*: it computes units 0, 1, 2, ... of the chosen parameter set in
+order, remembers the next unit and each result in a small JSON file under the
+data directory, and says "Network: not connected (solo mode)". Solo results
+are exact; they are real work, not a mock.
 
-`Accounts` wraps `network.identity.Profile` when it is available.
+`Accounts` wraps `network.identity.Profile`.
 
-Thread use: the engine worker calls `next_assignment()` and `submit()` from
-its thread; the GUI and the network worker call the read methods. One lock
-serialises them.
+Threads: the engine worker calls `next_work()`, `submit()`, `submit_block()`
+and `renew_claim()`; the network worker calls `start_network()`, `poll()`,
+`snapshot()` and `stop()`. The GUI thread calls only the solo-mode readers
+(`my_units()` while `solo`), never the node. `Node` is thread-safe, so the
+bridge's lock guards only the bridge's own fields and is never held across a
+node call (a slow fetch on one thread must not stall the other).
 """
 
 from __future__ import annotations
@@ -23,16 +28,23 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import Params, UnitResult
+from engine import BlockEvidence, Params, UnitResult
 
 log = logging.getLogger(__name__)
 
 SOLO_STATE_FILE = "solo_units.json"
+# What this computer knows about its own network units (root, time, backend).
+NETWORK_UNITS_FILE = "network_units.json"
 SOLO_TEXT = "Network: not connected (solo mode)"
+SYNC_TEXT = "Catching up with the network…"
+STARTING_RETRY_MS = 500
+SYNC_RETRY_MS = 1000
+IDLE_RETRY_MS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,22 @@ class Assignment:
     lo: int
     hi: int
     checkpoint_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No work right now.
+
+    Attributes:
+        state: "starting" (the node is opening), "syncing" (catching up with
+            peers) or "idle" (nothing open below the limit).
+        reason: a short phrase for the dashboard.
+        retry_ms: when to ask again.
+    """
+
+    state: str
+    reason: str
+    retry_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +87,16 @@ class HistoryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderRow:
+    """One leaderboard line (from the derived network state)."""
+
+    rank: int
+    name: str
+    units: int
+    numbers: int
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeStatus:
     """What the dashboard and the network page show about the network."""
 
@@ -72,7 +110,37 @@ class BridgeStatus:
     records: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     outbox: int = 0
-    state: str = ""
+    state: str = ""  # "starting", "syncing", "synced", "solo"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkSnapshot:
+    """Everything the pages show from the node, taken on the network thread."""
+
+    status: BridgeStatus
+    history: tuple[HistoryRow, ...] = ()
+    leaderboard: tuple[LeaderRow, ...] = ()
+    name_owners: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NetEvent:
+    """Something the node did or saw, for the event log.
+
+    kind: "accepted", "rejected", "published", "acknowledged" or "warning".
+    """
+
+    kind: str
+    text: str
+    cid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailure:
+    """Why the node did not start: a message code (app/messages.py) and its detail."""
+
+    code: str
+    detail: str
 
 
 def _atomic_write_json(path: Path, doc: Any) -> None:
@@ -182,39 +250,133 @@ class SoloLedger:
         ]
 
 
+class LocalUnits:
+    """Root, time and backend of the units this computer published (the node's records
+    carry the root but not how long the unit took or where it ran)."""
+
+    def __init__(self, data_dir: Path, params: Params) -> None:
+        self.path = Path(data_dir) / NETWORK_UNITS_FILE
+        self.key = params.name
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            self._doc = doc if isinstance(doc, dict) else {}
+        except (OSError, ValueError):
+            self._doc = {}
+
+    def add(self, unit: int, result: UnitResult, cid: str) -> None:
+        units = self._doc.setdefault(self.key, {})
+        units[str(unit)] = {
+            "root": result.root.hex(),
+            "seconds": round(result.seconds, 3),
+            "backend": result.backend,
+            "finished_at": time.time(),
+            "cid": cid,
+        }
+        try:
+            _atomic_write_json(self.path, self._doc)
+        except OSError as exc:  # only the history's extra columns depend on it
+            log.warning("cannot save %s: %s", self.path, exc)
+
+    def get(self, unit: int) -> dict:
+        entry = self._doc.get(self.key, {}).get(str(unit))
+        return entry if isinstance(entry, dict) else {}
+
+
+def _port_listen(port: int) -> tuple[str, ...]:
+    """The public listen addresses on `port` (TCP and QUIC, IPv4 and IPv6)."""
+    return (
+        f"/ip4/0.0.0.0/tcp/{port}",
+        f"/ip6/::/tcp/{port}",
+        f"/ip4/0.0.0.0/udp/{port}/quic-v1",
+        f"/ip6/::/udp/{port}/quic-v1",
+    )
+
+
+def classify_start_failure(
+    exc: BaseException, settings: Mapping[str, Any], data_dir: Path
+) -> StartFailure:
+    """The message code and detail for a node that did not start."""
+    import errno
+
+    text = str(exc) or type(exc).__name__
+    reason = getattr(exc, "reason", "")
+    if reason == "disk_full" or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return StartFailure("disk_full", str(data_dir))
+    if settings.get("ipfs_backend") == "rpc":
+        return StartFailure("ipfs_unreachable", str(settings.get("kubo_api_addr") or "?"))
+    if "busy" in text or (isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE):
+        return StartFailure("port_busy", str(settings.get("listen_port", 4001)))
+    return StartFailure("network_failed", text)
+
+
+def taken_names(data_dir: Path, params: Params) -> dict[str, bytes]:
+    """Normalised username -> owning account, from the ledger in `data_dir` (if any).
+
+    Reads the account records the ledger holds and applies network.usernames'
+    ownership rule (through the derived state). Empty when there is no ledger.
+    """
+    from network.ledger import LEDGER_FILENAME, Ledger, LedgerError
+    from network.state import derive_state
+
+    if not (Path(data_dir) / LEDGER_FILENAME).is_file():
+        return {}
+    try:
+        with Ledger.in_dir(data_dir) as ledger:
+            records = [r for r in ledger.valid_records() if r.record.kind == "account"]
+    except LedgerError as exc:
+        log.warning("cannot read the ledger for usernames: %s", exc)
+        return {}
+    return dict(derive_state(records, params).name_owners)
+
+
 class WorkBridge:
-    """Work units and network state for the app, from the network node or solo.
+    """Work and network state for the app, from the network node or solo.
 
     Args:
         data_dir: the profile directory.
         params: the parameter set to compute.
-        settings: all settings values (network ones are passed to the node).
+        settings: all settings values (network ones configure the node).
         try_network: False forces solo mode (tests, `--solo`).
+        node_overrides: NodeConfig fields that win over the settings (tests and the
+            screenshot demo: loopback listen, peers, no bootstrap, `unit_limit`).
     """
 
     def __init__(
         self,
         data_dir: Path,
         params: Params,
-        settings: dict[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
         *,
         try_network: bool = True,
+        node_overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.params = params
         self.settings = dict(settings or {})
+        self.node_overrides = dict(node_overrides or {})
         self._lock = threading.Lock()
         self._solo = SoloLedger(self.data_dir, params)
+        self._local = LocalUnits(self.data_dir, params)
         self._node: Any = None
         self._node_assignments: dict[int, Any] = {}
         self.solo_reason = "the network layer is not installed"
-        # The node starts on the network worker's thread (first poll), never on the
-        # GUI thread: opening IPFS can take seconds.
+        self.start_failure: StartFailure | None = None
+        # The node starts on the network worker's thread (start_network), never on
+        # the GUI thread: opening IPFS takes seconds.
         self._node_pending = try_network and self._network_possible()
+
+    # -- mode ---------------------------------------------------------------------
 
     @property
     def solo(self) -> bool:
-        return self._node is None and not self._node_pending
+        """True when units are computed locally (the node is not running nor starting)."""
+        with self._lock:
+            return self._node is None and not self._node_pending
+
+    @property
+    def starting(self) -> bool:
+        with self._lock:
+            return self._node_pending
 
     def _network_possible(self) -> bool:
         try:
@@ -228,144 +390,227 @@ class WorkBridge:
             return False
         return True
 
-    def _start_node(self) -> Any:
-        # Any failure to start the node leaves the app computing solo, with the
-        # reason in the log and on the Network page.
+    def node_config(self) -> Any:
+        """The NodeConfig built from the settings and the overrides."""
+        from network.ipfs.embedded import DEFAULT_BOOTSTRAP
+        from network.node import NodeConfig
+
+        s = self.settings
+        rpc = s.get("ipfs_backend") == "rpc"
+        fields: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "params": self.params,
+            "ipfs_kind": "rpc" if rpc else "embedded",
+            "api_addr": s.get("kubo_api_addr") if rpc else None,
+            "listen": _port_listen(int(s.get("listen_port", 4001))),
+            "bootstrap": tuple(s.get("bootstrap") or ()) or DEFAULT_BOOTSTRAP,
+            "spot_check_share": float(s.get("spot_check_share", 0.02)),
+        }
+        fields.update(self.node_overrides)
+        return NodeConfig(**fields)
+
+    def start_network(self) -> StartFailure | None:
+        """Start the node (network thread). Returns why it fell back to solo, if it did."""
+        with self._lock:
+            if not self._node_pending:
+                return None
+        node = None
+        failure = None
         try:
             from network.identity import Profile
-            from network.node import Node, NodeConfig
+            from network.node import Node
 
+            config = self.node_config()
             profile = Profile(self.data_dir)
-            key = profile.ensure_node_key()
-            rpc = self.settings.get("ipfs_backend") == "rpc"
-            config = NodeConfig(
-                data_dir=self.data_dir,
-                params=self.params,
-                ipfs_kind="rpc" if rpc else "embedded",
-                api_addr=self.settings.get("kubo_api_addr") if rpc else None,
-                spot_check_share=float(self.settings.get("spot_check_share", 0.02)),
-                **(
-                    {"bootstrap": tuple(self.settings["bootstrap"])}
-                    if self.settings.get("bootstrap")
-                    else {}
-                ),
-            )
-            node = Node(config, profile, key)
+            node = Node(config, profile, profile.ensure_node_key())
             node.start()
-            return node
         except Exception as exc:  # a node that cannot start must not stop the app
+            log.warning("network node did not start", exc_info=True)
+            failure = classify_start_failure(exc, self.settings, self.data_dir)
             self.solo_reason = f"the network node did not start ({type(exc).__name__}: {exc})"
-            log.warning("running solo: %s", self.solo_reason)
-            return None
+            if node is not None:
+                try:
+                    node.stop()
+                except Exception:
+                    log.exception("stopping a half-started node failed")
+            node = None
+        with self._lock:
+            self._node, self._node_pending = node, False
+            self.start_failure = failure
+        return failure
+
+    def _current_node(self) -> Any:
+        with self._lock:
+            return self._node
 
     def stop(self) -> None:
+        """Stop the node (network thread, at quit). Idempotent."""
         with self._lock:
-            if self._node is not None:
-                try:
-                    self._node.stop()
-                except Exception:
-                    log.exception("network node stop failed")
-
-    def poll(self) -> list[Any]:
-        """Network events since the last poll; starts the node on the first call."""
-        if self._node_pending:
-            node = self._start_node()
-            with self._lock:
-                self._node, self._node_pending = node, False
-        with self._lock:
-            if self._node is None:
-                return []
+            node, self._node = self._node, None
+            self._node_pending = False
+        if node is not None:
             try:
-                return list(self._node.poll())
+                node.stop()
             except Exception:
-                log.exception("network poll failed")
-                return []
+                log.exception("network node stop failed")
+
+    # -- the network thread ---------------------------------------------------------
+
+    def poll(self, budget_s: float = 0.25) -> list[NetEvent]:
+        """Handle network traffic for up to `budget_s`; returns what happened."""
+        node = self._current_node()
+        if node is None:
+            return []
+        try:
+            events = node.poll(budget_s)
+        except Exception as exc:  # the loop must survive anything a peer sends
+            log.exception("network poll failed")
+            return [NetEvent("warning", f"network poll failed: {exc}")]
+        return [NetEvent(e.kind, e.detail, e.cid or "") for e in events]
+
+    def status(self) -> BridgeStatus:
+        """The network's status as the pages show it."""
+        with self._lock:
+            node, pending = self._node, self._node_pending
+        if node is None and pending:
+            return BridgeStatus(connected=False, text="Network: starting…", state="starting")
+        if node is None:
+            n = self._solo.next_unit
+            text = SOLO_TEXT
+            if self.start_failure is not None:
+                text += " because the network node did not start"
+            return BridgeStatus(connected=False, text=text, frontier=n, records=n, state="solo")
+        s = node.status()
+        synced = node.is_synced()
+        if not synced:
+            text = "Network: " + SYNC_TEXT[0].lower() + SYNC_TEXT[1:]
+        elif s.peers:
+            text = f"Network: connected to {s.peers} peer{'s' if s.peers != 1 else ''}"
+        else:
+            text = "Network: running, no peers yet"
+        return BridgeStatus(
+            connected=True,
+            text=text,
+            peer_id=s.peer_id,
+            listen=tuple(s.listen),
+            peers=int(s.peers),
+            frontier=int(s.frontier),
+            units_verified=int(s.units_verified),
+            records=int(s.records),
+            rejected=dict(s.rejected_by_reason),
+            outbox=int(s.outbox),
+            state="synced" if synced else "syncing",
+        )
+
+    def snapshot(self) -> NetworkSnapshot:
+        """Status, my units, leaderboard and username owners in one go (network thread)."""
+        status = self.status()
+        node = self._current_node()
+        if node is None:
+            return NetworkSnapshot(status)
+        st = node.state()
+        board = tuple(
+            LeaderRow(e.rank, e.display_name, e.units_credited, e.numbers_verified)
+            for e in st.leaderboard
+        )
+        return NetworkSnapshot(status, tuple(self._node_rows(node)), board, dict(st.name_owners))
+
+    def _node_rows(self, node: Any) -> list[HistoryRow]:
+        rows = []
+        for unit, status, cid in sorted(node.my_units(), reverse=True):
+            meta = self._local.get(unit)
+            rows.append(
+                HistoryRow(
+                    unit=int(unit),
+                    status=str(status),
+                    cid=str(cid),
+                    root_hex=str(meta.get("root", "")),
+                    finished_at=float(meta.get("finished_at", 0.0)),
+                    seconds=float(meta.get("seconds", 0.0)),
+                    backend=str(meta.get("backend", "")),
+                )
+            )
+        return rows
+
+    def my_units(self) -> list[HistoryRow]:
+        """My units, newest first. Reads the node in network mode (not on the GUI thread)."""
+        node = self._current_node()
+        if node is None:
+            return self._solo.rows()
+        return self._node_rows(node)
+
+    # -- the engine thread ------------------------------------------------------------
+
+    def next_work(self) -> Assignment | Any | Wait:
+        """The next thing to compute: an Assignment, a network.node.BlockTask, or Wait.
+
+        Order (as the headless runner): a dispute to confirm or a due spot-check,
+        then the next unit, then (when no unit is open) a spot-check anyway.
+        """
+        with self._lock:
+            node, pending = self._node, self._node_pending
+        if pending:
+            return Wait("starting", "connecting to the network…", STARTING_RETRY_MS)
+        if node is None:
+            return self._solo.assignment()
+        if not node.is_synced():
+            return Wait("syncing", SYNC_TEXT, SYNC_RETRY_MS)
+        task = node.next_block_task()
+        if task is not None:
+            return task
+        a = node.next_assignment()
+        if a is not None:
+            with self._lock:
+                self._node_assignments[a.unit] = a
+            return Assignment(a.unit, a.lo, a.hi, Path(a.checkpoint))
+        task = node.next_block_task(idle=True)
+        if task is not None:
+            return task
+        return Wait("idle", "no unit needs computing right now", IDLE_RETRY_MS)
 
     def next_assignment(self) -> Assignment | None:
-        with self._lock:
-            if self._node_pending:
-                return None  # the node is still starting; the engine retries soon
-            if self._node is not None:
-                a = self._node.next_assignment()
-                if a is None:
-                    return None
-                self._node_assignments[a.unit] = a
-                return Assignment(a.unit, a.lo, a.hi, Path(a.checkpoint))
-            return self._solo.assignment()
+        """The next unit only (block tasks and waits read as None)."""
+        work = self.next_work()
+        return work if isinstance(work, Assignment) else None
+
+    def renew_claim(self, unit: int) -> None:
+        """Keep our claim on a long unit alive (network mode; no-op solo)."""
+        node = self._current_node()
+        if node is not None:
+            node.claim(unit)
+
+    @property
+    def claim_renew_s(self) -> float:
+        """How often a unit's claim is renewed while it computes."""
+        ttl = float(self.node_overrides.get("claim_ttl_s", 900))
+        return max(5.0, ttl / 3)
 
     def submit(self, assignment: Assignment, result: UnitResult) -> str:
         """Store or publish a finished unit. Returns its CID ("" in solo mode)."""
-        with self._lock:
-            if self._node is not None:
-                node_assignment = self._node_assignments.pop(assignment.unit)
-                return str(self._node.submit_unit(node_assignment, result))
-            self._solo.record(assignment.unit, result)
+        node = self._current_node()
+        if node is None:
+            with self._lock:
+                self._solo.record(assignment.unit, result)
             return ""
-
-    def status(self) -> BridgeStatus:
         with self._lock:
-            if self._node is None and self._node_pending:
-                return BridgeStatus(connected=False, text="Network: starting…", state="starting")
-            if self._node is None:
-                n = self._solo.next_unit
-                return BridgeStatus(
-                    connected=False,
-                    text=SOLO_TEXT,
-                    frontier=n,
-                    units_verified=0,
-                    records=n,
-                    state="solo",
-                )
-            s = self._node.status()
-            return BridgeStatus(
-                connected=True,
-                text=f"Network: {getattr(s, 'state', 'connected')}",
-                peer_id=str(getattr(s, "peer_id", "")),
-                listen=tuple(getattr(s, "listen", ()) or ()),
-                peers=int(getattr(s, "peers", 0) or 0),
-                frontier=int(getattr(s, "frontier", 0) or 0),
-                units_verified=int(getattr(s, "units_verified", 0) or 0),
-                records=int(getattr(s, "records", 0) or 0),
-                rejected=dict(getattr(s, "rejected_by_reason", {}) or {}),
-                outbox=int(getattr(s, "outbox", 0) or 0),
-                state=str(getattr(s, "state", "")),
+            node_assignment = self._node_assignments.pop(assignment.unit, None)
+        if node_assignment is None:
+            # Resumed after the node restarted: the node rebuilds the same assignment.
+            from network.node import Assignment as NodeAssignment
+
+            node_assignment = NodeAssignment(
+                assignment.unit, assignment.lo, assignment.hi, assignment.checkpoint_path
             )
+        cid = str(node.submit_unit(node_assignment, result))
+        self._local.add(assignment.unit, result, cid)
+        return cid
 
-    def my_units(self) -> list[HistoryRow]:
-        with self._lock:
-            if self._node is None:
-                return self._solo.rows()
-            # network.node.Node.my_units(): (unit, status, work CID) tuples.
-            return [
-                HistoryRow(int(unit), str(status), str(cid), "", 0.0, 0.0, "")
-                for unit, status, cid in sorted(self._node.my_units(), reverse=True)
-            ]
-
-    def leaderboard(self) -> list[tuple[str, int, int]]:
-        """(display name, units, numbers) rows, best first; empty in solo mode."""
-        with self._lock:
-            if self._node is None:
-                return []
-            unit_size = self.params.unit_size
-            return [
-                (str(name), int(units), int(units) * unit_size)
-                for name, units in self._node.status().leaderboard
-            ]
-
-    def known_usernames(self) -> set[str]:
-        """Normalised names the node already knows (to refuse taken names)."""
-        with self._lock:
-            if self._node is None:
-                return set()
-            names = set()
-            try:
-                for acc in getattr(self._node, "accounts", lambda: [])():
-                    name = getattr(acc, "username", None) or getattr(acc, "name", None)
-                    if name:
-                        names.add(str(name).lower())
-            except Exception:
-                log.exception("could not list accounts")
-            return names
+    def submit_block(self, task: Any, evidence: BlockEvidence) -> str:
+        """Publish a recomputed block (a check, or a dispute on mismatch). Returns its CID."""
+        node = self._current_node()
+        if node is None:
+            return ""  # the node went away (quitting); the block is simply not reported
+        return str(node.submit_block(task, evidence))
 
 
 # ---- accounts -------------------------------------------------------------------

@@ -61,6 +61,8 @@ def fmt_count(n: float) -> str:
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "estimating…"
+    if seconds < 1:
+        return "< 1 s"
     s = int(round(seconds))
     if s < 60:
         return f"{s} s"
@@ -90,6 +92,17 @@ def _table(headers: list[str]) -> QTableWidget:
     t.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     t.horizontalHeader().setStretchLastSection(True)
     return t
+
+
+def _cell_button(text: str) -> tuple[QWidget, QPushButton]:
+    """A table-cell button at its natural width (a bare cell widget fills the column)."""
+    cell = QWidget()
+    lay = QHBoxLayout(cell)
+    lay.setContentsMargins(2, 0, 2, 0)
+    b = QPushButton(text)
+    lay.addWidget(b)
+    lay.addStretch(1)
+    return cell, b
 
 
 # ---- dashboard ---------------------------------------------------------------------------
@@ -196,6 +209,8 @@ class DashboardPage(QWidget):
         ctl.progress.connect(self.on_progress)
         ctl.unit_started.connect(self.on_unit_started)
         ctl.unit_done.connect(self.on_unit_done)
+        ctl.history_changed.connect(self.refresh_totals)
+        ctl.block_task_started.connect(self.on_block_task)
         ctl.state_changed.connect(self.on_state)
         ctl.network_status.connect(self.on_network)
         ctl.sampled.connect(self.redraw)
@@ -234,14 +249,25 @@ class DashboardPage(QWidget):
         self.progress_bar.setRange(0, p.blocks_total)
         self.progress_bar.setValue(p.blocks_done)
         self.progress_bar.setFormat(f"block {p.blocks_done} of {p.blocks_total} (%p%)")
-        self.eta_label.setText(f"Time left: {fmt_duration(p.eta_s)} on {p.backend.upper()}")
+        if p.blocks_done >= p.blocks_total:
+            self.eta_label.setText(f"Finished on {p.backend.upper()}")
+        else:
+            self.eta_label.setText(f"Time left: {fmt_duration(p.eta_s)} on {p.backend.upper()}")
+
+    @Slot(object)
+    def on_block_task(self, task: Any) -> None:
+        what = "Confirming a dispute" if task.purpose == "confirm" else "Spot-check"
+        self.unit_label.setText(
+            f"{what}: block {task.block} of another node's unit ({task.work_cid[:16]}…)"
+        )
 
     @Slot(object)
     def on_unit_done(self, _d: Any) -> None:
         self.refresh_totals()
 
+    @Slot()
     def refresh_totals(self) -> None:
-        rows = self.ctl.bridge.my_units() if self.ctl.bridge else []
+        rows = self.ctl.history()
         units = len(rows)
         numbers = units * self.ctl.params.unit_size
         verified = sum(1 for r in rows if r.status == "verified")
@@ -260,13 +286,13 @@ class DashboardPage(QWidget):
             "computing": "Computing",
             "paused": "Paused",
             "waiting": "Waiting",
+            "syncing": "Catching up with the network…",
             "idle": "Idle",
             "error": "Stopped by an error",
             "stopped": "Not running",
         }.get(state, state)
-        self.state_label.setText(
-            f"<b>{text}</b>" + (f" — {reason}" if reason and state != "computing" else "")
-        )
+        show_reason = reason and state not in ("computing", "syncing") and reason != text
+        self.state_label.setText(f"<b>{text}</b>" + (f" — {reason}" if show_reason else ""))
 
     @Slot(object)
     def on_network(self, s: Any) -> None:
@@ -275,7 +301,7 @@ class DashboardPage(QWidget):
         p = self.ctl.params
         self.frontier_label.setText(
             f"unit {unit}: every n < 2^{p.start.bit_length() - 1} + {unit}·2^{p.unit_bits}"
-            + (" computed here" if not s.connected else " verified")
+            + (" computed here" if not s.connected else " verified by the network")
         )
         self.peers_label.setText(str(s.peers))
 
@@ -294,11 +320,18 @@ class HistoryPage(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(_w)
         self.table = _table(["Unit", "Status", "Finished", "Time", "Backend", "Root", "CID", ""])
+        # The CID takes the room that is left (elided), so the Copy button stays in view.
+        header = self.table.horizontalHeader()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(6, QHeaderView.ResizeMode.Stretch)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         lay.addWidget(self.table, 1)
         ctl.unit_done.connect(lambda _d: self.refresh())
+        ctl.history_changed.connect(self.refresh)
 
+    @Slot()
     def refresh(self) -> None:
-        rows = self.ctl.bridge.my_units() if self.ctl.bridge else []
+        rows = self.ctl.history()
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             finished = (
@@ -310,14 +343,14 @@ class HistoryPage(QWidget):
                 str(r.unit),
                 r.status,
                 finished,
-                fmt_duration(r.seconds),
+                fmt_duration(r.seconds) if r.seconds else "",
                 r.backend,
-                r.root_hex[:16] + "…",
+                r.root_hex[:16] + "…" if r.root_hex else "",
                 r.cid or "—",
             ]
             for j, v in enumerate(vals):
                 self.table.setItem(i, j, QTableWidgetItem(v))
-            copy = QPushButton("Copy")
+            cell, copy = _cell_button("Copy")
             copy.setEnabled(bool(r.cid or r.root_hex))
             copy.setToolTip("Copy the CID (or, in solo mode, the root) to the clipboard")
             copy.clicked.connect(
@@ -325,7 +358,7 @@ class HistoryPage(QWidget):
                     text
                 )
             )
-            self.table.setCellWidget(i, 7, copy)
+            self.table.setCellWidget(i, 7, cell)
 
     def showEvent(self, event: Any) -> None:  # Qt override
         self.refresh()
@@ -366,6 +399,8 @@ class NetworkPage(QWidget):
         lay.addLayout(form)
         lay.addWidget(QLabel("<b>Rejected records by reason</b>"))
         self.rejected = _table(["Reason", "Count"])
+        self.rejected_note = QLabel("None so far: every record received was valid.")
+        lay.addWidget(self.rejected_note)
         lay.addWidget(self.rejected, 1)
         ctl.network_status.connect(self.on_status)
 
@@ -373,13 +408,21 @@ class NetworkPage(QWidget):
     def on_status(self, s: Any) -> None:
         self.status_label.setText(s.text)
         self.fields["peer_id"].setText(s.peer_id or "—")
-        self.fields["listen"].setText(", ".join(s.listen) or "—")
+        self.fields["listen"].setText("\n".join(s.listen) or "—")
         self.fields["peers"].setText(str(s.peers))
-        self.fields["state"].setText(s.state or "—")
+        self.fields["state"].setText(
+            {
+                "synced": "in step with the peers",
+                "syncing": "catching up with the network…",
+                "starting": "starting…",
+                "solo": "not connected (solo mode)",
+            }.get(s.state, s.state or "—")
+        )
         self.fields["records"].setText(str(s.records))
         self.fields["outbox"].setText(str(s.outbox))
         self.fields["frontier"].setText(str(s.frontier))
         items = sorted(s.rejected.items(), key=lambda kv: -kv[1])
+        self.rejected_note.setVisible(not items)
         self.rejected.setRowCount(len(items))
         for i, (reason, count) in enumerate(items):
             self.rejected.setItem(i, 0, QTableWidgetItem(reason))
@@ -402,11 +445,13 @@ class LeaderboardPage(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
-        self.table = _table(["#", "Account", "Units", "Numbers"])
+        self.table = _table(["#", "Account", "Units credited", "Numbers verified"])
         lay.addWidget(self.table, 1)
+        ctl.leaderboard_changed.connect(self.refresh)
 
+    @Slot()
     def refresh(self) -> None:
-        rows = self.ctl.bridge.leaderboard() if self.ctl.bridge else []
+        rows = self.ctl.leaderboard()
         if self.ctl.bridge is None or self.ctl.bridge.solo:
             self.note.setText(
                 "The leaderboard comes from the network; in solo mode there is none yet."
@@ -414,8 +459,8 @@ class LeaderboardPage(QWidget):
         else:
             self.note.setText("")
         self.table.setRowCount(len(rows))
-        for i, (name, units, numbers) in enumerate(rows):
-            for j, v in enumerate((str(i + 1), name, str(units), fmt_count(numbers))):
+        for i, r in enumerate(rows):
+            for j, v in enumerate((str(r.rank), r.name, str(r.units), fmt_count(r.numbers))):
                 self.table.setItem(i, j, QTableWidgetItem(v))
 
     def showEvent(self, event: Any) -> None:  # Qt override
@@ -443,6 +488,8 @@ class AccountPage(QWidget):
         lay.addWidget(self.info_label)
         lay.addWidget(QLabel("<b>Nodes (computers) of this account</b>"))
         self.nodes = _table(["Node key", "State", ""])
+        self.nodes.horizontalHeader().setStretchLastSection(False)
+        self.nodes.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         lay.addWidget(self.nodes, 1)
         buttons = QHBoxLayout()
         self.export_button = QPushButton("Export account…")
@@ -485,10 +532,10 @@ class AccountPage(QWidget):
                     ("revoked" if revoked else "active") + (" (this computer)" if mine else "")
                 ),
             )
-            b = QPushButton("Revoke")
+            cell, b = _cell_button("Revoke")
             b.setEnabled(not revoked)
             b.clicked.connect(lambda _c=False, n=node_hex: self._ask_revoke(n))
-            self.nodes.setCellWidget(i, 2, b)
+            self.nodes.setCellWidget(i, 2, cell)
 
     def showEvent(self, event: Any) -> None:  # Qt override: the wizard may have made one since
         self.refresh()

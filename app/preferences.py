@@ -134,8 +134,22 @@ class PreferencesPage(QWidget):
             form = QFormLayout(box)
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
             for s in groups[g]:
-                editor = make_editor(s, self.store[s.key], lambda v, key=s.key: self.apply(key, v))
+                value = self.store[s.key]
+                if s.key == "params":
+                    value = ctl.params.name  # the set in effect (a --params override wins)
+                editor = make_editor(s, value, lambda v, key=s.key: self.apply(key, v))
                 editor.setToolTip(s.help)
+                if s.key == "params" and ctl.params.name != self.store[s.key]:
+                    editor.blockSignals(True)  # showing the override is not a change
+                    if editor.findText(ctl.params.name) < 0:  # a custom set (tests, demos)
+                        editor.addItem(ctl.params.name)
+                    editor.setCurrentText(ctl.params.name)
+                    editor.blockSignals(False)
+                    editor.setEnabled(False)
+                    editor.setToolTip(
+                        f"{ctl.params.name} was chosen on the command line (--params) for "
+                        f"this run; the saved choice is {self.store[s.key]}."
+                    )
                 editor.setObjectName(f"pref_{s.key}")
                 title = s.title + (" (after restart)" if s.restart else "")
                 label = QLabel(title + ":")

@@ -1,8 +1,12 @@
 """Screenshots of every page, wizard page and the tray menu, from a real demo run.
 
-The demo profile lives in a temporary folder, runs solo on the dev parameter
-set and really computes for a while before the pages are captured. Runs on
-the offscreen platform when there is no display (or on Xvfb if DISPLAY is set).
+The demo profile lives in a temporary folder and runs in network mode on the
+dev parameter set, on loopback: a second, headless node (`NodeRunner` on a
+thread of this process, its own embedded IPFS node) computes the same units
+first, so the app's results are verified by a second account and the Network,
+Leaderboard and History pages show a real peer and real verified units. Both
+really compute. Runs on the offscreen platform when there is no display (or
+on Xvfb if DISPLAY is set).
 """
 
 from __future__ import annotations
@@ -14,6 +18,47 @@ import time
 from pathlib import Path
 
 PASS = "correct horse battery staple"
+# Units both nodes compute: enough to keep the app busy for the demo's graph.
+DEMO_UNITS = 50
+LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
+
+
+class _Peer:
+    """The demo's second volunteer: a headless node computing on a thread."""
+
+    def __init__(self, base: Path, params) -> None:
+        import threading
+
+        from network import keystore
+        from network.identity import Profile
+        from network.node import Node, NodeConfig
+        from network.runner import NodeRunner
+
+        profile = Profile(base / "peer")
+        profile.create("second-volunteer", PASS, limits=keystore.MIN)
+        config = NodeConfig(
+            data_dir=base / "peer",
+            params=params,
+            listen=LOOPBACK,
+            bootstrap=(),
+            unit_limit=DEMO_UNITS,
+            head_interval_s=1.0,
+            reannounce_interval_s=2.0,
+        )
+        self.node = Node(config, profile, profile.node_key())
+        self.node.start()
+        self.runner = NodeRunner(self.node, cores=1)
+        self.thread = threading.Thread(target=self.runner.run, name="demo-peer", daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return self.node.status().listen[0]
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.thread.join(timeout=60)
+        self.node.stop()
 
 
 def _wait(app, cond, timeout_s: float) -> bool:
@@ -52,7 +97,18 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
             from network.keystore import MIN as limits
         except ImportError:
             limits = None
-        hs = HailstoneApp(Path(tmp), params=DEV, try_network=False, kdf_limits=limits)
+        peer = _Peer(Path(tmp), DEV)
+        overrides = {
+            "listen": LOOPBACK,
+            "bootstrap": (),
+            "peers": (peer.address,),
+            "unit_limit": DEMO_UNITS,
+            "head_interval_s": 1.0,
+            "reannounce_interval_s": 2.0,
+        }
+        hs = HailstoneApp(
+            Path(tmp) / "app", params=DEV, kdf_limits=limits, node_overrides=overrides
+        )
         hs.launch()
         wiz = hs.wizard
         assert wiz is not None
@@ -76,8 +132,12 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
         wiz.network.embedded.setChecked(True)
         wiz.next()
         save(wiz, "wizard-4-finish")
+        # The peer reports every unit first, so each unit the app finishes is verified.
+        _wait(app, lambda: peer.runner.units_done >= DEMO_UNITS, 120)
         wiz.accept()
         _wait(app, lambda: False, seconds)  # let it really compute for a while
+        ctl = hs.ctl
+        _wait(app, lambda: bool(ctl.last_status and ctl.last_status.peers), 20)
         win = hs.window
         for title in (
             "Dashboard",
@@ -101,6 +161,7 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
         save(menu, "tray-menu")
         menu.hide()
         hs.shutdown()
+        peer.stop()
     for p in saved:
         print(p)
     return 0

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import AppController
-from app.network_bridge import passphrase_strength
+from app.network_bridge import passphrase_strength, taken_names
 from app.theme import icon
 from app.workers import run_job
 from engine.settings import effective_cores
@@ -168,7 +168,22 @@ class AccountPage(QWizardPage):
         ):
             w.textChanged.connect(self._changed)
         self.create_radio.toggled.connect(self._changed)
+        # Names the node already knows: the running node's view, plus the account
+        # records of a ledger already in the data folder (read off the GUI thread).
+        self.owners: dict[str, bytes] = ctl.name_owners()
+        self._owners_job = run_job(
+            lambda: taken_names(ctl.data_dir, ctl.params), self._owners_read, self._owners_failed
+        )
         self._changed()
+
+    def _owners_read(self, owners: dict[str, bytes]) -> None:
+        self.owners = {**owners, **self.ctl.name_owners()}
+        self._owners_job = None
+        self._changed()
+
+    def _owners_failed(self, exc: Exception) -> None:
+        self._owners_job = None
+        self.ctl.note(f"Known usernames could not be read: {exc}", "setup", "warning")
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import account", str(Path.home()))
@@ -177,7 +192,7 @@ class AccountPage(QWizardPage):
 
     def username_problem(self) -> str:
         """Why the typed username cannot be used ("" when it can)."""
-        from network.usernames import UsernameError, normalize
+        from network.usernames import UsernameError, is_taken, normalize
 
         raw = self.username.text()
         if not raw.strip():
@@ -186,7 +201,8 @@ class AccountPage(QWizardPage):
             name = normalize(raw)
         except UsernameError as exc:
             return str(exc).capitalize() + "."
-        if self.ctl.bridge is not None and name in self.ctl.bridge.known_usernames():
+        # A new account has no key yet, so any owner is someone else.
+        if is_taken(name, b"", self.owners):
             return f"'{name}' is already taken on the network; choose another."
         return ""
 

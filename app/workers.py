@@ -21,7 +21,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from app.messages import classify_exception
-from app.network_bridge import Assignment, WorkBridge
+from app.network_bridge import Assignment, Wait, WorkBridge
 from engine import BackendUnavailable, DutyCycle, Params, Verifier, make_backend
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,11 @@ LIVE_THREADS: weakref.WeakSet = weakref.WeakSet()
 
 # Blocks per batch on a GPU: enough to keep it busy, few enough to pause quickly.
 GPU_BATCH_BLOCKS = 4
-IDLE_RETRY_MS = 5000
+# The network worker: one poll (of at most POLL_BUDGET_S) per timer turn; the pages'
+# snapshot (status, history, leaderboard) at most every SNAPSHOT_INTERVAL_S.
+POLL_INTERVAL_MS = 50
+POLL_BUDGET_S = 0.2
+SNAPSHOT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,23 @@ class UnitDone:
     candidates: int
 
 
+@dataclass(frozen=True, slots=True)
+class BlockTaskDone:
+    """One block of someone else's work recomputed and reported.
+
+    purpose: "spot-check" or "confirm"; agrees: our leaf matched the claimed one
+    (for a confirmation: the dispute was confirmed when False); cid: our record.
+    """
+
+    purpose: str
+    work_cid: str
+    block: int
+    agrees: bool
+    cid: str
+    seconds: float
+    backend: str
+
+
 class EngineWorker(QObject):
     """Drives the engine, one batch per event-loop turn, in its own thread.
 
@@ -67,8 +88,10 @@ class EngineWorker(QObject):
         block_done(Progress): after each batch (and once for restored blocks).
         unit_started(Assignment): a unit began (or resumed from its checkpoint).
         unit_done(UnitDone): a unit finished and was handed to the bridge.
+        block_task_started(BlockTask), block_task_done(BlockTaskDone): a block of
+            someone else's record (spot-check, dispute confirmation) in network mode.
         state_changed(state, reason): state is "computing", "paused", "waiting",
-            "idle", "error" or "stopped"; reason is a short phrase.
+            "syncing", "idle", "error" or "stopped"; reason is a short phrase.
         warning(code, detail), error(code, detail): for app/messages.py.
         batch_started(): just before a batch runs (tests count batches).
     """
@@ -77,6 +100,8 @@ class EngineWorker(QObject):
     block_done = Signal(object)
     unit_started = Signal(object)
     unit_done = Signal(object)
+    block_task_started = Signal(object)
+    block_task_done = Signal(object)
     state_changed = Signal(str, str)
     warning = Signal(str, str)
     error = Signal(str, str)
@@ -114,6 +139,7 @@ class EngineWorker(QObject):
         self._state = ("", "")
         self._unit_busy_s = 0.0
         self._unit_blocks_run = 0
+        self._last_claim = 0.0
         # A child timer moves to the worker thread with its parent.
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -232,13 +258,44 @@ class EngineWorker(QObject):
         self._backend_is_gpu = False
 
     def _begin_unit(self) -> bool:
-        assignment = self.bridge.next_assignment()
-        if assignment is None:
-            self._emit_state("idle", "no work available right now")
-            self._schedule(IDLE_RETRY_MS)
+        """Ask the bridge for work; True when a unit's job is open to step."""
+        work = self.bridge.next_work()
+        if isinstance(work, Wait):
+            self._emit_state("idle" if work.state == "idle" else "syncing", work.reason)
+            self._schedule(work.retry_ms)
             return False
-        self._open_job(assignment)
+        if not isinstance(work, Assignment):
+            self._run_block_task(work)
+            self._schedule(0)
+            return False
+        self._open_job(work)
+        self._last_claim = time.monotonic()
         return True
+
+    def _run_block_task(self, task: Any) -> None:
+        """Recompute one block of someone else's record with our backend and report it."""
+        if self._backend is None:
+            self._make_backend()
+        what = "confirming a dispute" if task.purpose == "confirm" else "spot-check"
+        self._emit_state("computing", f"{self._backend.name}, {what}")
+        self.block_task_started.emit(task)
+        self.batch_started.emit()
+        t0 = time.perf_counter()
+        evidence = self._backend.run_block(task.lo, task.hi)
+        busy = time.perf_counter() - t0
+        cid = self.bridge.submit_block(task, evidence)
+        leaf = evidence.leaf()
+        if task.claimed_leaf is not None:
+            agrees = leaf == task.claimed_leaf
+        else:
+            agrees = leaf != task.disputed_leaf
+        if busy > 0:
+            self.rate_sample.emit(self._backend.name, (task.hi - task.lo) / busy, busy)
+        self.block_task_done.emit(
+            BlockTaskDone(
+                task.purpose, task.work_cid, task.block, agrees, cid, busy, self._backend.name
+            )
+        )
 
     def _open_job(self, assignment: Assignment) -> None:
         if self._backend is None:
@@ -306,6 +363,10 @@ class EngineWorker(QObject):
         if blocks and busy > 0:
             self.rate_sample.emit(backend, numbers / (busy + rest), busy + rest)
         self.block_done.emit(self._progress(backend))
+        if time.monotonic() - self._last_claim > self.bridge.claim_renew_s:
+            # A long unit keeps its claim, so other nodes stay off it.
+            self._last_claim = time.monotonic()
+            self.bridge.renew_claim(self._assignment.unit)
         if self._job.done:
             try:
                 self._finish_unit()
@@ -352,40 +413,82 @@ class EngineWorker(QObject):
 
 
 class NetworkWorker(QObject):
-    """Polls the work bridge off the GUI thread and reports its status.
+    """Starts and polls the network node off the GUI thread, and reports what it sees.
+
+    `start` opens the node (seconds: IPFS, the ledger) in this worker's thread;
+    a timer then runs one `poll` per event-loop turn, so `stop` arrives between
+    polls. In solo mode it only reports the status now and then.
 
     Signals:
-        status(BridgeStatus): after each poll.
-        events(list): network events from the node (empty in solo mode).
+        started(object): None when the node runs, else a StartFailure (solo mode).
+        status(BridgeStatus): at most every second.
+        snapshot(NetworkSnapshot): status, history, leaderboard, username owners.
+        peers_changed(int): the number of connected peers changed.
+        record_accepted(kind_and_source, cid), record_rejected(detail): gossip verdicts.
+        events(list): every NetEvent of a poll (published, acknowledged, ...).
+        warning(code, detail): for app/messages.py.
     """
 
+    started = Signal(object)
     status = Signal(object)
+    snapshot = Signal(object)
+    peers_changed = Signal(int)
+    record_accepted = Signal(str, str)
+    record_rejected = Signal(str)
     events = Signal(list)
+    warning = Signal(str, str)
 
-    def __init__(self, bridge: WorkBridge, interval_ms: int = 1000) -> None:
+    def __init__(self, bridge: WorkBridge, interval_ms: int = POLL_INTERVAL_MS) -> None:
         super().__init__()
         self.bridge = bridge
+        self._peers = -1
+        self._last_snapshot = 0.0
+        self._stopped = False
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll)
 
     @Slot()
     def start(self) -> None:
-        self.poll()
-        self._timer.start()
+        """Start the node (if the profile allows network mode), then poll."""
+        failure = self.bridge.start_network()
+        self.started.emit(failure)
+        self._report()
+        if not self._stopped:
+            self._timer.start()
 
     @Slot()
     def poll(self) -> None:
-        evs = self.bridge.poll()
+        evs = self.bridge.poll(POLL_BUDGET_S) if not self.bridge.solo else []
+        for ev in evs:
+            if ev.kind == "accepted":
+                self.record_accepted.emit(ev.text, ev.cid)
+            elif ev.kind == "rejected":
+                self.record_rejected.emit(ev.text)
+            elif ev.kind == "warning":
+                self.warning.emit("network_warning", ev.text)
         if evs:
             self.events.emit(evs)
+        if time.monotonic() - self._last_snapshot >= SNAPSHOT_INTERVAL_S:
+            self._report()
+
+    def _report(self) -> None:
+        self._last_snapshot = time.monotonic()
         try:
-            self.status.emit(self.bridge.status())
-        except Exception:
+            snap = self.bridge.snapshot()
+        except Exception as exc:
             log.exception("network status failed")
+            self.warning.emit("network_warning", f"status failed: {exc}")
+            return
+        if snap.status.peers != self._peers:
+            self._peers = snap.status.peers
+            self.peers_changed.emit(self._peers)
+        self.status.emit(snap.status)
+        self.snapshot.emit(snap)
 
     @Slot()
     def stop(self) -> None:
+        self._stopped = True
         self._timer.stop()
         self.bridge.stop()
 

@@ -723,7 +723,13 @@ class Node:
         if not folder.is_dir():
             return None
         prefix = f"{self.params.name}-unit"
-        others = {c.unit for c in claims if c.node != self.node_pub and c.expires_at > now}
+        others = {
+            c.unit
+            for c in claims
+            if c.node != self.node_pub
+            and c.expires_at > now
+            and not (c.unit in st.units and c.account in st.units[c.unit].reporters())
+        }
         for path in sorted(folder.glob(f"{prefix}*.ckpt")):
             try:
                 unit = int(path.stem[len(prefix) :])

@@ -505,7 +505,8 @@ def next_unit(
     """The lowest unit this account should compute next, or None.
 
     A unit qualifies when it is not verified, this account has no counted report on
-    it (never our own second result), and nobody else holds an unexpired claim on it.
+    it (never our own second result), and nobody else holds an unexpired claim on it
+    (a claim whose account has already reported the unit no longer counts).
     A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
 
     Args:
@@ -524,6 +525,11 @@ def next_unit(
         if c.expires_at <= now:
             continue
         mine = c.account == my_account and (my_node is None or c.node == my_node)
+        entry = state.units.get(c.unit)
+        # A claim is done once its account has reported the unit: from then on it
+        # must not keep others from giving the second result.
+        if entry is not None and c.account in entry.reporters():
+            continue
         if not mine:
             blocked.add(c.unit)
     for unit, entry in state.units.items():

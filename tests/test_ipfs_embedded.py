@@ -228,3 +228,45 @@ def test_close_releases_a_pending_fetch(tmp_path: os.PathLike[str]) -> None:
     assert node._threads, "the fetch should still be pending in the background"
     node.close()
     assert not any(t.is_alive() for t in node._threads)
+
+
+_KUBO_LOG_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from network.ipfs.embedded import EmbeddedIpfsNode
+node = EmbeddedIpfsNode(os.path.join(os.getcwd(), "repo"))
+node.close()
+print(os.getcwd())
+"""
+
+
+def test_kubo_log_lands_in_the_repo_not_the_working_directory(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The library opens kubo.log once per process (when it loads), so a fresh process shows where
+    # the first node's log goes.
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", _KUBO_LOG_SCRIPT, root],
+        cwd=fresh,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == str(fresh)  # the working directory is restored
+    assert not (fresh / "kubo.log").exists()
+    assert (fresh / "repo" / "kubo.log").is_file()
+    # In this process too: starting and stopping a node leaves the cwd clean.
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    node = EmbeddedIpfsNode(here / "repo")
+    node.close()
+    assert os.getcwd() == str(here)
+    assert not (here / "kubo.log").exists()

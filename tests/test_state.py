@@ -336,6 +336,17 @@ def test_next_unit_prefers_the_lowest_unit_needing_a_result():
     assert next_unit(s, taken, CAROL.acct, now=0, unit_limit=2) is None
 
 
+def test_a_claim_stops_blocking_once_its_account_reported_the_unit():
+    # Bob claimed unit 1 and reported it; his claim must not keep Carol from the
+    # second result until it expires.
+    s = state_of(work(ALICE, 0), work(BOB, 0), work(BOB, 1))
+    bobs = [Claim(1, BOB.node_pub, BOB.acct, 900.0)]
+    assert next_unit(s, bobs, CAROL.acct, now=10) == 1
+    # A claim by someone who has not reported yet still blocks.
+    daves = [Claim(1, DAVE.node_pub, DAVE.acct, 900.0)]
+    assert next_unit(s, daves, CAROL.acct, now=10) == 2
+
+
 def test_next_unit_on_an_empty_network_is_unit_zero():
     assert next_unit(state_of(), [], ALICE.acct, now=0) == 0
 

