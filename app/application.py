@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from PySide6.QtCore import QObject, QStandardPaths, Slot
-from PySide6.QtWidgets import QApplication, QSystemTrayIcon
+from PySide6.QtWidgets import QApplication
 
 from app.controller import AppController
 from app.mainwindow import MainWindow
-from app.single_instance import SingleInstance, ask_running_instance
+from app.single_instance import claim_profile
 from app.wizard import SetupWizard
 from app.workers import run_job
 from engine import Params
@@ -41,6 +43,26 @@ def setup_logging(data_dir: Path) -> logging.Handler:
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     return handler
+
+
+def make_excepthook(
+    ctl: AppController | None,
+) -> Callable[[type[BaseException], BaseException, TracebackType | None], None]:
+    """A sys.excepthook: the traceback goes to the log file, the user gets one sentence.
+
+    An exception escaping a Qt slot lands here; the app keeps running, and the
+    user never sees a raw traceback.
+    """
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        log.error("unexpected error", exc_info=(exc_type, exc, tb))
+        if ctl is not None:
+            ctl.show("unexpected_error", f"{exc_type.__name__}: {exc}")
+
+    return hook
 
 
 class HailstoneApp(QObject):
@@ -73,32 +95,60 @@ class HailstoneApp(QObject):
         self.minimized = minimized or bool(self.ctl.settings["start_minimized"])
         self.ctl.act_quit.triggered.connect(self.quit)
         self._unlock_job: Any = None
+        self._wizard_open = False
 
     def launch(self) -> None:
-        """Show the wizard on first run; otherwise unlock and start computing."""
+        """Show the wizard on first run; otherwise unlock the node key, then compute."""
         if not self.ctl.is_set_up():
             self.wizard = SetupWizard(self.ctl)
             self.wizard.accepted.connect(self.window.show)
             self.wizard.rejected.connect(self.quit)
+            self.wizard.finished.connect(self._wizard_finished)
+            self._wizard_open = True
             self.wizard.show()
             return
-        accounts = self.ctl.accounts()
-        if accounts is not None and accounts.has_account():
-            # The node key opens with the stored node secret: no passphrase prompt.
-            self._unlock_job = run_job(accounts.unlock_node, self._unlocked, self._unlock_failed)
-        self.ctl.start_engine()
         if not self.minimized:
             self.window.show()
         elif not self.window.tray.available:
             self.window.showMinimized()
+        accounts = self.ctl.accounts()
+        if accounts is not None and accounts.has_account():
+            # Open the node key once, off the GUI thread, before the node starts
+            # (the node would otherwise fail on it later with a vaguer error).
+            self._unlock_job = run_job(accounts.unlock_node, self._unlocked, self._unlock_failed)
+        else:
+            self.ctl.start_engine()
+
+    @Slot()
+    def bring_to_front(self) -> None:
+        """Another launch asked for this copy: the wizard while it runs, else the window."""
+        if self.wizard is not None and self._wizard_open:
+            self.wizard.showNormal()
+            self.wizard.raise_()
+            self.wizard.activateWindow()
+            return
+        self.window.bring_to_front()
+
+    @Slot(int)
+    def _wizard_finished(self, _result: int) -> None:
+        self._wizard_open = False
 
     @Slot(object)
     def _unlocked(self, node: bytes) -> None:
+        self._unlock_job = None
         self.ctl.note(f"Node key {node.hex()[:16]}… unlocked.", "account")
+        if not self.window.quitting:
+            self.ctl.start_engine()
 
     @Slot(object)
     def _unlock_failed(self, exc: Exception) -> None:
-        self.ctl.note(f"The node key could not be opened: {exc}", "account", "error")
+        self._unlock_job = None
+        log.warning("node key not opened", exc_info=exc)
+        detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        self.ctl.show("node_key_locked", str(detail), "account")
+        # Computing goes on: the node falls back to solo mode and says why.
+        if not self.window.quitting:
+            self.ctl.start_engine()
 
     @Slot()
     def quit(self) -> None:
@@ -127,22 +177,25 @@ def run_gui(args: Any) -> int:
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(data_dir)
-    if ask_running_instance(data_dir):
-        print("Hailstone is already running; its window was brought to the front.")
+    single = claim_profile(data_dir)
+    if single is None:
+        print("Hailstone is already running on this profile; its window was brought to the front.")
         return 0
-    single = SingleInstance(data_dir)
-    if not single.listen():
-        log.warning("single-instance server did not start: %s", single.server.errorString())
+    sys.excepthook = make_excepthook(None)  # until the controller exists
     params = None
     if getattr(args, "params", None):
         from engine import by_name
 
         params = by_name(args.params)
     hs = HailstoneApp(data_dir, params=params, minimized=bool(getattr(args, "minimized", False)))
-    single.raise_requested.connect(hs.window.bring_to_front)
-    app.setQuitOnLastWindowClosed(not QSystemTrayIcon.isSystemTrayAvailable())
+    sys.excepthook = make_excepthook(hs.ctl)
+    single.raise_requested.connect(hs.bring_to_front)
+    # The tray (re-checked on a timer) keeps setQuitOnLastWindowClosed up to date.
     app.aboutToQuit.connect(hs.shutdown)
     hs.launch()
-    code = app.exec()
-    single.close()
+    try:
+        code = app.exec()
+    finally:
+        single.close()
+        sys.excepthook = sys.__excepthook__
     return int(code)

@@ -1,7 +1,8 @@
 """Start at login: Windows Run key, macOS LaunchAgent, Linux autostart .desktop.
 
 `set_enabled(True)` registers the current program (frozen build or
-`python main.py`) with `--minimized`; `False` removes the entry. Paths can be
+`python main.py`) as `gui --minimized --data-dir DIR [--params NAME]`, so a
+login start opens the same profile; `False` removes the entry. Paths can be
 redirected for tests (`config_home`, `home`).
 """
 
@@ -12,15 +13,27 @@ import shlex
 import sys
 from pathlib import Path
 
+from engine.files import write_atomic
+
 APP_ID = "hailstone"
 
 
-def command_line() -> list[str]:
-    """The command that starts this installation minimised."""
+def command_line(data_dir: Path | None = None, params: str | None = None) -> list[str]:
+    """The command that starts this installation minimised on the profile `data_dir`.
+
+    `--minimized` belongs to the `gui` sub-command, so both forms name it (the
+    frozen build's executable is main.py's parser too).
+    """
     if getattr(sys, "frozen", False):
-        return [sys.executable, "--minimized"]
-    main = Path(__file__).resolve().parent.parent / "main.py"
-    return [sys.executable, str(main), "gui", "--minimized"]
+        cmd = [sys.executable, "gui", "--minimized"]
+    else:
+        main = Path(__file__).resolve().parent.parent / "main.py"
+        cmd = [sys.executable, str(main), "gui", "--minimized"]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(Path(data_dir).resolve())]
+    if params is not None:
+        cmd += ["--params", params]
+    return cmd
 
 
 def linux_entry_path(config_home: Path | None = None) -> Path:
@@ -29,24 +42,29 @@ def linux_entry_path(config_home: Path | None = None) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"))
 
 
 def set_enabled(
-    enabled: bool, *, config_home: Path | None = None, home: Path | None = None
+    enabled: bool,
+    *,
+    data_dir: Path | None = None,
+    params: str | None = None,
+    config_home: Path | None = None,
+    home: Path | None = None,
 ) -> Path | str:
     """Register or remove the login entry; returns where it lives.
+
+    Args:
+        enabled: register (True) or remove (False).
+        data_dir: the profile the login start opens (None: the default folder).
+        params: a parameter set name to pass as --params, if this run chose one.
+        config_home, home: redirect the entry's folder (tests).
 
     Raises:
         OSError: when the entry cannot be written (the caller shows a message).
     """
-    cmd = command_line()
+    cmd = command_line(data_dir, params)
     if sys.platform == "win32":  # pragma: no cover - Windows only
         import winreg
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from app import autostart
 from app.eventlog import EventLog
 from app.messages import Message, message
 from app.network_bridge import (
+    NETWORK_SETTINGS,
     SOLO_TEXT,
     Accounts,
     BridgeStatus,
@@ -38,8 +38,8 @@ from app.ringbuffer import RateTracker
 from app.theme import icon, state_icon
 from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
 from engine import Params, by_name, policy
+from engine.files import write_atomic
 from engine.settings import ENGINE_SETTINGS, SettingsStore, effective_cores
-from network.settings import NETWORK_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ APP_STATE_FILE = "app_state.json"
 POLICY_INTERVAL_MS = 5000
 SAMPLE_INTERVAL_MS = 500
 SNOOZE_HOURS = (1, 3, 8)
+# Published/acknowledged records in the event log: at most this many a minute
+# (a node catching up acknowledges hundreds), then one line counting the rest.
+NETWORK_NOTES_PER_MIN = 30
 POLICY_KEYS = {
     "snooze_until",
     "schedule",
@@ -82,6 +85,8 @@ class AppController(QObject):
         network_status(BridgeStatus).
         history_changed(), leaderboard_changed(): a new snapshot changed them.
         block_task_done(BlockTaskDone): a spot-check or dispute confirmation finished.
+        setting_changed(key, value): a stored setting changed (the wizard, a snooze,
+            Preferences); pages show the new value.
     """
 
     state_changed = Signal(str, str)
@@ -96,6 +101,7 @@ class AppController(QObject):
     block_task_started = Signal(object)
     block_task_done = Signal(object)
     sampled = Signal()
+    setting_changed = Signal(str, object)
 
     # Commands to the engine worker (queued to its thread).
     _cmd_start = Signal()
@@ -129,11 +135,9 @@ class AppController(QObject):
         self.events = EventLog()
         self.rates = RateTracker()
         self.state = ("stopped", "")
-        self.last_progress: Any = None
         self.last_status: BridgeStatus | None = None
         self.last_snapshot: NetworkSnapshot | None = None
         self.block_tasks = 0
-        self.totals = {"units": 0, "numbers": 0}
         self.bridge: WorkBridge | None = None
         self.engine: EngineWorker | None = None
         self._engine_thread: WorkerThread | None = None
@@ -142,15 +146,22 @@ class AppController(QObject):
         self._probe = probe
         self._situation: policy.Situation | None = None
         self._noted: set[str] = set()
-        self._jobs: set[Any] = set()
+        # One platform probe at a time; a result requested before a later refresh
+        # (a setting changed meanwhile) is stale and is not applied.
+        self._probe_job: Any = None
+        self._probe_wanted = 0
         self._user_paused = False
+        self._shut_down = False
+        self._net_notes_window = 0.0
+        self._net_notes = 0
+        self._net_notes_dropped = 0
         for w in self.settings.warnings:
             self.show("settings_invalid", w)
         self.settings.subscribe(self._on_setting)
 
         self._policy_timer = QTimer(self)
         self._policy_timer.setInterval(policy_interval_ms)
-        self._policy_timer.timeout.connect(self.refresh_policy)
+        self._policy_timer.timeout.connect(self._poll_policy)
         self._snooze_timer = QTimer(self)  # ends a snooze on time even between probes
         self._snooze_timer.setSingleShot(True)
         self._snooze_timer.timeout.connect(self._reapply_policy)
@@ -175,13 +186,9 @@ class AppController(QObject):
         return isinstance(doc, dict) and bool(doc.get("setup_complete"))
 
     def mark_set_up(self) -> None:
-        path = self.data_dir / APP_STATE_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"setup_complete": True, "version": 1}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        """Remember that the wizard completed. Raises OSError when the disk refuses."""
+        doc = {"setup_complete": True, "version": 1}
+        write_atomic(self.data_dir / APP_STATE_FILE, json.dumps(doc).encode("utf-8"))
 
     def accounts(self) -> Accounts | None:
         """Account operations, or None when the network layer is not installed."""
@@ -200,6 +207,23 @@ class AppController(QObject):
 
     def note(self, text: str, source: str = "app", level: str = "info") -> None:
         self.events.add(level, source, text)
+
+    def set_setting(self, key: str, value: Any, source: str = "app") -> bool:
+        """Store one setting; a failed write becomes a message, never a traceback.
+
+        Returns:
+            False when the file could not be written (the old value stays).
+
+        Raises:
+            ValueError: the value does not fit the setting (the caller shows why).
+        """
+        try:
+            self.settings.set(key, value)
+        except OSError as exc:
+            log.warning("setting %s not saved", key, exc_info=True)
+            self.show("settings_not_saved", f"{key}: {exc.strerror or exc}", source)
+            return False
+        return True
 
     # -- actions (shared by the window and the tray) -------------------------------------
 
@@ -263,8 +287,10 @@ class AppController(QObject):
         e.block_task_done.connect(self._on_block_task_done)
         e.block_task_started.connect(self.block_task_started)
         e.state_changed.connect(self._on_state)
-        e.warning.connect(lambda code, detail: self.show(code, detail, "engine"))
-        e.error.connect(lambda code, detail: self.show(code, detail, "engine"))
+        # Slots of this GUI-thread object, never lambdas: a lambda connected to a
+        # worker's signal runs on the worker's thread.
+        e.warning.connect(self._on_engine_message)
+        e.error.connect(self._on_engine_message)
         self._cmd_start.connect(e.start)
         self._cmd_pause.connect(e.pause)
         self._cmd_resume.connect(e.resume)
@@ -281,10 +307,9 @@ class AppController(QObject):
         n.snapshot.connect(self._on_snapshot)
         n.peers_changed.connect(self._on_peers)
         n.record_accepted.connect(self._on_accepted)
-        n.record_rejected.connect(
-            lambda detail: self.note(f"Record rejected: {detail}.", "network", "warning")
-        )
-        n.warning.connect(lambda _code, detail: self.note(detail, "network", "warning"))
+        n.record_rejected.connect(self._on_rejected)
+        n.warning.connect(self._on_network_warning)
+        n.events.connect(self._on_network_events)
         self._cmd_net_start.connect(self.network.start)
         self._network_thread = WorkerThread(self.network, "hailstone-network")
         self._cmd_net_start.emit()
@@ -304,20 +329,29 @@ class AppController(QObject):
         self.sampled.emit()
 
     def shutdown(self) -> None:
-        """Stop every worker and wait for its thread (call before the app exits)."""
+        """Stop every worker and wait for its thread (call before the app exits).
+
+        A network start in progress is cancelled first, so quitting does not wait
+        for the rest of it; a thread that does not stop in time is logged and kept
+        referenced (workers.STUCK_THREADS), never destroyed while it runs.
+        """
+        self._shut_down = True
         self._policy_timer.stop()
         self._snooze_timer.stop()
+        self._sample_timer.stop()
+        if self.network is not None:
+            self.network.cancel()
         if self._engine_thread is not None:
             assert self.engine is not None
-            self._engine_thread.stop(self.engine.stop)
+            if not self._engine_thread.stop(self.engine.stop):
+                self.note("The engine did not stop in time.", "engine", "error")
             self._engine_thread = None
         if self._network_thread is not None:
             assert self.network is not None
-            self._network_thread.stop(self.network.stop)
+            if not self._network_thread.stop(self.network.stop):
+                self.note("The network node did not stop in time.", "network", "error")
             self._network_thread = None
-        self._sample_timer.stop()
         QThreadPool.globalInstance().waitForDone(10000)
-        self._jobs.clear()
 
     # -- commands --------------------------------------------------------------------
 
@@ -331,8 +365,6 @@ class AppController(QObject):
     @Slot()
     def resume(self) -> None:
         self._user_paused = False
-        if float(self.settings["snooze_until"]) > time.time():
-            self.settings.set("snooze_until", 0.0)
         self._cmd_resume.emit()
         self.note("Resumed.")
         self._update_actions()
@@ -340,37 +372,73 @@ class AppController(QObject):
     def snooze(self, hours: float) -> None:
         """Pause for `hours`; the end time is a setting, so it survives a restart."""
         until = time.time() + hours * 3600
-        self.settings.set("snooze_until", until)
+        if not self.set_setting("snooze_until", until):
+            return
         self.note(
             f"Snoozed for {hours:g} h (until {time.strftime('%a %H:%M', time.localtime(until))})."
         )
 
     def unsnooze(self) -> None:
-        self.settings.set("snooze_until", 0.0)
-        self.note("Snooze ended.")
+        if self.set_setting("snooze_until", 0.0):
+            self.note("Snooze ended.")
 
     # -- policy ----------------------------------------------------------------------
 
     @Slot()
+    def _poll_policy(self) -> None:
+        # The periodic probe: skipped while one is still running (a slow platform).
+        if self._probe_job is None:
+            self.refresh_policy()
+
+    @Slot()
     def refresh_policy(self) -> None:
-        """Probe the platform off the GUI thread, then apply the rules."""
+        """Probe the platform off the GUI thread, then apply the rules.
+
+        One probe runs at a time; asking again while one runs marks its result
+        stale, and a fresh probe (with the settings of now) follows it.
+        """
+        if self._shut_down:
+            return
+        self._probe_wanted += 1
+        if self._probe_job is not None:
+            return
+        seq = self._probe_wanted
         need_programs = bool(self.settings["pause_programs"])
-        job = run_job(lambda: self._probe(need_programs), self._on_situation, self._on_probe_failed)
-        self._jobs.add(job)
+        self._probe_job = run_job(
+            lambda: self._probe(need_programs),
+            lambda situation: self._on_situation(seq, situation),
+            lambda exc: self._on_probe_failed(seq, exc),
+            owner=self,
+        )
 
-    @Slot(object)
-    def _on_situation(self, situation: policy.Situation) -> None:
-        self.apply_situation(situation)
+    def _on_situation(self, seq: int, situation: policy.Situation) -> None:
+        self._probe_job = None
+        if seq != self._probe_wanted:
+            self.refresh_policy()  # settings changed while it ran: probe again
+            return
+        if not self._shut_down:
+            self.apply_situation(situation)
 
-    @Slot(object)
-    def _on_probe_failed(self, exc: Exception) -> None:
+    def _on_probe_failed(self, seq: int, exc: Exception) -> None:
+        self._probe_job = None
         log.warning("platform probe failed: %s", exc)
+        if seq != self._probe_wanted:
+            self.refresh_policy()
 
-    def apply_situation(self, situation: policy.Situation) -> policy.Decision:
-        """Apply the rules to a probed situation and tell the engine."""
+    def apply_situation(
+        self, situation: policy.Situation, *, probed: bool = True
+    ) -> policy.Decision:
+        """Apply the rules to a situation and tell the engine.
+
+        Args:
+            situation: what the probes saw.
+            probed: False when re-applying an older probe's values (a setting or
+                the snooze timer changed); only a fresh probe may say a rule
+                cannot be checked here.
+        """
         self._situation = situation
         values = self.settings.values()
-        for note in policy.unsupported_notes(values, situation):
+        for note in policy.unsupported_notes(values, situation) if probed else ():
             if note not in self._noted:
                 self._noted.add(note)
                 self.note(note.capitalize() + ".")
@@ -381,7 +449,8 @@ class AppController(QObject):
     def _reapply_policy(self) -> None:
         base = self._situation or policy.Situation(now=time.time())
         self.apply_situation(
-            policy.Situation(time.time(), base.idle_seconds, base.on_battery, base.programs)
+            policy.Situation(time.time(), base.idle_seconds, base.on_battery, base.programs),
+            probed=False,
         )
         snooze = float(self.settings["snooze_until"])
         if snooze > time.time():
@@ -400,14 +469,31 @@ class AppController(QObject):
             self._cmd_gpu.emit(self.settings["gpu_enabled"], self.settings["gpu_devices"])
         elif key in POLICY_KEYS:
             self._reapply_policy()
+            if key == "pause_programs" and self.running:
+                self.refresh_policy()  # the last probe did not list programs
         elif key == "start_at_login":
-            try:
-                where = autostart.set_enabled(bool(value))
-                self.note(f"Start at login {'on' if value else 'off'} ({where}).")
-            except OSError as exc:
-                self.show("engine_failed", f"could not change start at login: {exc}")
+            self.apply_start_at_login(bool(value))
         if setting.restart and self.running:
             self.note(f"{setting.title} takes effect after a restart.", level="info")
+        self.setting_changed.emit(key, value)
+
+    def autostart_params(self) -> str | None:
+        """The --params a login start needs (a named set chosen for this run), or None."""
+        name = self._params_override.name if self._params_override else None
+        return name if name in ("dev", "production") else None
+
+    def apply_start_at_login(self, enabled: bool, **paths: Any) -> bool:
+        """Register or remove the login entry for this profile; False (and a message) on failure."""
+        try:
+            where = autostart.set_enabled(
+                enabled, data_dir=self.data_dir, params=self.autostart_params(), **paths
+            )
+        except OSError as exc:
+            log.warning("start at login not changed", exc_info=True)
+            self.show("autostart_failed", exc.strerror or str(exc))
+            return False
+        self.note(f"Start at login {'on' if enabled else 'off'} ({where}).")
+        return True
 
     # -- worker reports ---------------------------------------------------------------
 
@@ -416,9 +502,20 @@ class AppController(QObject):
         self.rates.report(backend, rate, time.monotonic(), batch_s)
         self.rate.emit(backend, rate, batch_s)
 
+    @Slot(str, str)
+    def _on_engine_message(self, code: str, detail: str) -> None:
+        self.show(code, detail, "engine")
+
+    @Slot(str)
+    def _on_rejected(self, detail: str) -> None:
+        self.note(f"Record rejected: {detail}.", "network", "warning")
+
+    @Slot(str, str)
+    def _on_network_warning(self, _code: str, detail: str) -> None:
+        self.note(detail, "network", "warning")
+
     @Slot(object)
     def _on_progress(self, p: Any) -> None:
-        self.last_progress = p
         self.progress.emit(p)
 
     @Slot(object)
@@ -428,8 +525,6 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_unit_done(self, d: Any) -> None:
-        self.totals["units"] += 1
-        self.totals["numbers"] += d.numbers
         where = f"published as {d.cid}" if d.cid else "stored locally"
         self.note(
             f"Unit {d.unit} done in {d.seconds:.1f} s on {d.backend}; root {d.root_hex[:16]}…, {where}.",
@@ -496,11 +591,27 @@ class AppController(QObject):
         self.note(f"Record accepted: {text} ({cid[:20]}…).", "network")
 
     @Slot(list)
-    def _on_network_events(self, events: list) -> None:
+    def _on_network_events(self, events: list, now: float | None = None) -> None:
+        """Published and acknowledged records go to the log, NETWORK_NOTES_PER_MIN at most."""
+        now = time.monotonic() if now is None else now
+        if now - self._net_notes_window >= 60.0:
+            if self._net_notes_dropped:
+                self.note(
+                    f"{self._net_notes_dropped} more records were published or acknowledged "
+                    "(not listed one by one).",
+                    "network",
+                )
+            self._net_notes_window, self._net_notes, self._net_notes_dropped = now, 0, 0
         for ev in events:
+            if ev.kind not in ("published", "acknowledged"):
+                continue
+            if self._net_notes >= NETWORK_NOTES_PER_MIN:
+                self._net_notes_dropped += 1
+                continue
+            self._net_notes += 1
             if ev.kind == "published":
                 self.note(f"Published {ev.text} as {ev.cid}.", "network")
-            elif ev.kind == "acknowledged":
+            else:
                 self.note(ev.text.capitalize() + ".", "network")
 
     # -- what the pages read (never a node call on the GUI thread) ------------------

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtCore import QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
+    QApplication,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -43,10 +46,26 @@ PAGES = (
 )
 
 
-class Tray:
-    """The tray icon and its menu, built from the controller's shared actions."""
+# A tray can appear after the app started (a panel restarted, a session still
+# loading at login) or go away: look again this often.
+TRAY_CHECK_MS = 5000
 
-    def __init__(self, ctl: AppController, window: MainWindow) -> None:
+
+class Tray:
+    """The tray icon and its menu, built from the controller's shared actions.
+
+    Args:
+        ctl: the controller (actions, state, rates).
+        window: the main window (parent of the re-check timer).
+        available: whether the desktop has a tray now (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        ctl: AppController,
+        window: MainWindow,
+        available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
+    ) -> None:
         self.ctl = ctl
         self.menu = QMenu()
         self.menu.addAction(ctl.act_open)
@@ -61,12 +80,14 @@ class Tray:
         self.menu.addSeparator()
         self.menu.addAction(ctl.act_quit)
         self.icon: QSystemTrayIcon | None = None
-        if QSystemTrayIcon.isSystemTrayAvailable():
-            self.icon = QSystemTrayIcon(state_icon("paused"))
-            self.icon.setContextMenu(self.menu)
-            self.icon.activated.connect(self._activated)
-            self.icon.show()
+        self._shown_state = ""
+        self._available = available
         self.window = window
+        self.check()
+        self.timer = QTimer(window)
+        self.timer.setInterval(TRAY_CHECK_MS)
+        self.timer.timeout.connect(self.check)
+        self.timer.start()
         ctl.state_changed.connect(self.update)
         ctl.sampled.connect(self.update)
         self.update()
@@ -74,6 +95,25 @@ class Tray:
     @property
     def available(self) -> bool:
         return self.icon is not None
+
+    @Slot()
+    def check(self) -> None:
+        """Show the icon when a tray exists now, drop it when the tray went away."""
+        if self._available() and self.icon is None:
+            self.icon = QSystemTrayIcon(state_icon(self.ctl.state[0]))
+            self._shown_state = self.ctl.state[0]
+            self.icon.setContextMenu(self.menu)
+            self.icon.activated.connect(self._activated)
+            self.icon.setToolTip(self.tooltip())
+            self.icon.show()
+        elif not self._available() and self.icon is not None:
+            self.icon.hide()
+            self.icon.deleteLater()
+            self.icon = None
+        # Without a tray, closing the last window must quit (nothing could reopen it).
+        app = QApplication.instance()
+        if isinstance(app, QApplication):
+            app.setQuitOnLastWindowClosed(self.icon is None)
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
@@ -93,10 +133,14 @@ class Tray:
     @Slot()
     def update(self, *_args: Any) -> None:
         if self.icon is not None:
-            self.icon.setIcon(state_icon(self.ctl.state[0]))
+            state = self.ctl.state[0]
+            if state != self._shown_state:  # only a new state needs a new icon
+                self._shown_state = state
+                self.icon.setIcon(state_icon(state))
             self.icon.setToolTip(self.tooltip())
 
     def hide(self) -> None:
+        self.timer.stop()
         if self.icon is not None:
             self.icon.hide()
 
@@ -104,7 +148,11 @@ class Tray:
 class MainWindow(QMainWindow):
     """Pages in a side list; closing hides to the tray only when there is one."""
 
-    def __init__(self, ctl: AppController) -> None:
+    def __init__(
+        self,
+        ctl: AppController,
+        tray_available: Callable[[], bool] = QSystemTrayIcon.isSystemTrayAvailable,
+    ) -> None:
         super().__init__()
         self.ctl = ctl
         self.quitting = False
@@ -128,12 +176,15 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.nav)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(central)
-        self.statusBar().showMessage(ctl.network_text())
-        self.tray = Tray(ctl, self)
+        # The network line is a permanent widget: its updates every second must not
+        # wipe a message shown with showMessage.
+        self.network_label = QLabel(ctl.network_text())
+        self.statusBar().addPermanentWidget(self.network_label)
+        self.tray = Tray(ctl, self, tray_available)
         ctl.act_open.triggered.connect(self.bring_to_front)
         ctl.message_shown.connect(self.on_message)
         ctl.state_changed.connect(self.on_state)
-        ctl.network_status.connect(lambda s: self.statusBar().showMessage(s.text))
+        ctl.network_status.connect(self.on_network_status)
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow([p[0] for p in PAGES].index(title))
@@ -150,6 +201,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(m.text, 15000)
         if m.severity == "error" and self.tray.icon is not None:
             self.tray.icon.showMessage("Hailstone", m.text, QSystemTrayIcon.MessageIcon.Warning)
+
+    @Slot(object)
+    def on_network_status(self, status: Any) -> None:
+        self.network_label.setText(status.text)
 
     @Slot(str, str)
     def on_state(self, state: str, _reason: str) -> None:

@@ -71,6 +71,31 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "info",
         "Network: not connected (solo mode); results are kept on this computer.",
     ),
+    "settings_not_saved": (
+        "error",
+        "The setting could not be saved ({detail}); the old value stays in effect. Free some "
+        "disk space or check that the data folder is writable, then try again.",
+    ),
+    "autostart_failed": (
+        "warning",
+        "Start at login could not be changed ({detail}); check that your login items or "
+        "autostart folder are writable, then try again in Preferences.",
+    ),
+    "account_error": (
+        "error",
+        "The account operation did not complete ({detail}); nothing was changed. Check the "
+        "passphrase or the file, then try again.",
+    ),
+    "node_key_locked": (
+        "warning",
+        "This computer's node key could not be opened ({detail}); enter the account "
+        "passphrase to authorise this computer again.",
+    ),
+    "unexpected_error": (
+        "error",
+        "Something unexpected went wrong ({detail}); Hailstone keeps running. The details "
+        "are in the log file; please include it when you report the problem.",
+    ),
     "candidate": (
         "warning",
         "A number in unit {detail} did not fall below itself within the step bound; it was "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -34,6 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import BlockEvidence, Params, UnitResult
+from engine.files import write_atomic
+
+# The network layer's settings reach the rest of the app only through this module
+# (re-exported; the import-linter contract in pyproject.toml keeps it the one seam).
+from network.settings import DEFAULT_KUBO_API as DEFAULT_KUBO_API
+from network.settings import NETWORK_SETTINGS as NETWORK_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -144,20 +149,7 @@ class StartFailure:
 
 
 def _atomic_write_json(path: Path, doc: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True).encode("utf-8"))
 
 
 class SoloLedger:
@@ -361,6 +353,7 @@ class WorkBridge:
         self._node_assignments: dict[int, Any] = {}
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
+        self._cancelled = False
         # The node starts on the network worker's thread (start_network), never on
         # the GUI thread: opening IPFS takes seconds.
         self._node_pending = try_network and self._network_possible()
@@ -373,10 +366,11 @@ class WorkBridge:
         with self._lock:
             return self._node is None and not self._node_pending
 
-    @property
-    def starting(self) -> bool:
+    def cancel_start(self) -> None:
+        """Quitting (any thread): do not start the node, or stop it once its start returns."""
         with self._lock:
-            return self._node_pending
+            self._cancelled = True
+            self._node_pending = False
 
     def _network_possible(self) -> bool:
         try:
@@ -435,8 +429,17 @@ class WorkBridge:
                     log.exception("stopping a half-started node failed")
             node = None
         with self._lock:
-            self._node, self._node_pending = node, False
+            cancelled = self._cancelled
+            if not cancelled:
+                self._node = node
+            self._node_pending = False
             self.start_failure = failure
+        if cancelled and node is not None:
+            # The app quit while the node was opening: close it now.
+            try:
+                node.stop()
+            except Exception:
+                log.exception("stopping a node started during quit failed")
         return failure
 
     def _current_node(self) -> Any:
@@ -675,6 +678,22 @@ class Accounts:
 
     def revoke(self, passphrase: str, node_hex: str) -> None:
         self.profile.revoke_node(passphrase, bytes.fromhex(node_hex))
+
+
+def username_problem(raw: str, owners: Mapping[str, bytes]) -> str:
+    """Why `raw` cannot be a new account's username ("" when it can)."""
+    from network.usernames import UsernameError, is_taken, normalize
+
+    if not raw.strip():
+        return "Choose a username."
+    try:
+        name = normalize(raw)
+    except UsernameError as exc:
+        return str(exc).capitalize() + "."
+    # A new account has no key yet, so any owner is someone else.
+    if is_taken(name, b"", owners):
+        return f"'{name}' is already taken on the network; choose another."
+    return ""
 
 
 def passphrase_strength(passphrase: str) -> tuple[int, str]:

@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import AppController
-from app.eventlog import Entry
-from app.messages import Message, classify_exception
+from app.eventlog import MAX_ENTRIES, Entry
+from app.messages import classify_exception
 from app.theme import plot_colours
 from app.workers import run_job
 
@@ -145,27 +145,20 @@ class DashboardPage(QWidget):
         self.view_group.idClicked.connect(self.set_view)
         lay.addLayout(views)
 
-        colours = plot_colours()
-        self.plot = pg.PlotWidget(background=colours.background)
+        self.plot = pg.PlotWidget()
         self.plot.setMinimumHeight(220)
         pi = self.plot.getPlotItem()
-        pi.showGrid(x=True, y=True, alpha=colours.grid_alpha)
-        # units= turns on SI prefixes on the axis (800 M, not 8e+08).
-        pi.setLabel("left", "throughput", units="numbers/s", color=colours.foreground)
-        pi.setLabel("bottom", self.VIEWS[0][3], color=colours.foreground)
         pi.addLegend(offset=(10, 10))
         pi.setDownsampling(mode="peak")
         pi.setClipToView(True)
         pi.setMouseEnabled(x=False, y=False)
-        for axis in ("left", "bottom"):
-            pi.getAxis(axis).setTextPen(colours.foreground)
-            pi.getAxis(axis).setPen(colours.foreground)
         # One PlotDataItem per series, created once and updated in place (STYLE §7).
-        self.curves = {
-            "cpu": pi.plot(name="CPU", pen=pg.mkPen(colours.cpu, width=2)),
-            "gpu": pi.plot(name="GPU", pen=pg.mkPen(colours.gpu, width=2)),
-        }
+        self.curves = {"cpu": pi.plot(name="CPU"), "gpu": pi.plot(name="GPU")}
+        self.colours = plot_colours()
+        self.apply_theme()
         pi.setXRange(-10, 0, padding=0)
+        # The system may switch between light and dark while the app runs.
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self.apply_theme)
         lay.addWidget(self.plot, 1)
 
         grid = QGridLayout()
@@ -217,12 +210,28 @@ class DashboardPage(QWidget):
         self.on_state(*ctl.state)
         self.refresh_totals()
 
+    @Slot()
+    def apply_theme(self, *_args: Any) -> None:
+        """Colour the plot for the current light or dark scheme."""
+        colours = self.colours = plot_colours()
+        self.plot.setBackground(colours.background)
+        pi = self.plot.getPlotItem()
+        pi.showGrid(x=True, y=True, alpha=colours.grid_alpha)
+        # units= turns on SI prefixes on the axis (800 M, not 8e+08).
+        pi.setLabel("left", "throughput", units="numbers/s", color=colours.foreground)
+        pi.setLabel("bottom", self.VIEWS[self.view][3], color=colours.foreground)
+        for axis in ("left", "bottom"):
+            pi.getAxis(axis).setTextPen(colours.foreground)
+            pi.getAxis(axis).setPen(colours.foreground)
+        self.curves["cpu"].setPen(pg.mkPen(colours.cpu, width=2))
+        self.curves["gpu"].setPen(pg.mkPen(colours.gpu, width=2))
+
     @Slot(int)
     def set_view(self, index: int) -> None:
         self.view = index
         _title, _kind, _scale, label = self.VIEWS[index]
         pi = self.plot.getPlotItem()
-        pi.setLabel("bottom", label)
+        pi.setLabel("bottom", label, color=self.colours.foreground)
         pi.setXRange(-10 if index == 0 else -24, 0, padding=0)
         self.view_group.button(index).setChecked(True)
         self.redraw()
@@ -603,8 +612,9 @@ class AccountPage(QWidget):
         elif isinstance(exc, OSError):
             self.ctl.show(*classify_exception(exc), source="account")
         else:
-            self.ctl.note(f"{getattr(exc, 'message', None) or exc}", "account", "error")
-            self.ctl.message_shown.emit(Message("account", "error", str(exc)))
+            # Through app/messages.py like every message: one readable sentence.
+            detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            self.ctl.show("account_error", str(detail), source="account")
 
 
 # ---- event log -------------------------------------------------------------------------------
@@ -649,6 +659,10 @@ class EventLogPage(QWidget):
 
     @Slot(object)
     def add(self, e: Entry) -> None:
+        # Bounded like the EventLog itself: the oldest rows go first.
+        excess = self.table.rowCount() - (MAX_ENTRIES - 1)
+        for _ in range(max(0, excess)):
+            self.table.removeRow(0)
         row = self.table.rowCount()
         self.table.insertRow(row)
         vals = (time.strftime("%H:%M:%S", time.localtime(e.at)), e.level, e.source, e.text)

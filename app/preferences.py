@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -106,6 +106,28 @@ def make_editor(setting: Setting, value: Any, on_change: Any) -> QWidget:
     raise ValueError(f"no editor for kind {k!r}")
 
 
+def set_editor_value(setting: Setting, editor: QWidget, value: Any) -> None:
+    """Show `value` in an editor made by make_editor, without reporting a change."""
+    k = setting.kind
+    editor.blockSignals(True)  # showing a stored value is not a user's change
+    try:
+        if k == "bool":
+            editor.setChecked(bool(value))
+        elif k == "int":
+            editor.setValue(int(value))
+        elif k == "float":
+            editor.setValue(float(value))
+        elif k == "choice":
+            editor.setCurrentText(str(value))
+        elif k == "str":
+            editor.setText(str(value))
+        elif k in ("str_list", "schedule", "int_list"):
+            sep = ", " if k == "int_list" else f"{LIST_SEPARATOR} "
+            editor.setText(sep.join(str(v) for v in value))
+    finally:
+        editor.blockSignals(False)
+
+
 class PreferencesPage(QWidget):
     """Every visible setting, grouped; changes apply live and persist."""
 
@@ -174,16 +196,32 @@ class PreferencesPage(QWidget):
         self.gpu_note.setWordWrap(True)
         self.gpu_note.setAlignment(Qt.AlignmentFlag.AlignLeft)
         outer.addWidget(self.gpu_note)
+        # The wizard, a snooze or the tray may change settings after this page was
+        # built: follow the store (a Qt connection ends with the page).
+        ctl.setting_changed.connect(self.on_setting_changed)
+
+    @Slot(str, object)
+    def on_setting_changed(self, key: str, value: Any) -> None:
+        editor = self.editors.get(key)
+        if editor is None or not editor.isEnabled():
+            return  # hidden, or the params override shown instead
+        set_editor_value(self.store.settings[key], editor, value)
+        self.errors[key].hide()
 
     def apply(self, key: str, value: Any) -> bool:
         """Validate and store one value; show the problem next to the field if it fails."""
         err = self.errors[key]
         try:
-            self.store.set(key, value)
+            saved = self.ctl.set_setting(key, value, "preferences")
         except ValueError as exc:
             err.setText(str(exc))
             err.show()
             self.ctl.note(f"Preference not saved: {exc}", "preferences", "warning")
+            return False
+        if not saved:  # the disk refused: show the value still in effect
+            set_editor_value(self.store.settings[key], self.editors[key], self.store[key])
+            err.setText("Not saved: the settings file could not be written.")
+            err.show()
             return False
         err.hide()
         return True

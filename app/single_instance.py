@@ -1,14 +1,24 @@
-"""One app per profile: a QLocalServer; a second launch asks the first to show itself."""
+"""One app per profile: a lock file, and a QLocalServer a second launch asks to show the first.
+
+The lock (QLockFile in the profile folder) decides who owns the profile; the
+local server only carries "raise your window". A stale lock from a crashed run
+is taken over by QLockFile (its process is gone); a socket name is removed only
+when nothing answers on it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QDeadlineTimer, QLockFile, QObject, QThread, Signal
 from PySide6.QtNetwork import QLocalServer, QLocalSocket
 
+log = logging.getLogger(__name__)
+
 RAISE = b"raise\n"
+LOCK_FILE = "hailstone.lock"
 
 
 def server_name(data_dir: Path) -> str:
@@ -32,8 +42,17 @@ def ask_running_instance(data_dir: Path, timeout_ms: int = 1000) -> bool:
     return True
 
 
+def _answers(name: str, timeout_ms: int) -> bool:
+    """Whether a live server accepts connections on `name`."""
+    sock = QLocalSocket()
+    sock.connectToServer(name)
+    ok = sock.waitForConnected(timeout_ms)
+    sock.abort()
+    return ok
+
+
 class SingleInstance(QObject):
-    """Listens for later launches of the same profile.
+    """Owns one profile: its lock file, and a server for later launches.
 
     Signals:
         raise_requested(): another launch wants this window shown.
@@ -44,15 +63,24 @@ class SingleInstance(QObject):
     def __init__(self, data_dir: Path) -> None:
         super().__init__()
         self.name = server_name(data_dir)
+        self.lock = QLockFile(str(Path(data_dir) / LOCK_FILE))
         self.server = QLocalServer(self)
         self.server.newConnection.connect(self._on_connection)
         self._sockets: list[QLocalSocket] = []
 
+    def acquire(self) -> bool:
+        """Take the profile's lock; False while another live process holds it."""
+        return self.lock.tryLock(0)
+
     def listen(self) -> bool:
-        """Start listening; a stale socket from a crashed run is removed first."""
+        """Start listening. A name left by a crashed run is removed, a live one never."""
         if self.server.listen(self.name):
             return True
-        QLocalServer.removeServer(self.name)
+        if _answers(self.name, 500):
+            # Someone answers: never take a live instance's socket away.
+            log.warning("another process answers on %s; not listening", self.name)
+            return False
+        QLocalServer.removeServer(self.name)  # refused or missing: a stale socket file
         return self.server.listen(self.name)
 
     def _on_connection(self) -> None:
@@ -75,3 +103,26 @@ class SingleInstance(QObject):
             sock.abort()
         self._sockets.clear()
         self.server.close()
+        if self.lock.isLocked():
+            self.lock.unlock()
+
+
+def claim_profile(data_dir: Path, wait_ms: int = 5000) -> SingleInstance | None:
+    """Own `data_dir` for this process, or hand over to the copy that owns it.
+
+    Returns the listening SingleInstance, or None when another copy holds the
+    profile; that copy was asked to raise its window (if it answered within
+    `wait_ms`: it may still be starting up).
+    """
+    single = SingleInstance(data_dir)
+    if single.acquire():
+        if not single.listen():
+            log.warning("single-instance server did not start: %s", single.server.errorString())
+        return single
+    deadline = QDeadlineTimer(wait_ms)
+    while not ask_running_instance(data_dir, timeout_ms=200):
+        if deadline.hasExpired():
+            log.warning("the copy holding %s does not answer", data_dir)
+            break
+        QThread.msleep(100)  # bounded by the deadline; nothing else runs yet
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,12 @@ def resources_dir() -> Path:
     return base / "resources"
 
 
+@functools.cache
 def icon(name: str) -> QIcon:
-    """An SVG icon from resources/icons (scales cleanly on high-DPI screens)."""
+    """An SVG icon from resources/icons (scales cleanly on high-DPI screens).
+
+    Loaded once per name: the tray asks for its state icon twice a second.
+    """
     return QIcon(str(resources_dir() / "icons" / f"{name}.svg"))
 
 

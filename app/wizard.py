@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QRadioButton,
     QSpinBox,
+    QSystemTrayIcon,
     QVBoxLayout,
     QWidget,
     QWizard,
@@ -35,11 +36,15 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import AppController
-from app.network_bridge import passphrase_strength, taken_names
+from app.network_bridge import (
+    DEFAULT_KUBO_API,
+    passphrase_strength,
+    taken_names,
+    username_problem,
+)
 from app.theme import icon
 from app.workers import run_job
 from engine.settings import effective_cores
-from network.settings import DEFAULT_KUBO_API
 
 
 def probe_gpu() -> tuple[bool, str, list[str]]:
@@ -192,19 +197,7 @@ class AccountPage(QWizardPage):
 
     def username_problem(self) -> str:
         """Why the typed username cannot be used ("" when it can)."""
-        from network.usernames import UsernameError, is_taken, normalize
-
-        raw = self.username.text()
-        if not raw.strip():
-            return "Choose a username."
-        try:
-            name = normalize(raw)
-        except UsernameError as exc:
-            return str(exc).capitalize() + "."
-        # A new account has no key yet, so any owner is someone else.
-        if is_taken(name, b"", self.owners):
-            return f"'{name}' is already taken on the network; choose another."
-        return ""
+        return username_problem(self.username.text(), self.owners)
 
     @Slot()
     def _changed(self) -> None:
@@ -435,7 +428,9 @@ class FinishPage(QWizardPage):
             "• IPFS: "
             + ("embedded node" if n["ipfs_backend"] == "embedded" else n["kubo_api_addr"]),
             "",
-            "Hailstone keeps running in the tray when you close its window.",
+            "Hailstone keeps running in the tray when you close its window."
+            if QSystemTrayIcon.isSystemTrayAvailable()
+            else "Closing Hailstone's window stops computing; there is no tray here.",
         ]
         self.summary.setText("<br>".join(lines))
 
@@ -462,10 +457,14 @@ class SetupWizard(QWizard):
         values = {**self.compute.values(), **self.network.values()}
         for key, value in values.items():
             try:
-                self.ctl.settings.set(key, value)
+                self.ctl.set_setting(key, value, "setup")  # a full disk is a message
             except ValueError as exc:
                 self.ctl.note(f"Setting {key} not saved: {exc}", "setup", "warning")
-        self.ctl.mark_set_up()
+        try:
+            self.ctl.mark_set_up()
+        except OSError as exc:
+            # Computing still starts; the wizard simply shows again next time.
+            self.ctl.show("settings_not_saved", f"setup state: {exc.strerror or exc}", "setup")
         self.ctl.note("Setup finished.", "setup")
         super().accept()
         self.ctl.start_engine()

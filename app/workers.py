@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from app.messages import classify_exception
@@ -77,6 +78,11 @@ class BlockTaskDone:
     cid: str
     seconds: float
     backend: str
+
+
+def _first_device(devices: tuple[int, ...]) -> int:
+    """The GPU the app's engine uses: the first listed, or device 0."""
+    return devices[0] if devices else 0
 
 
 class EngineWorker(QObject):
@@ -171,7 +177,9 @@ class EngineWorker(QObject):
         """A policy reason not to compute now ("" lets it run)."""
         was = self._blocked_reason
         self._blocked_reason = reason
-        if reason and not was:
+        if reason and reason != was:
+            # A new reason (say, a snooze replaced by "on battery") reaches the
+            # dashboard and the tray too, not only the first one.
             self._timer.stop()
             if not self._user_paused:
                 self._emit_state("waiting", reason)
@@ -192,10 +200,14 @@ class EngineWorker(QObject):
 
     @Slot(bool, object)
     def set_gpu(self, enabled: bool, devices: Any = ()) -> None:
+        devices = tuple(devices or ())
+        other_device = _first_device(devices) != _first_device(self._gpu_devices)
         self._gpu_enabled = bool(enabled)
-        self._gpu_devices = tuple(devices or ())
+        self._gpu_devices = devices
         self._gpu_refused = False
-        if self._backend is not None and self._backend_is_gpu != self._want_gpu():
+        if self._backend is not None and (
+            self._backend_is_gpu != self._want_gpu() or (self._backend_is_gpu and other_device)
+        ):
             self._drop_backend()  # rebuilt on the next turn; the checkpoint keeps finished blocks
 
     @Slot()
@@ -207,10 +219,6 @@ class EngineWorker(QObject):
         self._emit_state("stopped", "")
 
     # -- state --------------------------------------------------------------------
-
-    @property
-    def cores(self) -> int:
-        return self._cores
 
     @property
     def share(self) -> float:
@@ -246,7 +254,8 @@ class EngineWorker(QObject):
 
     def _make_backend(self) -> None:
         if self._want_gpu():
-            device = self._gpu_devices[0] if self._gpu_devices else 0
+            # One engine computes on one device: the first listed (docs/ARCHITECTURE.md).
+            device = _first_device(self._gpu_devices)
             try:
                 self._backend = self._backend_factory("gpu", self.params, device=device)
                 self._backend_is_gpu = True
@@ -448,9 +457,19 @@ class NetworkWorker(QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll)
 
+    def cancel(self) -> None:
+        """Give up a start in progress (any thread): quitting must not wait for IPFS.
+
+        The node being opened is stopped as soon as its start returns.
+        """
+        self._stopped = True
+        self.bridge.cancel_start()
+
     @Slot()
     def start(self) -> None:
         """Start the node (if the profile allows network mode), then poll."""
+        if self._stopped:
+            return
         failure = self.bridge.start_network()
         self.started.emit(failure)
         self._report()
@@ -505,27 +524,59 @@ class WorkerThread:
         LIVE_THREADS.add(self)
 
     def stop(self, stop_slot: Callable[[], None] | None = None, timeout_ms: int = 60000) -> bool:
-        """Run the worker's stop slot in its thread, then quit and wait."""
-        if self.thread.isRunning():
-            if stop_slot is not None:
-                _invoke_blocking(self.worker, stop_slot)
-            self.thread.quit()
-            return self.thread.wait(timeout_ms)
-        return True
+        """Queue the worker's stop slot in its thread, let the thread quit, and wait.
+
+        Nothing here blocks on the worker's event loop (no blocking-queued call), so
+        a worker busy in a long call cannot freeze the GUI beyond `timeout_ms`.
+
+        Returns:
+            True when the thread finished; False when it was still running after
+            `timeout_ms` (it is kept referenced, never destroyed while running).
+        """
+        if not self.thread.isRunning():
+            return True
+        stopper = _Stopper(stop_slot)
+        stopper.moveToThread(self.thread)
+        inv = _Invoker()
+        inv.call.connect(stopper.run)  # queued: stopper lives in the worker's thread
+        inv.call.emit()
+        self._stopper = stopper  # alive until it ran
+        finished = self.thread.wait(timeout_ms)
+        if not finished:
+            log.error(
+                "thread %s did not stop within %d ms; left running",
+                self.thread.objectName(),
+                timeout_ms,
+            )
+            STUCK_THREADS.append(self)
+        return finished
+
+
+# Threads that did not stop in time: a QThread destroyed while running aborts
+# the process, so these stay referenced until the process exits.
+STUCK_THREADS: list[WorkerThread] = []
 
 
 class _Invoker(QObject):
     call = Signal()
 
 
-def _invoke_blocking(receiver: QObject, slot: Callable[[], None]) -> None:
-    """Call `slot` in `receiver`'s thread and wait for it to return."""
-    from PySide6.QtCore import Qt
+class _Stopper(QObject):
+    """Runs a worker's stop slot in the worker's thread, then ends that thread's loop."""
 
-    inv = _Invoker()
-    inv.call.connect(slot, Qt.ConnectionType.BlockingQueuedConnection)
-    inv.call.emit()
-    inv.call.disconnect(slot)
+    def __init__(self, stop_slot: Callable[[], None] | None) -> None:
+        super().__init__()
+        self._stop_slot = stop_slot
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            if self._stop_slot is not None:
+                self._stop_slot()
+        except Exception:
+            log.exception("worker stop failed")
+        finally:
+            QThread.currentThread().quit()
 
 
 class JobSignals(QObject):
@@ -542,6 +593,7 @@ class Job(QRunnable):
         super().__init__()
         self.fn = fn
         self.signals = JobSignals()
+        self.relay: _Relay | None = None
 
     def run(self) -> None:
         try:
@@ -552,15 +604,79 @@ class Job(QRunnable):
         self.signals.finished.emit(out)
 
 
+# Jobs started and not yet reported back: the pool does not own them (no
+# auto-delete), so they stay referenced here until their callback ran.
+_ACTIVE_JOBS: set[Job] = set()
+
+
+class _Relay(QObject):
+    """Lives in the caller's thread, so a job's callbacks (lambdas included) run there.
+
+    A plain callable connected to a signal emitted on a pool thread would run on
+    that pool thread; a slot of a QObject runs in the QObject's thread.
+    """
+
+    def __init__(
+        self,
+        job: Job,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[Exception], None],
+        owner: QObject | None,
+    ) -> None:
+        super().__init__()
+        self._job = job
+        self._on_done = on_done
+        self._on_error = on_error
+        self._owner = owner
+
+    def _owner_gone(self) -> bool:
+        # A page or wizard closed while its job ran: nobody is left to tell.
+        return self._owner is not None and not shiboken6.isValid(self._owner)
+
+    @Slot(object)
+    def done(self, out: Any) -> None:
+        _ACTIVE_JOBS.discard(self._job)
+        if not self._owner_gone():
+            self._on_done(out)
+
+    @Slot(object)
+    def fail(self, exc: Any) -> None:
+        _ACTIVE_JOBS.discard(self._job)
+        if not self._owner_gone():
+            self._on_error(exc)
+
+
 def run_job(
     fn: Callable[[], Any],
     on_done: Callable[[Any], None],
     on_error: Callable[[Exception], None],
+    owner: QObject | None = None,
 ) -> Job:
-    """Start `fn` on the thread pool; callbacks run on the caller's (GUI) thread."""
+    """Start `fn` on the thread pool; callbacks run on the caller's (GUI) thread.
+
+    Args:
+        fn: the work (runs on a pool thread).
+        on_done, on_error: called with the result or the exception.
+        owner: the widget the callbacks belong to; when it is deleted before the
+            job ends, they are not called. Defaults to the QObject a callback is
+            a bound method of.
+    """
+    if owner is None:
+        for cb in (on_done, on_error):
+            if isinstance(getattr(cb, "__self__", None), QObject):
+                owner = cb.__self__
+                break
     job = Job(fn)
-    job.setAutoDelete(False)  # the caller may keep the signals object alive
-    job.signals.finished.connect(on_done)
-    job.signals.failed.connect(on_error)
+    job.setAutoDelete(False)  # kept in _ACTIVE_JOBS until its callback ran
+    relay = _Relay(job, on_done, on_error, owner)
+    job.relay = relay
+    job.signals.finished.connect(relay.done)
+    job.signals.failed.connect(relay.fail)
+    _ACTIVE_JOBS.add(job)
     QThreadPool.globalInstance().start(job)
     return job
+
+
+def active_jobs() -> int:
+    """How many jobs have not reported back yet (tests check none leak)."""
+    return len(_ACTIVE_JOBS)

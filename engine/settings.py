@@ -219,7 +219,8 @@ ENGINE_SETTINGS: tuple[Setting, ...] = (
         "int_list",
         (),
         "GPU devices",
-        "Which GPUs to use, by index; empty means the first one.",
+        "Which GPU to use, by index; empty means the first one. The desktop app "
+        "computes on one GPU: the first listed.",
         group="Compute",
     ),
     Setting(
@@ -254,7 +255,7 @@ ENGINE_SETTINGS: tuple[Setting, ...] = (
         "schedule",
         (),
         "Weekly schedule",
-        "Compute only inside these windows, one per line, e.g. 'Mon-Fri 18:00-08:00'. "
+        "Compute only inside these windows, separated by ';', e.g. 'Mon-Fri 18:00-08:00'. "
         "Empty means any time.",
         group="When",
     ),
@@ -263,7 +264,7 @@ ENGINE_SETTINGS: tuple[Setting, ...] = (
         "str_list",
         (),
         "Pause while running",
-        "Program names (one per line, e.g. 'blender' or 'game.exe') whose running pauses "
+        "Program names (separated by ';', e.g. 'blender; game.exe') whose running pauses "
         "computing.",
         group="When",
     ),
@@ -373,11 +374,16 @@ class SettingsStore:
         if changed:
             self.save()
 
-    def save(self) -> None:
-        """Write the non-default values atomically."""
+    def save(self, values: Mapping[str, Any] | None = None) -> None:
+        """Write the non-default values (the current ones unless given) atomically.
+
+        Raises:
+            OSError: the file cannot be written (disk full, read-only folder).
+        """
         if self.path is None:
             return
-        data = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(self._values.items())}
+        current = self._values if values is None else values
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(current.items())}
         write_atomic(self.path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     def __getitem__(self, key: str) -> Any:
@@ -392,9 +398,6 @@ class SettingsStore:
         """Every setting's current value."""
         return {k: self.get(k) for k in self.settings}
 
-    def non_default(self) -> dict[str, Any]:
-        return dict(self._values)
-
     def set(self, key: str, value: Any) -> Any:
         """Validate, store and persist one value; listeners hear about real changes.
 
@@ -403,18 +406,23 @@ class SettingsStore:
 
         Raises:
             KeyError: unknown key. ValueError: the value does not fit.
+            OSError: the file could not be written; memory keeps the old value.
         """
         setting = self.settings[key]
         value = setting.validate(value)
         old = self.get(key)
+        if value == old:
+            return value
+        # Write a copy first: when the disk refuses, memory and file still agree.
+        new = dict(self._values)
         if value == setting.default:
-            self._values.pop(key, None)
+            new.pop(key, None)
         else:
-            self._values[key] = value
-        if value != old:
-            self.save()
-            for listener in list(self._listeners):
-                listener(key, value)
+            new[key] = value
+        self.save(new)
+        self._values = new
+        for listener in list(self._listeners):
+            listener(key, value)
         return value
 
     def reset(self, key: str) -> None:

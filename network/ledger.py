@@ -608,7 +608,8 @@ class Ledger:
         expires_at: float,
         received_at: float | None = None,
     ) -> None:
-        """Store a claim, or extend it if `claim_id` is known (a renewed claim)."""
+        """Store a claim. A known `claim_id` on the same unit is extended (a renewal,
+        never shortened); on another unit it is replaced (the claimant moved on)."""
         if not 0 <= unit < 1 << 63:
             raise LedgerError(BAD_ARGUMENT, f"claim for unit {unit} out of range")
         when = self._clock() if received_at is None else received_at
@@ -616,7 +617,9 @@ class Ledger:
             lambda c: c.execute(
                 "INSERT INTO claims (claim_id, unit, node, account, expires_at, received_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET"
-                " expires_at = max(claims.expires_at, excluded.expires_at)",
+                " expires_at = CASE WHEN claims.unit = excluded.unit"
+                " THEN max(claims.expires_at, excluded.expires_at) ELSE excluded.expires_at END,"
+                " unit = excluded.unit, received_at = excluded.received_at",
                 (claim_id, unit, bytes(node), bytes(account), float(expires_at), when),
             )
         )

@@ -7,9 +7,10 @@
   (parse → validate → ledger, rejections counted by reason), fetches records
   that peers' heads list and we lack, publishes our head, and re-announces
   our outbox until a peer's head includes each entry;
-- the compute loop asks for work (`next_task()`): a dispute to confirm, a
-  spot-check to run, or the next unit (claimed on the network first), runs it
-  with the engine, and hands the result back (`submit_unit`, `submit_block`).
+- the compute loop asks for work: `next_block_task()` (a dispute to confirm,
+  or a spot-check to run) and `next_assignment()` (the next unit, claimed on
+  the network first), runs it with the engine, and hands the result back
+  (`submit_block`, `submit_unit`).
 
 Every result goes to the ledger's outbox (durably) before it is published, so
 nothing computed is lost to a crash or a vanished peer.
@@ -22,7 +23,8 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,14 +35,21 @@ from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
 from network.identity import Profile
-from network.ipfs import IpfsError, IpfsNode, cid_for_bytes, open_node
+from network.ipfs import (
+    MAX_OBJECT_BYTES,
+    IpfsError,
+    IpfsNode,
+    Subscription,
+    cid_for_bytes,
+    open_node,
+)
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
 from network.records import CheckRecord, DelegationRecord, DisputeRecord, SignedRecord, WorkRecord
 from network.rejection import Accepted, Rejection
 from network.state import NetworkState, derive_state, next_unit
+from network.validate import ValidationContext, authorised, validate
 from network.validate import context as validation_context
-from network.validate import validate
 
 log = logging.getLogger("hailstone.node")
 
@@ -48,12 +57,27 @@ log = logging.getLogger("hailstone.node")
 # Messages a single peer may send per second (token bucket, with a burst).
 PEER_RATE_PER_S = 200.0
 PEER_BURST = 1000.0
-# Records waiting for their delegation or work record to arrive.
+# Records waiting for their delegation or work record to arrive, and for how long.
 MAX_PENDING = 2000
+PENDING_TTL_S = 600.0
 MAX_FETCH_QUEUE = 10_000
 FETCH_THREADS = 4
-# Evidence objects: one 32-byte leaf per block.
-MAX_EVIDENCE_BYTES = 32 * 65536
+# A failed fetch is retried after FETCH_BACKOFF_S * 2**attempts (capped); after
+# FETCH_GIVE_UP attempts a head no longer waits for it.
+FETCH_BACKOFF_S = 5.0
+FETCH_BACKOFF_MAX_S = 600.0
+FETCH_GIVE_UP = 3
+# How many refused or failed CIDs are remembered, and peers rate-limited.
+MAX_REMEMBERED = 50_000
+MAX_PEERS_TRACKED = 10_000
+HOUSEKEEPING_INTERVAL_S = 60.0
+# Dispute confirmations waiting for the compute loop.
+MAX_CONFIRM_TASKS = 1000
+# Evidence objects: one 32-byte leaf per block, in one IPFS object.
+MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
+
+_RECORD = "record"
+_HEAD = "head"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +205,18 @@ def state_digest(st: NetworkState) -> str:
     return h.hexdigest()[:16]
 
 
+def claim_id(node: bytes) -> str:
+    """A node holds one claim at a time: a new claim replaces its previous one."""
+    return node.hex()
+
+
 class Node:
-    """A contributor's node: identity, ledger, IPFS and the gossip protocol."""
+    """A contributor's node: identity, ledger, IPFS and the gossip protocol.
+
+    Every record it holds is parsed once and kept in memory (`_records`), with
+    the delegations and work records indexed as they arrive, so validation and
+    the derived state never re-parse the ledger.
+    """
 
     def __init__(
         self,
@@ -191,7 +225,7 @@ class Node:
         node_key: SigningKey,
         *,
         ipfs: IpfsNode | None = None,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
         extra_param_sets: tuple[Params, ...] = (),
     ) -> None:
         self.config = config
@@ -205,29 +239,43 @@ class Node:
         self._lock = threading.RLock()
         self._ipfs = ipfs
         self._ledger: Ledger | None = None
-        self._subs: dict[str, object] = {}
+        self._subs: dict[str, Subscription] = {}
         self._buckets: dict[str, _Bucket] = {}
-        self._pending: dict[str, tuple[bytes, str]] = {}
-        self._fetch_queue: queue.Queue[str] = queue.Queue(MAX_FETCH_QUEUE)
-        self._fetching: set[str] = set()
-        self._inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
-        self._peer_heads: dict[str, str] = {}
+        # parsed records, by CID, and the indexes validation needs
+        self._records: dict[str, SignedRecord] = {}
+        self._delegations: list[DelegationRecord] = []
+        self._works: dict[str, WorkRecord] = {}
         self._state: NetworkState | None = None
-        self._delegations: tuple[DelegationRecord, ...] | None = None
-        self._works: dict[str, WorkRecord] | None = None
-        self._confirm_tasks: deque[BlockTask] = deque()
-        self._disputes_waiting: dict[str, list[tuple[str, DisputeRecord]]] = {}
+        # records held until their delegation or work arrives: cid -> (bytes, source, since)
+        self._pending: dict[str, tuple[bytes, str, float]] = {}
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
-        self._checked: set[str] = set()
-        self._spot_budget = 0.0
-        self._last_head = 0.0
+        # CIDs we refused (not fetched again) and CIDs whose fetch failed (retry later)
+        self._rejected: OrderedDict[str, None] = OrderedDict()
+        self._failed: dict[str, tuple[float, int]] = {}
+        # fetching: (kind, cid, peer) jobs, done off the network loop
+        self._fetch_queue: queue.Queue[tuple[str, str, str]] = queue.Queue(MAX_FETCH_QUEUE)
+        self._fetching: set[tuple[str, str, str]] = set()
+        self._inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        # sync: heads and head pages of each peer that we hold completely
+        self._peer_heads: dict[str, str] = {}
+        self._peer_pages: dict[str, set[str]] = {}
+        self._heads_processed = 0
+        self._my_pages: list[str] = []
         self._last_head_cid = ""
+        # compute-side work
+        self._confirm_tasks: deque[BlockTask] = deque()
+        self._confirming: set[tuple[str, int]] = set()
+        self._checked: set[str] = set()
+        self._evidence_retry: dict[str, float] = {}
+        self._spot_budget = 0.0
+        # timers
+        self._last_head = 0.0
         self._last_reannounce = 0.0
         self._last_redial = 0.0
+        self._last_housekeeping = 0.0
+        self._started_at = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._heads_processed = 0
-        self._started_at = 0.0
         self.events: deque[NodeEvent] = deque(maxlen=1000)
         self._fresh: list[NodeEvent] = []
 
@@ -237,16 +285,25 @@ class Node:
         """Open the ledger and IPFS, subscribe, and publish our identity records."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._ledger = Ledger.in_dir(self.config.data_dir)
-        if self._ipfs is None:
-            self._ipfs = open_node(
-                self.config.ipfs_kind,
-                repo_dir=self.config.data_dir / "ipfs",
-                listen=self.config.listen,
-                bootstrap=self.config.bootstrap,
-                api_addr=self.config.api_addr,
-            )
-        for name, topic in wire.topics(self.config.network_name).items():
-            self._subs[name] = self._ipfs.subscribe(topic)
+        try:
+            if self._ipfs is None:
+                self._ipfs = open_node(
+                    self.config.ipfs_kind,
+                    repo_dir=self.config.data_dir / "ipfs",
+                    listen=self.config.listen,
+                    bootstrap=self.config.bootstrap,
+                    api_addr=self.config.api_addr,
+                )
+            for name, topic in wire.topics(self.config.network_name).items():
+                self._subs[name] = self._ipfs.subscribe(topic)
+        except BaseException:
+            self.stop()
+            raise
+        # The ledger holds only validated records: parse each once, never re-validate.
+        for row in self._ledger.records():
+            signed = codec.parse(row.data)
+            if not isinstance(signed, Rejection):
+                self._cache(row.cid, signed)
         # Our own account and delegation records travel like any other record.
         for signed in self.profile.local_records():
             if signed.kind in ("account", "delegation"):
@@ -255,15 +312,14 @@ class Node:
         # Work records this node already checked or disputed are not checked again.
         self._checked = {
             s.record.work_cid
-            for kind in ("check", "dispute")
-            for s in self._parsed(kind)
-            if s.record.node == self.node_pub
+            for s in self._records.values()
+            if s.kind in ("check", "dispute") and s.record.node == self.node_pub
         }
         # Several fetchers, so one record that no peer serves cannot hold up the rest.
         for i in range(FETCH_THREADS):
-            fetcher = threading.Thread(target=self._fetch_loop, name=f"hailstone-fetch-{i}", daemon=True)
-            fetcher.start()
-            self._threads.append(fetcher)
+            t = threading.Thread(target=self._fetch_loop, name=f"hailstone-fetch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
         self._started_at = time.monotonic()
         self._dial_peers()
 
@@ -278,13 +334,14 @@ class Node:
             return True
         if time.monotonic() - self._started_at > self.config.sync_timeout_s:
             return True
-        return (
-            self._heads_processed > 0
-            and self._fetch_queue.empty()
-            and self._inbox.empty()
-            and not self._fetching
-            and not self._pending
-        )
+        with self._lock:
+            return (
+                self._heads_processed > 0
+                and self._fetch_queue.empty()
+                and self._inbox.empty()
+                and not self._fetching
+                and not self._pending
+            )
 
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
@@ -292,16 +349,21 @@ class Node:
         for t in self._threads:
             t.join(timeout=self.config.fetch_timeout_s + 5)
         self._threads.clear()
-        for sub in self._subs.values():
-            try:
-                sub.close()
-            except IpfsError:
-                pass
-        self._subs.clear()
-        if self._ipfs is not None:
-            self._ipfs.close()
-        if self._ledger is not None:
-            self._ledger.close()
+        try:
+            for sub in self._subs.values():
+                try:
+                    sub.close()
+                except IpfsError:
+                    pass
+            self._subs.clear()
+            if self._ipfs is not None:
+                try:
+                    self._ipfs.close()
+                except IpfsError as exc:
+                    log.warning("IPFS did not stop cleanly: %s", exc)
+        finally:
+            if self._ledger is not None:
+                self._ledger.close()
 
     @property
     def ledger(self) -> Ledger:
@@ -319,6 +381,7 @@ class Node:
         """Handle what arrived, run due periodic work; returns what happened."""
         deadline = time.monotonic() + budget_s
         wait = min(0.05, budget_s)
+        own_id = self.ipfs.peer_id()
         while time.monotonic() < deadline:
             got = False
             for name, sub in list(self._subs.items()):
@@ -330,9 +393,8 @@ class Node:
                 if msg is None:
                     continue
                 got = True
-                if msg.from_peer == self.ipfs.peer_id():
-                    continue
-                self._on_message(msg.from_peer, msg.data)
+                if msg.from_peer != own_id:
+                    self._on_message(msg.from_peer, msg.data)
             while True:
                 try:
                     data, source = self._inbox.get_nowait()
@@ -358,13 +420,30 @@ class Node:
         if now - self._last_redial >= self.config.redial_interval_s:
             self._last_redial = now
             self._dial_peers()
+        if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
+            self._last_housekeeping = now
+            self._housekeeping()
 
-    def _bucket_ok(self, peer: str) -> bool:
-        bucket = self._buckets.setdefault(peer, _Bucket())
-        return bucket.take()
+    def _housekeeping(self) -> None:
+        """Forget what must not grow without bound."""
+        try:
+            self.ledger.expire_claims()
+        except LedgerError as exc:
+            self._event("warning", f"ledger: {exc}")
+        cutoff = time.monotonic() - PENDING_TTL_S
+        with self._lock:
+            for cid in [c for c, (_, _, since) in self._pending.items() if since < cutoff]:
+                del self._pending[cid]
+            if len(self._buckets) > MAX_PEERS_TRACKED:
+                self._buckets.clear()
+            connected = set(self._safe_peers())
+            for table in (self._peer_heads, self._peer_pages):
+                for peer in [p for p in table if p not in connected]:
+                    del table[peer]
 
     def _on_message(self, peer: str, data: bytes) -> None:
-        if not self._bucket_ok(peer):
+        bucket = self._buckets.setdefault(peer, _Bucket())
+        if not bucket.take():
             self._reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
             return
         msg = wire.decode_message(data)
@@ -373,86 +452,141 @@ class Node:
         elif isinstance(msg, wire.Announcement):
             if msg.record is not None:
                 self.ingest(msg.record, peer)
-            elif msg.cid is not None and not self.ledger.has(msg.cid):
-                self._want(msg.cid)
+            elif msg.cid is not None and self._worth_fetching(msg.cid):
+                self._want(_RECORD, msg.cid)
         elif isinstance(msg, wire.Claim):
             self._on_claim(msg, peer)
         elif isinstance(msg, wire.Head):
             self._on_head(msg, peer)
 
     def _on_claim(self, claim: wire.Claim, peer: str) -> None:
-        if not self._authorised(claim.account, claim.node):
+        with self._lock:
+            ctx = self._context()
+        if authorised(ctx, claim.account, claim.node, int(self._clock())) is not None:
             # Most often the claim outran the node's delegation record: hold it until
             # the delegation arrives; an unauthorised claim simply never takes effect.
             self._claims_waiting.append((claim, peer))
             return
         expires = min(claim.expires, int(self._clock()) + wire.MAX_CLAIM_TTL)
-        claim_id = hashlib.sha256(claim.node + claim.unit.to_bytes(8, "big")).hexdigest()
         try:
-            self.ledger.put_claim(claim_id, claim.unit, claim.node, claim.account, expires)
+            self.ledger.put_claim(
+                claim_id(claim.node), claim.unit, claim.node, claim.account, expires
+            )
         except LedgerError as exc:
             self._event("warning", f"cannot store claim: {exc}")
 
     def _on_head(self, head: wire.Head, peer: str) -> None:
         # A head we already hold completely needs nothing; any other is fetched
         # again, so records whose fetch failed are retried at the next announcement.
-        if self._peer_heads.get(peer) == head.head:
-            return
-        self._want(head.head, is_head=True, peer=peer)
-
-    def _want(self, cid: str, *, is_head: bool = False, peer: str = "") -> None:
-        key = f"head:{peer}:{cid}" if is_head else cid
         with self._lock:
-            if key in self._fetching:
+            if self._peer_heads.get(peer) == head.head:
                 return
-            self._fetching.add(key)
+        self._want(_HEAD, head.head, peer)
+
+    def _worth_fetching(self, cid: str) -> bool:
+        """Not held, not refused, not pending, and not failed too recently."""
+        with self._lock:
+            if cid in self._records or cid in self._rejected or cid in self._pending:
+                return False
+            failed = self._failed.get(cid)
+            return failed is None or failed[0] <= time.monotonic()
+
+    def _want(self, kind: str, cid: str, peer: str = "") -> None:
+        job = (kind, cid, peer)
+        with self._lock:
+            if job in self._fetching:
+                return
+            self._fetching.add(job)
         try:
-            self._fetch_queue.put_nowait(key)
+            self._fetch_queue.put_nowait(job)
         except queue.Full:
             with self._lock:
-                self._fetching.discard(key)
+                self._fetching.discard(job)
 
     def _fetch_loop(self) -> None:
         """Fetch wanted records and heads off the network loop (gets may block)."""
         while not self._stop.is_set():
             try:
-                key = self._fetch_queue.get(timeout=0.2)
+                job = self._fetch_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            kind, cid, peer = job
             try:
-                if key.startswith("head:"):
-                    _, peer, cid = key.split(":", 2)
+                if kind == _HEAD:
                     self._fetch_head(peer, cid)
                 else:
-                    data = self.ipfs.get(key, self.config.fetch_timeout_s, codec.MAX_RECORD_BYTES)
+                    data = self.ipfs.get(cid, self.config.fetch_timeout_s, codec.MAX_RECORD_BYTES)
                     self._inbox.put((data, "fetch"))
+                with self._lock:
+                    self._failed.pop(cid, None)
             except IpfsError as exc:
-                log.info("fetch %s failed: %s", key, exc)
+                self._note_failure(cid)
+                log.info("fetch %s failed: %s", cid, exc)
+            except Exception:  # noqa: BLE001 - a fetcher must outlive anything a peer sends
+                log.exception("fetching %s failed", cid)
             finally:
                 with self._lock:
-                    self._fetching.discard(key)
+                    self._fetching.discard(job)
 
-    def _fetch_head(self, peer: str, cid: str) -> None:
-        data = self.ipfs.get(cid, self.config.fetch_timeout_s, wire.MAX_HEAD_BYTES)
-        cids = wire.decode_head_list(data)
-        if isinstance(cids, Rejection):
-            self._reject(cids, peer)
+    def _note_failure(self, cid: str) -> None:
+        with self._lock:
+            _, attempts = self._failed.get(cid, (0.0, 0))
+            delay = min(FETCH_BACKOFF_MAX_S, FETCH_BACKOFF_S * 2**attempts)
+            self._failed[cid] = (time.monotonic() + delay, attempts + 1)
+            if len(self._failed) > MAX_REMEMBERED:
+                self._failed.pop(next(iter(self._failed)))
+
+    def _fetch_head(self, peer: str, head_cid: str) -> None:
+        """Read a peer's head index and each of its pages we do not hold completely."""
+        index = wire.decode_head_index(
+            self.ipfs.get(head_cid, self.config.fetch_timeout_s, wire.MAX_HEAD_BYTES)
+        )
+        if isinstance(index, Rejection):
+            self._reject(index, peer)
             return
+        with self._lock:
+            held = set(self._peer_pages.get(peer, ()))
+        complete = True
+        for page_cid in index:
+            if page_cid in held:
+                continue
+            page = wire.decode_cid_list(
+                self.ipfs.get(page_cid, self.config.fetch_timeout_s, wire.MAX_HEAD_BYTES)
+            )
+            if isinstance(page, Rejection):
+                self._reject(page, peer)
+                complete = False
+                continue
+            try:
+                acked = self.ledger.acknowledge(page, peer)
+                missing = self.ledger.missing(page)
+            except LedgerError as exc:
+                self._event("warning", f"ledger: {exc}")
+                return
+            if acked:
+                self._event("acknowledged", f"{acked} of our records reached {peer}")
+            unresolved = False
+            for cid in missing:
+                if cid in self._rejected:
+                    continue  # refused once: nothing to wait for
+                if self._worth_fetching(cid):
+                    self._want(_RECORD, cid)
+                    unresolved = True
+                elif cid in self._pending or self._failed.get(cid, (0.0, 0))[1] < FETCH_GIVE_UP:
+                    unresolved = True
+            if unresolved:
+                complete = False
+            else:
+                held.add(page_cid)
         try:
-            acked = self.ledger.note_peer_head(peer, cid, cids)
-            missing = self.ledger.missing(cids)
+            self.ledger.note_peer_head(peer, head_cid)
         except LedgerError as exc:
             self._event("warning", f"ledger: {exc}")
-            return
-        if acked:
-            self._event("acknowledged", f"{acked} of our records reached {peer}")
         with self._lock:
-            missing = [c for c in missing if c not in self._pending]
-        for c in missing:
-            self._want(c)
-        if not missing:
-            self._peer_heads[peer] = cid
-            self._heads_processed += 1
+            self._peer_pages[peer] = held
+            if complete:
+                self._peer_heads[peer] = head_cid
+                self._heads_processed += 1
 
     # --- ingesting records ---------------------------------------------------------
 
@@ -464,82 +598,83 @@ class Node:
             return signed
         cid = codec.record_cid(data)
         with self._lock:
-            if self.ledger.has(cid):
+            if cid in self._records:
                 return None
             verdict = validate(signed, self._context())
             if isinstance(verdict, Rejection):
                 if verdict.reason_code in (R.NO_DELEGATION, R.UNKNOWN_WORK):
-                    # May simply have arrived before its delegation: hold it.
+                    # May simply have arrived before its delegation or work record.
                     if len(self._pending) < MAX_PENDING:
-                        self._pending[cid] = (data, source)
+                        self._pending[cid] = (data, source, time.monotonic())
                     return verdict
+                self._remember_rejected(cid)
                 self._reject(verdict, source)
                 return verdict
-            self._store(signed, source)
+            try:
+                self.ledger.add_record(stored_record(signed, source))
+            except LedgerError as exc:
+                # Not stored, so not held: a peer's head will offer it again.
+                self._event("warning", f"cannot store {cid}: {exc}")
+                return None
+            self._cache(cid, signed)
             self._pending.pop(cid, None)
+        # Our head lists every record we hold, so we must be able to serve each one.
+        try:
+            self.ipfs.add(data)
+        except IpfsError as exc:
+            self._event("warning", f"cannot store {cid} in IPFS: {exc}")
         self._event("accepted", f"{signed.kind} from {source}", cid)
         self._after_accept(signed, cid)
         return verdict
 
-    def _store(self, signed: SignedRecord, source: str | None) -> None:
-        row = stored_record(signed, source)
-        self.ledger.add_record(row)
-        self._invalidate(signed.kind)
-        # Our head lists every record we hold, so we must be able to serve each one.
-        try:
-            self.ipfs.add(row.data)
-        except IpfsError as exc:
-            self._event("warning", f"cannot store {row.cid} in IPFS: {exc}")
+    def _cache(self, cid: str, signed: SignedRecord) -> None:
+        with self._lock:
+            self._records[cid] = signed
+            if isinstance(signed.record, DelegationRecord):
+                self._delegations.append(signed.record)
+            elif isinstance(signed.record, WorkRecord):
+                self._works[cid] = signed.record
+            self._state = None
+
+    def _remember_rejected(self, cid: str) -> None:
+        with self._lock:
+            self._rejected[cid] = None
+            if len(self._rejected) > MAX_REMEMBERED:
+                self._rejected.popitem(last=False)
 
     def _after_accept(self, signed: SignedRecord, cid: str) -> None:
         if signed.kind in ("delegation", "work"):
             self._retry_pending()
         record = signed.record
+        # (validation accepts a dispute only once its work record is known)
         if isinstance(record, DisputeRecord) and record.account != self.account_pub:
-            self._context()  # refresh the known work records
-            if record.work_cid in (self._works or {}):
-                self._queue_confirm(cid, record)
-            else:
-                # The dispute outran its work record: confirm once the work arrives.
-                self._disputes_waiting.setdefault(record.work_cid, []).append((cid, record))
-        if isinstance(record, WorkRecord):
-            for dispute_cid, dispute in self._disputes_waiting.pop(cid, []):
-                self._context()
-                self._queue_confirm(dispute_cid, dispute)
+            self._queue_confirm(cid, record)
 
     def _queue_confirm(self, dispute_cid: str, dispute: DisputeRecord) -> None:
-        task = self._confirm_task(dispute_cid, dispute)
-        if task is not None:
-            self._confirm_tasks.append(task)
+        key = (dispute.work_cid, dispute.block)
+        with self._lock:
+            # One recomputation per block, however many disputes name it.
+            if key in self._confirming or len(self._confirm_tasks) >= MAX_CONFIRM_TASKS:
+                return
+            task = self._confirm_task(dispute_cid, dispute)
+            if task is not None:
+                self._confirming.add(key)
+                self._confirm_tasks.append(task)
 
     def _retry_pending(self) -> None:
         with self._lock:
-            waiting = list(self._pending.items())
+            waiting = [(data, source) for data, source, _ in self._pending.values()]
             self._pending.clear()
             claims = list(self._claims_waiting)
             self._claims_waiting.clear()
-        for _cid, (data, source) in waiting:
+        for data, source in waiting:
             self.ingest(data, source)
         for claim, peer in claims:
             if claim.expires > self._clock():
                 self._on_claim(claim, peer)
 
-    def _invalidate(self, kind: str) -> None:
-        self._state = None
-        if kind == "delegation":
-            self._delegations = None
-        if kind == "work":
-            self._works = None
-
-    def _context(self):
-        if self._delegations is None:
-            self._delegations = tuple(
-                s.record for s in self._parsed("delegation") if isinstance(s.record, DelegationRecord)
-            )
-        if self._works is None:
-            self._works = {
-                cid: s.record for cid, s in self._parsed_with_cid("work") if isinstance(s.record, WorkRecord)
-            }
+    def _context(self) -> ValidationContext:
+        """What validation consults; call with the lock held."""
         return validation_context(
             int(self._clock()),
             self._delegations,
@@ -547,28 +682,6 @@ class Node:
             max_skew_s=self.config.max_skew_s,
             works=self._works,
         )
-
-    def _parsed(self, kind: str) -> list[SignedRecord]:
-        return [s for _, s in self._parsed_with_cid(kind)]
-
-    def _parsed_with_cid(self, kind: str) -> list[tuple[str, SignedRecord]]:
-        out = []
-        for row in self.ledger.records(kind=kind):
-            signed = codec.parse(row.data)
-            if not isinstance(signed, Rejection):
-                out.append((row.cid, signed))
-        return out
-
-    def _authorised(self, account: bytes, node: bytes) -> bool:
-        ctx = self._context()
-        now = int(self._clock())
-        ok = False
-        for d in sorted(ctx.delegations_for(account, node), key=lambda d: d.created):
-            if d.revoked:
-                return False
-            if d.created <= now and (not d.expires or d.expires > now):
-                ok = True
-        return ok
 
     def _reject(self, rejection: Rejection, source: str) -> None:
         try:
@@ -594,7 +707,9 @@ class Node:
         row = stored_record(signed)
         with self._lock:
             if self.ledger.add_own_record(row):
-                self._invalidate(signed.kind)
+                self._cache(row.cid, signed)
+            elif row.cid not in self._records:
+                self._cache(row.cid, signed)
         self._announce(row.cid, row.data)
         return row.cid
 
@@ -603,7 +718,7 @@ class Node:
             self.ipfs.add(data)
             self.ipfs.publish(self._topic("records"), wire.encode_announcement(data, cid))
             self.ledger.mark_published(cid)
-        except IpfsError as exc:
+        except (IpfsError, LedgerError) as exc:
             # Stays in the outbox; the next re-announce tries again.
             self._event("warning", f"could not publish {cid}: {exc}")
 
@@ -617,12 +732,19 @@ class Node:
             self._announce(entry.cid, entry.data)
 
     def _publish_head(self) -> None:
+        """Add our head pages and index to IPFS (only what changed) and announce the head."""
         try:
             cids = self.ledger.heads_list()
-            obj = wire.encode_head_list(cids)
-            head_cid = cid_for_bytes(obj)
+            pages = wire.head_pages(cids)
+            page_cids = [cid_for_bytes(p) for p in pages]
+            for i, (page, page_cid) in enumerate(zip(pages, page_cids, strict=True)):
+                if i >= len(self._my_pages) or self._my_pages[i] != page_cid:
+                    self.ipfs.add(page)
+            self._my_pages = page_cids
+            index = wire.encode_head_index(page_cids)
+            head_cid = cid_for_bytes(index)
             if head_cid != self._last_head_cid:
-                self.ipfs.add(obj)
+                self.ipfs.add(index)
                 self._last_head_cid = head_cid
             msg = wire.sign_head(wire.Head(self.node_pub, head_cid, len(cids)), self.node_key)
             self.ipfs.publish(self._topic("heads"), msg)
@@ -660,7 +782,8 @@ class Node:
         """The derived network state (cached until a record arrives)."""
         with self._lock:
             if self._state is None:
-                self._state = derive_state(self.ledger.valid_records(), self.params)
+                valid = [Accepted(record=s, cid=c) for c, s in self._records.items()]
+                self._state = derive_state(valid, self.params)
             return self._state
 
     def status(self) -> NodeStatus:
@@ -670,6 +793,8 @@ class Node:
             peer_id = self.ipfs.peer_id()
         except IpfsError:
             addrs, peer_id = (), ""
+        with self._lock:
+            records, pending = len(self._records), len(self._pending)
         return NodeStatus(
             peer_id=peer_id,
             listen=addrs,
@@ -677,11 +802,11 @@ class Node:
             frontier=st.frontier,
             frontier_bound=st.frontier_bound,
             units_verified=st.units_verified,
-            records=self.ledger.record_count(),
+            records=records,
             rejected=self.ledger.rejected_total(),
             rejected_by_reason=self.ledger.rejection_counts(),
             outbox=self.ledger.outbox_count(),
-            pending=len(self._pending),
+            pending=pending,
             state_digest=state_digest(st),
             leaderboard=tuple((e.display_name, e.units_credited) for e in st.leaderboard),
         )
@@ -689,11 +814,11 @@ class Node:
     def my_units(self) -> list[tuple[int, str, str]]:
         """(unit, status, work CID) of every unit this account reported."""
         st = self.state()
-        out = []
-        for row in self.ledger.records(kind="work"):
-            if row.account == self.account_pub:
-                out.append((row.unit, st.status_of(row.unit), row.cid))
-        return sorted(out)
+        with self._lock:
+            mine = [
+                (w.unit, cid) for cid, w in self._works.items() if w.account == self.account_pub
+            ]
+        return sorted((unit, st.status_of(unit), cid) for unit, cid in mine)
 
     # --- the compute loop's side ---------------------------------------------------
 
@@ -709,8 +834,12 @@ class Node:
             unit = self._resumable_unit(st, claims, now)
             if unit is None:
                 unit = next_unit(
-                    st, claims, self.account_pub, now,
-                    my_node=self.node_pub, unit_limit=self.config.unit_limit,
+                    st,
+                    claims,
+                    self.account_pub,
+                    now,
+                    my_node=self.node_pub,
+                    unit_limit=self.config.unit_limit,
                 )
             if unit is None:
                 return None
@@ -748,9 +877,10 @@ class Node:
         """Publish (or renew) our claim on `unit` for claim_ttl_s."""
         expires = int(self._clock()) + self.config.claim_ttl_s
         c = wire.Claim(unit, self.node_pub, self.account_pub, expires)
-        claim_id = hashlib.sha256(self.node_pub + unit.to_bytes(8, "big")).hexdigest()
         try:
-            self.ledger.put_claim(claim_id, unit, self.node_pub, self.account_pub, expires)
+            self.ledger.put_claim(
+                claim_id(self.node_pub), unit, self.node_pub, self.account_pub, expires
+            )
             self.ipfs.publish(self._topic("claims"), wire.sign_claim(c, self.node_key))
         except (IpfsError, LedgerError) as exc:
             self._event("warning", f"could not publish claim on unit {unit}: {exc}")
@@ -811,30 +941,42 @@ class Node:
 
     def _choose_spot_check(self) -> BlockTask | None:
         st = self.state()
-        for cid, signed in sorted(self._parsed_with_cid("work")):
-            w = signed.record
-            if w.account == self.account_pub or cid in self._checked or w.evidence_cid is None:
+        now = time.monotonic()
+        with self._lock:
+            works = sorted(self._works.items())
+        for cid, w in works:
+            if w.account == self.account_pub or cid in self._checked or w.params != self.params:
                 continue
-            if w.params != self.params:
+            if self._evidence_retry.get(cid, 0.0) > now:
                 continue
             entry = st.units.get(w.unit)
             if entry is None or cid in entry.removed:
                 continue
-            self._checked.add(cid)
             leaves = self._fetch_evidence(w)
             if leaves is None:
+                # unreachable or not matching its root: try again later, never forget it
+                self._evidence_retry[cid] = now + FETCH_BACKOFF_MAX_S
                 continue
+            self._checked.add(cid)
             # The reporter cannot predict our key nor our current head: it cannot
             # know which block we will recompute.
             seed = hashlib.sha256(
-                b"hailstone/spot/v1\x00" + cid.encode() + self.node_pub + self._last_head_cid.encode()
+                b"hailstone/spot/v1\x00"
+                + cid.encode()
+                + self.node_pub
+                + self._last_head_cid.encode()
             ).digest()
             block = int.from_bytes(seed[:8], "big") % len(leaves)
             lo, _ = self.params.unit_range(w.unit)
             blo = lo + block * self.params.block_size
             return BlockTask(
-                "spot-check", cid, block, blo, blo + self.params.block_size,
-                leaves[block], tuple(merkle_proof(leaves, block)),
+                "spot-check",
+                cid,
+                block,
+                blo,
+                blo + self.params.block_size,
+                leaves[block],
+                tuple(merkle_proof(leaves, block)),
             )
         return None
 
@@ -853,14 +995,21 @@ class Node:
         return leaves
 
     def _confirm_task(self, dispute_cid: str, d: DisputeRecord) -> BlockTask | None:
-        work = (self._works or {}).get(d.work_cid)
+        work = self._works.get(d.work_cid)
         if work is None or work.params != self.params or work.account == self.account_pub:
             return None
         lo, _ = self.params.unit_range(work.unit)
         blo = lo + d.block * self.params.block_size
         return BlockTask(
-            "confirm", d.work_cid, d.block, blo, blo + self.params.block_size,
-            d.claimed_leaf, d.proof, dispute_cid, d.recomputed_leaf,
+            "confirm",
+            d.work_cid,
+            d.block,
+            blo,
+            blo + self.params.block_size,
+            d.claimed_leaf,
+            d.proof,
+            dispute_cid,
+            d.recomputed_leaf,
         )
 
     def submit_block(self, task: BlockTask, evidence: BlockEvidence) -> str:
@@ -868,26 +1017,39 @@ class Node:
         leaf = evidence.leaf()
         now = int(self._clock())
         if task.purpose == "confirm":
-            # The check says whether the work's leaf stands; a dispute whose leaf we
-            # reproduce is confirmed by a check with match=False and that leaf.
-            if task.claimed_leaf is not None:
-                match = leaf == task.claimed_leaf
-            else:
-                match = leaf != task.disputed_leaf
+            # The check says whether the work's leaf (proven against its root when the
+            # dispute was accepted) stands; match=False with our leaf equal to the
+            # dispute's confirms the dispute.
+            match = leaf == task.claimed_leaf
             record = CheckRecord(
-                work_cid=task.work_cid, block=task.block, leaf=leaf, match=match,
-                node=self.node_pub, account=self.account_pub, created=now,
+                work_cid=task.work_cid,
+                block=task.block,
+                leaf=leaf,
+                match=match,
+                node=self.node_pub,
+                account=self.account_pub,
+                created=now,
             )
         elif leaf == task.claimed_leaf:
             record = CheckRecord(
-                work_cid=task.work_cid, block=task.block, leaf=leaf, match=True,
-                node=self.node_pub, account=self.account_pub, created=now,
+                work_cid=task.work_cid,
+                block=task.block,
+                leaf=leaf,
+                match=True,
+                node=self.node_pub,
+                account=self.account_pub,
+                created=now,
             )
         else:
             record = DisputeRecord(
-                work_cid=task.work_cid, block=task.block, recomputed_leaf=leaf,
-                claimed_leaf=task.claimed_leaf, proof=task.proof,
-                node=self.node_pub, account=self.account_pub, created=now,
+                work_cid=task.work_cid,
+                block=task.block,
+                recomputed_leaf=leaf,
+                claimed_leaf=task.claimed_leaf,
+                proof=task.proof,
+                node=self.node_pub,
+                account=self.account_pub,
+                created=now,
             )
         cid = self._add_own(codec.sign(record, self.node_key))
         self._event("published", f"{record.KIND} on block {task.block} of {task.work_cid}", cid)

@@ -18,11 +18,15 @@ from pathlib import Path
 
 from engine import DutyCycle, Verifier, make_backend
 from engine.files import write_atomic
-from network.node import Assignment, Node
+from engine.job import Backend
+from network.ledger import LedgerError
+from network.node import Assignment, BlockTask, Node
 
 log = logging.getLogger("hailstone.runner")
 
 IDLE_WAIT_S = 1.0
+# After a result could not be stored (disk full, say), wait this long before retrying.
+SUBMIT_RETRY_S = 30.0
 
 
 class NodeRunner:
@@ -103,7 +107,9 @@ class NodeRunner:
 
     def run(self) -> None:
         """The compute loop; returns after stop(). Starts the network thread first."""
-        self._net_thread = threading.Thread(target=self._network_loop, name="hailstone-net", daemon=True)
+        self._net_thread = threading.Thread(
+            target=self._network_loop, name="hailstone-net", daemon=True
+        )
         self._net_thread.start()
         backend = make_backend(self.backend_name, self.node.params)
         try:
@@ -118,16 +124,13 @@ class NodeRunner:
                     continue
                 task = self.node.next_block_task()
                 if task is not None:
-                    self.state = "computing"
-                    evidence = backend.run_block(task.lo, task.hi)
-                    self.node.submit_block(task, evidence)
+                    self._run_block_task(task, backend)
                     continue
                 assignment = self.node.next_assignment()
                 if assignment is None:
                     task = self.node.next_block_task(idle=True)
                     if task is not None:
-                        self.state = "computing"
-                        self.node.submit_block(task, backend.run_block(task.lo, task.hi))
+                        self._run_block_task(task, backend)
                         continue
                     self.state = "idle"
                     self._stop.wait(IDLE_WAIT_S)
@@ -140,10 +143,22 @@ class NodeRunner:
                 self._net_thread.join()
             self.state = "idle"
 
-    def _compute(self, a: Assignment, backend) -> None:
+    def _run_block_task(self, task: BlockTask, backend: Backend) -> None:
+        self.state = "computing"
+        evidence = backend.run_block(task.lo, task.hi)
+        try:
+            self.node.submit_block(task, evidence)
+        except (LedgerError, OSError) as exc:
+            log.error("could not store a %s result (%s)", task.purpose, exc)
+            self.state = "error"
+            self._stop.wait(SUBMIT_RETRY_S)
+
+    def _compute(self, a: Assignment, backend: Backend) -> None:
         self.current = a
         self.state = "computing"
-        job = Verifier(self.node.params, a.lo, a.hi, backend, cores=self.cores, checkpoint=a.checkpoint)
+        job = Verifier(
+            self.node.params, a.lo, a.hi, backend, cores=self.cores, checkpoint=a.checkpoint
+        )
         self.blocks_total = job.blocks_total
         self.blocks_done = job.blocks_done
         last_claim = time.monotonic()
@@ -165,7 +180,15 @@ class NodeRunner:
                 if rest:
                     self._stop.wait(rest)
             result = job.result()
-            self.node.submit_unit(a, result)
+            try:
+                self.node.submit_unit(a, result)
+            except (LedgerError, OSError) as exc:
+                # Nothing is lost: the checkpoint holds every block, and the next
+                # round resumes it (all blocks done) and submits again.
+                log.error("could not store unit %d's result (%s); retrying later", a.unit, exc)
+                self.state = "error"
+                self._stop.wait(SUBMIT_RETRY_S)
+                return
             job.discard_checkpoint()
             self.units_done += 1
         finally:

@@ -48,7 +48,7 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         "str_list",
         (),
         "Bootstrap peers",
-        "Extra peers to connect to at start, one multiaddr per line "
+        "Extra peers to connect to at start, multiaddrs separated by ';' "
         "(/ip4/.../tcp/4001/p2p/...). Empty uses the defaults.",
         restart=True,
         group="Network",
@@ -59,6 +59,7 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         0.02,
         "Spot-check share",
         "The share of compute spent re-checking other nodes' blocks.",
+        restart=True,  # the node reads it once, when it starts
         minimum=0.0,
         maximum=0.5,
         group="Network",

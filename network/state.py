@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 from engine.params import Params
 from network import usernames
+from network.validate import dispute_is_proven
 
 OPEN = "open"
 REPORTED_ONCE = "reported_once"
@@ -326,7 +327,7 @@ def derive_state(
     confirmed: dict[str, Any] = {}
     for cid, d in sorted_items["dispute"]:
         target = work.get(d.work_cid)
-        if target is None or not counts(d) or d.block >= blocks:
+        if target is None or not counts(d) or d.block >= blocks or not dispute_is_proven(d, target):
             ignored.add(cid)
             continue
         independent = refuting.get((d.work_cid, d.block, d.recomputed_leaf), set()) - {

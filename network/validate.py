@@ -34,6 +34,7 @@ from engine.evidence import verify_proof
 from engine.params import DEV, PRODUCTION, Params
 from network import codec
 from network import rejection as R
+from network.ipfs.cid import is_valid_cid
 from network.records import (
     CheckRecord,
     DelegationRecord,
@@ -125,17 +126,17 @@ def odd_steps_band(params: Params, tested: int) -> tuple[int, int]:
     return tested * min_odd_steps(params.sieve_k), tested * MAX_MEAN_ODD_STEPS
 
 
-def _authorised(
+def authorised(
     ctx: ValidationContext, account: bytes, node: bytes, created: int
 ) -> Rejection | None:
+    """None if `account` had delegated `node` at time `created`, else why not."""
     pair = ctx.delegations_for(account, node)
     # A delegation authorises records from its own creation on (as network.state counts).
     grants = [d for d in pair if not d.revoked and d.created <= created]
     if not grants:
         return Rejection(
             R.NO_DELEGATION,
-            f"node {node.hex()[:16]} is not delegated by account {account.hex()[:16]}"
-            f" at {created}",
+            f"node {node.hex()[:16]} is not delegated by account {account.hex()[:16]} at {created}",
         )
     for d in pair:
         if d.revoked and d.created <= created:
@@ -152,9 +153,12 @@ def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
     if w.params not in ctx.param_sets:
         names = ", ".join(p.name for p in ctx.param_sets)
         return Rejection(R.UNKNOWN_PARAMS, f"params {w.params.name!r} match none of: {names}")
-    denied = _authorised(ctx, w.account, w.node, w.created)
+    denied = authorised(ctx, w.account, w.node, w.created)
     if denied is not None:
         return denied
+    if w.evidence_cid is None or not is_valid_cid(w.evidence_cid):
+        # Work nobody can spot-check could carry any root: it must name its leaves.
+        return Rejection(R.BAD_FIELD, "work record without a valid evidence CID")
     p = w.params
     lo, hi = p.unit_range(w.unit)
     expected = expected_tested(p, w.unit)
@@ -189,19 +193,28 @@ def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
 
 
 def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> Rejection | None:
-    denied = _authorised(ctx, r.account, r.node, r.created)
+    denied = authorised(ctx, r.account, r.node, r.created)
     if denied is not None:
         return denied
     work = ctx.works.get(r.work_cid)
     if work is None:
-        return None  # the claim stands alone until the ledger has the work record
+        # Judged only against its work record: a node holds it until that arrives.
+        return Rejection(R.UNKNOWN_WORK, f"work record {r.work_cid} is not known yet")
     blocks = work.params.blocks_per_unit
     if r.block >= blocks:
         return Rejection(R.BAD_FIELD, f"block {r.block} is past the unit's {blocks} blocks")
-    if isinstance(r, DisputeRecord) and r.claimed_leaf is not None and r.proof:
-        if not verify_proof(r.claimed_leaf, r.block, blocks, r.proof, work.root):
-            return Rejection(R.BAD_PROOF, "the claimed leaf's proof does not reach the work root")
+    if isinstance(r, DisputeRecord) and not dispute_is_proven(r, work):
+        # Without the worker's own leaf, proven against its root, a dispute could
+        # accuse correct work and honest nodes would "confirm" it.
+        return Rejection(R.BAD_PROOF, "the dispute does not prove the work's leaf for that block")
     return None
+
+
+def dispute_is_proven(d: DisputeRecord, work: WorkRecord) -> bool:
+    """True if `d` carries the leaf `work` committed to for block d.block, with its proof."""
+    if d.claimed_leaf is None:
+        return False
+    return verify_proof(d.claimed_leaf, d.block, work.params.blocks_per_unit, d.proof, work.root)
 
 
 def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection:

@@ -15,6 +15,7 @@ and never raises.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from network import rejection as R
+from network.ipfs.cid import is_valid_cid
 from network.rejection import Rejection
 
 WIRE_VERSION = 1
@@ -32,7 +34,10 @@ INLINE_LIMIT = 4096
 MAX_WIRE_BYTES = 16 * 1024
 # Longest claim a node may make (seconds); longer expiries are cut to this.
 MAX_CLAIM_TTL = 6 * 3600
-# The head object (a CBOR list of CIDs) is fetched only up to this size.
+# A head is an index of HEAD_PAGES page CIDs; page i lists the held record CIDs
+# whose page_of() is i, so a new record changes one page, and a node can list
+# about HEAD_PAGES * 17,000 records before a page reaches MAX_HEAD_BYTES.
+HEAD_PAGES = 64
 MAX_HEAD_BYTES = 1024 * 1024
 
 CLAIM_DOMAIN = b"hailstone/claim/v1\x00"
@@ -85,7 +90,14 @@ def _dumps(obj: Any) -> bytes:
 
 
 def _claim_body(c: Claim) -> dict:
-    return {"v": WIRE_VERSION, "t": "claim", "unit": c.unit, "node": c.node, "account": c.account, "expires": c.expires}
+    return {
+        "v": WIRE_VERSION,
+        "t": "claim",
+        "unit": c.unit,
+        "node": c.node,
+        "account": c.account,
+        "expires": c.expires,
+    }
 
 
 def _head_body(h: Head) -> dict:
@@ -110,18 +122,53 @@ def sign_head(head: Head, key: SigningKey) -> bytes:
     return _dumps({**body, "sig": sig})
 
 
-def encode_head_list(cids: list[str]) -> bytes:
-    """The head object: the sorted CIDs a node holds."""
+def page_of(cid: str) -> int:
+    """Which head page lists `cid`."""
+    return hashlib.sha256(cid.encode("ascii")).digest()[0] % HEAD_PAGES
+
+
+def head_pages(cids: list[str]) -> list[bytes]:
+    """The HEAD_PAGES page objects for a set of record CIDs (each a sorted CBOR list)."""
+    pages: list[list[str]] = [[] for _ in range(HEAD_PAGES)]
+    for cid in cids:
+        pages[page_of(cid)].append(cid)
+    return [encode_cid_list(p) for p in pages]
+
+
+def encode_cid_list(cids: list[str]) -> bytes:
+    """A head page, or the head index itself: a sorted CBOR list of CIDs."""
     return _dumps(sorted(cids))
 
 
-def decode_head_list(data: bytes) -> list[str] | Rejection:
+def decode_cid_list(data: bytes) -> list[str] | Rejection:
+    """A head page or index; every entry must be a well-formed CID."""
     try:
         obj = cbor2.loads(data)
     except Exception:  # noqa: BLE001 - any decoder failure is a malformed object
         return Rejection(R.MALFORMED, "head object is not CBOR")
-    if not isinstance(obj, list) or not all(isinstance(c, str) and 0 < len(c) <= 128 for c in obj):
+    if not isinstance(obj, list) or not all(isinstance(c, str) and is_valid_cid(c) for c in obj):
         return Rejection(R.MALFORMED, "head object is not a list of CIDs")
+    return obj
+
+
+def encode_head_index(page_cids: list[str]) -> bytes:
+    """The head object: the page CIDs in page order (not sorted)."""
+    if len(page_cids) != HEAD_PAGES:
+        raise ValueError(f"a head index lists exactly {HEAD_PAGES} pages")
+    return _dumps(list(page_cids))
+
+
+def decode_head_index(data: bytes) -> list[str] | Rejection:
+    try:
+        obj = cbor2.loads(data)
+    except Exception:  # noqa: BLE001 - any decoder failure is a malformed object
+        return Rejection(R.MALFORMED, "head index is not CBOR")
+    if (
+        not isinstance(obj, list)
+        or len(obj) != HEAD_PAGES
+        or not all(isinstance(c, str) and is_valid_cid(c) for c in obj)
+    ):
+        return Rejection(R.MALFORMED, f"head index is not a list of {HEAD_PAGES} CIDs")
     return obj
 
 
@@ -154,16 +201,19 @@ def decode_message(data: bytes) -> Message | Rejection:
         rec, cid = obj.get("rec"), obj.get("cid")
         if set(obj) == {"v", "t", "rec"} and isinstance(rec, bytes):
             return Announcement(record=rec)
-        if set(obj) == {"v", "t", "cid"} and isinstance(cid, str) and 0 < len(cid) <= 128:
+        if set(obj) == {"v", "t", "cid"} and isinstance(cid, str) and is_valid_cid(cid):
             return Announcement(cid=cid)
         return Rejection(R.MALFORMED, "bad announcement")
     if kind == "claim":
         body = {k: obj.get(k) for k in ("v", "t", "unit", "node", "account", "expires")}
         ok = (
             set(obj) == set(body) | {"sig"}
-            and isinstance(body["unit"], int) and 0 <= body["unit"] < 2**63
-            and _is_key(body["node"]) and _is_key(body["account"])
-            and isinstance(body["expires"], int) and 0 <= body["expires"] < 2**63
+            and isinstance(body["unit"], int)
+            and 0 <= body["unit"] < 2**63
+            and _is_key(body["node"])
+            and _is_key(body["account"])
+            and isinstance(body["expires"], int)
+            and 0 <= body["expires"] < 2**63
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad claim")
@@ -175,8 +225,10 @@ def decode_message(data: bytes) -> Message | Rejection:
         ok = (
             set(obj) == set(body) | {"sig"}
             and _is_key(body["node"])
-            and isinstance(body["head"], str) and 0 < len(body["head"]) <= 128
-            and isinstance(body["count"], int) and 0 <= body["count"] < 2**40
+            and isinstance(body["head"], str)
+            and is_valid_cid(body["head"])
+            and isinstance(body["count"], int)
+            and 0 <= body["count"] < 2**40
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad head")

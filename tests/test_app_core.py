@@ -229,3 +229,40 @@ def test_core_modules_do_not_import_qt():
     code = "import engine.settings, engine.policy, network.settings, sys; print('PySide6' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_failed_settings_write_leaves_memory_and_file_alone(tmp_path, monkeypatch):
+    import engine.settings
+
+    path = tmp_path / "settings.json"
+    st = SettingsStore(path, ALL)
+    st.set("cpu_share", 80)
+    heard = []
+    st.subscribe(lambda k, v: heard.append(k))
+
+    def full(p, _data, mode=0o644):
+        raise OSError(errno.ENOSPC, "No space left on device", str(p))
+
+    monkeypatch.setattr(engine.settings, "write_atomic", full)
+    with pytest.raises(OSError):
+        st.set("cpu_share", 50)
+    assert st["cpu_share"] == 80 and heard == []
+    assert json.loads(path.read_text()) == {"cpu_share": 80}
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_autostart_command_parses_and_keeps_the_profile(tmp_path, monkeypatch, frozen):
+    import sys
+
+    from main import build_parser
+
+    if frozen:
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+    cmd = autostart.command_line(tmp_path / "profile", "dev")
+    # The frozen executable is main.py's parser; the script form runs main.py.
+    argv = cmd[1:] if frozen else cmd[2:]
+    if not frozen:
+        assert cmd[1].endswith("main.py")
+    args = build_parser().parse_args(argv)
+    assert args.command == "gui" and args.minimized
+    assert args.data_dir == str((tmp_path / "profile").resolve()) and args.params == "dev"

@@ -181,7 +181,7 @@ def test_node_that_cannot_start_falls_back_to_solo_and_says_so(qtbot, tmp_path):
                 hs.launch()
             assert [m.code for m in shown][:2] == ["port_busy", "network_solo"]
             assert hs.ctl.bridge.solo
-            qtbot.waitUntil(lambda: "solo" in hs.window.statusBar().currentMessage(), timeout=5000)
+            qtbot.waitUntil(lambda: "solo" in hs.window.network_label.text(), timeout=5000)
             assert "solo" in hs.window.pages["Network"].status_label.text()
         finally:
             hs.shutdown()

@@ -256,3 +256,15 @@ def test_closed_ledger_raises_ledger_error(tmp_path):
     with pytest.raises(LedgerError) as err:
         led.heads_list()
     assert err.value.reason == "closed"
+
+
+def test_a_node_holds_one_claim_a_new_unit_replaces_the_old(tmp_path):
+    from network.ledger import Ledger
+
+    with Ledger(tmp_path / "l.sqlite3", clock=lambda: 1000.0) as ledger:
+        node, account = b"\x01" * 32, b"\x02" * 32
+        ledger.put_claim("n1", 5, node, account, 2000.0)
+        ledger.put_claim("n1", 5, node, account, 1500.0)  # a renewal never shortens
+        assert [(c.unit, c.expires_at) for c in ledger.active_claims(1000.0)] == [(5, 2000.0)]
+        ledger.put_claim("n1", 6, node, account, 1200.0)  # moved on: unit 5 is free again
+        assert [(c.unit, c.expires_at) for c in ledger.active_claims(1000.0)] == [(6, 1200.0)]

@@ -504,7 +504,14 @@ def unit_result() -> UnitResult:
 
 @pytest.fixture(scope="module")
 def work(unit_result) -> WorkRecord:
-    return WorkRecord.from_unit_result(unit_result, P, UNIT, N, A, T)
+    evidence = cid_for_bytes(b"".join(unit_result.leaves))
+    return WorkRecord.from_unit_result(unit_result, P, UNIT, N, A, T, evidence_cid=evidence)
+
+
+def test_work_without_evidence_is_rejected(work):
+    bare = dataclasses.replace(work, evidence_cid=None)
+    verdict = validate(codec.sign(bare, NODE), ctx())
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.BAD_FIELD
 
 
 def ctx(*delegations, now=T + 60, **kw):
@@ -609,6 +616,10 @@ def test_check_and_dispute_validation(unit_result, work):
     assert isinstance(validate(codec.sign(dispute, NODE), c), Accepted)
     wrong = dataclasses.replace(dispute, block=6)
     assert validate(codec.sign(wrong, NODE), c).reason_code == R.BAD_PROOF
-    # Unknown work: the claim stands alone; unknown node: refused.
-    assert isinstance(validate(codec.sign(wrong, NODE), ctx()), Accepted)
+    # A dispute without the worker's proven leaf accuses correct work for free: refused.
+    unproven = dataclasses.replace(dispute, claimed_leaf=None, proof=())
+    assert validate(codec.sign(unproven, NODE), c).reason_code == R.BAD_PROOF
+    # Unknown work: held until the work arrives (unknown_work); unknown node: refused.
+    assert validate(codec.sign(wrong, NODE), ctx()).reason_code == R.UNKNOWN_WORK
+    assert validate(codec.sign(check, NODE), ctx()).reason_code == R.UNKNOWN_WORK
     assert validate(codec.sign(dispute, NODE), context(T, ())).reason_code == R.NO_DELEGATION

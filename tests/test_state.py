@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from engine.evidence import merkle_proof, merkle_root
 from engine.params import Params
 from network import codec
 from network.records import (
@@ -71,13 +72,25 @@ def account(p: Person, name: str, created: int = T0) -> Accepted:
     return _ok(codec.sign(AccountRecord(account=p.acct, username=name, created=created), p.account))
 
 
+_LEAVES: dict[bytes, list[bytes]] = {}
+
+
+def root_of(seed: int, params: Params = PARAMS) -> bytes:
+    """A real Merkle root over made-up leaves, so disputes can prove a leaf against it."""
+    leaves = [bytes([seed, i % 256, i // 256]) + bytes(29) for i in range(params.blocks_per_unit)]
+    root = merkle_root(leaves)
+    _LEAVES[root] = leaves
+    return root
+
+
 def work(
     p: Person, unit: int, root: int = 1, created: int = T0 + 100, params: Params = PARAMS
 ) -> Accepted:
     rec = WorkRecord(
         params=params,
         unit=unit,
-        root=bytes([root]) * 32,
+        root=root_of(root, params),
+        evidence_cid=f"bafkrei{'a' * 52}",
         tested=10,
         odd_steps=100,
         max_value=1000,
@@ -106,10 +119,16 @@ def check(p: Person, target: Accepted, block: int, leaf: int, match: bool) -> Ac
 
 
 def dispute(p: Person, target: Accepted, block: int, leaf: int) -> Accepted:
+    leaves = _LEAVES[target.record.record.root]
+    # The worker's leaf with its audit path (a block past the unit gets no valid proof).
+    claimed = leaves[block] if block < len(leaves) else leaves[0]
+    proof = tuple(merkle_proof(leaves, block)) if block < len(leaves) else ()
     rec = DisputeRecord(
         work_cid=target.cid,
         block=block,
         recomputed_leaf=bytes([leaf]) * 32,
+        claimed_leaf=claimed,
+        proof=proof,
         node=p.node_pub,
         account=p.acct,
         created=T0 + 600,
@@ -130,7 +149,7 @@ def state_of(*recs: Accepted, confirmed=()):
 def test_two_accounts_same_root_verify_a_unit():
     s = state_of(work(ALICE, 0), work(BOB, 0))
     assert s.status_of(0) == VERIFIED
-    assert s.units[0].verified_root == bytes([1]) * 32
+    assert s.units[0].verified_root == root_of(1)
     assert (s.frontier, s.frontier_bound) == (1, PARAMS.start + PARAMS.unit_size)
     assert s.units_verified == 1
 
@@ -155,7 +174,7 @@ def test_conflicting_roots_are_not_verified_until_a_third_account_agrees():
     assert s.units[0].verified_root is None
     s = state_of(work(ALICE, 0, root=1), work(BOB, 0, root=2), work(CAROL, 0, root=2))
     assert s.status_of(0) == VERIFIED
-    assert s.units[0].verified_root == bytes([2]) * 32
+    assert s.units[0].verified_root == root_of(2)
 
 
 def test_two_roots_with_quorum_conflict():
@@ -246,7 +265,7 @@ def test_independent_failed_check_confirms_a_dispute():
     s = state_of(bad, good, d, check(DAVE, bad, 2, 9, False))
     assert s.confirmed_disputes == {d.cid}
     assert s.status_of(0) == DISPUTED
-    assert s.units[0].roots[0].root == bytes([6]) * 32
+    assert s.units[0].roots[0].root == root_of(6)
 
 
 def test_dispute_of_a_block_outside_the_unit_is_ignored():
@@ -409,3 +428,17 @@ def test_full_pool_state():
     ]
     assert s.frontier == 4
     assert s.units[6].roots == ()
+
+
+def test_an_unproven_dispute_of_correct_work_is_never_confirmed():
+    # An attacker disputes honest work without the worker's proven leaf; even a
+    # failed check from a third account must not remove the work.
+    honest = work(ALICE, 0)
+    rec = DisputeRecord(
+        work_cid=honest.cid, block=1, recomputed_leaf=bytes([9]) * 32,
+        node=DAVE.node_pub, account=DAVE.acct, created=T0 + 600,
+    )
+    fake = _ok(codec.sign(rec, DAVE.node))
+    s = state_of(honest, work(BOB, 0), fake, check(CAROL, honest, 1, 9, False))
+    assert s.status_of(0) == VERIFIED and not s.confirmed_disputes
+    assert fake.cid in s.ignored

@@ -1,0 +1,92 @@
+"""Gossip messages: encoding, signatures, limits, head pages."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from network import rejection as R
+from network import wire
+from network.ipfs.cid import cid_for_bytes
+from network.rejection import Rejection
+
+KEY = SigningKey(bytes(range(32)))
+NODE = bytes(KEY.verify_key)
+ACCOUNT = bytes(32)
+CID = cid_for_bytes(b"a record")
+
+
+def test_announcements_inline_small_records_and_name_large_ones() -> None:
+    small = wire.decode_message(wire.encode_announcement(b"x" * 100, CID))
+    assert small == wire.Announcement(record=b"x" * 100)
+    big = wire.decode_message(wire.encode_announcement(b"x" * (wire.INLINE_LIMIT + 1), CID))
+    assert big == wire.Announcement(cid=CID)
+
+
+@pytest.mark.parametrize("bad_cid", ["head:x", "head:peer:bafy", "Qm" + "a" * 44, "", "b" * 300])
+def test_an_announced_cid_must_be_a_real_cid(bad_cid: str) -> None:
+    # A crafted CID once made a fetcher thread take it for a head job and die.
+    data = cbor2.dumps({"v": 1, "t": "rec", "cid": bad_cid}, canonical=True)
+    verdict = wire.decode_message(data)
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
+
+
+def test_claims_round_trip_and_forgeries_fail() -> None:
+    claim = wire.Claim(7, NODE, ACCOUNT, 1_800_000_000)
+    data = wire.sign_claim(claim, KEY)
+    got = wire.decode_message(data)
+    assert isinstance(got, wire.Claim) and (got.unit, got.node, got.expires) == (7, NODE, 1_800_000_000)
+    other = SigningKey(bytes(32))
+    forged = wire.sign_claim(claim, other)  # signed by a key other than the named node
+    assert wire.decode_message(forged).reason_code == R.BAD_SIGNATURE
+    obj = cbor2.loads(data)
+    obj["unit"] = 8  # tampered after signing
+    assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
+
+
+def test_heads_round_trip_and_need_a_real_cid() -> None:
+    head = wire.Head(NODE, CID, 12)
+    got = wire.decode_message(wire.sign_head(head, KEY))
+    assert isinstance(got, wire.Head) and (got.head, got.count) == (CID, 12)
+    bad = wire.sign_head(wire.Head(NODE, "head:x:y", 1), KEY)
+    assert wire.decode_message(bad).reason_code == R.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff\xfe",
+        cbor2.dumps([1, 2, 3]),
+        cbor2.dumps({"v": 2, "t": "rec", "rec": b"x"}),
+        cbor2.dumps({"v": 1, "t": "nope"}),
+        cbor2.dumps({"v": 1, "t": "rec", "rec": b"x", "extra": 1}),
+        b"\xa1" + b"\x00" * (wire.MAX_WIRE_BYTES + 1),
+    ],
+)
+def test_malformed_messages_are_rejected(data: bytes) -> None:
+    assert isinstance(wire.decode_message(data), Rejection)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_decode_never_raises(data: bytes) -> None:
+    verdict = wire.decode_message(data)
+    assert isinstance(verdict, Rejection | wire.Announcement | wire.Claim | wire.Head)
+
+
+def test_head_pages_partition_the_cids_and_change_one_page_per_record() -> None:
+    cids = [cid_for_bytes(bytes([i, j])) for i in range(20) for j in range(20)]
+    pages = wire.head_pages(cids)
+    assert len(pages) == wire.HEAD_PAGES
+    listed = [c for p in pages for c in wire.decode_cid_list(p)]
+    assert sorted(listed) == sorted(cids)
+    more = wire.head_pages([*cids, cid_for_bytes(b"new")])
+    assert sum(a != b for a, b in zip(pages, more, strict=True)) == 1
+    index = wire.encode_head_index([cid_for_bytes(p) for p in pages])
+    assert wire.decode_head_index(index) == [cid_for_bytes(p) for p in pages]
+    assert isinstance(wire.decode_head_index(cbor2.dumps([CID])), Rejection)
+    assert isinstance(wire.decode_cid_list(cbor2.dumps(["head:x"])), Rejection)
