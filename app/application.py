@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from PySide6.QtCore import QObject, QStandardPaths, Slot
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QInputDialog, QLineEdit
 
 from app.controller import AppController
 from app.mainwindow import MainWindow
@@ -146,7 +146,35 @@ class HailstoneApp(QObject):
         log.warning("node key not opened", exc_info=exc)
         detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         self.ctl.show("node_key_locked", str(detail), "account")
+        if self.window.quitting:
+            return
+        # The account passphrase can authorise a fresh node key for this machine.
+        passphrase, ok = QInputDialog.getText(
+            self.window,
+            "Unlock Hailstone",
+            "This computer's node key could not be opened.\n"
+            "Enter your account passphrase to authorise a new one\n"
+            "(Cancel computes alone, without the network):",
+            QLineEdit.EchoMode.Password,
+        )
+        accounts = self.ctl.accounts()
+        if ok and passphrase and accounts is not None:
+            self._unlock_job = run_job(
+                lambda: accounts.reauthorize_node(passphrase), self._unlocked, self._reauthorize_failed
+            )
+            return
         # Computing goes on: the node falls back to solo mode and says why.
+        self.ctl.start_engine()
+
+    @Slot(object)
+    def _reauthorize_failed(self, exc: Exception) -> None:
+        self._unlock_job = None
+        log.warning("node key not re-authorised", exc_info=exc)
+        code = getattr(exc, "code", "")
+        if code == "wrong_passphrase":
+            self.ctl.show("wrong_passphrase", "", "account")
+        else:
+            self.ctl.show("node_key_locked", str(getattr(exc, "message", exc)), "account")
         if not self.window.quitting:
             self.ctl.start_engine()
 

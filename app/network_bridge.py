@@ -665,6 +665,10 @@ class Accounts:
         """This machine's node public key, unlocked with the stored node secret."""
         return bytes(self.profile.ensure_node_key().verify_key)
 
+    def reauthorize_node(self, passphrase: str) -> bytes:
+        """Replace a node key that cannot be opened (asks the account passphrase)."""
+        return bytes(self.profile.reauthorize_node(passphrase).verify_key)
+
     def nodes(self) -> list[tuple[str, bool, bool]]:
         """(node key hex, revoked, is this machine) for every delegation I hold."""
         own = str(self.info().get("node", ""))

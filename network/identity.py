@@ -340,6 +340,27 @@ class Profile:
         self._require_account()
         keystore.change_passphrase(self.account_path, old, new, limits)
 
+    def reauthorize_node(self, passphrase: str | bytes, *, now: int | None = None) -> SigningKey:
+        """A fresh node key for this machine when the old one cannot be opened.
+
+        The old key (node.secret lost or damaged) is revoked, so whoever holds its
+        secret can no longer sign for the account; the new key is delegated. Needs
+        the account passphrase (raises KeystoreError wrong_passphrase).
+        """
+        account_key = self.unlock_account(passphrase)
+        created = _now() if now is None else now
+        try:
+            old = keystore.parse_key_file(keystore.read_file(self.node_path)).public_key
+        except (KeystoreError, OSError):
+            old = None  # no readable key file: nothing to revoke
+        if old is not None:
+            self.store_record(revoke(account_key, old, created))
+        fresh = self._new_node_key()
+        node = bytes(fresh.verify_key)
+        self.store_record(delegate(account_key, node, created))
+        self._write_info(node=node.hex())
+        return fresh
+
     def revoke_node(
         self, passphrase: str | bytes, node: bytes | None = None, *, now: int | None = None
     ) -> tuple[SignedRecord, SignedRecord | None]:

@@ -636,3 +636,34 @@ def test_event_log_table_is_bounded(qtbot, make_ctl, monkeypatch):
         ctl.note(f"entry {i}")
     assert page.table.rowCount() == 10
     assert page.visible_texts()[-1] == "entry 24" and page.visible_texts()[0] == "entry 15"
+
+
+def test_a_lost_node_secret_is_replaced_with_the_passphrase(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    from network.identity import Profile
+    from network.keystore import MIN
+
+    data = tmp_path / "profile"
+    profile = Profile(data)
+    profile.create("keeper", PASS, limits=MIN)
+    old = bytes(profile.node_key().verify_key)
+    (data / "node.secret").unlink()  # lost: the node key cannot be opened any more
+    asked = []
+    monkeypatch.setattr(
+        QInputDialog, "getText", staticmethod(lambda *a, **k: (asked.append(a[1]) or PASS, True))
+    )
+    hs = HailstoneApp(data, params=TINY, try_network=False, kdf_limits=MIN, probe=_calm)
+    qtbot.addWidget(hs.window)
+    try:
+        hs.ctl.mark_set_up()
+        with qtbot.waitSignal(hs.ctl.unit_done, timeout=60000):
+            hs.launch()
+        assert asked == ["Unlock Hailstone"]
+        fresh = bytes(profile.node_key().verify_key)  # opens again, and it is a new key
+        assert fresh != old
+        dels = profile.delegations()
+        assert any(d.node == old and d.revoked for d in dels)
+        assert any(d.node == fresh and not d.revoked for d in dels)
+    finally:
+        hs.shutdown()

@@ -230,3 +230,25 @@ def test_ownership_rule():
     assert display_name(a, "Alice", own) == "alice#" + a.hex()[:4]
     assert is_taken("alice", a, own) and not is_taken("alice", c, own)
     assert not is_taken("dave", a, own)
+
+
+def test_reauthorize_replaces_an_unopenable_node_key(tmp_path):
+    from network.identity import Profile
+    from network.keystore import MIN, KeystoreError
+
+    profile = Profile(tmp_path / "p")
+    profile.create("restorer", "correct horse battery staple", limits=MIN)
+    old = bytes(profile.node_key().verify_key)
+    (tmp_path / "p" / "node.secret").write_bytes(b"\x00" * 32)  # damaged
+    with pytest.raises(KeystoreError):
+        profile.node_key()
+    before = (tmp_path / "p" / "node.key").read_bytes()
+    with pytest.raises(KeystoreError) as wrong:
+        profile.reauthorize_node("not the passphrase")
+    assert wrong.value.code == "wrong_passphrase"
+    assert (tmp_path / "p" / "node.key").read_bytes() == before  # nothing changed
+    fresh = profile.reauthorize_node("correct horse battery staple")
+    assert bytes(profile.node_key().verify_key) == bytes(fresh.verify_key) != old
+    dels = profile.delegations()
+    assert any(d.node == old and d.revoked for d in dels)  # the lost key can no longer sign
+    assert any(d.node == bytes(fresh.verify_key) and not d.revoked for d in dels)
