@@ -677,8 +677,11 @@ class Ledger:
 
     def rejection_counts(self) -> dict[str, int]:
         """Rejections so far, by reason code."""
+        # fetchall inside _read: the rows must be read under the ledger's lock
         rows = self._read(
-            lambda c: c.execute("SELECT reason, count FROM rejection_counts ORDER BY reason")
+            lambda c: c.execute(
+                "SELECT reason, count FROM rejection_counts ORDER BY reason"
+            ).fetchall()
         )
         return dict(rows)
 

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from engine import BackendUnavailable, by_name
+from engine import by_name
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
 from network.keystore import KeystoreError
@@ -146,8 +146,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
     try:
         runner.run()
-    except BackendUnavailable as exc:
-        return _fail(str(exc))
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

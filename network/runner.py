@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
 
-from engine import DutyCycle, Verifier, make_backend
+from engine import BackendUnavailable, DutyCycle, Verifier, make_backend
 from engine.files import write_atomic
 from engine.job import Backend
 from network.ledger import LedgerError
@@ -111,7 +112,13 @@ class NodeRunner:
             target=self._network_loop, name="hailstone-net", daemon=True
         )
         self._net_thread.start()
-        backend = make_backend(self.backend_name, self.node.params)
+        try:
+            backend = make_backend(self.backend_name, self.node.params)
+        except BackendUnavailable as exc:
+            # "no GPU: <reason>", said once; the CPU does the work instead.
+            log.warning("%s; computing on the CPU", exc)
+            print(f"hailstone: {exc}; computing on the CPU", file=sys.stderr)
+            backend = make_backend("cpu", self.node.params)
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():

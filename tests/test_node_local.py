@@ -59,3 +59,30 @@ def test_a_restarted_node_resumes_its_unit_from_the_checkpoint(tmp_path) -> None
         assert "kind      work" in out.stdout and "verdict   accepted" in out.stdout
     finally:
         node.stop()
+
+
+def test_a_node_asked_for_a_gpu_it_lacks_computes_on_the_cpu(tmp_path) -> None:
+    import dataclasses
+    import threading
+
+    from engine import gpu
+    from network.runner import NodeRunner
+    from tests.netutil import wait_until
+
+    if gpu.probe().available:
+        pytest.skip("this machine has a GPU")
+    profile = make_profile(tmp_path / "me", "nogpu")
+    node = make_node(tmp_path, profile)
+    node.config = dataclasses.replace(node.config, unit_limit=1)
+    runner = NodeRunner(node, backend="gpu", cores=1)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        wait_until(lambda: runner.units_done == 1, 120, "one unit on the CPU")
+        (unit, status, _cid), = node.my_units()
+        assert (unit, status) == (0, "reported_once")
+    finally:
+        runner.stop()
+        thread.join(timeout=60)
+        node.stop()
+    assert not thread.is_alive()
