@@ -1016,26 +1016,15 @@ class Node:
         """Publish the outcome of a recomputed block: a check, or a dispute on mismatch."""
         leaf = evidence.leaf()
         now = int(self._clock())
-        if task.purpose == "confirm":
-            # The check says whether the work's leaf (proven against its root when the
-            # dispute was accepted) stands; match=False with our leaf equal to the
-            # dispute's confirms the dispute.
-            match = leaf == task.claimed_leaf
+        if task.purpose == "confirm" or leaf == task.claimed_leaf:
+            # A check says whether the work's leaf (proven against its root) stands. For
+            # a dispute we were asked to confirm, match=False with our leaf equal to the
+            # dispute's confirms it.
             record = CheckRecord(
                 work_cid=task.work_cid,
                 block=task.block,
                 leaf=leaf,
-                match=match,
-                node=self.node_pub,
-                account=self.account_pub,
-                created=now,
-            )
-        elif leaf == task.claimed_leaf:
-            record = CheckRecord(
-                work_cid=task.work_cid,
-                block=task.block,
-                leaf=leaf,
-                match=True,
+                match=leaf == task.claimed_leaf,
                 node=self.node_pub,
                 account=self.account_pub,
                 created=now,

@@ -270,3 +270,16 @@ def test_kubo_log_lands_in_the_repo_not_the_working_directory(
     node.close()
     assert os.getcwd() == str(here)
     assert not (here / "kubo.log").exists()
+
+
+def test_the_repo_config_with_the_private_key_is_owner_only(tmp_path):
+    import stat
+
+    from network.ipfs import open_node
+
+    node = open_node("embedded", repo_dir=tmp_path / "repo")
+    try:
+        mode = stat.S_IMODE((tmp_path / "repo" / "config").stat().st_mode)
+        assert mode & 0o077 == 0, oct(mode)
+    finally:
+        node.close()

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from engine.files import write_atomic
 from network.ipfs.base import (
     DEFAULT_CALL_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
@@ -291,22 +292,6 @@ def _uses_default_flatfs(repo: str) -> bool:
     return False
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".put-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _configure_repo(
     repo: str, *, listen: Sequence[str], bootstrap: Sequence[str], mdns: bool, nat_portmap: bool
 ) -> None:
@@ -324,7 +309,8 @@ def _configure_repo(
         cfg["Swarm"].setdefault("RelayClient", {})["Enabled"] = False
     else:
         cfg["Swarm"].setdefault("RelayClient", {}).pop("Enabled", None)
-    _atomic_write(path, (json.dumps(cfg, indent=2) + "\n").encode("utf-8"))
+    # kubo's config holds the node's private key: owner-only, as kubo writes it
+    write_atomic(path, (json.dumps(cfg, indent=2) + "\n").encode("utf-8"), mode=0o600)
 
 
 @dataclass(slots=True)
@@ -554,7 +540,7 @@ class EmbeddedIpfsNode(IpfsNode):
         try:
             if not os.path.exists(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                _atomic_write(path, data)
+                write_atomic(path, data)
         except OSError as exc:
             raise IpfsError(f"cannot store the object in {self._repo}: {exc}") from exc
         return cid_from_digest(digest)
