@@ -9,7 +9,10 @@ probe has no answer does not block computing (the caller logs a note once).
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import datetime as _dt
+import os
+import re
 import subprocess
 import sys
 import time
@@ -80,10 +83,12 @@ def decide(settings: Mapping[str, Any], situation: Situation) -> Decision:
 
 
 def idle_seconds() -> float | None:
-    """Seconds since the last keyboard/mouse input, or None where unknown.
+    """Seconds since the last keyboard/mouse input, or None where it cannot be known.
 
-    Windows: GetLastInputInfo. Elsewhere there is no dependable API without
-    extra packages (X11 needs libXss, Wayland has none), so None.
+    Windows: GetLastInputInfo. macOS: IOHIDSystem's HIDIdleTime (ioreg). Linux:
+    the X11 screen-saver extension (libXss) when there is an X display (XWayland
+    included), else GNOME's Mutter IdleMonitor over D-Bus (gdbus). Other
+    Wayland desktops offer no general API: None.
     """
     if sys.platform == "win32":  # pragma: no cover - Windows only
 
@@ -95,7 +100,108 @@ def idle_seconds() -> float | None:
         if not ctypes.windll.user32.GetLastInputInfo(ctypes.byref(info)):
             return None
         return (ctypes.windll.kernel32.GetTickCount() - info.dwTime) / 1000.0
+    if sys.platform == "darwin":  # pragma: no cover - macOS only
+        out = _run(["ioreg", "-c", "IOHIDSystem", "-d", "4"])
+        return None if out is None else parse_ioreg_idle(out)
+    if sys.platform.startswith("linux"):
+        seconds = x11_idle_seconds()
+        if seconds is None:
+            out = _run(
+                [
+                    "gdbus",
+                    "call",
+                    "--session",
+                    "--dest",
+                    "org.gnome.Mutter.IdleMonitor",
+                    "--object-path",
+                    "/org/gnome/Mutter/IdleMonitor/Core",
+                    "--method",
+                    "org.gnome.Mutter.IdleMonitor.GetIdletime",
+                ]
+            )
+            seconds = None if out is None else parse_gdbus_idle(out)
+        return seconds
     return None
+
+
+def _run(args: list[str]) -> str | None:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def parse_ioreg_idle(text: str) -> float | None:
+    """Seconds from ioreg's `"HIDIdleTime" = <nanoseconds>` line."""
+    match = re.search(r'"HIDIdleTime"\s*=\s*(\d+)', text)
+    return int(match.group(1)) / 1e9 if match else None
+
+
+def parse_gdbus_idle(text: str) -> float | None:
+    """Seconds from gdbus's `(uint64 12345,)` reply (milliseconds)."""
+    match = re.search(r"\(uint64 (\d+),\)", text)
+    return int(match.group(1)) / 1000.0 if match else None
+
+
+class _XScreenSaverInfo(ctypes.Structure):
+    _fields_ = [
+        ("window", ctypes.c_ulong),
+        ("state", ctypes.c_int),
+        ("kind", ctypes.c_int),
+        ("til_or_since", ctypes.c_ulong),
+        ("idle", ctypes.c_ulong),
+        ("event_mask", ctypes.c_ulong),
+    ]
+
+
+def x11_idle_seconds(display: str | None = None) -> float | None:
+    """Idle seconds from the X server's screen-saver extension, or None without one."""
+    name = display if display is not None else os.environ.get("DISPLAY")
+    if not name:
+        return None
+    try:
+        xlib = ctypes.CDLL(ctypes.util.find_library("X11") or "libX11.so.6")
+        xss = ctypes.CDLL(ctypes.util.find_library("Xss") or "libXss.so.1")
+    except OSError:
+        return None
+    xlib.XOpenDisplay.restype = ctypes.c_void_p
+    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    xlib.XDefaultRootWindow.restype = ctypes.c_ulong
+    xlib.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
+    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    xlib.XFree.argtypes = [ctypes.c_void_p]
+    xss.XScreenSaverQueryExtension.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_int),
+        ctypes.POINTER(ctypes.c_int),
+    ]
+    xss.XScreenSaverAllocInfo.restype = ctypes.POINTER(_XScreenSaverInfo)
+    xss.XScreenSaverQueryInfo.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_ulong,
+        ctypes.POINTER(_XScreenSaverInfo),
+    ]
+    dpy = xlib.XOpenDisplay(name.encode())
+    if not dpy:
+        return None
+    try:
+        event_base, error_base = ctypes.c_int(), ctypes.c_int()
+        if not xss.XScreenSaverQueryExtension(
+            dpy, ctypes.byref(event_base), ctypes.byref(error_base)
+        ):
+            return None
+        info = xss.XScreenSaverAllocInfo()
+        if not info:
+            return None
+        try:
+            if not xss.XScreenSaverQueryInfo(dpy, xlib.XDefaultRootWindow(dpy), info):
+                return None
+            return info.contents.idle / 1000.0
+        finally:
+            xlib.XFree(info)
+    finally:
+        xlib.XCloseDisplay(dpy)
 
 
 def on_battery(power_supply: Path = Path("/sys/class/power_supply")) -> bool | None:

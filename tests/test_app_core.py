@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -266,3 +268,39 @@ def test_autostart_command_parses_and_keeps_the_profile(tmp_path, monkeypatch, f
     args = build_parser().parse_args(argv)
     assert args.command == "gui" and args.minimized
     assert args.data_dir == str((tmp_path / "profile").resolve()) and args.params == "dev"
+
+
+def test_idle_time_parsers() -> None:
+    from engine import policy
+
+    assert policy.parse_gdbus_idle("(uint64 12345,)\n") == 12.345
+    assert policy.parse_gdbus_idle("Error: GDBus.Error:org.freedesktop.DBus.Error.ServiceUnknown") is None
+    ioreg = '    |   "HIDIdleTime" = 2500000000\n    |   "HIDSomething" = 3\n'
+    assert policy.parse_ioreg_idle(ioreg) == 2.5
+    assert policy.parse_ioreg_idle("no such key") is None
+
+
+def test_x11_idle_time_from_a_real_x_server(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    from engine import policy
+
+    assert policy.x11_idle_seconds("") is None
+    assert policy.x11_idle_seconds(":1234") is None  # no server there
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        pytest.skip("Xvfb is not installed (scripts/test.sh installs it where it can)")
+    display = f":{200 + os.getpid() % 500}"
+    server = subprocess.Popen([xvfb, display, "-screen", "0", "320x240x24"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        seconds = None
+        while seconds is None and time.monotonic() < deadline and server.poll() is None:
+            seconds = policy.x11_idle_seconds(display)
+            time.sleep(0.1)
+        assert seconds is not None and 0.0 <= seconds < 3600
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
