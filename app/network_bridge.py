@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine import BlockEvidence, Params, UnitResult
+from engine import Assignment, BlockEvidence, Params, UnitResult
 from engine.files import write_atomic
 
 # The network layer's settings reach the rest of the app only through this module
@@ -50,16 +50,6 @@ SYNC_TEXT = "Catching up with the network…"
 STARTING_RETRY_MS = 500
 SYNC_RETRY_MS = 1000
 IDLE_RETRY_MS = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """One unit to compute: [lo, hi) with its checkpoint file."""
-
-    unit: int
-    lo: int
-    hi: int
-    checkpoint_path: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +340,6 @@ class WorkBridge:
         self._solo = SoloLedger(self.data_dir, params)
         self._local = LocalUnits(self.data_dir, params)
         self._node: Any = None
-        self._node_assignments: dict[int, Any] = {}
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
         self._cancelled = False
@@ -563,9 +552,7 @@ class WorkBridge:
             return task
         a = node.next_assignment()
         if a is not None:
-            with self._lock:
-                self._node_assignments[a.unit] = a
-            return Assignment(a.unit, a.lo, a.hi, Path(a.checkpoint))
+            return a
         task = node.next_block_task(idle=True)
         if task is not None:
             return task
@@ -595,16 +582,7 @@ class WorkBridge:
             with self._lock:
                 self._solo.record(assignment.unit, result)
             return ""
-        with self._lock:
-            node_assignment = self._node_assignments.pop(assignment.unit, None)
-        if node_assignment is None:
-            # Resumed after the node restarted: the node rebuilds the same assignment.
-            from network.node import Assignment as NodeAssignment
-
-            node_assignment = NodeAssignment(
-                assignment.unit, assignment.lo, assignment.hi, assignment.checkpoint_path
-            )
-        cid = str(node.submit_unit(node_assignment, result))
+        cid = str(node.submit_unit(assignment, result))
         self._local.add(assignment.unit, result, cid)
         return cid
 

@@ -316,7 +316,7 @@ class EngineWorker(QObject):
             assignment.hi,
             self._backend,
             cores=batch,
-            checkpoint=assignment.checkpoint_path,
+            checkpoint=assignment.checkpoint,
         )
         if self._assignment is None or self._assignment.unit != assignment.unit:
             self._unit_busy_s = 0.0

@@ -13,6 +13,7 @@ from engine.evidence import (
 )
 from engine.job import (
     BACKENDS,
+    Assignment,
     BackendUnavailable,
     BlockDone,
     Verifier,
@@ -27,6 +28,7 @@ from engine.throttle import DutyCycle
 
 __all__ = [
     "BACKENDS",
+    "Assignment",
     "DEV",
     "PRODUCTION",
     "PROTOCOL_VERSION",

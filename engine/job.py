@@ -98,6 +98,16 @@ def block_ranges(params: Params, start: int, end: int) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True, slots=True)
+class Assignment:
+    """A work unit to compute: [lo, hi) of `unit`, resumable from `checkpoint`."""
+
+    unit: int
+    lo: int
+    hi: int
+    checkpoint: Path
+
+
+@dataclass(frozen=True, slots=True)
 class BlockDone:
     """One block finished (or found in the checkpoint).
 

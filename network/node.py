@@ -30,7 +30,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from engine import BlockEvidence, Params, UnitResult, merkle_proof, merkle_root
+from engine import Assignment, BlockEvidence, Params, UnitResult, merkle_proof, merkle_root
 from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
@@ -106,16 +106,6 @@ class NodeConfig:
     @property
     def network_name(self) -> str:
         return self.params.name
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A unit to compute: [lo, hi) of `unit`, with its checkpoint file."""
-
-    unit: int
-    lo: int
-    hi: int
-    checkpoint: Path
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,7 +186,7 @@ def test_solo_ledger_computes_units_in_order_and_survives_restart(tmp_path):
     a = bridge.next_assignment()
     assert (a.unit, a.lo, a.hi) == (0, *p.unit_range(0))
     backend = make_backend("cpu", p)
-    job = Verifier(p, a.lo, a.hi, backend, checkpoint=a.checkpoint_path)
+    job = Verifier(p, a.lo, a.hi, backend, checkpoint=a.checkpoint)
     while not job.done:
         job.step()
     result = job.result()
