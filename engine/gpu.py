@@ -43,6 +43,7 @@ from engine.files import write_atomic
 from engine.params import MOD9_KEPT, PRODUCTION, Params
 from engine.sieve import Sieve
 from engine.sieve import load as load_sieve
+from engine.throttle import DutyCycle
 
 log = logging.getLogger(__name__)
 
@@ -305,30 +306,23 @@ def check_range(lo: int, hi: int) -> None:
 # ----------------------------------------------------------- duty cycle
 
 
-class DutyCycle:
-    """Keeps a device busy at most `fraction` of wall time by sleeping after work."""
+# Below this a GPU mostly idles between launches: refuse rather than crawl.
+MIN_DUTY = 0.05
 
-    def __init__(self, fraction: float = 1.0) -> None:
-        self.fraction = 1.0
-        self.set(fraction)
 
-    def set(self, fraction: float) -> None:
-        if not (isinstance(fraction, int | float) and 0.05 <= fraction <= 1.0):
-            raise ValueError("duty cycle must be a fraction in 0.05..1.0")
-        self.fraction = float(fraction)
+def check_duty(fraction: float) -> float:
+    """The GPU's busy share, validated (MIN_DUTY..1.0)."""
+    if not (isinstance(fraction, int | float) and MIN_DUTY <= fraction <= 1.0):
+        raise ValueError(f"duty cycle must be a fraction in {MIN_DUTY}..1.0")
+    return float(fraction)
 
-    def pause_for(self, busy_s: float) -> float:
-        """Seconds to idle after `busy_s` seconds of device work."""
-        if self.fraction >= 1.0 or busy_s <= 0:
-            return 0.0
-        return busy_s * (1.0 - self.fraction) / self.fraction
 
-    def throttle(self, busy_s: float) -> float:
-        """Sleep as pause_for() says; returns the seconds slept."""
-        pause = self.pause_for(busy_s)
-        if pause > 0:
-            time.sleep(pause)
-        return pause
+def rest_after_launch(duty: DutyCycle, busy_s: float) -> float:
+    """Sleep the rest the duty cycle asks for after `busy_s` of device work; returns it."""
+    pause = duty.rest_after(busy_s)
+    if pause > 0:
+        time.sleep(pause)
+    return pause
 
 
 # ------------------------------------------------------------- tuning cache
@@ -501,8 +495,8 @@ class GpuBackend:
         return results  # type: ignore[return-value]
 
     def set_duty_cycle(self, fraction: float) -> None:
-        """Keep the GPU busy at most this share (0.05..1.0) of wall time."""
-        self.duty.set(fraction)
+        """Keep the GPU busy at most this share (MIN_DUTY..1.0) of wall time."""
+        self.duty.set_share(check_duty(fraction))
 
     def set_tuning(self, tuning: Tuning) -> None:
         self.tuning = tuning
@@ -547,7 +541,7 @@ class GpuBackend:
         )
         # Two launches in flight at full duty; one when throttled, so the
         # sleep is real idle time rather than time the other stream uses.
-        depth = 2 if self.duty.fraction >= 1.0 else 1
+        depth = 2 if self.duty.share >= 1.0 else 1
         in_flight: deque[_Slot] = deque()
         for n, plan in enumerate(plans):
             slot = self._slots[n % 2]
@@ -616,7 +610,7 @@ class GpuBackend:
             # room for every deferred number this launch reported.
             self.stats["reruns"] += 1
             self._rerun([group[j] for j in rerun], [sub[j] for j in rerun], count, results)
-        self.duty.throttle(busy_s)
+        rest_after_launch(self.duty, busy_s)
 
     def _rerun(self, group, sub, capacity, results) -> None:
         desc = block_descriptors(self.sieve, sub)

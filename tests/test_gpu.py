@@ -140,7 +140,7 @@ def test_throttled_backend_gives_the_same_evidence():
     try:
         full = backend.run_blocks(ranges)
         backend.set_duty_cycle(0.5)
-        assert backend.duty.fraction == 0.5
+        assert backend.duty.share == 0.5
         half = backend.run_blocks(ranges)
         with pytest.raises(ValueError):
             backend.set_duty_cycle(0.0)

@@ -302,15 +302,15 @@ def test_tuning_validates():
 
 def test_duty_cycle_sleeps_its_share():
     duty = gpu.DutyCycle()
-    assert duty.pause_for(2.0) == 0.0
-    duty.set(0.25)
-    assert duty.pause_for(1.0) == pytest.approx(3.0)  # busy 1 s of every 4
-    duty.set(0.5)
-    assert duty.pause_for(0.01) == pytest.approx(0.01)
-    assert duty.throttle(0.002) == pytest.approx(0.002)
-    for bad in (0.0, 1.5, -1, float("nan")):
+    assert duty.rest_after(2.0) == 0.0
+    duty.set_share(gpu.check_duty(0.25))
+    assert duty.rest_after(1.0) == pytest.approx(3.0)  # busy 1 s of every 4
+    duty.set_share(gpu.check_duty(0.5))
+    assert duty.rest_after(0.01) == pytest.approx(0.01)
+    assert gpu.rest_after_launch(duty, 0.002) == pytest.approx(0.002)
+    for bad in (0.0, 0.01, 1.5, -1, float("nan")):
         with pytest.raises(ValueError):
-            duty.set(bad)
+            gpu.check_duty(bad)
 
 
 def test_launch_planning():
