@@ -284,7 +284,7 @@ class ComputePage(QWizardPage):
         self.gpu_note = QLabel("Looking for a GPU…")
         self.gpu_note.setWordWrap(True)
         self.devices = QLineEdit(", ".join(str(d) for d in s["gpu_devices"]))
-        self.devices.setPlaceholderText("0")
+        self.devices.setPlaceholderText("all")
         form.addRow("Graphics card:", self.gpu)
         form.addRow("", self.gpu_note)
         form.addRow("GPU devices:", self.devices)

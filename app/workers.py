@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 # Every WorkerThread made (tests check that none is left running).
 LIVE_THREADS: weakref.WeakSet = weakref.WeakSet()
 
-# Blocks per batch on a GPU: enough to keep it busy, few enough to pause quickly.
-GPU_BATCH_BLOCKS = 4
 # The network worker: one poll (of at most POLL_BUDGET_S) per timer turn; the pages'
 # snapshot (status, history, leaderboard) at most every SNAPSHOT_INTERVAL_S.
 POLL_INTERVAL_MS = 50
@@ -78,11 +76,6 @@ class BlockTaskDone:
     cid: str
     seconds: float
     backend: str
-
-
-def _first_device(devices: tuple[int, ...]) -> int:
-    """The GPU the app's engine uses: the first listed, or device 0."""
-    return devices[0] if devices else 0
 
 
 class EngineWorker(QObject):
@@ -189,8 +182,8 @@ class EngineWorker(QObject):
     @Slot(int)
     def set_cores(self, cores: int) -> None:
         self._cores = max(1, int(cores))
-        if self._job is not None and not self._backend_is_gpu:
-            self._job.set_cores(self._cores)
+        if self._job is not None:
+            self._job.set_cores(self._cores)  # a GPU backend's batches ignore it
 
     @Slot(float)
     def set_share(self, share: float) -> None:
@@ -201,7 +194,7 @@ class EngineWorker(QObject):
     @Slot(bool, object)
     def set_gpu(self, enabled: bool, devices: Any = ()) -> None:
         devices = tuple(devices or ())
-        other_device = _first_device(devices) != _first_device(self._gpu_devices)
+        other_device = devices != self._gpu_devices
         self._gpu_enabled = bool(enabled)
         self._gpu_devices = devices
         self._gpu_refused = False
@@ -226,7 +219,7 @@ class EngineWorker(QObject):
 
     @property
     def batch_cores(self) -> int:
-        """The batch size the current job runs with (tests read it)."""
+        """The core count the current job runs with (tests read it)."""
         return self._job.cores if self._job is not None else self._cores
 
     def _emit_state(self, state: str, reason: str) -> None:
@@ -254,10 +247,11 @@ class EngineWorker(QObject):
 
     def _make_backend(self) -> None:
         if self._want_gpu():
-            # One engine computes on one device: the first listed (docs/ARCHITECTURE.md).
-            device = _first_device(self._gpu_devices)
+            # Every listed GPU (all when none are listed), one worker thread each.
             try:
-                self._backend = self._backend_factory("gpu", self.params, device=device)
+                self._backend = self._backend_factory(
+                    "gpu", self.params, devices=self._gpu_devices
+                )
                 self._backend_is_gpu = True
                 return
             except BackendUnavailable as exc:
@@ -309,13 +303,13 @@ class EngineWorker(QObject):
     def _open_job(self, assignment: Assignment) -> None:
         if self._backend is None:
             self._make_backend()
-        batch = GPU_BATCH_BLOCKS if self._backend_is_gpu else self._cores
+        # The backend sizes each batch: a block per core, or whole launches on a GPU.
         self._job = Verifier(
             self.params,
             assignment.lo,
             assignment.hi,
             self._backend,
-            cores=batch,
+            cores=self._cores,
             checkpoint=assignment.checkpoint,
         )
         if self._assignment is None or self._assignment.unit != assignment.unit:

@@ -19,6 +19,7 @@ from engine.job import (
     Verifier,
     block_ranges,
     make_backend,
+    parse_devices,
     verify_range,
 )
 from engine.params import DEV, PRODUCTION, PROTOCOL_VERSION, Params, by_name
@@ -47,6 +48,7 @@ __all__ = [
     "make_backend",
     "merkle_proof",
     "merkle_root",
+    "parse_devices",
     "run_bench",
     "verify_proof",
     "verify_range",

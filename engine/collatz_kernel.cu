@@ -1,5 +1,9 @@
 // Hailstone GPU kernels: the fast path of engine/cpu.py on CUDA, 128-bit exact.
 //
+// u128 is unsigned __int128 where the compiler has it in device code (NVRTC
+// on Linux with --device-int128), else two 64-bit limbs (-DHS_PORTABLE_U128);
+// the kernels read the same either way.
+//
 // One launch covers E evidence blocks (gridDim.y = E). The CUDA blocks of
 // row e run a grid-stride loop over the survivor "slots" of evidence block e:
 // slot t is survivor index g = i0 + t, i.e. period g / S and residue
@@ -36,7 +40,59 @@
 
 typedef unsigned long long u64;
 typedef unsigned int u32;
+
+#ifndef HS_PORTABLE_U128
 typedef unsigned __int128 u128;
+#else
+// The same 128-bit arithmetic on two 64-bit limbs, for compilers without a
+// 128-bit integer in device code: NVRTC accepts unsigned __int128 only on
+// Linux and only with --device-int128, so on Windows the backend compiles
+// with -DHS_PORTABLE_U128. Only the operations the kernels use, all modulo
+// 2^128 exactly like unsigned __int128 (the tests run both builds).
+struct u128 {
+    u64 lo, hi;
+    u128() = default;  // trivial, so __shared__ arrays of u128 are allowed
+    __device__ __forceinline__ u128(u64 v) : lo(v), hi(0ull) {}
+    __device__ __forceinline__ explicit operator u64() const { return lo; }
+};
+
+static __device__ __forceinline__ u128 hs_make(u64 hi, u64 lo) {
+    u128 r;
+    r.lo = lo;
+    r.hi = hi;
+    return r;
+}
+static __device__ __forceinline__ u128 operator+(u128 a, u128 b) {
+    const u64 lo = a.lo + b.lo;
+    return hs_make(a.hi + b.hi + (lo < a.lo ? 1ull : 0ull), lo);
+}
+// a * b mod 2^128 for a 64-bit a (the kernels multiply by 3).
+static __device__ __forceinline__ u128 operator*(u64 a, u128 b) {
+    return hs_make(a * b.hi + __umul64hi(a, b.lo), a * b.lo);
+}
+static __device__ __forceinline__ u128 operator|(u128 a, u128 b) {
+    return hs_make(a.hi | b.hi, a.lo | b.lo);
+}
+// Shifts by 0..127, as for unsigned __int128 (64-bit shifts by 64 are undefined).
+static __device__ __forceinline__ u128 operator<<(u128 x, u32 s) {
+    if (s == 0u) return x;
+    if (s >= 64u) return hs_make(x.lo << (s - 64u), 0ull);
+    return hs_make((x.hi << s) | (x.lo >> (64u - s)), x.lo << s);
+}
+static __device__ __forceinline__ u128 operator>>(u128 x, u32 s) {
+    if (s == 0u) return x;
+    if (s >= 64u) return hs_make(0ull, x.hi >> (s - 64u));
+    return hs_make(x.hi >> s, (x.lo >> s) | (x.hi << (64u - s)));
+}
+static __device__ __forceinline__ bool operator==(u128 a, u128 b) {
+    return a.hi == b.hi && a.lo == b.lo;
+}
+static __device__ __forceinline__ bool operator!=(u128 a, u128 b) { return !(a == b); }
+static __device__ __forceinline__ bool operator<(u128 a, u128 b) {
+    return a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo);
+}
+static __device__ __forceinline__ bool operator>(u128 a, u128 b) { return b < a; }
+#endif
 
 #define HS_NO_JUMP 255u
 #define HS_RECORD_WORDS 8

@@ -15,7 +15,7 @@ import os
 import sys
 
 from engine.bench import run_bench
-from engine.job import BACKENDS, BackendUnavailable, Verifier, make_backend
+from engine.job import BACKENDS, BackendUnavailable, Verifier, make_backend, parse_devices
 from engine.params import PRODUCTION
 
 USAGE_ERROR = 2
@@ -84,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--count", metavar="N", help="verify N integers from START (instead of END)")
     v.add_argument("--backend", default="cpu", help="reference, cpu or gpu (default cpu)")
     v.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
+    v.add_argument("--gpu-devices", default="", metavar="LIST",
+                   help="GPUs to use, by index, comma-separated (default: all)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_verify)
 
@@ -95,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--backend", default="cpu", help="cpu or gpu (default cpu)")
     b.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
+    b.add_argument("--gpu-devices", default="", metavar="LIST",
+                   help="GPUs to use, by index, comma-separated (default: all)")
     b.add_argument("--seconds", type=float, default=10.0, help="timed duration (default 10)")
     b.add_argument("--tune", action="store_true", help="GPU: re-run the auto-tuning first")
     b.add_argument("--json", action="store_true", help="print one JSON object")
@@ -119,6 +123,13 @@ def _cores(value: int | None) -> int:
     return value
 
 
+def _devices(text: str) -> tuple[int, ...]:
+    try:
+        return parse_devices(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         start = parse_integer(args.start)
@@ -139,7 +150,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError("END must be greater than START")
         _check_backend(args.backend)
         cores = _cores(args.cores)
-        backend = make_backend(args.backend, PRODUCTION)
+        backend = make_backend(args.backend, PRODUCTION, devices=_devices(args.gpu_devices))
     except (UsageError, BackendUnavailable) as exc:
         return _fail(str(exc))
     try:
@@ -179,6 +190,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cores = _cores(args.cores)
         if args.seconds <= 0:
             raise UsageError("--seconds must be positive")
+        devices = _devices(args.gpu_devices)
         if args.tune:
             if args.backend != "gpu":
                 raise UsageError("--tune applies to the GPU backend only")
@@ -188,10 +200,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if not status.available:
                 raise BackendUnavailable(f"no GPU: {status.reason}")
             for device in gpu.available_devices():
+                if devices and device.index not in devices:
+                    continue
                 tuning = gpu.autotune(device.index, PRODUCTION)  # measures and caches
                 if not args.json:
                     print(f"GPU {device.index} ({device.name}): {tuning}", file=sys.stderr)
-        result = run_bench(args.backend, cores, args.seconds)
+        result = run_bench(args.backend, cores, args.seconds, devices=devices)
     except (UsageError, BackendUnavailable) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
@@ -200,8 +214,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json()))
     else:
+        where = ", ".join(result.devices) if result.devices else f"{result.cores} core(s)"
         print(
-            f"{result.backend}, {result.cores} core(s): {result.numbers_per_second:.4g} numbers/s "
+            f"{result.backend}, {where}: {result.numbers_per_second:.4g} numbers/s "
             f"at 2^71 ({result.numbers} integers in {result.seconds:.2f} s)"
         )
     return 0

@@ -370,6 +370,10 @@ class CpuBackend:
             self._pool_size = cores
         return list(self._pool.map(lambda r: self.run_block(*r), ranges))
 
+    def batch_blocks(self, cores: int) -> int:
+        """One block per core: a batch lasts one block's time (milliseconds)."""
+        return max(1, cores)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)

@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 KERNEL_SOURCE = Path(__file__).with_name("collatz_kernel.cu")
 # The kernels compiled from KERNEL_SOURCE (one place; extern "C", no mangling).
 KERNEL_NAMES = ("hs_glide", "hs_reduce")
-# NVRTC needs --device-int128 for unsigned __int128 in device code on some
-# CUDA versions and rejects unknown options on others: try in this order.
-COMPILE_OPTIONS = (("-std=c++17", "--device-int128"), ("-std=c++17",))
+# NVRTC allows unsigned __int128 in device code only on Linux and only with
+# --device-int128; elsewhere (Windows) the kernel's two-limb u128 serves, with
+# the same results (the tests run both). Tried in this order.
+COMPILE_OPTIONS = (("-std=c++17", "--device-int128"), ("-std=c++17", "-DHS_PORTABLE_U128"))
 
 RECORD_WORDS = 8  # hs_glide/hs_reduce record: tested, odd, deferred, max hi/lo, n hi/lo, jumps
 DEFER_WORDS = 3  # deferred entry: n hi, n lo, evidence block index in the launch
@@ -66,6 +67,12 @@ FAST_RANGE_LIMIT = 1 << 127  # ranges reaching this high go to the exact path en
 _MASK64 = (1 << 64) - 1
 _POW3 = np.array([3**i for i in range(41)], dtype=np.uint64)
 KEPT9_MASK = sum(1 << j for j in MOD9_KEPT)
+
+# A batch (one Verifier step) lasts about this long on the device: long enough
+# that per-batch host costs (a checkpoint's fsync, progress signals) vanish next
+# to it, short enough that pause and settings changes apply promptly.
+BATCH_SECONDS = 0.25
+BATCH_LAUNCHES = (2, 256)  # launches per batch: before any measurement, and at most
 
 TUNING_FILE = "gpu-tuning.json"
 _TUNING_FORMAT = 1
@@ -238,9 +245,9 @@ def block_descriptors(sieve: Sieve, ranges: Sequence[tuple[int, int]]) -> np.nda
     desc = np.zeros((len(ranges), DESC_WORDS), dtype=np.uint64)
     for row, (lo, hi) in enumerate(ranges):
         base = lo - lo % mod
-        i0 = int(np.searchsorted(sieve.residues, lo - base))
+        i0 = sieve.rank(lo - base)
         periods, rem = divmod(hi - base, mod)
-        end = periods * count + int(np.searchsorted(sieve.residues, rem))
+        end = periods * count + sieve.rank(rem)
         desc[row] = (base >> 64, base & _MASK64, i0, end - i0, base % 9, 0)
     return desc
 
@@ -253,6 +260,19 @@ def grid_x(max_slots: int, threads_per_block: int) -> int:
 def blocks_per_launch(slots_per_block: int, tuning: Tuning) -> int:
     """Evidence blocks per launch for a tuning (at least 1, at most gridDim.y)."""
     return max(1, min(MAX_GRID_Y, tuning.survivors_per_launch // max(1, slots_per_block)))
+
+
+def batch_size(per_launch: int, block_size: int, rate: float) -> int:
+    """Blocks per batch: whole launches of `per_launch` blocks filling BATCH_SECONDS at `rate`.
+
+    `rate` is the measured integers per second (0 when not yet measured:
+    then the fewest launches, BATCH_LAUNCHES[0]).
+    """
+    fewest, most = BATCH_LAUNCHES
+    launches = fewest
+    if rate > 0:
+        launches = int(rate * BATCH_SECONDS // (per_launch * block_size))
+    return per_launch * min(most, max(fewest, launches))
 
 
 def merge_launch(
@@ -449,6 +469,9 @@ class GpuBackend:
         self.duty = DutyCycle(1.0)
         self.tuning = tuning or load_tuning(self.device.name, self.driver_version) or DEFAULT_TUNING
         self._const = kernel_constants(params, self.sieve)
+        # Survivor slots in one full block, for sizing launches and batches.
+        self._block_slots = max(1, params.block_size * len(self.sieve) // self.sieve.modulus)
+        self._rate = 0.0  # integers per second of device time, smoothed over launches
         self._slots: list[_Slot] = []
         # Counters for bench/diagnostics: launches, deferred numbers, re-runs, jumps taken.
         self.stats = {"launches": 0, "deferred": 0, "reruns": 0, "jumps": 0}
@@ -493,6 +516,25 @@ class GpuBackend:
             self._run_pipelined(ranges, fast, results)
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
+
+    def batch_blocks(self, cores: int) -> int:
+        """Blocks per batch: whole launches filling about BATCH_SECONDS of device time.
+
+        Two launches until the first launch has been timed, so the two
+        streams overlap from the start; `cores` does not apply to a GPU.
+        """
+        del cores
+        return batch_size(self.launch_blocks, self.params.block_size, self._rate)
+
+    @property
+    def launch_blocks(self) -> int:
+        """Full evidence blocks per launch under the current tuning."""
+        return blocks_per_launch(self._block_slots, self.tuning)
+
+    @property
+    def numbers_per_second(self) -> float:
+        """The device's measured speed (0 before the first launch)."""
+        return self._rate
 
     def set_duty_cycle(self, fraction: float) -> None:
         """Keep the GPU busy at most this share (MIN_DUTY..1.0) of wall time."""
@@ -598,6 +640,9 @@ class GpuBackend:
             )
         slot.stream.synchronize()
         busy_s = cp.cuda.get_elapsed_time(slot.start, slot.end) / 1000.0
+        if busy_s > 0:
+            launch_rate = sum(hi - lo for lo, hi in sub) / busy_s
+            self._rate = launch_rate if not self._rate else 0.8 * self._rate + 0.2 * launch_rate
         self.stats["launches"] += 1
         self.stats["deferred"] += count
         self.stats["jumps"] += int(out[:, 7].sum())
@@ -671,25 +716,57 @@ def autotune(
         size = params.block_size
         for cand in candidates:
             backend.set_tuning(cand)
-            slots = int(block_descriptors(backend.sieve, [(lo, lo + size)])[0, 3])
             # Four launches per call, so the two streams overlap as in real runs.
-            n_blocks = 4 * blocks_per_launch(slots, cand)
+            n_blocks = 4 * backend.launch_blocks
             ranges = [(lo + i * size, lo + (i + 1) * size) for i in range(n_blocks)]
-            backend.run_blocks(ranges[:1])  # allocate this geometry's buffers
-            done = 0
-            t0 = time.perf_counter()
-            while True:
-                backend.run_blocks(ranges)
-                done += n_blocks * size
-                elapsed = time.perf_counter() - t0
-                if elapsed >= share:
-                    break
+            try:
+                backend.run_blocks(ranges[:1])  # allocate this geometry's buffers
+                done = 0
+                t0 = time.perf_counter()
+                while True:
+                    backend.run_blocks(ranges)
+                    done += n_blocks * size
+                    elapsed = time.perf_counter() - t0
+                    if elapsed >= share:
+                        break
+            except Exception as exc:  # out of device memory, say: not this geometry
+                log.warning("gpu tune %s failed (%s); skipping it", cand, exc)
+                backend.close()  # frees this geometry's buffers
+                continue
             rate = done / elapsed
             log.info("gpu tune %s: %.3g numbers/s", cand, rate)
             if rate > best_rate:
                 best, best_rate = cand, rate
+        if best_rate < 0:
+            raise GpuUnavailable("no launch geometry ran on this GPU")
         if save:
             save_tuning(backend.device.name, backend.driver_version, best, best_rate, cache_path)
         return best
     finally:
         backend.close()
+
+
+# The first use of a device without a cached tuning calibrates it this long.
+AUTO_TUNE_SECONDS = 4.0
+
+
+def ensure_tuned(
+    device: int, params: Params = PRODUCTION, seconds: float = AUTO_TUNE_SECONDS
+) -> Tuning:
+    """The device's cached tuning; without one, a short calibration first (cached).
+
+    Raises GpuUnavailable without a GPU or when no geometry runs.
+    """
+    status = probe()
+    if not status.available:
+        raise GpuUnavailable(status.reason)
+    match = [d for d in status.devices if d.index == device]
+    if not match:
+        raise GpuUnavailable(
+            f"there is no GPU number {device} (found {len(status.devices)} device(s))"
+        )
+    cached = load_tuning(match[0].name, status.driver_version)
+    if cached is not None:
+        return cached
+    log.warning("calibrating GPU %d (%s) once, for about %.0f s", device, match[0].name, seconds)
+    return autotune(device, params, seconds)

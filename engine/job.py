@@ -3,7 +3,8 @@
 `Verifier` is the one way the app, the headless node and the CLI run the
 engine. It splits [start, end) into blocks aligned to the parameter set's block
 size, skips blocks a checkpoint already holds, and runs the rest in batches of
-up to `cores` blocks (`step()`), so a caller can pause, change the core count
+blocks (`step()`: one per core on the CPU, several launches' worth on a GPU,
+as the backend's batch_blocks() says), so a caller can pause, change the core count
 or stop between batches. Progress comes out as plain frozen values.
 """
 
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from engine.checkpoint import Checkpoint
 from engine.evidence import BlockEvidence, UnitResult
-from engine.params import Params
+from engine.params import PRODUCTION, Params
 
 BACKENDS = ("reference", "cpu", "gpu")
 
@@ -34,7 +35,17 @@ class Backend(Protocol):
 
     def run_blocks(self, ranges: list[tuple[int, int]], cores: int) -> list[BlockEvidence]: ...
 
+    def batch_blocks(self, cores: int) -> int:
+        """Blocks per run_blocks() call that keep this backend busy (CPU: one per core)."""
+        ...
+
     def close(self) -> None: ...
+
+
+def batch_blocks(backend: Backend, cores: int) -> int:
+    """The backend's preferred batch, or one block per core for one that has none."""
+    pick = getattr(backend, "batch_blocks", None)
+    return max(1, int(pick(cores))) if pick is not None else max(1, cores)
 
 
 class ReferenceBackend:
@@ -59,12 +70,22 @@ class ReferenceBackend:
     def run_blocks(self, ranges: list[tuple[int, int]], cores: int) -> list[BlockEvidence]:
         return [self.run_block(lo, hi) for lo, hi in ranges]
 
+    def batch_blocks(self, cores: int) -> int:
+        return max(1, cores)
+
     def close(self) -> None:
         pass
 
 
-def make_backend(name: str, params: Params, *, device: int = 0) -> Backend:
-    """Build a backend by name. Raises BackendUnavailable with a readable reason."""
+def make_backend(
+    name: str, params: Params, *, device: int = 0, devices: Sequence[int] | None = None
+) -> Backend:
+    """Build a backend by name. Raises BackendUnavailable with a readable reason.
+
+    For "gpu", `devices` lists the CUDA devices to use (None: just `device`;
+    empty: every usable one); other backends ignore both. Several devices give one SplitBackend that runs
+    each batch on all of them at once, one worker thread per device.
+    """
     if name == "reference":
         return ReferenceBackend(params)
     if name == "cpu":
@@ -79,8 +100,39 @@ def make_backend(name: str, params: Params, *, device: int = 0) -> Backend:
         status = gpu.probe()
         if not status.available:
             raise BackendUnavailable(f"no GPU: {status.reason}")
-        return gpu.GpuBackend(params, device=device)
+        wanted = [device] if devices is None else list(devices)
+        if not wanted:
+            wanted = [d.index for d in status.devices]
+        backends = []
+        try:
+            for index in dict.fromkeys(wanted):  # each device once, in the order given
+                try:
+                    # The first production run on a device calibrates it (seconds, cached).
+                    tuning = gpu.ensure_tuned(index, params) if params == PRODUCTION else None
+                    backends.append(gpu.GpuBackend(params, device=index, tuning=tuning))
+                except gpu.GpuUnavailable as exc:
+                    raise BackendUnavailable(f"no GPU: {exc.reason}") from exc
+        except BaseException:
+            for b in backends:
+                b.close()
+            raise
+        if len(backends) == 1:
+            return backends[0]
+        from engine.parallel import SplitBackend
+
+        return SplitBackend(backends)
     raise BackendUnavailable(f"unknown backend {name!r} (choose {', '.join(BACKENDS)})")
+
+
+def parse_devices(text: str) -> tuple[int, ...]:
+    """A device list as users type it ("0,2", "1", "" for all) as indices.
+
+    Raises ValueError with a readable message for anything else.
+    """
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise ValueError(f"GPU devices must be indices such as 0 or 0,1 (got {text!r})")
+    return tuple(dict.fromkeys(int(p) for p in parts))
 
 
 def block_ranges(params: Params, start: int, end: int) -> list[tuple[int, int]]:
@@ -156,6 +208,7 @@ class Verifier:
                 self._done[lo] = block
                 self._restored.append(block)
         self._pending = [r for r in self._ranges if r[0] not in self._done]
+        self._unsaved: list[BlockEvidence] = []
         self._compute_seconds = 0.0
 
     @property
@@ -174,6 +227,11 @@ class Verifier:
         """Takes effect from the next batch."""
         self.cores = max(1, int(cores))
 
+    @property
+    def batch_size(self) -> int:
+        """Blocks the next step() runs: what the backend asks for with `cores`."""
+        return batch_blocks(self.backend, self.cores)
+
     def restored(self) -> list[BlockDone]:
         """The blocks a checkpoint supplied, as progress values (for displays)."""
         return [
@@ -182,10 +240,11 @@ class Verifier:
         ]
 
     def step(self) -> list[BlockDone]:
-        """Run the next batch (up to `cores` blocks) and checkpoint it."""
+        """Run the next batch (up to batch_size blocks) and checkpoint it."""
         if not self._pending:
             return []
-        batch, self._pending = self._pending[: self.cores], self._pending[self.cores :]
+        size = self.batch_size
+        batch, self._pending = self._pending[:size], self._pending[size:]
         t0 = time.perf_counter()
         try:
             evidences = self.backend.run_blocks(batch, self.cores)
@@ -194,11 +253,16 @@ class Verifier:
             raise
         elapsed = time.perf_counter() - t0
         self._compute_seconds += elapsed
+        for ev in evidences:
+            self._done[ev.lo] = ev
+        if self._checkpoint is not None:
+            # Kept until written: a failed write (a full disk) raises to the
+            # caller, and the next step writes these blocks again with its own.
+            self._unsaved.extend(evidences)
+            self._checkpoint.append_many(self._unsaved)
+            self._unsaved = []
         out = []
         for ev in evidences:
-            if self._checkpoint is not None:
-                self._checkpoint.append(ev)
-            self._done[ev.lo] = ev
             out.append(
                 BlockDone(ev, self.blocks_done, self.blocks_total, ev.hi - ev.lo, elapsed, self.backend.name)
             )

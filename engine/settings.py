@@ -219,8 +219,8 @@ ENGINE_SETTINGS: tuple[Setting, ...] = (
         "int_list",
         (),
         "GPU devices",
-        "Which GPU to use, by index; empty means the first one. The desktop app "
-        "computes on one GPU: the first listed.",
+        "Which GPUs to use, by index; empty means all of them. Each one gets "
+        "its own worker and a share of every batch.",
         group="Compute",
     ),
     Setting(

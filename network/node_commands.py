@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from engine import by_name
+from engine import by_name, parse_devices
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
 from network.keystore import KeystoreError
@@ -36,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--status-file", type=Path, default=None, help="JSON status, rewritten every few seconds")
     p.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--backend", default="cpu", help="cpu or gpu")
+    p.add_argument("--gpu-devices", default="", metavar="LIST",
+                   help="GPUs to use, by index, comma-separated (default: all)")
     p.add_argument("--passphrase-file", type=Path, default=None,
                    help="account passphrase, needed once to authorise a new node key")
     p.add_argument("--ipfs", default="embedded", choices=("embedded", "rpc"), help="IPFS backend")
@@ -84,6 +86,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         return _fail(f"unknown backend {args.backend!r} (choose cpu or gpu)")
     if args.cores is not None and args.cores < 1:
         return _fail("--cores must be at least 1")
+    try:
+        gpu_devices = parse_devices(args.gpu_devices)
+    except ValueError as exc:
+        return _fail(str(exc))
     if not 0.0 <= args.spot_check_share <= 1.0:
         return _fail("--spot-check-share must be between 0 and 1")
     data_dir = args.data_dir or default_data_dir()
@@ -136,7 +142,14 @@ def cmd_node(args: argparse.Namespace) -> int:
             )
 
     cores = args.cores or max(1, os.cpu_count() or 1)
-    runner = NodeRunner(node, backend=args.backend, cores=cores, status_file=args.status_file, progress=progress)
+    runner = NodeRunner(
+        node,
+        backend=args.backend,
+        gpu_devices=gpu_devices,
+        cores=cores,
+        status_file=args.status_file,
+        progress=progress,
+    )
 
     def on_signal(_signum, _frame) -> None:
         runner.stop()

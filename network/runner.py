@@ -38,6 +38,7 @@ class NodeRunner:
         node: Node,
         *,
         backend: str = "cpu",
+        gpu_devices: tuple[int, ...] = (),
         cores: int = 1,
         status_file: Path | None = None,
         status_interval_s: float = 2.0,
@@ -45,6 +46,7 @@ class NodeRunner:
     ) -> None:
         self.node = node
         self.backend_name = backend
+        self.gpu_devices = tuple(gpu_devices)  # empty: every GPU
         self.cores = max(1, cores)
         self.status_file = status_file
         self.status_interval_s = status_interval_s
@@ -113,7 +115,7 @@ class NodeRunner:
         )
         self._net_thread.start()
         try:
-            backend = make_backend(self.backend_name, self.node.params)
+            backend = make_backend(self.backend_name, self.node.params, devices=self.gpu_devices)
         except BackendUnavailable as exc:
             # "no GPU: <reason>", said once; the CPU does the work instead.
             log.warning("%s; computing on the CPU", exc)

@@ -2,7 +2,13 @@
 # Set up .venv with the dev tools, then run the linters and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh dev
+# On Linux the GPU extra comes too: real CuPy and NVRTC let the tests compile
+# the kernel exactly as CuPy will and take the no-driver path with real CuPy.
+extras=dev
+case "$(uname -s)-$(uname -m)" in
+Linux-x86_64 | Linux-aarch64) extras=dev,gpu ;;
+esac
+scripts/setup.sh "$extras"
 # Xvfb lets the tests talk to a real X server (idle-time detection); installed
 # where this script may (root with apt), skipped with a reason elsewhere.
 if ! command -v Xvfb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

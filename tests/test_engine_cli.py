@@ -83,5 +83,6 @@ def test_bench_json() -> None:
     out = run("bench", "--seconds", "0.5", "--cores", "1", "--json")
     assert out.returncode == 0, out.stderr
     obj = json.loads(out.stdout)
-    assert set(obj) == {"backend", "cores", "start", "seconds", "numbers_per_second"}
+    assert set(obj) == {"backend", "cores", "start", "seconds", "numbers_per_second", "batch_blocks"}
+    assert obj["batch_blocks"] == 1  # the CPU runs a block per core
     assert obj["start"] == 2**71 and obj["numbers_per_second"] > 0 and obj["cores"] == 1

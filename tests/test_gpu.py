@@ -7,12 +7,22 @@ arithmetic through a host build of the same source.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from engine import gpu, reference
 from engine.cpu import CpuBackend
 from engine.evidence import UnitResult
+from engine.job import Verifier, make_backend, verify_range
+from engine.parallel import SplitBackend
 from engine.params import DEV, PRODUCTION, Params
+
+MAIN = Path(__file__).resolve().parent.parent / "main.py"
 
 _STATUS = gpu.probe()
 if not _STATUS.available:
@@ -152,3 +162,68 @@ def test_throttled_backend_gives_the_same_evidence():
 def test_bad_device_index_is_a_clear_error():
     with pytest.raises(gpu.GpuUnavailable, match="no GPU number"):
         gpu.GpuBackend(Params.custom(), device=len(_STATUS.devices) + 7)
+
+
+def test_full_production_unit_through_the_verifier_matches_cpu():
+    """A whole production unit (4096 blocks) as the app and node run it: batches sized
+    by the GPU's measured speed, one checkpoint write per batch."""
+    lo, hi = PRODUCTION.unit_range(0)
+    backend = gpu.GpuBackend(PRODUCTION)
+    try:
+        job = Verifier(PRODUCTION, lo, hi, backend)
+        first = job.batch_size
+        while not job.done:
+            job.step()
+        got = job.result()
+        assert backend.numbers_per_second > 0
+        assert first % backend.launch_blocks == 0
+    finally:
+        backend.close()
+    want = verify_range(PRODUCTION, lo, hi, "cpu", cores=os.cpu_count() or 1)
+    assert got.blocks == want.blocks and got.root == want.root
+
+
+def test_split_over_devices_matches_cpu():
+    """Several devices as one backend (each device twice on a one-GPU machine)."""
+    indices = [d.index for d in _STATUS.devices] * (2 if len(_STATUS.devices) == 1 else 1)
+    params = Params.custom(sieve_k=16)
+    ranges = _split(1 << 71, (1 << 71) + (1 << 20), 1 << 14)
+    split = SplitBackend([gpu.GpuBackend(params, device=i) for i in indices])
+    try:
+        got = split.run_blocks(ranges, 1)
+    finally:
+        split.close()
+    cpu = CpuBackend(params)
+    assert got == cpu.run_blocks(ranges, 2)
+    cpu.close()
+
+
+def test_make_backend_with_every_device():
+    backend = make_backend("gpu", DEV, devices=())
+    try:
+        assert backend.name == "gpu"
+        lo = DEV.start
+        assert backend.run_block(lo, lo + 4096) == CpuBackend(DEV).run_block(lo, lo + 4096)
+    finally:
+        backend.close()
+
+
+def test_cli_verify_on_the_gpu_matches_the_cpu():
+    args = [sys.executable, str(MAIN), "verify", "2**71", "--count", "2**26", "--json"]
+    runs = [
+        subprocess.run([*args, "--backend", b], capture_output=True, text=True, timeout=600)
+        for b in ("gpu", "cpu")
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    g, c = (json.loads(r.stdout) for r in runs)
+    assert g["backend"] == "gpu" and c["backend"] == "cpu"
+    assert g["root"] == c["root"] and g["tested"] == c["tested"]
+
+
+def test_first_production_use_calibrates_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HAILSTONE_CACHE_DIR", str(tmp_path))
+    dev = gpu.available_devices()[0]
+    tuning = gpu.ensure_tuned(dev.index, PRODUCTION, seconds=2.0)
+    assert gpu.load_tuning(dev.name, _STATUS.driver_version) == tuning
+    assert gpu.ensure_tuned(dev.index, PRODUCTION) == tuning  # cached: no second calibration

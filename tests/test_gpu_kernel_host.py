@@ -35,16 +35,23 @@ _u8p = ctypes.POINTER(ctypes.c_uint8)
 _u64, _u32 = ctypes.c_uint64, ctypes.c_uint32
 
 
-@pytest.fixture(scope="module")
-def host_lib(tmp_path_factory):
+# The kernel's two builds of u128: the compiler's unsigned __int128 (Linux), and
+# two 64-bit limbs (-DHS_PORTABLE_U128, for NVRTC on Windows). Both must agree
+# with the reference, so every host test runs on each.
+U128_BUILDS = {"int128": [], "two-limb": ["-DHS_PORTABLE_U128"]}
+
+
+@pytest.fixture(scope="module", params=sorted(U128_BUILDS))
+def host_lib(request, tmp_path_factory):
     if CXX is None:
         pytest.skip(
             "no C++ compiler (g++, c++ or clang++) on PATH to build the kernel for the host"
         )
-    out = tmp_path_factory.mktemp("kernel") / "libhs_host.so"
+    out = tmp_path_factory.mktemp("kernel") / f"libhs_host_{request.param}.so"
     cmd = [
-        CXX, "-O2", "-std=c++17", "-DHAILSTONE_HOST_BUILD", "-include", str(SHIM),
-        "-x", "c++", "-shared", "-fPIC", "-pthread", str(KERNEL), "-o", str(out),
+        CXX, "-O2", "-std=c++17", "-DHAILSTONE_HOST_BUILD", *U128_BUILDS[request.param],
+        "-include", str(SHIM), "-x", "c++", "-shared", "-fPIC", "-pthread", str(KERNEL),
+        "-o", str(out),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -204,14 +211,48 @@ def test_bad_geometry_is_refused(host_lib):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
-def test_nvcc_compiles_the_kernel_to_ptx(tmp_path):
+@pytest.mark.parametrize("build", sorted(U128_BUILDS))
+def test_nvcc_compiles_the_kernel_to_ptx(tmp_path, build):
     out = tmp_path / "collatz_kernel.ptx"
     proc = subprocess.run(
-        ["nvcc", "-std=c++17", "-arch=sm_80", "--ptx", str(KERNEL), "-o", str(out)],
+        ["nvcc", "-std=c++17", "-arch=sm_80", *U128_BUILDS[build], "--ptx", str(KERNEL),
+         "-o", str(out)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     ptx = out.read_text()
+    for name in gpu.KERNEL_NAMES:
+        assert f".entry {name}(" in ptx
+
+
+def _nvrtc():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # no CuPy, or CuPy without an NVRTC library
+        pytest.skip(f"NVRTC is not available ({exc}); scripts/test.sh installs it on Linux")
+    return nvrtc
+
+
+@pytest.mark.parametrize("options", gpu.COMPILE_OPTIONS, ids=["int128", "two-limb"])
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_nvrtc_compiles_the_kernel_as_cupy_does(arch, options):
+    """CuPy's RawModule compiles with NVRTC, which differs from nvcc (no system
+    headers; 128-bit integers only on Linux with --device-int128): compile the
+    real source with each of the backend's option sets on the NVRTC that CuPy
+    loads. The two-limb set has no --device-int128, as on Windows."""
+    nvrtc = _nvrtc()
+    prog = nvrtc.createProgram(KERNEL.read_text(), KERNEL.name, [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*options, f"-arch={arch}"])
+        except nvrtc.NVRTCError as exc:
+            pytest.fail(f"NVRTC rejected the kernel ({exc}):\n{nvrtc.getProgramLog(prog)}")
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     for name in gpu.KERNEL_NAMES:
         assert f".entry {name}(" in ptx
 
@@ -247,6 +288,8 @@ def test_probe_never_raises_and_explains(caplog):
     assert gpu.gpu_backends(Params.custom()) == []
     with pytest.raises(gpu.GpuUnavailable):
         gpu.autotune(0, Params.custom(), seconds=1.0)
+    with pytest.raises(gpu.GpuUnavailable):
+        gpu.ensure_tuned(0)
 
 
 def test_no_gpu_is_logged_once(caplog):
