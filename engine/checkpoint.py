@@ -95,9 +95,7 @@ class Checkpoint:
                 self._file.write(json.dumps(self._header) + "\n")
             else:
                 self._terminate_torn_line()
-        self._file.write(
-            "".join(json.dumps(b.to_json(), separators=(",", ":")) + "\n" for b in blocks)
-        )
+        self._file.write("".join(b.to_json_line() + "\n" for b in blocks))
         self._file.flush()
         os.fsync(self._file.fileno())
 

@@ -238,17 +238,26 @@ def block_descriptors(sieve: Sieve, ranges: Sequence[tuple[int, int]]) -> np.nda
     """One hs_glide descriptor row per range (see DESC_WORDS).
 
     The slots of [lo, hi) are the survivor indices g in [i0, i0 + slots) of
-    the periods counted from base = lo rounded down to 2**k.
+    the periods counted from base = lo rounded down to 2**k. The two
+    survivor-table searches run as one vectorised call per launch (this runs
+    on the host for every block the GPU computes).
     """
     mod = sieve.modulus
     count = len(sieve)
-    desc = np.zeros((len(ranges), DESC_WORDS), dtype=np.uint64)
-    for row, (lo, hi) in enumerate(ranges):
-        base = lo - lo % mod
-        i0 = sieve.rank(lo - base)
-        periods, rem = divmod(hi - base, mod)
-        end = periods * count + sieve.rank(rem)
-        desc[row] = (base >> 64, base & _MASK64, i0, end - i0, base % 9, 0)
+    rows = len(ranges)
+    bases = [lo - lo % mod for lo, _ in ranges]
+    ends = [divmod(hi - base, mod) for (_, hi), base in zip(ranges, bases, strict=True)]
+    # Offsets within a period: lo - base < 2**k and the end remainder < 2**k,
+    # so both fit the table's uint32 and need no conversion of the table.
+    keys = np.empty(2 * rows, dtype=np.uint32)
+    keys[0::2] = [lo - base for (lo, _), base in zip(ranges, bases, strict=True)]
+    keys[1::2] = [rem for _, rem in ends]
+    ranks = np.searchsorted(sieve.residues, keys).tolist()
+    desc = np.zeros((rows, DESC_WORDS), dtype=np.uint64)
+    for row, base in enumerate(bases):
+        i0 = ranks[2 * row]
+        end = ends[row][0] * count + ranks[2 * row + 1]
+        desc[row, :5] = (base >> 64, base & _MASK64, i0, end - i0, base % 9)
     return desc
 
 
@@ -298,12 +307,18 @@ def merge_launch(
         by_block.setdefault(int(e), []).append((int(n_hi) << 64) | int(n_lo))
     results: list[BlockEvidence | None] = []
     rerun: list[int] = []
-    for e, (lo, hi) in enumerate(ranges):
-        rec = [int(v) for v in out[e]]
+    for e, ((lo, hi), rec) in enumerate(zip(ranges, out.tolist(), strict=False)):
         numbers = sorted(by_block.get(e, ()))
         if len(numbers) != rec[2]:
             results.append(None)
             rerun.append(e)
+            continue
+        if not numbers:
+            # The common case: the device finished every number, so its record
+            # is the evidence, exactly as the accumulator below would make it.
+            peak = (rec[3] << 64) | rec[4]
+            peak_n = (rec[5] << 64) | rec[6] if peak else 0
+            results.append(BlockEvidence(lo, hi, rec[0], rec[1], peak, peak_n, 0))
             continue
         acc = reference.EvidenceAccumulator()
         acc.tested = rec[0]

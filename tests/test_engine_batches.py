@@ -216,3 +216,17 @@ def test_split_backend_closes_once() -> None:
     split = SplitBackend([CpuBackend(P), CpuBackend(P)])
     split.close()
     split.close()  # the app and the runner may both close on the way out
+
+
+_u = st.integers(0, (1 << 130) - 1)
+
+
+@given(
+    fields=st.tuples(_u, _u, _u, _u, _u, _u, _u),
+    candidates=st.lists(_u, max_size=4),
+)
+def test_checkpoint_line_is_the_json_form(fields, candidates) -> None:
+    block = BlockEvidence(*fields, candidates=tuple(candidates))
+    line = block.to_json_line()
+    assert line == json.dumps(block.to_json(), separators=(",", ":"))
+    assert BlockEvidence.from_json(json.loads(line)) == block

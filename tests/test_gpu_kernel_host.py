@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import gpu, reference
 from engine.evidence import merkle_root
@@ -370,6 +372,26 @@ def test_launch_planning():
     assert gpu.grid_x(128 * gpu.SLOTS_PER_THREAD + 1, 128) == 2
     assert gpu.blocks_per_launch(1 << 20, gpu.Tuning(128, 1 << 22)) == 4
     assert gpu.blocks_per_launch(1, gpu.Tuning(128, 1 << 30)) == gpu.MAX_GRID_Y
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    k=st.sampled_from([2, 8, 12]),
+    spans=st.lists(
+        st.tuples(st.integers(1, 1 << 80), st.integers(1, 5000)), min_size=1, max_size=6
+    ),
+)
+def test_launch_planning_counts_every_survivor_of_each_range(k, spans):
+    """Several ranges in one vectorised call, each counted the slow way."""
+    sieve = load_sieve(k)
+    ranges = [(lo, lo + size) for lo, size in spans]
+    desc = gpu.block_descriptors(sieve, ranges)
+    for row, (lo, hi) in enumerate(ranges):
+        base = (int(desc[row, 0]) << 64) | int(desc[row, 1])
+        assert base % sieve.modulus == 0 and base <= lo < base + sieve.modulus
+        assert int(desc[row, 2]) == sieve.rank(lo - base)
+        assert int(desc[row, 3]) == sum(1 for n in range(lo, hi) if sieve.contains(n % sieve.modulus))
+        assert int(desc[row, 4]) == base % 9
 
 
 def _tested_ancestor(x: int, sieve) -> int:
