@@ -15,6 +15,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine import BackendUnavailable, DutyCycle, Verifier, make_backend
@@ -43,6 +44,7 @@ class NodeRunner:
         status_file: Path | None = None,
         status_interval_s: float = 2.0,
         progress=None,
+        backend_factory: Callable[..., Backend] = make_backend,
     ) -> None:
         self.node = node
         self.backend_name = backend
@@ -53,6 +55,7 @@ class NodeRunner:
         self.duty = DutyCycle(1.0)
         self.state = "idle"
         self._progress = progress
+        self._make_backend = backend_factory
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._net_thread: threading.Thread | None = None
@@ -115,12 +118,13 @@ class NodeRunner:
         )
         self._net_thread.start()
         try:
-            backend = make_backend(self.backend_name, self.node.params, devices=self.gpu_devices)
+            backend = self._make_backend(
+                self.backend_name, self.node.params, devices=self.gpu_devices
+            )
         except BackendUnavailable as exc:
             # "no GPU: <reason>", said once; the CPU does the work instead.
-            log.warning("%s; computing on the CPU", exc)
-            print(f"hailstone: {exc}; computing on the CPU", file=sys.stderr)
-            backend = make_backend("cpu", self.node.params)
+            self._say(f"{exc}; computing on the CPU")
+            backend = self._make_backend("cpu", self.node.params)
         try:
             while not self._stop.is_set():
                 if self._paused.is_set():
@@ -131,26 +135,47 @@ class NodeRunner:
                     self.state = "syncing"
                     self._stop.wait(0.2)
                     continue
-                task = self.node.next_block_task()
-                if task is not None:
-                    self._run_block_task(task, backend)
-                    continue
-                assignment = self.node.next_assignment()
-                if assignment is None:
-                    task = self.node.next_block_task(idle=True)
-                    if task is not None:
-                        self._run_block_task(task, backend)
-                        continue
-                    self.state = "idle"
-                    self._stop.wait(IDLE_WAIT_S)
-                    continue
-                self._compute(assignment, backend)
+                try:
+                    self._turn(backend)
+                except Exception as exc:
+                    if backend.name != "gpu":
+                        raise
+                    # The GPU failed mid-run (a driver reset, say): the CPU takes
+                    # over; the unit's checkpoint keeps every finished batch.
+                    self._say(f"the GPU failed ({exc}); computing on the CPU")
+                    try:
+                        backend.close()
+                    except Exception:  # noqa: BLE001 - a broken device may fail to close
+                        log.exception("closing the failed GPU backend")
+                    backend = self._make_backend("cpu", self.node.params)
         finally:
             backend.close()
             self._stop.set()
             if self._net_thread is not None:
                 self._net_thread.join()
             self.state = "idle"
+
+    @staticmethod
+    def _say(message: str) -> None:
+        log.warning("%s", message)
+        print(f"hailstone: {message}", file=sys.stderr)
+
+    def _turn(self, backend: Backend) -> None:
+        """One round: a block to recompute, else the next unit, else wait."""
+        task = self.node.next_block_task()
+        if task is not None:
+            self._run_block_task(task, backend)
+            return
+        assignment = self.node.next_assignment()
+        if assignment is None:
+            task = self.node.next_block_task(idle=True)
+            if task is not None:
+                self._run_block_task(task, backend)
+                return
+            self.state = "idle"
+            self._stop.wait(IDLE_WAIT_S)
+            return
+        self._compute(assignment, backend)
 
     def _run_block_task(self, task: BlockTask, backend: Backend) -> None:
         self.state = "computing"
@@ -177,7 +202,15 @@ class NodeRunner:
                 if self._stop.is_set() or self._paused.is_set():
                     return  # the checkpoint keeps what is done
                 t0 = time.perf_counter()
-                job.step()
+                try:
+                    job.step()
+                except OSError as exc:
+                    # The checkpoint could not be written (a full disk): wait and
+                    # resume from what is on disk; nothing stored is lost.
+                    log.error("could not write unit %d's checkpoint (%s); retrying later", a.unit, exc)
+                    self.state = "error"
+                    self._stop.wait(SUBMIT_RETRY_S)
+                    return
                 busy = time.perf_counter() - t0
                 self.blocks_done = job.blocks_done
                 if self._progress is not None:

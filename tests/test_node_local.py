@@ -9,6 +9,7 @@ import pytest
 
 from engine import DEV, Verifier
 from engine.cpu import CpuBackend
+from network import codec
 from network.node import Node, NodeConfig
 from tests.netutil import ROOT, make_profile
 
@@ -86,3 +87,61 @@ def test_a_node_asked_for_a_gpu_it_lacks_computes_on_the_cpu(tmp_path) -> None:
         thread.join(timeout=60)
         node.stop()
     assert not thread.is_alive()
+
+
+class _GpuThatFails(CpuBackend):
+    """A real backend standing in for a GPU whose driver resets after a few batches."""
+
+    name = "gpu"
+
+    def __init__(self, params, good_batches: int) -> None:
+        super().__init__(params)
+        self.good_batches = good_batches
+        self.closed = False
+
+    def run_blocks(self, ranges, cores):
+        if self.good_batches == 0:
+            raise RuntimeError("cudaErrorLaunchFailure: unspecified launch failure")
+        self.good_batches -= 1
+        return super().run_blocks(ranges, cores)
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+def test_a_gpu_that_fails_mid_unit_hands_over_to_the_cpu(tmp_path, capfd) -> None:
+    import dataclasses
+    import threading
+
+    from engine import verify_range
+    from network.runner import NodeRunner
+    from tests.netutil import wait_until
+
+    profile = make_profile(tmp_path / "me", "flaky")
+    node = make_node(tmp_path, profile)
+    node.config = dataclasses.replace(node.config, unit_limit=1)
+    made: list[tuple[str, object]] = []
+
+    def factory(name, params, **kwargs):
+        backend = _GpuThatFails(params, good_batches=5) if name == "gpu" else CpuBackend(params)
+        made.append((name, backend))
+        return backend
+
+    runner = NodeRunner(node, backend="gpu", cores=1, backend_factory=factory)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        wait_until(lambda: runner.units_done == 1, 120, "the unit finished on the CPU")
+        (unit, status, cid), = node.my_units()
+        assert (unit, status) == (0, "reported_once")
+        signed = codec.parse(node.ledger.get(cid))
+        assert signed.record.root == verify_range(DEV, *DEV.unit_range(0), "cpu").root
+    finally:
+        runner.stop()
+        thread.join(timeout=60)
+        node.stop()
+    assert not thread.is_alive()
+    assert [name for name, _ in made] == ["gpu", "cpu"]
+    assert made[0][1].closed
+    assert "the GPU failed (cudaErrorLaunchFailure" in capfd.readouterr().err
