@@ -1,4 +1,4 @@
-"""Command-line sub-commands of the engine: `verify` and `bench`.
+"""Command-line sub-commands of the engine: `verify`, `bench` and `gpu`.
 
 The contract (docs/ARCHITECTURE.md, "CLI") is relied on by scripts: with
 --json exactly one JSON object goes to stdout; bad arguments give one line on
@@ -103,6 +103,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--tune", action="store_true", help="GPU: re-run the auto-tuning first")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
+
+    g = subparsers.add_parser(
+        "gpu",
+        help="say whether a GPU can be used here, and why not",
+        description="Probe CUDA through CuPy, list the devices with their cached tuning, "
+        "and compile the kernel with NVRTC (no device needed for that part).",
+    )
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_gpu)
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    """Exit 0 when a GPU can compute here, 1 when not (the output says why)."""
+    from engine import gpu
+
+    status = gpu.probe()
+    compiled = gpu.check_compile()
+    devices = []
+    for d in status.devices:
+        tuning = gpu.load_tuning(d.name, status.driver_version)
+        devices.append(
+            {
+                "index": d.index,
+                "name": d.name,
+                "compute_capability": f"{d.compute_capability[0]}.{d.compute_capability[1]}",
+                "memory_bytes": d.memory_bytes,
+                "tuning": None
+                if tuning is None
+                else {
+                    "threads_per_block": tuning.threads_per_block,
+                    "survivors_per_launch": tuning.survivors_per_launch,
+                },
+            }
+        )
+    out = {
+        "available": status.available and compiled.ok,
+        "reason": status.reason or ("" if compiled.ok else "the kernel does not compile"),
+        "driver_version": status.driver_version,
+        "runtime_version": status.runtime_version,
+        "devices": devices,
+        "kernel_compiles": compiled.ok,
+        "compile_options": list(compiled.options),
+        "compiler": compiled.detail,
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        why = f" ({out['reason']})" if out["reason"] else ""
+        print(f"GPU usable: {'yes' if out['available'] else 'no'}{why}")
+        for d in devices:
+            tuned = d["tuning"] or "not calibrated yet"
+            print(f"  GPU {d['index']}: {d['name']} (sm {d['compute_capability']}), {tuned}")
+        print(f"kernel compiles: {'yes' if compiled.ok else 'no'} ({compiled.detail})")
+    return 0 if out["available"] else 1
 
 
 def _fail(message: str) -> int:

@@ -438,6 +438,56 @@ def _compile(cupy):
     raise GpuUnavailable("the GPU kernel did not compile (" + "; ".join(errors)[:2000] + ")")
 
 
+@dataclass(frozen=True, slots=True)
+class CompileCheck:
+    """Whether NVRTC compiles the kernel here; needs CuPy and NVRTC, no device.
+
+    `options` is the option set that compiled (empty when none did); `detail`
+    says which NVRTC was used, or why nothing compiled.
+    """
+
+    ok: bool
+    options: tuple[str, ...]
+    detail: str
+
+
+def check_compile(arch: str = "compute_80") -> CompileCheck:
+    """Compile KERNEL_SOURCE with NVRTC as the backend would, without a GPU.
+
+    Tries COMPILE_OPTIONS in order, like _compile(); never raises. For `main.py
+    gpu` (why is my GPU not used?) and the packaging smoke test.
+    """
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        major, minor = nvrtc.getVersion()
+    except Exception as exc:  # no CuPy, or no NVRTC library next to it
+        return CompileCheck(False, (), f"NVRTC is not available ({exc})")
+    code = KERNEL_SOURCE.read_text(encoding="utf-8")
+    errors = []
+    for options in COMPILE_OPTIONS:
+        prog = nvrtc.createProgram(code, KERNEL_SOURCE.name, [], [])
+        try:
+            nvrtc.compileProgram(prog, [*options, f"-arch={arch}"])
+            ptx = nvrtc.getPTX(prog)
+            ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+            missing = [n for n in KERNEL_NAMES if f".entry {n}(" not in ptx]
+            if missing:
+                errors.append(f"{' '.join(options)}: no entry {', '.join(missing)}")
+                continue
+            return CompileCheck(True, options, f"NVRTC {major}.{minor}")
+        except Exception as exc:
+            try:
+                log_text = nvrtc.getProgramLog(prog).strip().splitlines()
+            except Exception:
+                log_text = []
+            first = log_text[0] if log_text else ""
+            errors.append(f"{' '.join(options)}: {exc} {first}".strip())
+        finally:
+            nvrtc.destroyProgram(prog)
+    return CompileCheck(False, (), f"NVRTC {major}.{minor}: " + "; ".join(errors))
+
+
 class _Slot:
     """One launch in flight: a stream and its own device/host buffers."""
 

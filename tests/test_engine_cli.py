@@ -86,3 +86,15 @@ def test_bench_json() -> None:
     assert set(obj) == {"backend", "cores", "start", "seconds", "numbers_per_second", "batch_blocks"}
     assert obj["batch_blocks"] == 1  # the CPU runs a block per core
     assert obj["start"] == 2**71 and obj["numbers_per_second"] > 0 and obj["cores"] == 1
+
+
+def test_gpu_command_explains_itself() -> None:
+    out = run("gpu", "--json")
+    obj = json.loads(out.stdout)
+    assert set(obj) >= {"available", "reason", "devices", "kernel_compiles", "compiler"}
+    assert out.returncode == (0 if obj["available"] else 1)
+    if not obj["available"]:
+        assert obj["reason"]  # never a bare "no"
+    text = run("gpu")
+    assert text.stdout.startswith("GPU usable: ")
+    assert "kernel compiles: " in text.stdout

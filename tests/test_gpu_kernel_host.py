@@ -259,6 +259,13 @@ def test_nvrtc_compiles_the_kernel_as_cupy_does(arch, options):
         assert f".entry {name}(" in ptx
 
 
+def test_check_compile_reports_the_option_set_that_compiled():
+    _nvrtc()
+    check = gpu.check_compile()
+    assert check.ok, check.detail
+    assert check.options == gpu.COMPILE_OPTIONS[0] and check.detail.startswith("NVRTC ")
+
+
 def test_kernel_source_keeps_constants_in_step_with_python():
     src = KERNEL.read_text()
     assert f"#define HS_REDUCE_THREADS {gpu.REDUCE_THREADS}" in src
