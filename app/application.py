@@ -202,6 +202,8 @@ def run_gui(args: Any) -> int:
     app.setApplicationName("Hailstone")
     app.setOrganizationName("Hailstone")
     app.setApplicationDisplayName("Hailstone")
+    # Wayland's app id: the shell matches it to hailstone.desktop for the dock icon.
+    app.setDesktopFileName("hailstone")
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(data_dir)

@@ -10,6 +10,7 @@ or stop between batches. Progress comes out as plain frozen values.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from typing import Protocol
 from engine.checkpoint import Checkpoint
 from engine.evidence import BlockEvidence, UnitResult
 from engine.params import PRODUCTION, Params
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("reference", "cpu", "gpu")
 
@@ -103,7 +106,7 @@ def make_backend(
         wanted = [device] if devices is None else list(devices)
         if not wanted:
             wanted = [d.index for d in status.devices]
-        backends = []
+        backends, refused = [], []
         try:
             for index in dict.fromkeys(wanted):  # each device once, in the order given
                 try:
@@ -111,11 +114,14 @@ def make_backend(
                     tuning = gpu.ensure_tuned(index, params) if params == PRODUCTION else None
                     backends.append(gpu.GpuBackend(params, device=index, tuning=tuning))
                 except gpu.GpuUnavailable as exc:
-                    raise BackendUnavailable(f"no GPU: {exc.reason}") from exc
+                    refused.append(exc.reason)
+                    log.warning("GPU %d is not used: %s", index, exc.reason)
         except BaseException:
             for b in backends:
                 b.close()
             raise
+        if not backends:  # the other devices still compute when one is refused
+            raise BackendUnavailable(f"no GPU: {refused[0]}")
         if len(backends) == 1:
             return backends[0]
         from engine.parallel import SplitBackend
