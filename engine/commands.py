@@ -72,6 +72,16 @@ def _default_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def add_gpu_devices_argument(parser: argparse.ArgumentParser) -> None:
+    """--gpu-devices LIST, as verify, bench and node take it (parse with parse_devices)."""
+    parser.add_argument(
+        "--gpu-devices",
+        default="",
+        metavar="LIST",
+        help="GPUs to use, by index, comma-separated (default: all)",
+    )
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     v = subparsers.add_parser(
         "verify",
@@ -84,8 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--count", metavar="N", help="verify N integers from START (instead of END)")
     v.add_argument("--backend", default="cpu", help="reference, cpu or gpu (default cpu)")
     v.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
-    v.add_argument("--gpu-devices", default="", metavar="LIST",
-                   help="GPUs to use, by index, comma-separated (default: all)")
+    add_gpu_devices_argument(v)
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_verify)
 
@@ -97,8 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--backend", default="cpu", help="cpu or gpu (default cpu)")
     b.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
-    b.add_argument("--gpu-devices", default="", metavar="LIST",
-                   help="GPUs to use, by index, comma-separated (default: all)")
+    add_gpu_devices_argument(b)
     b.add_argument("--seconds", type=float, default=10.0, help="timed duration (default 10)")
     b.add_argument("--tune", action="store_true", help="GPU: re-run the auto-tuning first")
     b.add_argument("--json", action="store_true", help="print one JSON object")

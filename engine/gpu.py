@@ -212,6 +212,19 @@ def _cuda_text(version: int) -> str:
     return f"{version // 1000}.{version % 1000 // 10}"
 
 
+def find_device(index: int) -> tuple[GpuStatus, GpuDevice]:
+    """The probe's status and device `index`; raises GpuUnavailable saying why not."""
+    status = probe()
+    if not status.available:
+        raise GpuUnavailable(status.reason)
+    for d in status.devices:
+        if d.index == index:
+            return status, d
+    raise GpuUnavailable(
+        f"there is no GPU number {index} (found {len(status.devices)} device(s))"
+    )
+
+
 def available_devices() -> list[GpuDevice]:
     """The usable CUDA devices (empty when there is no GPU)."""
     return list(probe().devices)
@@ -516,19 +529,12 @@ class GpuBackend:
         tuning: Tuning | None = None,
         sieve: Sieve | None = None,
     ) -> None:
-        status = probe()
-        if not status.available:
-            raise GpuUnavailable(status.reason)
-        match = [d for d in status.devices if d.index == device]
-        if not match:
-            raise GpuUnavailable(
-                f"there is no GPU number {device} (found {len(status.devices)} device(s))"
-            )
+        status, found = find_device(device)
         import cupy
 
         self._cp = cupy
         self.params = params
-        self.device = match[0]
+        self.device = found
         self.driver_version = status.driver_version
         self.sieve = sieve if sieve is not None else load_sieve(params.sieve_k)
         self.duty = DutyCycle(1.0)
@@ -822,16 +828,9 @@ def ensure_tuned(
 
     Raises GpuUnavailable without a GPU or when no geometry runs.
     """
-    status = probe()
-    if not status.available:
-        raise GpuUnavailable(status.reason)
-    match = [d for d in status.devices if d.index == device]
-    if not match:
-        raise GpuUnavailable(
-            f"there is no GPU number {device} (found {len(status.devices)} device(s))"
-        )
-    cached = load_tuning(match[0].name, status.driver_version)
+    status, found = find_device(device)
+    cached = load_tuning(found.name, status.driver_version)
     if cached is not None:
         return cached
-    log.warning("calibrating GPU %d (%s) once, for about %.0f s", device, match[0].name, seconds)
+    log.warning("calibrating GPU %d (%s) once, for about %.0f s", device, found.name, seconds)
     return autotune(device, params, seconds)

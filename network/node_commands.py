@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from engine import by_name, parse_devices
+from engine.commands import add_gpu_devices_argument
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
 from network.keystore import KeystoreError
@@ -36,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--status-file", type=Path, default=None, help="JSON status, rewritten every few seconds")
     p.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
     p.add_argument("--backend", default="cpu", help="cpu or gpu")
-    p.add_argument("--gpu-devices", default="", metavar="LIST",
-                   help="GPUs to use, by index, comma-separated (default: all)")
+    add_gpu_devices_argument(p)
     p.add_argument("--passphrase-file", type=Path, default=None,
                    help="account passphrase, needed once to authorise a new node key")
     p.add_argument("--ipfs", default="embedded", choices=("embedded", "rpc"), help="IPFS backend")

@@ -98,3 +98,10 @@ def test_gpu_command_explains_itself() -> None:
     text = run("gpu")
     assert text.stdout.startswith("GPU usable: ")
     assert "kernel compiles: " in text.stdout
+
+
+@pytest.mark.parametrize("command", [("verify", "5", "9"), ("bench", "--seconds", "1"), ("node",)])
+def test_bad_gpu_device_list_is_one_line(command) -> None:
+    out = run(*command, "--gpu-devices", "first")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "hailstone: GPU devices must be indices such as 0 or 0,1 (got 'first')"
