@@ -542,7 +542,7 @@ class GpuBackend:
         self._const = kernel_constants(params, self.sieve)
         # Survivor slots in one full block, for sizing launches and batches.
         self._block_slots = max(1, params.block_size * len(self.sieve) // self.sieve.modulus)
-        self._rate = 0.0  # integers per second of device time, smoothed over launches
+        self._rate = 0.0  # integers per wall-clock second of run_blocks, smoothed
         self._slots: list[_Slot] = []
         # Counters for bench/diagnostics: launches, deferred numbers, re-runs, jumps taken.
         self.stats = {"launches": 0, "deferred": 0, "reruns": 0, "jumps": 0}
@@ -583,13 +583,20 @@ class GpuBackend:
                 results[i] = reference.run_block(self.sieve, lo, hi, self.params.exact_step_bound)
             else:
                 fast.append(i)
+        t0 = time.perf_counter()
         with self._cp.cuda.Device(self.device.index):
             self._run_pipelined(ranges, fast, results)
+        wall = time.perf_counter() - t0
+        if fast and wall > 0:
+            # Wall time, not event time: launches on the two streams overlap,
+            # and a batch is meant to last BATCH_SECONDS of the caller's time.
+            rate = sum(ranges[i][1] - ranges[i][0] for i in fast) / wall
+            self._rate = rate if not self._rate else 0.7 * self._rate + 0.3 * rate
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
     def batch_blocks(self, cores: int) -> int:
-        """Blocks per batch: whole launches filling about BATCH_SECONDS of device time.
+        """Blocks per batch: whole launches filling about BATCH_SECONDS at the measured speed.
 
         Two launches until the first launch has been timed, so the two
         streams overlap from the start; `cores` does not apply to a GPU.
@@ -604,7 +611,7 @@ class GpuBackend:
 
     @property
     def numbers_per_second(self) -> float:
-        """The device's measured speed (0 before the first launch)."""
+        """The measured speed, by wall time of run_blocks (0 before the first)."""
         return self._rate
 
     def set_duty_cycle(self, fraction: float) -> None:
@@ -711,9 +718,6 @@ class GpuBackend:
             )
         slot.stream.synchronize()
         busy_s = cp.cuda.get_elapsed_time(slot.start, slot.end) / 1000.0
-        if busy_s > 0:
-            launch_rate = sum(hi - lo for lo, hi in sub) / busy_s
-            self._rate = launch_rate if not self._rate else 0.8 * self._rate + 0.2 * launch_rate
         self.stats["launches"] += 1
         self.stats["deferred"] += count
         self.stats["jumps"] += int(out[:, 7].sum())

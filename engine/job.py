@@ -86,8 +86,9 @@ def make_backend(
     """Build a backend by name. Raises BackendUnavailable with a readable reason.
 
     For "gpu", `devices` lists the CUDA devices to use (None: just `device`;
-    empty: every usable one); other backends ignore both. Several devices give one SplitBackend that runs
-    each batch on all of them at once, one worker thread per device.
+    empty: every usable one); other backends ignore both. Several devices give
+    one SplitBackend that runs each batch on all of them at once, one worker
+    thread per device.
     """
     if name == "reference":
         return ReferenceBackend(params)
@@ -259,19 +260,18 @@ class Verifier:
             raise
         elapsed = time.perf_counter() - t0
         self._compute_seconds += elapsed
+        out = []
         for ev in evidences:
             self._done[ev.lo] = ev
+            out.append(
+                BlockDone(ev, self.blocks_done, self.blocks_total, ev.hi - ev.lo, elapsed, self.backend.name)
+            )
         if self._checkpoint is not None:
             # Kept until written: a failed write (a full disk) raises to the
             # caller, and the next step writes these blocks again with its own.
             self._unsaved.extend(evidences)
             self._checkpoint.append_many(self._unsaved)
             self._unsaved = []
-        out = []
-        for ev in evidences:
-            out.append(
-                BlockDone(ev, self.blocks_done, self.blocks_total, ev.hi - ev.lo, elapsed, self.backend.name)
-            )
         return out
 
     def run(self, cancel: threading.Event | None = None) -> Iterator[BlockDone]:

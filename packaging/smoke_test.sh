@@ -320,19 +320,25 @@ else
 	echo "smoke: skip: screenshots need the embedded IPFS node"
 fi
 
+# Start the GUI on a dev profile, check it is still up after 8 s, then stop it.
+#   gui_for_8s PROFILE_DIR OUTPUT_FILE WHAT   (environment: QT_QPA_PLATFORM, DISPLAY)
+gui_for_8s() {
+	"$gui_exe" gui --data-dir "$1" --params dev >"$2" 2>&1 &
+	local pid=$!
+	pids+=("$pid")
+	sleep 8
+	kill -0 "$pid" 2>/dev/null || fail "$3 exited within 8 s: $(tail -20 "$2")"
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 20); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.5
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
 # 9. the GUI entry point (what the .desktop file starts) stays up
-"$gui_exe" gui --data-dir "$work/gui-profile" --params dev >"$work/gui.out" 2>&1 &
-gui_pid=$!
-pids+=("$gui_pid")
-sleep 8
-kill -0 "$gui_pid" 2>/dev/null || fail "GUI exited within 8 s: $(tail -20 "$work/gui.out")"
-kill -TERM "$gui_pid" 2>/dev/null || true
-for _ in $(seq 20); do
-	kill -0 "$gui_pid" 2>/dev/null || break
-	sleep 0.5
-done
-kill -KILL "$gui_pid" 2>/dev/null || true
-wait "$gui_pid" 2>/dev/null || true
+gui_for_8s "$work/gui-profile" "$work/gui.out" "GUI"
 [ -f "$work/gui-profile/logs/hailstone.log" ] || fail "the GUI wrote no log in its profile"
 if grep -q "Traceback" "$work/gui-profile/logs/hailstone.log"; then
 	fail "the GUI logged a traceback: $(grep -A20 Traceback "$work/gui-profile/logs/hailstone.log" | head -40)"
@@ -346,19 +352,8 @@ if [ "$windows" = 0 ] && [ "$(uname -s)" = Linux ] && command -v Xvfb >/dev/null
 	xvfb_pid=$!
 	pids+=("$xvfb_pid")
 	sleep 2
-	DISPLAY=":$display_num" QT_QPA_PLATFORM=xcb "$gui_exe" gui --data-dir "$work/x11-profile" \
-		--params dev >"$work/x11.out" 2>&1 &
-	x11_pid=$!
-	pids+=("$x11_pid")
-	sleep 8
-	kill -0 "$x11_pid" 2>/dev/null || fail "GUI on X11 exited within 8 s: $(tail -20 "$work/x11.out")"
-	kill -TERM "$x11_pid" 2>/dev/null || true
-	for _ in $(seq 20); do
-		kill -0 "$x11_pid" 2>/dev/null || break
-		sleep 0.5
-	done
-	kill -KILL "$x11_pid" 2>/dev/null || true
-	wait "$x11_pid" 2>/dev/null || true
+	DISPLAY=":$display_num" QT_QPA_PLATFORM=xcb gui_for_8s "$work/x11-profile" "$work/x11.out" \
+		"GUI on X11"
 	kill -TERM "$xvfb_pid" 2>/dev/null || true
 	if grep -qi "could not load the Qt platform plugin\|Traceback" "$work/x11.out" \
 		"$work/x11-profile/logs/hailstone.log"; then
