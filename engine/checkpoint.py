@@ -1,9 +1,9 @@
 """Checkpoints: completed blocks of a range, on disk, so a run can resume.
 
 Format (JSON lines): a header line naming the format, the range and the
-parameters, then one line per completed block. Each block line is appended,
-flushed and fsynced as soon as the block is done, so a crash or power loss
-costs at most the blocks in flight. A torn last line is ignored; a header
+parameters, then one line per completed block. The lines of a batch are
+appended, flushed and fsynced as soon as the batch is done, so a crash or
+power loss costs at most the batch in flight. A torn last line is ignored; a header
 that does not match the run makes the whole file ignored (it is renamed
 aside, never deleted, in case it is someone's only copy).
 """
@@ -81,8 +81,8 @@ class Checkpoint:
     def append_many(self, blocks: list[BlockEvidence]) -> None:
         """Record a batch of finished blocks durably with one write and one fsync.
 
-        A GPU batch holds thousands of blocks: an fsync per block would cost
-        more than computing them. A crash mid-write leaves whole lines plus at
+        A GPU batch holds hundreds of blocks: an fsync each would cost more
+        than computing them. A crash mid-write leaves whole lines plus at
         most one torn line, which load() skips.
         """
         if not blocks:
