@@ -106,9 +106,9 @@ class Params:
         )
 
 
-# A unit is 2^40 integers: minutes on a CPU (2 cores at 5e9 numbers/s: 3.7 min),
+# A unit is 2^40 integers: minutes on a CPU (2 cores at 5.4e9 numbers/s: 3.4 min),
 # seconds on a GPU (2.2 s at 5e11/s), so claims, records and evidence stay few
-# (2^36 made a 2-core machine publish 6,300 records a day and a GPU several a
+# (2^36 made a 2-core machine publish about 6,500 records a day and a GPU several a
 # second). Blocks of 2^28 are one sieve period: 4096 per unit (128 KiB of
 # leaves), 0.1 s on one core, so pausing stays prompt.
 PRODUCTION = Params(
