@@ -37,7 +37,7 @@ from app.network_bridge import (
 from app.ringbuffer import RateTracker
 from app.theme import icon, state_icon
 from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
-from engine import Params, by_name, policy
+from engine import Params, by_name, make_backend, policy
 from engine.files import write_atomic
 from engine.settings import ENGINE_SETTINGS, SettingsStore, effective_cores
 
@@ -123,8 +123,10 @@ class AppController(QObject):
         probe: Callable[[bool], policy.Situation] = policy.probe,
         policy_interval_ms: int = POLICY_INTERVAL_MS,
         node_overrides: dict[str, Any] | None = None,
+        backend_factory: Callable[..., Any] = make_backend,
     ) -> None:
         super().__init__()
+        self._backend_factory = backend_factory  # a test may hand in its own
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = SettingsStore(self.data_dir / SETTINGS_FILE, all_settings())
@@ -278,6 +280,7 @@ class AppController(QObject):
             share=s["cpu_share"] / 100.0,
             gpu_enabled=s["gpu_enabled"],
             gpu_devices=s["gpu_devices"],
+            backend_factory=self._backend_factory,
         )
         e = self.engine
         e.rate_sample.connect(self._on_rate)

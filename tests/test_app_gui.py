@@ -667,3 +667,40 @@ def test_a_lost_node_secret_is_replaced_with_the_passphrase(qtbot, tmp_path, mon
         assert any(d.node == fresh and not d.revoked for d in dels)
     finally:
         hs.shutdown()
+
+
+def test_every_listed_gpu_computes_and_the_list_is_a_live_setting(qtbot, make_ctl):
+    """Several devices through the app: one SplitBackend worker per device.
+
+    The 'devices' are real CPU backends under the GPU's name (this machine has no
+    GPU); the app's path is the real one: settings -> worker -> make_backend-shaped
+    factory -> SplitBackend -> Verifier -> the unit's record.
+    """
+    from engine.cpu import CpuBackend
+    from engine.job import verify_range
+    from engine.parallel import SplitBackend
+
+    class DeviceStandIn(CpuBackend):
+        name = "gpu"
+
+    asked: list[tuple[int, ...]] = []
+
+    def factory(name, params, **kwargs):
+        if name != "gpu":
+            return CpuBackend(params)
+        devices = tuple(kwargs["devices"])
+        asked.append(devices)
+        return SplitBackend([DeviceStandIn(params) for _ in devices or (0,)])
+
+    ctl = make_ctl(backend_factory=factory)
+    ctl.settings.set("gpu_enabled", True)
+    ctl.settings.set("gpu_devices", (0, 1))
+    with qtbot.waitSignal(ctl.unit_done, timeout=60000) as done:
+        ctl.start_engine()
+    finished = done.args[0]
+    assert asked == [(0, 1)] and finished.backend == "gpu"
+    lo, hi = TINY.unit_range(finished.unit)
+    assert finished.root_hex == verify_range(TINY, lo, hi, "cpu").root.hex()
+    # Changing the list rebuilds the backend between batches, with the new devices.
+    ctl.settings.set("gpu_devices", (1,))
+    qtbot.waitUntil(lambda: asked[-1] == (1,), timeout=60000)
