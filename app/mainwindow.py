@@ -100,16 +100,19 @@ class Tray:
     def check(self) -> None:
         """Show the icon when a tray exists now, drop it when the tray went away."""
         if self._available() and self.icon is None:
-            self.icon = QSystemTrayIcon(state_icon(self.ctl.state[0]))
+            # Owned by the window, so it has one owner and goes one way
+            # (deleteLater below). Unparented, Python owned it and deleted it
+            # the moment its wrapper died, with a deleteLater still queued.
+            self.icon = QSystemTrayIcon(state_icon(self.ctl.state[0]), self.window)
             self._shown_state = self.ctl.state[0]
             self.icon.setContextMenu(self.menu)
             self.icon.activated.connect(self._activated)
             self.icon.setToolTip(self.tooltip())
             self.icon.show()
         elif not self._available() and self.icon is not None:
-            self.icon.hide()
-            self.icon.deleteLater()
-            self.icon = None
+            icon, self.icon = self.icon, None
+            icon.hide()
+            icon.deleteLater()
         # Without a tray, closing the last window must quit (nothing could reopen it).
         app = QApplication.instance()
         if isinstance(app, QApplication):
