@@ -17,9 +17,9 @@ cycle below 1 the slots run one at a time and the host sleeps after each
 launch so that the GPU is busy only that share of wall time.
 
 Any CuPy flavour works (cupy-cuda12x, cupy-cuda13x): only `import cupy` is
-used. Without CuPy, a driver, or a device, probe() says why and never raises;
-gpu_backends() then returns [] after logging "no GPU: <reason>" once, and the
-caller falls back to the CPU backend.
+used. Without CuPy, a driver, or a device, probe() says why and never raises,
+logging "no GPU: <reason>" once; engine.job.make_backend then raises
+BackendUnavailable with that reason, and the caller falls back to the CPU.
 """
 
 from __future__ import annotations
@@ -739,27 +739,6 @@ class GpuBackend:
         slot = _Slot(self._cp, len(sub), gx * tpb, max(capacity, DEFER_CAPACITY))
         self._enqueue(slot, group, sub, desc, gx)
         self._collect(slot, results)
-
-
-def gpu_backends(
-    params: Params, devices: Sequence[int] | None = None, tuning: Tuning | None = None
-) -> list[GpuBackend]:
-    """One backend per usable device (all when `devices` is None); never raises.
-
-    Returns [] when there is no GPU, after logging "no GPU: <reason>" once,
-    so the caller falls back to the CPU backend.
-    """
-    status = probe()
-    if not status.available:
-        return []
-    wanted = [d.index for d in status.devices] if devices is None else list(devices)
-    backends = []
-    for index in wanted:
-        try:
-            backends.append(GpuBackend(params, device=index, tuning=tuning))
-        except GpuUnavailable as exc:
-            _log_unavailable(f"GPU {index}: {exc.reason}")
-    return backends
 
 
 # ------------------------------------------------------------------- tuning

@@ -160,6 +160,13 @@ class NodeRunner:
         log.warning("%s", message)
         print(f"hailstone: {message}", file=sys.stderr)
 
+    def _wait_after_failure(self, what: str) -> None:
+        """A result or checkpoint could not be stored (a full disk, say): log it,
+        show "error", and wait SUBMIT_RETRY_S (or until stop) before going on."""
+        log.error("%s; retrying later", what)
+        self.state = "error"
+        self._stop.wait(SUBMIT_RETRY_S)
+
     def _turn(self, backend: Backend) -> None:
         """One round: a block to recompute, else the next unit, else wait."""
         task = self.node.next_block_task()
@@ -183,9 +190,7 @@ class NodeRunner:
         try:
             self.node.submit_block(task, evidence)
         except (LedgerError, OSError) as exc:
-            log.error("could not store a %s result (%s)", task.purpose, exc)
-            self.state = "error"
-            self._stop.wait(SUBMIT_RETRY_S)
+            self._wait_after_failure(f"could not store a {task.purpose} result ({exc})")
 
     def _compute(self, a: Assignment, backend: Backend) -> None:
         self.current = a
@@ -207,9 +212,7 @@ class NodeRunner:
                 except OSError as exc:
                     # The checkpoint could not be written (a full disk): wait and
                     # resume from what is on disk; nothing stored is lost.
-                    log.error("could not write unit %d's checkpoint (%s); retrying later", a.unit, exc)
-                    self.state = "error"
-                    self._stop.wait(SUBMIT_RETRY_S)
+                    self._wait_after_failure(f"could not write unit {a.unit}'s checkpoint ({exc})")
                     return
                 busy = time.perf_counter() - t0
                 self.blocks_done = job.blocks_done
@@ -227,9 +230,7 @@ class NodeRunner:
             except (LedgerError, OSError) as exc:
                 # Nothing is lost: the checkpoint holds every block, and the next
                 # round resumes it (all blocks done) and submits again.
-                log.error("could not store unit %d's result (%s); retrying later", a.unit, exc)
-                self.state = "error"
-                self._stop.wait(SUBMIT_RETRY_S)
+                self._wait_after_failure(f"could not store unit {a.unit}'s result ({exc})")
                 return
             job.discard_checkpoint()
             self.units_done += 1

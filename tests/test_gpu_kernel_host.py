@@ -9,6 +9,7 @@ cache, duty cycle) run everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 
 from engine import gpu, reference
 from engine.evidence import merkle_root
+from engine.job import BackendUnavailable, make_backend
 from engine.params import Params
 from engine.sieve import load as load_sieve
 
@@ -294,7 +296,9 @@ def test_probe_never_raises_and_explains(caplog):
     with pytest.raises(gpu.GpuUnavailable) as info:
         gpu.GpuBackend(Params.custom())
     assert info.value.reason == status.reason
-    assert gpu.gpu_backends(Params.custom()) == []
+    with pytest.raises(BackendUnavailable) as refused:
+        make_backend("gpu", Params.custom(), devices=())
+    assert str(refused.value) == f"no GPU: {status.reason}"
     with pytest.raises(gpu.GpuUnavailable):
         gpu.autotune(0, Params.custom(), seconds=1.0)
     with pytest.raises(gpu.GpuUnavailable):
@@ -306,7 +310,8 @@ def test_no_gpu_is_logged_once(caplog):
     with caplog.at_level(logging.INFO, logger="engine.gpu"):
         status = gpu.probe()
         gpu.probe()
-        gpu.gpu_backends(Params.custom())
+        with contextlib.suppress(BackendUnavailable):
+            make_backend("gpu", Params.custom())
     if status.available:
         pytest.skip("a GPU is available here")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("no GPU: ")]
