@@ -11,12 +11,15 @@ from pathlib import Path
 
 from engine import by_name, parse_devices
 from engine.commands import add_gpu_devices_argument
+from network import logsetup
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
 from network.keystore import KeystoreError
 from network.ledger import LedgerError
 from network.node import Node, NodeConfig
 from network.runner import NodeRunner
+
+log = logging.getLogger("hailstone.node")
 
 USAGE_ERROR = 2
 FAILED = 1
@@ -49,8 +52,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reannounce-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--unit-limit", type=int, default=None, metavar="N",
                    help="only work on units below N (a local test network)")
-    p.add_argument("--verbose", action="store_true", help="log what the node does")
+    p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                   "(HOST defaults to 127.0.0.1; name another address to expose them)")
+    add_logging_arguments(p)
+    p.add_argument("--verbose", action="store_true", help="same as --log-level info")
     p.set_defaults(func=cmd_node)
+
+
+def add_logging_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=logsetup.LEVELS, default=None,
+                   help="least severe level logged (default: warning; info with --verbose)")
+    p.add_argument("--log-format", choices=logsetup.FORMATS, default="text",
+                   help="text lines, or one JSON object a line (for log collectors)")
 
 
 def _fail(message: str, code: int = USAGE_ERROR) -> int:
@@ -71,6 +85,7 @@ def _ensure_delegation(profile: Profile, passphrase_file: Path | None) -> None:
             "this node key is not authorised yet: pass --passphrase-file once to authorise it",
         )
     passphrase = passphrase_file.read_text(encoding="utf-8").rstrip("\n")
+    logsetup.SECRETS.add(passphrase)
     account_key = profile.unlock_account(passphrase)
     import time
 
@@ -92,6 +107,14 @@ def cmd_node(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if not 0.0 <= args.spot_check_share <= 1.0:
         return _fail("--spot-check-share must be between 0 and 1")
+    metrics_address = None
+    if args.metrics is not None:
+        from network.metrics import parse_address
+
+        try:
+            metrics_address = parse_address(args.metrics)
+        except ValueError as exc:
+            return _fail(str(exc))
     data_dir = args.data_dir or default_data_dir()
     profile = Profile(data_dir)
     if not profile.has_account():
@@ -99,13 +122,19 @@ def cmd_node(args: argparse.Namespace) -> int:
             f"no account in {data_dir}: create one with 'main.py account create' or import one",
             FAILED,
         )
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    logsetup.configure(
+        level=args.log_level or ("info" if args.verbose else "warning"),
+        fmt=args.log_format,
+        data_dir=Path(data_dir),
     )
+    try:
+        logsetup.SECRETS.add(profile.secret_path.read_bytes())
+    except OSError:
+        pass  # no node key yet: _ensure_delegation makes one
     try:
         _ensure_delegation(profile, args.passphrase_file)
         node_key = profile.node_key()
+        logsetup.SECRETS.add(profile.secret_path.read_bytes())
     except (KeystoreError, OSError) as exc:
         return _fail(str(exc), FAILED)
 
@@ -124,11 +153,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         unit_limit=args.unit_limit,
     )
     node = Node(config, profile, node_key)
+    # A stop asked for while the node starts (seconds) is honoured once it has started.
+    stop_asked: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _f: stop_asked.append(signum)) for s in STOP_SIGNALS}
     try:
         node.start()
     except (IpfsError, LedgerError, OSError) as exc:
         node.stop()
+        _restore(old)
         return _fail(f"cannot start the node: {exc}", FAILED)
+    except BaseException:
+        node.stop()
+        _restore(old)
+        raise
 
     tty = sys.stderr.isatty()
 
@@ -151,18 +188,51 @@ def cmd_node(args: argparse.Namespace) -> int:
         progress=progress,
     )
 
-    def on_signal(_signum, _frame) -> None:
+    def on_signal(signum, _frame) -> None:
+        log.warning("%s received: stopping after the current batch", signal.Signals(signum).name)
         runner.stop()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # WORKAROUND: the embedded kubo library (Go) takes over SIGINT and SIGTERM when it
+    # loads, and then neither kills the process nor calls Python's handler (checked
+    # with a real `kill -TERM`). Setting the handlers again after node.start() puts
+    # Python's C-level handler back; tests/test_service.py stops a real process so.
+    for s in STOP_SIGNALS:
+        signal.signal(s, on_signal)
+    if stop_asked:
+        runner.stop()
+    metrics = None
+    if metrics_address is not None:
+        from network.metrics import MetricsServer
+
+        try:
+            metrics = MetricsServer(runner, metrics_address)
+        except OSError as exc:
+            node.stop()
+            _restore(old)
+            return _fail(f"cannot serve metrics on {args.metrics}: {exc.strerror or exc}", FAILED)
+        if not metrics_address.loopback:
+            log.warning("metrics are served on %s, beyond this machine", metrics.url)
+        print(f"hailstone metrics on {metrics.url}", file=sys.stderr)
     status = node.status()
     print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
+    log.info("node %s started (%s parameters, %s backend, %d cores)",
+             status.peer_id, params.name, args.backend, cores)
     try:
         runner.run()
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        if metrics is not None:
+            metrics.close()
         node.stop()
+        _restore(old)
+        log.info("node stopped; unit checkpoints kept")
         if tty:
             print(file=sys.stderr)
     return 0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _restore(old: dict) -> None:
+    for s, handler in old.items():
+        signal.signal(s, handler)

@@ -23,6 +23,7 @@ from engine.files import write_atomic
 from engine.job import Backend
 from network.ledger import LedgerError
 from network.node import Assignment, BlockTask, Node
+from network.runstats import RunStats
 
 log = logging.getLogger("hailstone.runner")
 
@@ -63,6 +64,8 @@ class NodeRunner:
         self.blocks_done = 0
         self.blocks_total = 0
         self.units_done = 0
+        # Counters for the metrics endpoint (network/metrics.py reads them).
+        self.stats = RunStats()
 
     # --- control -------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class NodeRunner:
                     # The GPU failed mid-run (a driver reset, say): the CPU takes
                     # over; the unit's checkpoint keeps every finished batch.
                     self._say(f"the GPU failed ({exc}); computing on the CPU")
+                    self.stats.error(f"the GPU failed: {exc}")
                     try:
                         backend.close()
                     except Exception:  # noqa: BLE001 - a broken device may fail to close
@@ -164,6 +168,7 @@ class NodeRunner:
         """A result or checkpoint could not be stored (a full disk, say): log it,
         show "error", and wait SUBMIT_RETRY_S (or until stop) before going on."""
         log.error("%s; retrying later", what)
+        self.stats.error(what)
         self.state = "error"
         self._stop.wait(SUBMIT_RETRY_S)
 
@@ -186,7 +191,10 @@ class NodeRunner:
 
     def _run_block_task(self, task: BlockTask, backend: Backend) -> None:
         self.state = "computing"
+        t0 = time.perf_counter()
         evidence = backend.run_block(task.lo, task.hi)
+        self.stats.batch(backend.name, task.hi - task.lo, time.perf_counter() - t0)
+        self.stats.block_checked()
         try:
             self.node.submit_block(task, evidence)
         except (LedgerError, OSError) as exc:
@@ -207,6 +215,7 @@ class NodeRunner:
                 if self._stop.is_set() or self._paused.is_set():
                     return  # the checkpoint keeps what is done
                 t0 = time.perf_counter()
+                before = job.blocks_done
                 try:
                     job.step()
                 except OSError as exc:
@@ -216,6 +225,9 @@ class NodeRunner:
                     return
                 busy = time.perf_counter() - t0
                 self.blocks_done = job.blocks_done
+                block_size = self.node.params.block_size
+                self.stats.batch(backend.name, (job.blocks_done - before) * block_size, busy)
+                self.stats.checkpoint_written()
                 if self._progress is not None:
                     self._progress(self)
                 if time.monotonic() - last_claim > renew_every:
@@ -234,6 +246,7 @@ class NodeRunner:
                 return
             job.discard_checkpoint()
             self.units_done += 1
+            self.stats.unit_finished()
         finally:
             job.close()
             self.current = None

@@ -1,0 +1,191 @@
+"""`main.py node` as a service: metrics scraped over HTTP, logs, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from network import logsetup
+from network.metrics import parse_address
+from tests.netutil import PASSPHRASE, ROOT, NodeProcess, free_port, wait_until
+
+pytestmark = pytest.mark.network
+
+
+def scrape(port: int) -> dict[str, dict[tuple, float]]:
+    """GET /metrics with a real HTTP client: {sample name: {labels: value}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode("utf-8")
+    out: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def one(metrics: dict, name: str, **labels: str) -> float:
+    return metrics[name][tuple(sorted(labels.items()))]
+
+
+def secrets_of(node: NodeProcess) -> list[str]:
+    """Every secret of the profile, in the forms a careless log line could show."""
+    from network.identity import Profile
+
+    profile = Profile(node.data_dir)
+    raw = [
+        bytes(profile.unlock_account(PASSPHRASE)),  # account key seed
+        bytes(profile.node_key()),  # node key seed
+        profile.secret_path.read_bytes(),  # node.secret
+    ]
+    forms = [PASSPHRASE]
+    for blob in raw:
+        forms += [blob.hex(), base64.b64encode(blob).decode(), base64.b64encode(blob).decode()[:20]]
+    return forms
+
+
+def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
+    port = free_port()
+    passphrase_file = tmp_path / "passphrase"
+    passphrase_file.write_text(PASSPHRASE + "\n")
+    node = NodeProcess(
+        tmp_path, "svc",
+        extra=["--metrics", f"127.0.0.1:{port}", "--log-format", "json", "--log-level", "debug",
+               "--passphrase-file", str(passphrase_file)],
+    )
+    # A node key this account has not authorised yet: the run reads the passphrase.
+    (node.data_dir / "node.key").unlink()
+    (node.data_dir / "node.secret").unlink()
+    node.start()
+    try:
+        wait_until(lambda: node.status().get("units_done", 0) >= 1, 120, "a finished unit")
+        first = scrape(port)
+        wait_until(
+            lambda: one(scrape(port), "hailstone_numbers_total", backend="cpu")
+            > one(first, "hailstone_numbers_total", backend="cpu"),
+            60, "the numbers counter to grow",
+        )
+        m = scrape(port)
+        assert one(m, "hailstone_units_finished_total") >= 1
+        assert one(m, "hailstone_numbers_per_second", backend="cpu") > 0
+        assert one(m, "hailstone_compute_seconds_total", backend="cpu") > 0
+        info = next(iter(m["hailstone_info"]))
+        assert ("params", "dev") in info and ("backend", "cpu") in info
+        assert one(m, "hailstone_peers") == 0
+        # account, two delegations (the first node key and this one), work records
+        assert one(m, "hailstone_ledger_records") >= 4
+        assert one(m, "hailstone_ledger_bytes") > 0
+        assert one(m, "hailstone_outbox_pending") >= 4  # no peer acknowledged anything
+        assert one(m, "hailstone_my_units", status="reported_once") >= 1
+        assert one(m, "hailstone_units_verified") == 0  # one account cannot verify alone
+        assert one(m, "hailstone_claims_active") >= 1 and one(m, "hailstone_claim_held") == 1
+        assert sum(v for (k, v) in m["hailstone_state"].items()) == 1
+        assert 0 <= one(m, "hailstone_checkpoint_age_seconds") < 600
+        assert one(m, "hailstone_errors_total") == 0
+        assert one(m, "hailstone_scrape_failures_total") == 0
+        assert "hailstone_rejected_records_total" not in m or all(
+            v == 0 for v in m["hailstone_rejected_records_total"].values()
+        )
+        # SIGTERM while a unit computes: exit 0, the unit's checkpoint stays.
+        wait_until(lambda: node.status().get("blocks_done", 0) > 0, 60, "a unit in progress")
+        proc = node.proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        node.proc = None
+    finally:
+        node.stop()
+    log_text = node.log_file.read_text()
+    assert "SIGTERM received" in log_text and "node stopped; unit checkpoints kept" in log_text
+    assert list((node.data_dir / "checkpoints").glob("dev-unit*.ckpt"))
+    # The metrics endpoint is gone with the process.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+
+    # The profile's log file: JSON lines, owner-only, and the same run's story.
+    log_file = node.data_dir / "logs" / "node.log"
+    assert log_file.stat().st_mode & 0o077 == 0
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[-1])
+    assert any(rec["level"] == "DEBUG" for rec in lines)
+    assert lines[-1]["message"] == "node stopped; unit checkpoints kept"
+    # No secret in any log of the run.
+    everything = log_text + log_file.read_text()
+    for secret in secrets_of(node):
+        assert secret not in everything, "a secret reached the logs"
+
+
+def test_bad_metrics_address_is_refused_before_anything_starts(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "node", "--data-dir", str(tmp_path / "x"),
+         "--metrics", "127.0.0.1:http"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 2
+    assert "the port must be a number" in out.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_metrics_address_parsing() -> None:
+    assert parse_address("9464") == parse_address("127.0.0.1:9464")
+    assert parse_address(":9464").host == "127.0.0.1"
+    assert parse_address("[::1]:9").host == "::1" and parse_address("[::1]:9").loopback
+    assert not parse_address("0.0.0.0:9464").loopback
+    assert parse_address("localhost:1").loopback
+    for bad in ("::1:9", "1.2.3.4:99999", "x"):
+        with pytest.raises(ValueError):
+            parse_address(bad)
+
+
+def test_logs_under_journald_carry_priorities_and_no_time(tmp_path, monkeypatch) -> None:
+    stream = open(tmp_path / "journal", "w+")  # noqa: SIM115 - closed below
+    try:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logsetup.configure(level="info", fmt="text", stream=stream)
+        logging.getLogger("hailstone.test").warning("disk %s", "nearly full")
+        logging.getLogger("hailstone.test").info("started")
+        stream.flush()
+        lines = (tmp_path / "journal").read_text().splitlines()
+    finally:
+        _reset_logging()
+        stream.close()
+    assert lines == ["<4>WARNING hailstone.test: disk nearly full", "<6>INFO hailstone.test: started"]
+
+
+def test_plain_stderr_gets_times_and_secrets_are_redacted(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = io.StringIO()
+    try:
+        path = logsetup.configure(level="info", fmt="text", data_dir=tmp_path, stream=stream)
+        logsetup.SECRETS.add("hunter2-secret")
+        logsetup.SECRETS.add(b"\x01\x02\x03\x04\xff")
+        logging.getLogger("hailstone.test").info("got %s and %s", "hunter2-secret", "01020304ff")
+    finally:
+        _reset_logging()
+    line = stream.getvalue().strip()
+    assert line.endswith("INFO hailstone.test: got [redacted] and [redacted]")
+    assert line[:4].isdigit()  # a time stamp first
+    assert path == tmp_path / "logs" / "node.log"
+    assert "[redacted]" in path.read_text() and "hunter2" not in path.read_text()
+    with pytest.raises(ValueError):
+        logsetup.configure(level="loud")
+
+
+def _reset_logging() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_hailstone", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(False)
