@@ -193,11 +193,9 @@ class SoloLedger:
         return int(self._doc["next_unit"])
 
     def assignment(self) -> Assignment:
-        unit = self.next_unit
-        lo, hi = self.params.unit_range(unit)
-        ck = self.data_dir / "checkpoints" / f"{self.params.name}-unit-{unit}.ckpt"
-        ck.parent.mkdir(parents=True, exist_ok=True)
-        return Assignment(unit, lo, hi, ck)
+        folder = self.data_dir / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        return Assignment.of_unit(self.params, self.next_unit, folder)
 
     def record(self, unit: int, result: UnitResult) -> None:
         if unit != self.next_unit:

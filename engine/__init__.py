@@ -18,8 +18,10 @@ from engine.job import (
     BlockDone,
     Verifier,
     block_ranges,
+    checkpoint_unit,
     make_backend,
     parse_devices,
+    unit_checkpoint_path,
     verify_range,
 )
 from engine.params import DEV, PRODUCTION, PROTOCOL_VERSION, Params, by_name
@@ -44,12 +46,14 @@ __all__ = [
     "Verifier",
     "block_ranges",
     "by_name",
+    "checkpoint_unit",
     "load_sieve",
     "make_backend",
     "merkle_proof",
     "merkle_root",
     "parse_devices",
     "run_bench",
+    "unit_checkpoint_path",
     "verify_proof",
     "verify_range",
 ]

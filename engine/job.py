@@ -165,6 +165,40 @@ class Assignment:
     hi: int
     checkpoint: Path
 
+    @classmethod
+    def of_unit(cls, params: Params, unit: int, folder: Path) -> Assignment:
+        """Unit `unit` of `params`, its checkpoint named by `unit_checkpoint_path`."""
+        lo, hi = params.unit_range(unit)
+        return cls(unit, lo, hi, unit_checkpoint_path(folder, params, unit))
+
+
+def unit_checkpoint_path(folder: Path, params: Params, unit: int) -> Path:
+    """The one name of unit `unit`'s checkpoint in `folder`.
+
+    Solo and network runs share it: the unit's range is the same either way,
+    so a unit interrupted in one mode resumes in the other.
+    """
+    if unit < 0:
+        raise ValueError(f"unit numbers start at 0, got {unit}")
+    return folder / f"{params.name}-unit-{unit}.ckpt"
+
+
+def checkpoint_unit(path: Path, params: Params) -> int | None:
+    """The unit whose checkpoint `path` is (under `params`), or None for any other file.
+
+    Also reads the older network name `{params}-unit{N}.ckpt` (no dash), so a
+    caller can move such a file to `unit_checkpoint_path`.
+    """
+    prefix, suffix = f"{params.name}-unit", ".ckpt"
+    name = path.name
+    if not (name.startswith(prefix) and name.endswith(suffix)):
+        return None
+    digits = name[len(prefix) : -len(suffix)].removeprefix("-")
+    # Only a plain decimal numeral: "-3", "+3", " 3" or "03" are no unit's name.
+    if not digits.isascii() or not digits.isdigit() or (len(digits) > 1 and digits[0] == "0"):
+        return None
+    return int(digits)
+
 
 @dataclass(frozen=True, slots=True)
 class BlockDone:

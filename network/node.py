@@ -30,7 +30,16 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from engine import Assignment, BlockEvidence, Params, UnitResult, merkle_proof, merkle_root
+from engine import (
+    Assignment,
+    BlockEvidence,
+    Params,
+    UnitResult,
+    checkpoint_unit,
+    merkle_proof,
+    merkle_root,
+    unit_checkpoint_path,
+)
 from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
@@ -813,7 +822,7 @@ class Node:
     # --- the compute loop's side ---------------------------------------------------
 
     def checkpoint_path(self, unit: int) -> Path:
-        return self.config.data_dir / "checkpoints" / f"{self.params.name}-unit{unit}.ckpt"
+        return unit_checkpoint_path(self.config.data_dir / "checkpoints", self.params, unit)
 
     def next_assignment(self) -> Assignment | None:
         """Claim and return the next unit to compute (resuming our own checkpoint first)."""
@@ -834,14 +843,12 @@ class Node:
             if unit is None:
                 return None
         self.claim(unit)
-        lo, hi = self.params.unit_range(unit)
-        return Assignment(unit, lo, hi, self.checkpoint_path(unit))
+        return Assignment.of_unit(self.params, unit, self.config.data_dir / "checkpoints")
 
     def _resumable_unit(self, st: NetworkState, claims, now: float) -> int | None:
         folder = self.config.data_dir / "checkpoints"
         if not folder.is_dir():
             return None
-        prefix = f"{self.params.name}-unit"
         others = {
             c.unit
             for c in claims
@@ -849,11 +856,15 @@ class Node:
             and c.expires_at > now
             and not (c.unit in st.units and c.account in st.units[c.unit].reporters())
         }
-        for path in sorted(folder.glob(f"{prefix}*.ckpt")):
-            try:
-                unit = int(path.stem[len(prefix) :])
-            except ValueError:
+        for path in sorted(folder.glob(f"{self.params.name}-unit*.ckpt")):
+            unit = checkpoint_unit(path, self.params)
+            if unit is None:
                 continue
+            if path != self.checkpoint_path(unit):
+                try:  # an older name for the same unit's checkpoint
+                    path.replace(self.checkpoint_path(unit))
+                except OSError:
+                    continue
             entry = st.units.get(unit)
             mine = entry is not None and self.account_pub in entry.reporters()
             limit = self.config.unit_limit
