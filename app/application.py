@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QInputDialog, QLineEdit
 
 from app.controller import AppController
 from app.mainwindow import MainWindow
+from app.signals import StopSignals
 from app.single_instance import claim_profile
 from app.wizard import SetupWizard
 from app.workers import run_job
@@ -196,8 +197,14 @@ class HailstoneApp(QObject):
         self.window.close()
 
 
-def run_gui(args: Any) -> int:
-    """Open the desktop app; returns the exit status."""
+def run_gui(args: Any, **app_kw: Any) -> int:
+    """Open the desktop app; returns the exit status (0 after Quit, SIGTERM or SIGINT).
+
+    Args:
+        args: the parsed command line (data_dir, params, minimized).
+        app_kw: HailstoneApp keywords that win over the command line (the signal
+            test runs a real process on loopback with its own parameters).
+    """
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Hailstone")
     app.setOrganizationName("Hailstone")
@@ -217,15 +224,23 @@ def run_gui(args: Any) -> int:
         from engine import by_name
 
         params = by_name(args.params)
-    hs = HailstoneApp(data_dir, params=params, minimized=bool(getattr(args, "minimized", False)))
+    kw: dict[str, Any] = {"params": params, "minimized": bool(getattr(args, "minimized", False))}
+    kw.update(app_kw)
+    hs = HailstoneApp(data_dir, **kw)
     sys.excepthook = make_excepthook(hs.ctl)
     single.raise_requested.connect(hs.bring_to_front)
+    # Logout, shutdown and Ctrl-C stop the app like Quit (checkpoint kept); the
+    # embedded IPFS node takes the handlers when it starts, so they go back then.
+    stops = StopSignals()
+    stops.received.connect(hs.quit)
+    hs.ctl.network_started.connect(stops.reinstall)
     # The tray (re-checked on a timer) keeps setQuitOnLastWindowClosed up to date.
     app.aboutToQuit.connect(hs.shutdown)
     hs.launch()
     try:
         code = app.exec()
     finally:
+        stops.close()
         single.close()
         sys.excepthook = sys.__excepthook__
     return int(code)

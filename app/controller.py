@@ -87,6 +87,10 @@ class AppController(QObject):
         block_task_done(BlockTaskDone): a spot-check or dispute confirmation finished.
         setting_changed(key, value): a stored setting changed (the wizard, a snooze,
             Preferences); pages show the new value.
+        controls_changed(): pause/resume/snooze availability changed (the window's
+            control bar follows it).
+        network_started(StartFailure | None): the node's start returned (the
+            embedded IPFS library installs its own signal handlers then).
     """
 
     state_changed = Signal(str, str)
@@ -102,6 +106,8 @@ class AppController(QObject):
     block_task_done = Signal(object)
     sampled = Signal()
     setting_changed = Signal(str, object)
+    controls_changed = Signal()
+    network_started = Signal(object)
 
     # Commands to the engine worker (queued to its thread).
     _cmd_start = Signal()
@@ -152,7 +158,8 @@ class AppController(QObject):
         # (a setting changed meanwhile) is stale and is not applied.
         self._probe_job: Any = None
         self._probe_wanted = 0
-        self._user_paused = False
+        # Pause is the volunteer's choice and outlives a restart (app_state.json).
+        self._user_paused = bool(self._app_state().get("paused"))
         self._shut_down = False
         self._net_notes_window = 0.0
         self._net_notes = 0
@@ -181,16 +188,28 @@ class AppController(QObject):
 
     def is_set_up(self) -> bool:
         """Whether the first-run wizard has completed for this profile."""
+        return bool(self._app_state().get("setup_complete"))
+
+    def _app_state(self) -> dict:
         try:
             doc = json.loads((self.data_dir / APP_STATE_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
-        return isinstance(doc, dict) and bool(doc.get("setup_complete"))
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _write_app_state(self, **changes: Any) -> None:
+        """Merge `changes` into app_state.json (atomic). Raises OSError when the disk refuses."""
+        doc = {**self._app_state(), **changes, "version": 1}
+        write_atomic(self.data_dir / APP_STATE_FILE, json.dumps(doc).encode("utf-8"))
 
     def mark_set_up(self) -> None:
         """Remember that the wizard completed. Raises OSError when the disk refuses."""
-        doc = {"setup_complete": True, "version": 1}
-        write_atomic(self.data_dir / APP_STATE_FILE, json.dumps(doc).encode("utf-8"))
+        self._write_app_state(setup_complete=True)
+
+    @property
+    def user_paused(self) -> bool:
+        """Whether the volunteer paused computing (remembered across restarts)."""
+        return self._user_paused
 
     def accounts(self) -> Accounts | None:
         """Account operations, or None when the network layer is not installed."""
@@ -245,12 +264,18 @@ class AppController(QObject):
         self.act_unsnooze.triggered.connect(self.unsnooze)
         self._update_actions()
 
+    def snoozed(self) -> bool:
+        return float(self.settings["snooze_until"]) > time.time()
+
     def _update_actions(self) -> None:
         state = self.state[0]
-        snoozed = float(self.settings["snooze_until"]) > time.time()
-        self.act_pause.setEnabled(not self._user_paused and state != "stopped")
-        self.act_resume.setEnabled(self._user_paused or state == "error")
+        snoozed = self.snoozed()
+        # Pause works before the engine starts too: it is remembered and applied at start.
+        self.act_pause.setEnabled(not self._user_paused and not self._shut_down)
+        # Resume ends a pause, a snooze (it is the obvious button for both) or an error.
+        self.act_resume.setEnabled(self._user_paused or snoozed or state == "error")
         self.act_unsnooze.setEnabled(snoozed)
+        self.controls_changed.emit()
 
     # -- engine lifecycle ------------------------------------------------------------
 
@@ -358,17 +383,32 @@ class AppController(QObject):
 
     # -- commands --------------------------------------------------------------------
 
+    def _remember_pause(self, paused: bool) -> None:
+        try:
+            self._write_app_state(paused=paused)
+        except OSError as exc:
+            log.warning("pause state not saved", exc_info=True)
+            self.show("settings_not_saved", f"paused: {exc.strerror or exc}")
+
     @Slot()
     def pause(self) -> None:
+        """Stop computing until Resume, also across a restart."""
         self._user_paused = True
         self._cmd_pause.emit()
-        self.note("Paused.")
+        self._remember_pause(True)
+        self.note("Paused; press Resume to continue (this is remembered after a restart).")
         self._update_actions()
 
     @Slot()
     def resume(self) -> None:
+        """End a pause and a snooze, and retry after an error."""
+        if self.snoozed():
+            self.unsnooze()
+        was_paused = self._user_paused
         self._user_paused = False
         self._cmd_resume.emit()
+        if was_paused:
+            self._remember_pause(False)
         self.note("Resumed.")
         self._update_actions()
 
@@ -558,6 +598,7 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_network_started(self, failure: StartFailure | None) -> None:
+        self.network_started.emit(failure)
         if failure is None:
             self.note("The network node started.", "network")
             return

@@ -16,8 +16,11 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
+    QSizePolicy,
     QStackedWidget,
     QSystemTrayIcon,
+    QToolBar,
+    QToolButton,
     QWidget,
 )
 
@@ -159,6 +162,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.ctl = ctl
         self.quitting = False
+        self._told_about_tray = False
         self.setWindowTitle("Hailstone")
         self.setWindowIcon(icon("hailstone"))
         self.resize(1000, 680)
@@ -184,10 +188,52 @@ class MainWindow(QMainWindow):
         self.network_label = QLabel(ctl.network_text())
         self.statusBar().addPermanentWidget(self.network_label)
         self.tray = Tray(ctl, self, tray_available)
+        self.controls = self._make_controls()
         ctl.act_open.triggered.connect(self.bring_to_front)
         ctl.message_shown.connect(self.on_message)
         ctl.state_changed.connect(self.on_state)
         ctl.network_status.connect(self.on_network_status)
+
+    def _make_controls(self) -> QToolBar:
+        """Pause, Resume, Snooze and Quit in the window itself: many desktops
+        (GNOME by default) have no tray, and the tray menu is then out of reach."""
+        bar = QToolBar("Controls")
+        bar.setObjectName("controls")
+        bar.setMovable(False)
+        bar.setFloatable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar.setIconSize(QSize(18, 18))
+        bar.addAction(self.ctl.act_pause)
+        bar.addAction(self.ctl.act_resume)
+        self.snooze_button = QToolButton()
+        self.snooze_button.setText("Snooze")
+        self.snooze_button.setToolTip("Pause for a while; computing resumes by itself")
+        self.snooze_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.snooze_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.snooze_button.setMenu(self.tray.snooze_menu)
+        bar.addWidget(self.snooze_button)
+        self.control_state = QLabel("")
+        self.control_state.setContentsMargins(12, 0, 12, 0)
+        bar.addWidget(self.control_state)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        bar.addWidget(spacer)
+        bar.addAction(self.ctl.act_quit)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        self.ctl.controls_changed.connect(self._update_controls)
+        self._update_controls()
+        return bar
+
+    @Slot()
+    def _update_controls(self) -> None:
+        if self.ctl.user_paused:
+            text = "Paused by you"
+        elif self.ctl.snoozed():
+            until = float(self.ctl.settings["snooze_until"])
+            text = f"Snoozed until {time.strftime('%a %H:%M', time.localtime(until))}"
+        else:
+            text = ""
+        self.control_state.setText(text)
 
     def show_page(self, title: str) -> None:
         self.nav.setCurrentRow([p[0] for p in PAGES].index(title))
@@ -217,7 +263,17 @@ class MainWindow(QMainWindow):
         if self.tray.available and not self.quitting:
             event.ignore()
             self.hide()
-            self.ctl.note("Hailstone keeps computing in the tray.")
+            text = (
+                "Hailstone keeps computing in the background; open it from the tray icon, "
+                "and choose Quit there to stop it."
+            )
+            self.ctl.note(text)
+            if not self._told_about_tray and self.tray.icon is not None:
+                # Once per run: a window that vanishes must say where the app went.
+                self._told_about_tray = True
+                self.tray.icon.showMessage(
+                    "Hailstone", text, QSystemTrayIcon.MessageIcon.Information
+                )
             return
         event.accept()
 

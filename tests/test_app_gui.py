@@ -569,7 +569,7 @@ def test_tray_appears_later_closes_to_tray_and_goes_away(qtbot, make_ctl):
     win.show()
     win.close()  # with a tray: hidden, still running
     assert not win.isVisible() and not win.quitting
-    assert any("in the tray" in e.text for e in ctl.events.entries)
+    assert any("in the background" in e.text for e in ctl.events.entries)
     ctl.act_open.trigger()
     assert win.isVisible()
     tray_now[0] = False
