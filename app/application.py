@@ -10,9 +10,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from PySide6.QtCore import QObject, QStandardPaths, Slot
+from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QApplication, QInputDialog, QLineEdit
 
+from app import network_bridge
 from app.controller import AppController
 from app.mainwindow import MainWindow
 from app.signals import StopSignals
@@ -25,10 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
-    """The per-user data folder from QStandardPaths (AppDataLocation)."""
-    QApplication.setOrganizationName("Hailstone")
-    QApplication.setApplicationName("Hailstone")
-    return Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+    """The per-user profile folder, the same one the CLI uses (network/profile_dir.py).
+
+    An old profile from QStandardPaths' AppDataLocation is moved there on first use.
+    """
+    return network_bridge.default_data_dir()
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def setup_logging(data_dir: Path) -> logging.Handler:
@@ -212,6 +221,13 @@ def run_gui(args: Any, **app_kw: Any) -> int:
     # Wayland's app id: the shell matches it to hailstone.desktop for the dock icon.
     app.setDesktopFileName("hailstone")
     data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
+    # A login entry written by an older version names the old GUI folder: the
+    # profile moved, so follow it (and rewrite the entry below).
+    old_login_entry = getattr(args, "data_dir", None) and _same_path(
+        data_dir, network_bridge.legacy_gui_data_dir()
+    )
+    if old_login_entry:
+        data_dir = default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(data_dir)
     single = claim_profile(data_dir)
@@ -228,6 +244,11 @@ def run_gui(args: Any, **app_kw: Any) -> int:
     kw.update(app_kw)
     hs = HailstoneApp(data_dir, **kw)
     sys.excepthook = make_excepthook(hs.ctl)
+    moved = network_bridge.last_migration()
+    if moved is not None and moved.note:
+        hs.ctl.note(moved.note, "app", "info" if moved.moved else "warning")
+    if old_login_entry and hs.ctl.settings["start_at_login"]:
+        hs.ctl.apply_start_at_login(True)
     single.raise_requested.connect(hs.bring_to_front)
     # Logout, shutdown and Ctrl-C stop the app like Quit (checkpoint kept); the
     # embedded IPFS node takes the handlers when it starts, so they go back then.

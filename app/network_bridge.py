@@ -35,6 +35,11 @@ from typing import Any
 from engine import Assignment, BlockEvidence, Params, UnitResult
 from engine.files import write_atomic
 
+# One profile folder for the app and the CLI (and the move of an old GUI profile).
+from network.profile_dir import default_data_dir as default_data_dir
+from network.profile_dir import last_migration as last_migration
+from network.profile_dir import legacy_gui_data_dir as legacy_gui_data_dir
+
 # The network layer's settings reach the rest of the app only through this module
 # (re-exported; the import-linter contract in pyproject.toml keeps it the one seam).
 from network.settings import DEFAULT_KUBO_API as DEFAULT_KUBO_API

@@ -43,10 +43,10 @@ PROFILE_VERSION = 1
 
 
 def default_data_dir() -> Path:
-    """The default profile directory: platformdirs' user data dir for "hailstone"."""
-    import platformdirs
+    """The default profile directory, shared with the desktop app (network/profile_dir.py)."""
+    from network.profile_dir import default_data_dir as shared
 
-    return Path(platformdirs.user_data_dir("hailstone", appauthor=False))
+    return shared()
 
 
 def new_key() -> SigningKey:
