@@ -36,6 +36,7 @@ from network.records import (
     RECORD_TYPES,
     AccountRecord,
     CheckRecord,
+    CommitRecord,
     DelegationRecord,
     DisputeRecord,
     Record,
@@ -51,13 +52,16 @@ SIZE_CAPS: dict[str, int] = {
     AccountRecord.KIND: 1024,
     DelegationRecord.KIND: 512,
     WorkRecord.KIND: 4096,
+    CommitRecord.KIND: 512,
     CheckRecord.KIND: 1024,
     DisputeRecord.KIND: 4096,
 }
 MAX_RECORD_BYTES = max(SIZE_CAPS.values())
 
 # Field value types on the wire.
-_UINT, _B32, _TEXT, _BOOL, _OPT_TEXT, _OPT_B32, _LIST_UINT, _LIST_B32, _PARAMS = range(9)
+_UINT, _B32, _TEXT, _BOOL, _OPT_TEXT, _OPT_B32, _LIST_UINT, _LIST_B32, _PARAMS, _LIST_TEXT = range(
+    10
+)
 
 SCHEMAS: dict[str, dict[str, int]] = {
     AccountRecord.KIND: {"account": _B32, "username": _TEXT, "created": _UINT},
@@ -78,12 +82,23 @@ SCHEMAS: dict[str, dict[str, int]] = {
         "max_n": _UINT,
         "overflows": _UINT,
         "candidates": _LIST_UINT,
+        "extra_candidates": _UINT,
+        "candidates_cid": _OPT_TEXT,
         "backend": _TEXT,
         "compute_ms": _UINT,
         "node": _B32,
         "account": _B32,
         "created": _UINT,
         "evidence_cid": _OPT_TEXT,
+        "nonce": _B32,
+        "seen_commits": _LIST_TEXT,
+    },
+    CommitRecord.KIND: {
+        "unit": _UINT,
+        "commitment": _B32,
+        "node": _B32,
+        "account": _B32,
+        "created": _UINT,
     },
     CheckRecord.KIND: {
         "work_cid": _TEXT,
@@ -93,6 +108,7 @@ SCHEMAS: dict[str, dict[str, int]] = {
         "node": _B32,
         "account": _B32,
         "created": _UINT,
+        "unavailable": _BOOL,
     },
     DisputeRecord.KIND: {
         "work_cid": _TEXT,
@@ -129,7 +145,7 @@ def body_of(record: Record) -> dict[str, Any]:
         value = getattr(record, name)
         if kind == _PARAMS:
             value = {f: getattr(value, f) for f in PARAMS_FIELDS}
-        elif kind in (_LIST_UINT, _LIST_B32):
+        elif kind in (_LIST_UINT, _LIST_B32, _LIST_TEXT):
             value = list(value)
         out[name] = value
     return out
@@ -223,6 +239,10 @@ def _field(kind: int, value: Any) -> Any:
     elif kind == _LIST_B32:
         if type(value) is not list or any(type(x) is not bytes for x in value):
             raise ValueError("expected a list of byte strings")
+        value = tuple(value)
+    elif kind == _LIST_TEXT:
+        if type(value) is not list or any(type(x) is not str for x in value):
+            raise ValueError("expected a list of text strings")
         value = tuple(value)
     elif kind == _PARAMS:
         if type(value) is not dict or set(value) != set(PARAMS_FIELDS):

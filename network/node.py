@@ -54,7 +54,15 @@ from network.ipfs import (
 )
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
-from network.records import CheckRecord, DelegationRecord, DisputeRecord, SignedRecord, WorkRecord
+from network.records import (
+    MAX_CANDIDATES,
+    CheckRecord,
+    DelegationRecord,
+    DisputeRecord,
+    SignedRecord,
+    WorkRecord,
+    candidate_list_bytes,
+)
 from network.rejection import Accepted, Rejection
 from network.state import NetworkState, derive_state, next_unit
 from network.validate import ValidationContext, authorised, validate
@@ -895,6 +903,17 @@ class Node:
         except IpfsError as exc:
             self._event("warning", f"evidence not stored in IPFS yet: {exc}")
         self._save_evidence(evidence_cid, evidence)
+        candidates_cid = None
+        if len(result.candidates) > MAX_CANDIDATES:
+            # More candidates than a record lists: the full list is its own object,
+            # kept and served like the evidence, so no report is ever lost.
+            listing = candidate_list_bytes(result.candidates)
+            candidates_cid = cid_for_bytes(listing)
+            try:
+                self.ipfs.add(listing)
+            except IpfsError as exc:
+                self._event("warning", f"candidate list not stored in IPFS yet: {exc}")
+            self._save_evidence(candidates_cid, listing)
         record = WorkRecord.from_unit_result(
             result,
             self.params,
@@ -903,7 +922,12 @@ class Node:
             self.account_pub,
             int(self._clock()),
             evidence_cid=evidence_cid,
+            candidates_cid=candidates_cid,
         )
+        if record.has_candidates:
+            self._event(
+                "candidate", f"unit {assignment.unit}: {record.candidate_count} candidate(s)"
+            )
         cid = self._add_own(codec.sign(record, self.node_key))
         self._spot_budget += self.config.spot_check_share * self.params.blocks_per_unit
         self._event("published", f"unit {assignment.unit}", cid)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import cbor2
+
 from engine.evidence import UnitResult
 from engine.params import Params
 from network.usernames import UsernameError, normalize
@@ -23,7 +25,11 @@ HASH_BYTES = 32
 MIN_CREATED = 1_704_067_200
 MAX_CREATED = (1 << 40) - 1
 
-MAX_CANDIDATES = 16  # each is re-checked with up to exact_step_bound exact steps
+# Candidates listed inline in a work record (each is re-checked with up to exact_step_bound
+# exact steps by every validating node). A unit may hold any number: the record then
+# carries the count, the first MAX_CANDIDATES inline and the CID of the full list.
+MAX_CANDIDATES = 16
+MAX_SEEN_COMMITS = 8  # other accounts' commits a reveal lists (commit-reveal pairing)
 MAX_BIG_UINT = (1 << 512) - 1  # max_value/max_n/candidates: far beyond any reachable peak
 MAX_COUNT = (1 << 64) - 1  # tested, odd_steps, overflows, unit, block
 MAX_COMPUTE_MS = (1 << 48) - 1
@@ -156,12 +162,16 @@ class WorkRecord:
     max_n: int
     overflows: int
     candidates: tuple[int, ...] = ()
+    extra_candidates: int = 0  # candidates beyond the inline MAX_CANDIDATES
+    candidates_cid: str | None = None
     backend: str
     compute_ms: int
     node: bytes
     account: bytes
     created: int
     evidence_cid: str | None = None
+    nonce: bytes = bytes(HASH_BYTES)
+    seen_commits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_params(self.params)
@@ -177,6 +187,19 @@ class WorkRecord:
             _check_uint("candidate", c, MAX_BIG_UINT)
         if list(self.candidates) != sorted(set(self.candidates)):
             raise ValueError("candidates must be strictly increasing")
+        _check_uint("extra_candidates", self.extra_candidates, MAX_COUNT)
+        if self.extra_candidates:
+            # Bounded record, unbounded report: the first MAX_CANDIDATES inline, all of
+            # them in a content-addressed list.
+            if len(self.candidates) != MAX_CANDIDATES or self.candidates_cid is None:
+                raise ValueError(
+                    f"more than {MAX_CANDIDATES} candidates: list the first {MAX_CANDIDATES} "
+                    "and name the full list by candidates_cid"
+                )
+        elif self.candidates_cid is not None:
+            raise ValueError("candidates_cid is only for more than MAX_CANDIDATES candidates")
+        if self.candidates_cid is not None:
+            _check_text("candidates_cid", self.candidates_cid, MAX_CID_CHARS, printable_ascii=True)
         _check_text("backend", self.backend, MAX_BACKEND_CHARS, printable_ascii=True)
         _check_uint("compute_ms", self.compute_ms, MAX_COMPUTE_MS)
         _check_bytes("node", self.node, KEY_BYTES)
@@ -184,10 +207,27 @@ class WorkRecord:
         _check_created(self.created)
         if self.evidence_cid is not None:
             _check_text("evidence_cid", self.evidence_cid, MAX_CID_CHARS, printable_ascii=True)
+        _check_bytes("nonce", self.nonce, HASH_BYTES)
+        if type(self.seen_commits) is not tuple or len(self.seen_commits) > MAX_SEEN_COMMITS:
+            raise ValueError(f"seen_commits must be a tuple of at most {MAX_SEEN_COMMITS} CIDs")
+        for c in self.seen_commits:
+            _check_text("seen commit", c, MAX_CID_CHARS, printable_ascii=True)
+        if list(self.seen_commits) != sorted(set(self.seen_commits)):
+            raise ValueError("seen_commits must be sorted and distinct")
 
     @property
     def signer(self) -> bytes:
         return self.node
+
+    @property
+    def candidate_count(self) -> int:
+        """How many candidates the unit holds (inline plus those only in the full list)."""
+        return len(self.candidates) + self.extra_candidates
+
+    @property
+    def has_candidates(self) -> bool:
+        """True if the unit holds a number that did not fall below itself (never verified)."""
+        return self.candidate_count > 0
 
     @property
     def seconds(self) -> float:
@@ -203,11 +243,22 @@ class WorkRecord:
         account: bytes,
         created: int,
         evidence_cid: str | None = None,
+        *,
+        candidates_cid: str | None = None,
+        nonce: bytes = bytes(HASH_BYTES),
+        seen_commits: tuple[str, ...] = (),
     ) -> WorkRecord:
         """The work record for `result`, which must be exactly unit `unit` of `params`.
 
+        Args:
+            candidates_cid: the CID of `candidate_list_bytes(result.candidates)`; needed
+                (and only allowed) when the unit holds more than MAX_CANDIDATES candidates.
+            nonce: the commit-reveal nonce (network.trust.commitment).
+            seen_commits: other accounts' commit CIDs on this unit known at reveal time.
+
         Raises:
-            ValueError: if the result does not match the unit or the params.
+            ValueError: if the result does not match the unit or the params, or a long
+                candidate list has no candidates_cid.
         """
         lo, hi = params.unit_range(unit)
         if (result.start, result.end) != (lo, hi):
@@ -218,6 +269,7 @@ class WorkRecord:
             params.sieve_k,
         ):
             raise ValueError("result was computed with other parameters")
+        all_candidates = tuple(sorted(set(result.candidates)))
         return WorkRecord(
             params=params,
             unit=unit,
@@ -227,14 +279,57 @@ class WorkRecord:
             max_value=result.max_value,
             max_n=result.max_n,
             overflows=result.overflows,
-            candidates=tuple(sorted(set(result.candidates))),
+            candidates=all_candidates[:MAX_CANDIDATES],
+            extra_candidates=max(0, len(all_candidates) - MAX_CANDIDATES),
+            candidates_cid=candidates_cid if len(all_candidates) > MAX_CANDIDATES else None,
             backend=result.backend[:MAX_BACKEND_CHARS],
             compute_ms=max(0, round(result.seconds * 1000)),
             node=node,
             account=account,
             created=created,
             evidence_cid=evidence_cid,
+            nonce=nonce,
+            seen_commits=tuple(sorted(set(seen_commits))),
         )
+
+
+def candidate_list_bytes(candidates: tuple[int, ...]) -> bytes:
+    """The content-addressed object listing every candidate of a unit.
+
+    Deterministic CBOR of the sorted list of distinct integers (bignums as tag 2),
+    so its CID is reproducible; `WorkRecord.candidates_cid` names it.
+    """
+    return cbor2.dumps(sorted(set(candidates)), canonical=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommitRecord:
+    """A commitment to a unit's root before it is revealed (commit-reveal).
+
+    `commitment` = network.trust.commitment(unit, root, node, nonce). The reveal is
+    the work record with that root and nonce; it counts only once this commit is in
+    the record set and its pairing rules hold (docs/PROTOCOL.md, "Trust").
+    Signed by the node key.
+    """
+
+    KIND: ClassVar[str] = "commit"
+
+    unit: int
+    commitment: bytes
+    node: bytes
+    account: bytes
+    created: int
+
+    def __post_init__(self) -> None:
+        _check_uint("unit", self.unit, MAX_COUNT)
+        _check_bytes("commitment", self.commitment, HASH_BYTES)
+        _check_bytes("node", self.node, KEY_BYTES)
+        _check_bytes("account", self.account, KEY_BYTES)
+        _check_created(self.created)
+
+    @property
+    def signer(self) -> bytes:
+        return self.node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +338,8 @@ class CheckRecord:
 
     Signed by the checking node. `leaf` is the recomputed leaf, `match` says
     whether it equals the leaf the work record's evidence committed to.
+    `unavailable` says the checker could not fetch the evidence within its deadline
+    (then `match` is false): withheld evidence is a fault, not a silent retry.
     """
 
     KIND: ClassVar[str] = "check"
@@ -254,6 +351,7 @@ class CheckRecord:
     node: bytes
     account: bytes
     created: int
+    unavailable: bool = False
 
     def __post_init__(self) -> None:
         _check_text("work_cid", self.work_cid, MAX_CID_CHARS, printable_ascii=True)
@@ -263,6 +361,9 @@ class CheckRecord:
         _check_bytes("node", self.node, KEY_BYTES)
         _check_bytes("account", self.account, KEY_BYTES)
         _check_created(self.created)
+        _check_bool("unavailable", self.unavailable)
+        if self.unavailable and self.match:
+            raise ValueError("an unavailable-evidence check cannot match")
 
     @property
     def signer(self) -> bytes:
@@ -313,9 +414,17 @@ class DisputeRecord:
         return self.node
 
 
-Record = AccountRecord | DelegationRecord | WorkRecord | CheckRecord | DisputeRecord
+Record = AccountRecord | DelegationRecord | WorkRecord | CommitRecord | CheckRecord | DisputeRecord
 RECORD_TYPES: dict[str, type] = {
-    t.KIND: t for t in (AccountRecord, DelegationRecord, WorkRecord, CheckRecord, DisputeRecord)
+    t.KIND: t
+    for t in (
+        AccountRecord,
+        DelegationRecord,
+        WorkRecord,
+        CommitRecord,
+        CheckRecord,
+        DisputeRecord,
+    )
 }
 
 

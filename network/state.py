@@ -51,7 +51,10 @@ REPORTED_ONCE = "reported_once"
 CONFLICTING = "conflicting"
 VERIFIED = "verified"
 DISPUTED = "disputed"
-UNIT_STATUSES = (OPEN, REPORTED_ONCE, CONFLICTING, VERIFIED, DISPUTED)
+# A counted report lists a number that did not fall below itself: never verified, and
+# the frontier stops before it (PROTOCOL §2: a candidate is never counted as passed).
+CANDIDATE = "candidate"
+UNIT_STATUSES = (OPEN, REPORTED_ONCE, CONFLICTING, VERIFIED, DISPUTED, CANDIDATE)
 
 QUORUM = 2  # distinct accounts that must report the same root
 ANONYMOUS_HEX_DIGITS = 8
@@ -121,6 +124,10 @@ class UnitStatus:
         disputed: True if a confirmed dispute hit this unit (even if it is verified again).
         disputes: CIDs of the confirmed disputes against this unit's work, sorted.
         removed: CIDs of work records removed by those disputes, sorted.
+        candidates: the candidates listed inline by any counted report, sorted.
+        candidate_count: the largest candidate count any counted report gives
+            (reports may list only the first 16 inline; the rest sit in a CID list).
+        candidate_reports: CIDs of the counted work records that report candidates.
     """
 
     unit: int
@@ -130,6 +137,9 @@ class UnitStatus:
     disputed: bool = False
     disputes: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    candidates: tuple[int, ...] = ()
+    candidate_count: int = 0
+    candidate_reports: tuple[str, ...] = ()
 
     def reporters(self) -> frozenset[bytes]:
         """Every account with a counted report on this unit."""
@@ -219,6 +229,12 @@ class NetworkState:
     def units_verified(self) -> int:
         """How many units are verified (frontier or not)."""
         return sum(1 for u in self.units.values() if u.status == VERIFIED)
+
+    @property
+    def candidate_units(self) -> tuple[UnitStatus, ...]:
+        """Units some counted report says hold a candidate, by unit (a historic finding
+        if it stands; the app raises it prominently)."""
+        return tuple(u for _, u in sorted(self.units.items()) if u.status == CANDIDATE)
 
     def status_of(self, unit: int) -> str:
         """The unit's status; OPEN for a unit nobody reported."""
@@ -312,6 +328,16 @@ def derive_state(
         else:
             ignored.add(cid)
 
+    # Candidates (before disputes remove anything): a counted report of a candidate keeps
+    # its unit from being verified, whatever else is said about the unit. A proven-wrong
+    # root does not make a listed number fall below itself; only a re-check would.
+    candidates_by_unit: dict[int, tuple[set[int], int, list[str]]] = {}
+    for cid, w in work.items():
+        if w.has_candidates:
+            listed, count, cids = candidates_by_unit.setdefault(w.unit, (set(), 0, []))
+            listed.update(w.candidates)
+            candidates_by_unit[w.unit] = (listed, max(count, w.candidate_count), cids + [cid])
+
     checks: dict[str, Any] = {}
     for cid, c in sorted_items["check"]:
         if counts(c) and c.work_cid in work and c.block < blocks:
@@ -364,7 +390,7 @@ def derive_state(
         cids_per_root.setdefault((w.unit, w.root), []).append(cid)
 
     units: dict[int, UnitStatus] = {}
-    all_units = {u for u, _ in per_root} | set(removed)
+    all_units = {u for u, _ in per_root} | set(removed) | set(candidates_by_unit)
     quorum_members: dict[int, tuple[bytes, ...]] = {}
     for unit in sorted(all_units):
         roots = tuple(
@@ -378,7 +404,10 @@ def derive_state(
         with_quorum = [r for r in roots if len(r.accounts) >= QUORUM]
         disputed = unit in disputes_by_unit
         verified_root = None
-        if len(with_quorum) == 1:
+        listed, candidate_count, candidate_cids = candidates_by_unit.get(unit, (set(), 0, []))
+        if candidate_count:
+            status = CANDIDATE
+        elif len(with_quorum) == 1:
             status = VERIFIED
             verified_root = with_quorum[0].root
             quorum_members[unit] = with_quorum[0].accounts[:QUORUM]
@@ -398,6 +427,9 @@ def derive_state(
             disputed=disputed,
             disputes=tuple(sorted(disputes_by_unit.get(unit, ()))),
             removed=tuple(sorted(removed.get(unit, ()))),
+            candidates=tuple(sorted(listed)),
+            candidate_count=candidate_count,
+            candidate_reports=tuple(sorted(candidate_cids)),
         )
 
     # Frontier (rule 4).

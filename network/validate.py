@@ -13,11 +13,11 @@ Work records are checked in this order, the first failure wins:
    expired at `created` (delegation_expired), and no revocation of that pair
    has created <= the work's created (no_delegation, node_revoked);
 5. tested equals the sieve's exact count for the unit (tested_mismatch);
-6. totals are consistent (bad_totals): overflows and the candidate count are
-   at most tested; with tested = 0 odd_steps, max_value and max_n are 0;
+6. totals are consistent (bad_totals): overflows and candidate_count are
+   at most tested (a candidates_cid must be a valid CID, bad_field); with tested = 0 odd_steps, max_value and max_n are 0;
    otherwise max_n is a tested number of the unit and max_value >= 3*max_n + 1;
-7. tested * min_odd_steps(k) <= odd_steps <= tested * 256
-   (odd_steps_out_of_band);
+7. (tested - candidate_count) * min_odd_steps(k) <= odd_steps
+   <= (tested - candidate_count) * 256 (odd_steps_out_of_band);
 8. every candidate is a tested number of the unit (bad_candidate) and does
    not fall below itself within exact_step_bound odd steps when iterated
    exactly (candidate_falls).
@@ -37,6 +37,7 @@ from network import rejection as R
 from network.ipfs.cid import is_valid_cid
 from network.records import (
     CheckRecord,
+    CommitRecord,
     DelegationRecord,
     DisputeRecord,
     SignedRecord,
@@ -168,14 +169,17 @@ def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
             f"unit {w.unit} has {expected} tested numbers, record says {w.tested}",
         )
     sv = sieve.load(p.sieve_k)
-    if w.overflows > w.tested or len(w.candidates) > w.tested:
+    if w.overflows > w.tested or w.candidate_count > w.tested:
         return Rejection(R.BAD_TOTALS, "more overflows or candidates than tested numbers")
+    if w.candidates_cid is not None and not is_valid_cid(w.candidates_cid):
+        return Rejection(R.BAD_FIELD, "candidates_cid is not a valid CID")
     if w.tested == 0:
         if w.odd_steps or w.max_value or w.max_n:
             return Rejection(R.BAD_TOTALS, "nothing tested, but steps or a maximum reported")
     elif not (lo <= w.max_n < hi and sv.is_tested(w.max_n) and w.max_value >= 3 * w.max_n + 1):
         return Rejection(R.BAD_TOTALS, "max_n is not a tested number of the unit below max_value")
-    low, high = odd_steps_band(p, w.tested)
+    # Candidates add nothing to odd_steps (PROTOCOL §2), so only the others bound it below.
+    low, high = odd_steps_band(p, w.tested - w.candidate_count)
     if not low <= w.odd_steps <= high:
         return Rejection(
             R.ODD_STEPS_OUT_OF_BAND, f"odd_steps {w.odd_steps} outside [{low}, {high}]"
@@ -190,6 +194,10 @@ def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
                     R.CANDIDATE_FALLS, f"candidate {c} falls below itself: not a candidate"
                 )
     return None
+
+
+def _validate_commit(c: CommitRecord, ctx: ValidationContext) -> Rejection | None:
+    return authorised(ctx, c.account, c.node, c.created)
 
 
 def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> Rejection | None:
@@ -235,6 +243,8 @@ def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection
     verdict: Rejection | None = None
     if isinstance(record, WorkRecord):
         verdict = _validate_work(record, ctx)
+    elif isinstance(record, CommitRecord):
+        verdict = _validate_commit(record, ctx)
     elif isinstance(record, CheckRecord | DisputeRecord):
         verdict = _validate_report(record, ctx)
     if verdict is not None:

@@ -14,7 +14,7 @@ from engine.commands import UsageError, parse_integer
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {
     "start", "end", "backend", "tested", "odd_steps", "max_value", "max_n", "overflows",
-    "candidates", "root", "seconds", "numbers_per_second",
+    "candidates", "candidates_found", "root", "seconds", "numbers_per_second",
 }
 
 
