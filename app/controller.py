@@ -9,6 +9,7 @@ platform probes and account operations run as one-shot pool jobs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -16,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QAction
 
 from app import autostart
-from app.eventlog import EventLog
+from app.eventlog import Entry, EventLog
 from app.messages import Message, message
 from app.network_bridge import (
     NETWORK_SETTINGS,
@@ -35,6 +36,7 @@ from app.network_bridge import (
     accounts_available,
 )
 from app.ringbuffer import RateTracker
+from app.stats import FLUSH_INTERVAL_S, STATS_FILE, StatsStore
 from app.theme import icon, state_icon
 from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
 from engine import Params, by_name, make_backend, policy
@@ -107,6 +109,7 @@ class AppController(QObject):
     sampled = Signal()
     setting_changed = Signal(str, object)
     controls_changed = Signal()
+    status_text = Signal(str)
     network_started = Signal(object)
 
     # Commands to the engine worker (queued to its thread).
@@ -142,6 +145,10 @@ class AppController(QObject):
         self.kdf_limits = kdf_limits
         self.events = EventLog()
         self.rates = RateTracker()
+        # History that outlives a restart: the event log, the 24-hour graph, unit times.
+        self.stats = StatsStore(self.data_dir / STATS_FILE)
+        self._restore_history()
+        self.events.added.connect(self._store_event)
         self.state = ("stopped", "")
         self.last_status: BridgeStatus | None = None
         self.last_snapshot: NetworkSnapshot | None = None
@@ -178,7 +185,27 @@ class AppController(QObject):
         self._sample_timer = QTimer(self)
         self._sample_timer.setInterval(SAMPLE_INTERVAL_MS)
         self._sample_timer.timeout.connect(self._sample)
+        self._stats_timer = QTimer(self)
+        self._stats_timer.setInterval(int(FLUSH_INTERVAL_S * 1000))
+        self._stats_timer.timeout.connect(self.stats.flush)
+        self._stats_timer.start()
         self._make_actions()
+
+    def _restore_history(self) -> None:
+        self.events.restore(
+            [Entry(e.at, e.level, e.source, e.text) for e in self.stats.recent_events(1000)]
+        )
+        now_wall, now_mono = time.time(), time.monotonic()
+        for backend in self.rates.backends:
+            minutes = self.stats.rates_per_minute(backend, now_wall - 86400)
+            # Wall-clock minutes onto the plot's monotonic axis (the minute's middle).
+            self.rates.restore_coarse(
+                backend, [(now_mono - (now_wall - (t + 30.0)), v) for t, v in minutes]
+            )
+
+    @Slot(object)
+    def _store_event(self, e: Entry) -> None:
+        self.stats.add_event(e.at, e.level, e.source, e.text)
 
     # -- profile ---------------------------------------------------------------------
 
@@ -228,6 +255,11 @@ class AppController(QObject):
 
     def note(self, text: str, source: str = "app", level: str = "info") -> None:
         self.events.add(level, source, text)
+
+    def main_status(self, text: str, source: str = "app") -> None:
+        """Confirm something the volunteer just did (status bar + event log)."""
+        self.events.add("info", source, text)
+        self.status_text.emit(text)
 
     def set_setting(self, key: str, value: Any, source: str = "app") -> bool:
         """Store one setting; a failed write becomes a message, never a traceback.
@@ -367,6 +399,7 @@ class AppController(QObject):
         self._policy_timer.stop()
         self._snooze_timer.stop()
         self._sample_timer.stop()
+        self._stats_timer.stop()
         if self.network is not None:
             self.network.cancel()
         if self._engine_thread is not None:
@@ -380,6 +413,10 @@ class AppController(QObject):
                 self.note("The network node did not stop in time.", "network", "error")
             self._network_thread = None
         QThreadPool.globalInstance().waitForDone(10000)
+        # The workers' last reports (the final batch's rate and progress) are still
+        # queued for this object: deliver them, so the statistics count that batch.
+        QCoreApplication.sendPostedEvents(self, QEvent.Type.MetaCall)
+        self.stats.flush()
 
     # -- commands --------------------------------------------------------------------
 
@@ -543,6 +580,7 @@ class AppController(QObject):
     @Slot(str, float, float)
     def _on_rate(self, backend: str, rate: float, batch_s: float) -> None:
         self.rates.report(backend, rate, time.monotonic(), batch_s)
+        self.stats.add_numbers(backend, round(rate * batch_s), batch_s, time.time())
         self.rate.emit(backend, rate, batch_s)
 
     @Slot(str, str)
@@ -559,6 +597,8 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_progress(self, p: Any) -> None:
+        if p.batch_s:
+            self.stats.add_unit_time(self.params.name, p.unit, p.batch_s)
         self.progress.emit(p)
 
     @Slot(object)
@@ -568,9 +608,12 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_unit_done(self, d: Any) -> None:
+        self.stats.unit_finished(self.params.name, d.unit, d.numbers, time.time())
         where = f"published as {d.cid}" if d.cid else "stored locally"
+        # Every run that worked on the unit counts, not only the last one.
+        seconds = max(d.seconds, self.stats.unit_seconds(self.params.name, d.unit))
         self.note(
-            f"Unit {d.unit} done in {d.seconds:.1f} s on {d.backend}; root {d.root_hex[:16]}…, {where}.",
+            f"Unit {d.unit} done in {seconds:.1f} s on {d.backend}; root {d.root_hex[:16]}…, {where}.",
             "engine",
         )
         self.unit_done.emit(d)
@@ -665,8 +708,14 @@ class AppController(QObject):
         if self.bridge is None:
             return []
         if self.bridge.solo:
-            return self.bridge.my_units()  # the local JSON file, no node involved
-        return list(self.last_snapshot.history) if self.last_snapshot else []
+            rows = self.bridge.my_units()  # the local JSON file, no node involved
+        else:
+            rows = list(self.last_snapshot.history) if self.last_snapshot else []
+        # The bridge knows the last run's time; the statistics know every run's.
+        spent = self.stats.all_unit_seconds(self.params.name)
+        return [
+            dataclasses.replace(r, seconds=max(r.seconds, spent.get(r.unit, 0.0))) for r in rows
+        ]
 
     def leaderboard(self) -> list[LeaderRow]:
         """The network's leaderboard from the last snapshot (empty solo)."""

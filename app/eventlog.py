@@ -42,6 +42,12 @@ class EventLog(QObject):
         super().__init__()
         self.entries: list[Entry] = []
 
+    def restore(self, entries: list[Entry]) -> None:
+        """Put earlier runs' entries first (at start, before any page reads the log)."""
+        self.entries[:0] = entries
+        if len(self.entries) > MAX_ENTRIES:
+            del self.entries[: len(self.entries) - MAX_ENTRIES]
+
     def add(self, level: str, source: str, text: str) -> Entry:
         level = level if level in LEVELS else "info"
         entry = Entry(time.time(), level, source, text)

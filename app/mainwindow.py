@@ -191,6 +191,7 @@ class MainWindow(QMainWindow):
         self.controls = self._make_controls()
         ctl.act_open.triggered.connect(self.bring_to_front)
         ctl.message_shown.connect(self.on_message)
+        ctl.status_text.connect(self.on_status_text)
         ctl.state_changed.connect(self.on_state)
         ctl.network_status.connect(self.on_network_status)
 
@@ -250,6 +251,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(m.text, 15000)
         if m.severity == "error" and self.tray.icon is not None:
             self.tray.icon.showMessage("Hailstone", m.text, QSystemTrayIcon.MessageIcon.Warning)
+
+    @Slot(str)
+    def on_status_text(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
 
     @Slot(object)
     def on_network_status(self, status: Any) -> None:

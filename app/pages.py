@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -69,6 +70,21 @@ def fmt_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def fmt_range(params: Any, lo: int, hi: int) -> str:
+    """A unit's range as a volunteer can read it: "2^71 + 5·2^40 … (1.10 T numbers)"."""
+    start = params.start
+    size = hi - lo
+    offset = lo - start
+    if start > 0 and start & (start - 1) == 0 and size > 0 and offset % size == 0 and offset >= 0:
+        k = offset // size
+        base = f"2^{start.bit_length() - 1}"
+        size_text = f"2^{size.bit_length() - 1}" if size & (size - 1) == 0 else str(size)
+        where = base if k == 0 else f"{base} + {k:,}·{size_text}"
+    else:
+        where = f"{lo:.6e}"
+    return f"from {where}, {fmt_count(size)} numbers"
 
 
 def _page(title: str, subtitle: str = "") -> tuple[QWidget, QVBoxLayout]:
@@ -114,12 +130,16 @@ class DashboardPage(QWidget):
     VIEWS = (
         ("Last 10 minutes", "fine", 60.0, "minutes ago"),
         ("Last 24 hours", "coarse", 3600.0, "hours ago"),
+        ("Days", "days", 86400.0, "numbers verified per day"),
+        ("Weeks", "weeks", 7 * 86400.0, "numbers verified per week"),
     )
+    PERIODS = {"days": 14, "weeks": 12}
 
     def __init__(self, ctl: AppController) -> None:
         super().__init__()
         self.ctl = ctl
         self.view = 0
+        self._last_progress: Any = None
         lay = QVBoxLayout(self)
         top = QHBoxLayout()
         top.addWidget(QLabel("<h2>Dashboard</h2>"))
@@ -146,20 +166,42 @@ class DashboardPage(QWidget):
         lay.addLayout(views)
 
         self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(220)
+        self.plot.setMinimumHeight(150)
         pi = self.plot.getPlotItem()
-        pi.addLegend(offset=(10, 10))
+        self.legend = pi.addLegend(offset=(10, 10))
         pi.setDownsampling(mode="peak")
         pi.setClipToView(True)
         pi.setMouseEnabled(x=False, y=False)
+        # Never below zero, and never a range so small the axis reads "m numbers/s"
+        # (before the first sample it read −400…400 "mnumbers/s").
+        pi.getViewBox().setLimits(yMin=0, minYRange=10)
+        pi.setYRange(0, 10, padding=0)
         # One PlotDataItem per series, created once and updated in place (STYLE §7).
-        self.curves = {"cpu": pi.plot(name="CPU"), "gpu": pi.plot(name="GPU")}
+        # The GPU curve joins the plot only once a GPU reported: no flat line at 0
+        # on a computer without one.
+        self.curves = {"cpu": pi.plot(name="CPU"), "gpu": pg.PlotDataItem(name="GPU")}
+        self._gpu_shown = False
+        # Days and weeks: bars of numbers verified, from the statistics file.
+        self.bars_plot = pg.PlotWidget()
+        self.bars_plot.setMinimumHeight(150)
+        bp = self.bars_plot.getPlotItem()
+        bp.setMouseEnabled(x=False, y=False)
+        bp.getViewBox().setLimits(yMin=0, minYRange=10)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.7)
+        bp.addItem(self.bars)
         self.colours = plot_colours()
         self.apply_theme()
         pi.setXRange(-10, 0, padding=0)
         # The system may switch between light and dark while the app runs.
         QGuiApplication.styleHints().colorSchemeChanged.connect(self.apply_theme)
-        lay.addWidget(self.plot, 1)
+        self.plots = QStackedWidget()
+        self.plots.addWidget(self.plot)
+        self.plots.addWidget(self.bars_plot)
+        lay.addWidget(self.plots, 1)
+        self.period_label = QLabel("")
+        self.period_label.setWordWrap(True)
+        self.period_label.setVisible(False)
+        lay.addWidget(self.period_label)
 
         grid = QGridLayout()
         unit_box = QGroupBox("Current unit")
@@ -225,16 +267,58 @@ class DashboardPage(QWidget):
             pi.getAxis(axis).setPen(colours.foreground)
         self.curves["cpu"].setPen(pg.mkPen(colours.cpu, width=2))
         self.curves["gpu"].setPen(pg.mkPen(colours.gpu, width=2))
+        self.bars_plot.setBackground(colours.background)
+        bp = self.bars_plot.getPlotItem()
+        bp.showGrid(x=False, y=True, alpha=colours.grid_alpha)
+        for axis in ("left", "bottom"):
+            bp.getAxis(axis).setTextPen(colours.foreground)
+            bp.getAxis(axis).setPen(colours.foreground)
+        self.bars.setOpts(brush=pg.mkBrush(colours.cpu), pen=pg.mkPen(colours.cpu))
 
     @Slot(int)
     def set_view(self, index: int) -> None:
         self.view = index
-        _title, _kind, _scale, label = self.VIEWS[index]
-        pi = self.plot.getPlotItem()
-        pi.setLabel("bottom", label, color=self.colours.foreground)
-        pi.setXRange(-10 if index == 0 else -24, 0, padding=0)
+        _title, kind, _scale, label = self.VIEWS[index]
+        bars = kind in self.PERIODS
+        self.plots.setCurrentWidget(self.bars_plot if bars else self.plot)
+        self.period_label.setVisible(bars)
+        if bars:
+            self.bars_plot.getPlotItem().setLabel("left", label, color=self.colours.foreground)
+            self.refresh_periods()
+        else:
+            pi = self.plot.getPlotItem()
+            pi.setLabel("bottom", label, color=self.colours.foreground)
+            pi.setXRange(-10 if index == 0 else -24, 0, padding=0)
         self.view_group.button(index).setChecked(True)
         self.redraw()
+
+    def refresh_periods(self) -> list[Any]:
+        """Bars of numbers verified per day or week, from the statistics file."""
+        from app.stats import DAY_S
+
+        _title, kind, _scale, _label = self.VIEWS[self.view]
+        count = self.PERIODS[kind]
+        period = DAY_S if kind == "days" else 7 * DAY_S
+        totals = self.ctl.stats.totals_by_period(period, count, time.time())
+        self.bars.setOpts(x=list(range(count)), height=[t.numbers for t in totals], width=0.7)
+        fmt = "%a %d" if kind == "days" else "%d %b"
+        step = 1 if count <= 14 else 2
+        ticks = [(i, time.strftime(fmt, time.localtime(t.start))) for i, t in enumerate(totals)][
+            ::step
+        ]
+        bp = self.bars_plot.getPlotItem()
+        bp.getAxis("bottom").setTicks([ticks])
+        bp.setXRange(-0.6, count - 0.4, padding=0)
+        top = max([t.numbers for t in totals] + [10])
+        bp.setYRange(0, top * 1.1, padding=0)
+        numbers = sum(t.numbers for t in totals)
+        units = sum(t.units for t in totals)
+        span = f"the last {count} {'days' if kind == 'days' else 'weeks'}"
+        self.period_label.setText(
+            f"In {span}: {fmt_count(numbers)} numbers verified and {units} "
+            f"unit{'s' if units != 1 else ''} finished on this computer (kept in the profile)."
+        )
+        return totals
 
     @Slot()
     def redraw(self) -> None:
@@ -244,22 +328,40 @@ class DashboardPage(QWidget):
         if not self.isVisible():
             return  # nothing to paint; the ring buffers keep sampling
         _title, kind, scale, _label = self.VIEWS[self.view]
+        if kind in self.PERIODS:
+            return  # bars change per unit and on view change, not per sample
+        if not self._gpu_shown and r.current("gpu", now) > 0:
+            self._gpu_shown = True
+            self.plot.getPlotItem().addItem(self.curves["gpu"])
         for backend, curve in self.curves.items():
+            if backend == "gpu" and not self._gpu_shown:
+                continue
             buf = (r.fine if kind == "fine" else r.coarse)[backend]
             t, v = buf.arrays()
             curve.setData((t - now) / scale, v, skipFiniteCheck=True)
 
     @Slot(object)
     def on_unit_started(self, a: Any) -> None:
-        self.unit_label.setText(f"Unit {a.unit}: [{a.lo}, {a.hi})")
+        self.unit_label.setText(f"Unit {a.unit:,}: {fmt_range(self.ctl.params, a.lo, a.hi)}")
+        self.unit_label.setToolTip(f"[{a.lo}, {a.hi})")
 
     @Slot(object)
     def on_progress(self, p: Any) -> None:
         self.progress_bar.setRange(0, p.blocks_total)
         self.progress_bar.setValue(p.blocks_done)
         self.progress_bar.setFormat(f"block {p.blocks_done} of {p.blocks_total} (%p%)")
-        if p.blocks_done >= p.blocks_total:
+        self._last_progress = p
+        self._show_eta()
+
+    def _show_eta(self) -> None:
+        p = self._last_progress
+        if p is None:
+            self.eta_label.setText("")
+        elif p.blocks_done >= p.blocks_total:
             self.eta_label.setText(f"Finished on {p.backend.upper()}")
+        elif self.ctl.state[0] != "computing":
+            # Paused or waiting: no time is passing on the unit, so no "time left".
+            self.eta_label.setText("Continues where it stopped (kept in the checkpoint)")
         else:
             self.eta_label.setText(f"Time left: {fmt_duration(p.eta_s)} on {p.backend.upper()}")
 
@@ -273,6 +375,8 @@ class DashboardPage(QWidget):
     @Slot(object)
     def on_unit_done(self, _d: Any) -> None:
         self.refresh_totals()
+        if self.VIEWS[self.view][1] in self.PERIODS:
+            self.refresh_periods()
 
     @Slot()
     def refresh_totals(self) -> None:
@@ -302,6 +406,7 @@ class DashboardPage(QWidget):
         }.get(state, state)
         show_reason = reason and state not in ("computing", "syncing") and reason != text
         self.state_label.setText(f"<b>{text}</b>" + (f" — {reason}" if show_reason else ""))
+        self._show_eta()
 
     @Slot(object)
     def on_network(self, s: Any) -> None:
@@ -600,7 +705,7 @@ class AccountPage(QWidget):
     def _done(self, text: str) -> None:
         self.busy = False
         self.setEnabled(True)
-        self.ctl.note(text, "account")
+        self.ctl.main_status(text, "account")  # a success says so, not only the log
         self.refresh()
 
     def _failed(self, exc: Exception) -> None:
@@ -646,6 +751,14 @@ class EventLogPage(QWidget):
         bar.addWidget(QLabel("Show:"))
         bar.addWidget(self.filter)
         bar.addWidget(self.search, 1)
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the selected lines (or all shown lines) as text")
+        self.save_button = QPushButton("Save as…")
+        self.save_button.setToolTip("Save the shown lines to a text file")
+        bar.addWidget(self.copy_button)
+        bar.addWidget(self.save_button)
+        self.copy_button.clicked.connect(self.copy)
+        self.save_button.clicked.connect(self._ask_save)
         lay.addLayout(bar)
         self.table = _table(["Time", "Level", "Source", "Message"])
         self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
@@ -663,12 +776,49 @@ class EventLogPage(QWidget):
         excess = self.table.rowCount() - (MAX_ENTRIES - 1)
         for _ in range(max(0, excess)):
             self.table.removeRow(0)
+        scroll = self.table.verticalScrollBar()
+        at_end = scroll.value() >= scroll.maximum() - 2
         row = self.table.rowCount()
         self.table.insertRow(row)
-        vals = (time.strftime("%H:%M:%S", time.localtime(e.at)), e.level, e.source, e.text)
+        vals = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at)), e.level, e.source, e.text)
         for j, v in enumerate(vals):
             self.table.setItem(row, j, QTableWidgetItem(v))
         self._apply_row(row)
+        if at_end:  # follow new lines, unless the reader scrolled back
+            self.table.scrollToBottom()
+
+    def text_lines(self, selected_only: bool = False) -> list[str]:
+        """The shown lines (or the selected ones) as tab-separated text."""
+        rows = sorted({i.row() for i in self.table.selectedIndexes()}) if selected_only else []
+        rows = rows or [r for r in range(self.table.rowCount()) if not self.table.isRowHidden(r)]
+        return [
+            "\t".join(self.table.item(r, j).text() for j in range(4))
+            for r in rows
+            if not self.table.isRowHidden(r)
+        ]
+
+    @Slot()
+    def copy(self) -> None:
+        lines = self.text_lines(selected_only=True)
+        QGuiApplication.clipboard().setText("\n".join(lines) + "\n")
+        self.ctl.main_status(f"{len(lines)} event log line{'s' if len(lines) != 1 else ''} copied.")
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save the event log", str(Path.home() / "hailstone-events.txt")
+        )
+        if path:
+            self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> bool:
+        lines = self.text_lines()
+        try:
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.ctl.show(*classify_exception(exc), source="app")
+            return False
+        self.ctl.main_status(f"Event log saved to {path} ({len(lines)} lines).")
+        return True
 
     def _apply_row(self, row: int) -> None:
         levels = self.FILTERS[self.filter.currentIndex()][1]

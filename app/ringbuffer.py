@@ -123,3 +123,22 @@ class RateTracker:
                 self.coarse[b].append(now, sum(acc) / len(acc) if acc else 0.0)
                 acc.clear()
             self._coarse_start = now
+
+    def restore_coarse(self, backend: str, samples: list[tuple[float, float]]) -> None:
+        """Earlier runs' per-period means (monotonic times, oldest first) for the long view.
+
+        A gap longer than two periods (the app was closed) gets zero points at both
+        ends, so the plot drops to zero there instead of joining across it.
+        """
+        if backend not in self.coarse:
+            return
+        buf = self.coarse[backend]
+        last = None
+        for t, v in samples:
+            if last is not None and t - last > 2 * self.coarse_s:
+                buf.append(last + self.coarse_s, 0.0)
+                buf.append(t - self.coarse_s, 0.0)
+            buf.append(t, v)
+            last = t
+        if last is not None:
+            buf.append(last + self.coarse_s, 0.0)

@@ -46,6 +46,7 @@ class Progress:
     blocks_total: int
     eta_s: float | None
     backend: str
+    batch_s: float = 0.0  # compute time of the batch just run, rest included (0 when restored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,14 +321,14 @@ class EngineWorker(QObject):
         if self._job.blocks_done:
             self.block_done.emit(self._progress("checkpoint"))
 
-    def _progress(self, backend: str) -> Progress:
+    def _progress(self, backend: str, batch_s: float = 0.0) -> Progress:
         job, a = self._job, self._assignment
         assert job is not None and a is not None
         eta = None
         if self._unit_blocks_run:
             per_block = self._unit_busy_s / self._unit_blocks_run
             eta = per_block * (job.blocks_total - job.blocks_done)
-        return Progress(a.unit, job.blocks_done, job.blocks_total, eta, backend)
+        return Progress(a.unit, job.blocks_done, job.blocks_total, eta, backend, batch_s)
 
     # -- the loop -----------------------------------------------------------------
 
@@ -365,7 +366,7 @@ class EngineWorker(QObject):
         backend = self._backend.name
         if blocks and busy > 0:
             self.rate_sample.emit(backend, numbers / (busy + rest), busy + rest)
-        self.block_done.emit(self._progress(backend))
+        self.block_done.emit(self._progress(backend, busy + rest if blocks else 0.0))
         if time.monotonic() - self._last_claim > self.bridge.claim_renew_s:
             # A long unit keeps its claim, so other nodes stay off it.
             self._last_claim = time.monotonic()
