@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Residues n mod 9 that the mod-9 rule leaves to be iterated. The others are
 # reached from a smaller number: n = 2 (mod 3) from (2n - 1)/3, and

@@ -4,15 +4,20 @@ A number n is *tested* (iterated) exactly when
 
     n = 3 (mod 4),  n mod 2^k is a sieve survivor,  n mod 9 in MOD9_KEPT.
 
-Survivors are the residues r = 3 (mod 4), r < 2^k, for which no j in 1..k has
-3^c_j < 2^j and T^j(r) < r (T the shortcut map, c_j its odd steps among the
-first j). Such a class a*2^k + r falls below its start within j steps for
-every a >= 0, so it is proved without iterating (docs/PROTOCOL.md has the
-proof). This module is the only definition of that set.
+Survivors are the residues r = 3 (mod 4), r < 2^k, to which none of the four
+rules of docs/PROTOCOL.md §3 applies: D (the class falls below its start
+within k steps), J (a smaller residue reaches the same value after k steps
+with the same odd steps), P (a value of the first k steps has a smaller
+predecessor through the four transport identities) and H (Hercher's
+coalescence of x and (x - 1)/2). Each rule names, for every member n of the
+class, a smaller number whose trajectory n falls to or meets. This module is
+the only definition of that set; the tests check it against a separate
+pure-Python generator and check every dropped class by a plain search.
 
-The survivor set is built once with numba, stored compactly (one bit per
-r = 3 mod 4) under the user cache directory keyed by k, and verified on load
-against a SHA-256 digest; a damaged cache file is rebuilt, never trusted.
+The survivor set is built once with numba (k = 28: about 10 s on two cores),
+stored compactly (one bit per r = 3 mod 4) under the user cache directory
+keyed by k, and verified on load against a SHA-256 digest; a damaged cache
+file is rebuilt, never trusted.
 
 For the fast backends it also derives, per survivor, a k-step jump:
 T^k(a*2^k + r) = a*3^c + T^k(r), valid when no prefix of the k steps can fall
@@ -35,7 +40,7 @@ from numba import njit, prange
 from engine.files import write_atomic
 from engine.params import MOD9_KEPT
 
-_CACHE_MAGIC = b"HSSIEVE1"
+_CACHE_MAGIC = b"HSSIEVE2"
 _HEADER = struct.Struct(">8sIQ32s")  # magic, k, survivor count, sha256(bitmap)
 
 # Marks a survivor whose first k steps may fall below the start for some a:
@@ -53,26 +58,185 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("hailstone", appauthor=False)) / "sieve"
 
 
+# The four transports of the predecessor rule (docs/PROTOCOL.md §3, rule P): for
+# every q >= 0, T^t(A*q + B) = 3^d*q + D. A value V = D (mod 3^d) thus has the
+# predecessor P = (2^t*V - H)/3^d with H = 2^t*D - 3^d*B, reached t steps earlier,
+# d of them odd. Rows: d, t, D, H.
+_TRANSPORTS = np.array(
+    [
+        [1, 1, 2, 1],  # T(2q + 1) = 3q + 2
+        [2, 3, 4, 5],  # T^3(8q + 3) = 9q + 4
+        [4, 6, 10, 73],  # T^6(64q + 7) = 81q + 10
+        [5, 7, 182, 211],  # T^7(128q + 95) = 243q + 182
+    ],
+    dtype=np.int64,
+)
+_POW3_64 = np.array([3**i for i in range(41)], dtype=np.uint64)
+
+
+@njit(cache=True)
+def _lower_predecessor(
+    v, c, s, r, allow_empty, transports, pow3, stack_v, stack_d, stack_t
+):  # pragma: no cover - compiled
+    """Rules P and H at one prefix: v is the low part of a value whose lift is
+    3^c * 2^(k-s) * h + v. True if some word of transports (total d <= c odd
+    steps, t steps; the empty word only if allow_empty) gives a predecessor
+    P < r whose lifted coefficient 3^(c-d) * 2^(k-s+t) is at most 2^k."""
+    stack_v[0] = v
+    stack_d[0] = 0
+    stack_t[0] = 0
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        x = stack_v[sp]
+        d = stack_d[sp]
+        t = stack_t[sp]
+        if (
+            (d > 0 or allow_empty)
+            and x < r
+            and t <= s
+            and pow3[c - d] <= (np.uint64(1) << np.uint64(s - t))
+        ):
+            return True
+        for i in range(transports.shape[0]):
+            dd = transports[i, 0]
+            if d + dd > c:
+                continue
+            m3 = pow3[dd]
+            if x % m3 != np.uint64(transports[i, 2]):
+                continue
+            tt = transports[i, 1]
+            stack_v[sp] = ((x << np.uint64(tt)) - np.uint64(transports[i, 3])) // m3
+            stack_d[sp] = d + dd
+            stack_t[sp] = t + tt
+            sp += 1
+    return False
+
+
 @njit(cache=True, parallel=True)
 def _build_bitmap(k: int) -> np.ndarray:  # pragma: no cover - compiled
-    # Bit i stands for r = 4i + 3.
+    """Rules D (descent) and P (predecessor) for every r = 4i + 3 < 2^k.
+
+    Bit i stands for r = 4i + 3; True means r survives both rules.
+    """
     n_classes = 1 << (k - 2)
     keep = np.zeros(n_classes, dtype=np.bool_)
+    transports = _TRANSPORTS
+    pow3 = _POW3_64
     for i in prange(n_classes):
         r = np.uint64(4 * i + 3)
+        xs = np.empty(k + 1, dtype=np.uint64)
+        cs = np.empty(k + 1, dtype=np.int64)
         d = r
-        pow3 = np.uint64(1)
+        c = 0
         dead = False
         for j in range(1, k + 1):
             if d & np.uint64(1):
                 d = (np.uint64(3) * d + np.uint64(1)) >> np.uint64(1)
-                pow3 *= np.uint64(3)
+                c += 1
             else:
                 d >>= np.uint64(1)
-            if pow3 < (np.uint64(1) << np.uint64(j)) and d < r:
+            xs[j] = d
+            cs[j] = c
+            # rule D: the class falls below its start after j steps
+            if pow3[c] < (np.uint64(1) << np.uint64(j)) and d < r:
                 dead = True
                 break
+        if not dead:
+            stack_v = np.empty(4 * k + 8, dtype=np.uint64)
+            stack_d = np.empty(4 * k + 8, dtype=np.int64)
+            stack_t = np.empty(4 * k + 8, dtype=np.int64)
+            for j in range(1, k + 1):
+                if _lower_predecessor(
+                    xs[j], cs[j], j, r, False, transports, pow3, stack_v, stack_d, stack_t
+                ):
+                    dead = True
+                    break
+        if not dead:
+            # rule H: an odd x = T^j(r) whose next steps are a odd ones, then two
+            # even ones (all within the k known steps) meets m = (x - 1)/2 after
+            # a + 1 steps of m; m's lift is 3^c * 2^(k-j-1) * h + m.
+            xs[0] = r
+            cs[0] = 0
+            for j in range(k - 2):
+                x = xs[j]
+                if not x & np.uint64(1):
+                    continue
+                a = 1
+                while j + a < k and xs[j + a] & np.uint64(1):
+                    a += 1
+                if j + a + 2 > k or xs[j + a + 1] & np.uint64(1):
+                    continue
+                m = (x - np.uint64(1)) >> np.uint64(1)
+                if _lower_predecessor(
+                    m, cs[j], j + 1, r, True, transports, pow3, stack_v, stack_d, stack_t
+                ):
+                    dead = True
+                    break
         keep[i] = not dead
+    return keep
+
+
+@njit(cache=True)
+def _step_table(m: int):  # pragma: no cover - compiled
+    """T^m on every residue x < 2^m: odd steps c[x] and T^m(x) = d[x]."""
+    size = 1 << m
+    c_out = np.empty(size, dtype=np.uint8)
+    d_out = np.empty(size, dtype=np.uint64)
+    for x0 in range(size):
+        x = np.uint64(x0)
+        c = 0
+        for _ in range(m):
+            if x & np.uint64(1):
+                x = (np.uint64(3) * x + np.uint64(1)) >> np.uint64(1)
+                c += 1
+            else:
+                x >>= np.uint64(1)
+        c_out[x0] = c
+        d_out[x0] = x
+    return c_out, d_out
+
+
+@njit(cache=True, parallel=True)
+def _join_filter(k: int, keep: np.ndarray, lo_c, lo_d, hi_c, hi_d):  # pragma: no cover - compiled
+    """Rule J: clear keep[i] when some r' < r = 4i + 3 has the same odd-step
+    count c and the same T^k(r') = T^k(r) (docs/PROTOCOL.md §3).
+
+    Only r' > r - (s_max - s)/3^c can qualify, where T^k(x) = (3^c*x + s)/2^k
+    and s <= s_max = 2^(k-c) * (3^c - 2^c); each is checked with two table
+    lookups (lo_*: T^m1 on m1 = k // 2 bits, hi_*: T^m2 on the other m2 bits).
+    """
+    pow3 = _POW3_64
+    m1 = k // 2
+    m2 = k - m1
+    mask1 = (np.uint64(1) << np.uint64(m1)) - np.uint64(1)
+    mask2 = (np.uint64(1) << np.uint64(m2)) - np.uint64(1)
+    idx = np.flatnonzero(keep)
+    for t in prange(idx.shape[0]):
+        i = idx[t]
+        r = np.uint64(4 * i + 3)
+        x = r
+        c = 0
+        s = np.uint64(0)
+        for j in range(k):
+            if x & np.uint64(1):
+                x = (np.uint64(3) * x + np.uint64(1)) >> np.uint64(1)
+                s = np.uint64(3) * s + (np.uint64(1) << np.uint64(j))
+                c += 1
+            else:
+                x >>= np.uint64(1)
+        s_max = (pow3[c] - (np.uint64(1) << np.uint64(c))) << np.uint64(k - c)
+        width = (s_max - s) // pow3[c]
+        lowest = r - width if width < r else np.uint64(0)
+        y = r
+        while y > lowest:
+            y -= np.uint64(1)
+            a = y & mask1
+            v = pow3[lo_c[a]] * (y >> np.uint64(m1)) + lo_d[a]
+            b = v & mask2
+            if lo_c[a] + hi_c[b] == c and pow3[hi_c[b]] * (v >> np.uint64(m2)) + hi_d[b] == x:
+                keep[i] = False
+                break
     return keep
 
 
@@ -224,11 +388,14 @@ def build_bitmap(k: int) -> np.ndarray:
     """Survivor bitmap for r = 4i + 3 < 2**k, computed from scratch."""
     if not 2 <= k <= 32:
         raise ValueError("sieve k must be in 2..32")
-    return _build_bitmap(k)
+    keep = _build_bitmap(k)
+    lo_c, lo_d = _step_table(k // 2)
+    hi_c, hi_d = _step_table(k - k // 2)
+    return _join_filter(k, keep, lo_c, lo_d, hi_c, hi_d)
 
 
 def _cache_path(k: int) -> Path:
-    return cache_dir() / f"sieve-k{k}.bin"
+    return cache_dir() / f"sieve2-k{k}.bin"
 
 
 def _write_cache(path: Path, k: int, keep: np.ndarray) -> None:
