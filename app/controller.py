@@ -28,6 +28,7 @@ from app.network_bridge import (
     SOLO_TEXT,
     Accounts,
     BridgeStatus,
+    CandidateUnit,
     HistoryRow,
     LeaderRow,
     NetworkSnapshot,
@@ -109,6 +110,7 @@ class AppController(QObject):
     sampled = Signal()
     setting_changed = Signal(str, object)
     controls_changed = Signal()
+    candidates_changed = Signal()
     status_text = Signal(str)
     network_started = Signal(object)
 
@@ -153,6 +155,8 @@ class AppController(QObject):
         self.last_status: BridgeStatus | None = None
         self.last_snapshot: NetworkSnapshot | None = None
         self.block_tasks = 0
+        # Units reported with a candidate (network state, or computed here solo).
+        self.candidate_units: dict[int, CandidateUnit] = {}
         self.bridge: WorkBridge | None = None
         self.engine: EngineWorker | None = None
         self._engine_thread: WorkerThread | None = None
@@ -617,6 +621,8 @@ class AppController(QObject):
             "engine",
         )
         self.unit_done.emit(d)
+        if d.candidates and self.bridge is not None and self.bridge.solo:
+            self._add_candidates([CandidateUnit(d.unit, d.candidates, (), ("this computer",))])
 
     @Slot(str, str)
     def _on_state(self, state: str, reason: str) -> None:
@@ -660,10 +666,23 @@ class AppController(QObject):
     def _on_snapshot(self, snap: NetworkSnapshot) -> None:
         old = self.last_snapshot
         self.last_snapshot = snap
+        self._add_candidates(snap.candidates)
         if old is None or old.history != snap.history:
             self.history_changed.emit()
         if old is None or old.leaderboard != snap.leaderboard:
             self.leaderboard_changed.emit()
+
+    def _add_candidates(self, found: Any) -> None:
+        """Raise every newly seen candidate unit: a message (event log, status bar,
+        notification) and the dashboard's banner."""
+        new = [c for c in found if c.unit not in self.candidate_units]
+        for c in new:
+            self.candidate_units[c.unit] = c
+            numbers = ", ".join(str(n) for n in c.numbers[:3]) or "see the unit's record"
+            by = f", reported by {', '.join(c.reported_by)}" if c.reported_by else ""
+            self.show("candidate", f"{c.unit} (n = {numbers}{by})", "network")
+        if new:
+            self.candidates_changed.emit()
 
     @Slot(int)
     def _on_peers(self, peers: int) -> None:

@@ -49,6 +49,9 @@ PAGES = (
 )
 
 
+# Messages worth a desktop notification besides errors (a possible historic finding).
+NOTIFY_CODES = ("candidate",)
+
 # A tray can appear after the app started (a panel restarted, a session still
 # loading at login) or go away: look again this often.
 TRAY_CHECK_MS = 5000
@@ -249,7 +252,7 @@ class MainWindow(QMainWindow):
     def on_message(self, m: Message) -> None:
         # Messages go to the status bar (and the tray balloon for errors); the log keeps them all.
         self.statusBar().showMessage(m.text, 15000)
-        if m.severity == "error" and self.tray.icon is not None:
+        if (m.severity == "error" or m.code in NOTIFY_CODES) and self.tray.icon is not None:
             self.tray.icon.showMessage("Hailstone", m.text, QSystemTrayIcon.MessageIcon.Warning)
 
     @Slot(str)

@@ -47,6 +47,12 @@ from network.settings import NETWORK_SETTINGS as NETWORK_SETTINGS
 
 log = logging.getLogger(__name__)
 
+# How many matching results from distinct accounts verify a unit (and earn credit).
+try:
+    from network.state import QUORUM
+except ImportError:  # pragma: no cover - the network layer is optional
+    QUORUM = 2
+
 SOLO_STATE_FILE = "solo_units.json"
 # What this computer knows about its own network units (root, time, backend).
 NETWORK_UNITS_FILE = "network_units.json"
@@ -84,6 +90,13 @@ class HistoryRow:
     finished_at: float
     seconds: float
     backend: str
+    # Who stands behind the unit's status (network mode; app/credit.py puts it in words).
+    me: str = ""  # my display name
+    agreeing: tuple[str, ...] = ()  # accounts that reported my root, in report order
+    disagreeing: tuple[str, ...] = ()  # accounts that reported another root
+    credited: bool = False  # verified, and mine is one of the results that count
+    candidates: int = 0  # candidate numbers reported in this unit
+    work_cids: tuple[str, ...] = ()  # every counted work record of the unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,18 @@ class LeaderRow:
     name: str
     units: int
     numbers: int
+    pending: int = 0  # reported units that are not verified (yet)
+    me: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateUnit:
+    """A unit some report says holds a candidate (a number that did not fall below itself)."""
+
+    unit: int
+    count: int
+    numbers: tuple[int, ...]
+    reported_by: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +136,8 @@ class BridgeStatus:
     rejected: dict[str, int] = field(default_factory=dict)
     outbox: int = 0
     state: str = ""  # "starting", "syncing", "synced", "solo"
+    sync_text: str = ""  # the sync state in words
+    advice: str = ""  # what is going on and what the volunteer can do, in words
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +148,7 @@ class NetworkSnapshot:
     history: tuple[HistoryRow, ...] = ()
     leaderboard: tuple[LeaderRow, ...] = ()
     name_owners: Mapping[str, bytes] = field(default_factory=dict)
+    candidates: tuple[CandidateUnit, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +258,7 @@ class SoloLedger:
                 finished_at=float(u.get("finished_at", 0.0)),
                 seconds=float(u.get("seconds", 0.0)),
                 backend=str(u.get("backend", "")),
+                candidates=int(u.get("candidates", 0) or 0),
             )
             for u in reversed(self._doc["units"])
         ]
@@ -274,6 +303,96 @@ def _port_listen(port: int) -> tuple[str, ...]:
         f"/ip6/::/tcp/{port}",
         f"/ip4/0.0.0.0/udp/{port}/quic-v1",
         f"/ip6/::/udp/{port}/quic-v1",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """The network's state in words: the status line, the sync state, and advice."""
+
+    text: str
+    sync_text: str
+    advice: str
+
+
+# Before this long without a peer, "looking for peers" is the honest word.
+NO_PEERS_PATIENCE_S = 60.0
+
+
+def diagnose(
+    *,
+    peers: int,
+    synced: bool,
+    running_s: float,
+    bootstrap: int,
+    default_bootstrap: bool,
+    explicit_peers: int,
+    listening: bool,
+    port: int,
+    outbox: int,
+) -> Diagnosis:
+    """Say what the network is doing and what the volunteer can do about it.
+
+    Args:
+        peers: connected peers now.
+        synced: the node holds what its peers' heads list (or has nobody to ask).
+        running_s: how long the node has run.
+        bootstrap: configured bootstrap peers (0 with default_bootstrap: kubo's own).
+        default_bootstrap: kubo's public bootstrap peers are used.
+        explicit_peers: peers dialled directly.
+        listening: the node has listen addresses.
+        port: the listen port setting.
+        outbox: our records not yet acknowledged by a peer.
+    """
+    waiting = f" {outbox} result{'s' if outbox != 1 else ''} wait to be published." if outbox else ""
+    if peers:
+        plural = "s" if peers != 1 else ""
+        text = f"Network: connected to {peers} peer{plural}"
+        sync = (
+            f"in step with the {peers} connected peer{plural}"
+            if synced
+            else "catching up: fetching records from peers (computing goes on meanwhile)"
+        )
+        advice = (
+            f"Exchanging signed results with {peers} peer{plural}."
+            + (" Catching up with the records they hold." if not synced else "")
+            + (
+                f" Listening on port {port} (TCP and QUIC); if other volunteers cannot reach "
+                f"you, forwarding port {port} on your router helps, but is not required."
+                if listening
+                else ""
+            )
+            + waiting
+        )
+        return Diagnosis(text, sync, advice)
+    sync = "nothing to catch up with: no peer is connected"
+    sources = "kubo's public bootstrap peers" if default_bootstrap else ""
+    if not default_bootstrap and bootstrap:
+        sources = f"the {bootstrap} bootstrap peer{'s' if bootstrap != 1 else ''} you set"
+    if explicit_peers:
+        sources = (sources + " and " if sources else "") + f"{explicit_peers} known peer(s)"
+    if not sources:
+        return Diagnosis(
+            "Network: running, no peers configured",
+            sync,
+            "No bootstrap peer and no peer address is configured, so this node cannot find "
+            "anyone. Add a peer's address under Preferences → Network → Bootstrap peers, or "
+            "clear that list to use the defaults, then restart Hailstone." + waiting,
+        )
+    if running_s < NO_PEERS_PATIENCE_S:
+        return Diagnosis(
+            "Network: looking for peers…",
+            sync,
+            f"Contacting {sources}. Computing has started and does not wait for this." + waiting,
+        )
+    minutes = int(running_s // 60)
+    return Diagnosis(
+        "Network: no peers reachable",
+        sync,
+        f"None of {sources} answered in {minutes} min. This computer may be offline, or a "
+        "firewall or proxy may block outgoing peer-to-peer connections (TCP and UDP, "
+        "usually port 4001). Check the internet connection and the firewall; computing goes "
+        "on, and results are published as soon as a peer connects." + waiting,
     )
 
 
@@ -346,6 +465,7 @@ class WorkBridge:
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
         self._cancelled = False
+        self._started_at = time.monotonic()
         # The node starts on the network worker's thread (start_network), never on
         # the GUI thread: opening IPFS takes seconds.
         self._node_pending = try_network and self._network_possible()
@@ -424,6 +544,7 @@ class WorkBridge:
             cancelled = self._cancelled
             if not cancelled:
                 self._node = node
+                self._started_at = time.monotonic()
             self._node_pending = False
             self.start_failure = failure
         if cancelled and node is not None:
@@ -433,6 +554,18 @@ class WorkBridge:
             except Exception:
                 log.exception("stopping a node started during quit failed")
         return failure
+
+    def _solo_advice(self) -> str:
+        if self.start_failure is None:
+            return (
+                f"Hailstone computes alone because {self.solo_reason}. Results are exact and "
+                "kept on this computer; they earn credit only through the network."
+            )
+        return (
+            f"The network node did not start ({self.start_failure.detail}). Computing goes on "
+            "alone. Check the Network settings in Preferences (the port, the IPFS node), "
+            "then restart Hailstone."
+        )
 
     def _current_node(self) -> Any:
         with self._lock:
@@ -468,24 +601,49 @@ class WorkBridge:
         with self._lock:
             node, pending = self._node, self._node_pending
         if node is None and pending:
-            return BridgeStatus(connected=False, text="Network: starting…", state="starting")
+            return BridgeStatus(
+                connected=False,
+                text="Network: starting…",
+                state="starting",
+                sync_text="starting…",
+                advice="Starting the IPFS node and opening the ledger; computing has begun.",
+            )
         if node is None:
             n = self._solo.next_unit
             text = SOLO_TEXT
             if self.start_failure is not None:
                 text += " because the network node did not start"
-            return BridgeStatus(connected=False, text=text, frontier=n, records=n, state="solo")
+            return BridgeStatus(
+                connected=False,
+                text=text,
+                frontier=n,
+                records=n,
+                state="solo",
+                sync_text="not connected (solo mode)",
+                advice=self._solo_advice(),
+            )
         s = node.status()
         synced = node.is_synced()
-        if not synced:
-            text = "Network: " + SYNC_TEXT[0].lower() + SYNC_TEXT[1:]
-        elif s.peers:
-            text = f"Network: connected to {s.peers} peer{'s' if s.peers != 1 else ''}"
-        else:
-            text = "Network: running, no peers yet"
+        running_s = time.monotonic() - self._started_at
+        diag = diagnose(
+            peers=int(s.peers),
+            synced=synced,
+            running_s=running_s,
+            bootstrap=len(self.settings.get("bootstrap") or ())
+            if "bootstrap" not in self.node_overrides
+            else len(self.node_overrides.get("bootstrap") or ()),
+            default_bootstrap="bootstrap" not in self.node_overrides
+            and not self.settings.get("bootstrap"),
+            explicit_peers=len(self.node_overrides.get("peers") or ()),
+            listening=bool(s.listen),
+            port=int(self.settings.get("listen_port", 4001)),
+            outbox=int(s.outbox),
+        )
         return BridgeStatus(
             connected=True,
-            text=text,
+            text=diag.text,
+            sync_text=diag.sync_text,
+            advice=diag.advice,
             peer_id=s.peer_id,
             listen=tuple(s.listen),
             peers=int(s.peers),
@@ -504,16 +662,56 @@ class WorkBridge:
         if node is None:
             return NetworkSnapshot(status)
         st = node.state()
+        me = getattr(node, "account_pub", b"")
         board = tuple(
-            LeaderRow(e.rank, e.display_name, e.units_credited, e.numbers_verified)
+            LeaderRow(
+                e.rank,
+                e.display_name,
+                e.units_credited,
+                e.numbers_verified,
+                pending=int(getattr(e, "pending", 0)),
+                me=e.account == me,
+            )
             for e in st.leaderboard
         )
-        return NetworkSnapshot(status, tuple(self._node_rows(node)), board, dict(st.name_owners))
+        candidates = tuple(
+            CandidateUnit(
+                unit=int(u.unit),
+                count=int(getattr(u, "candidate_count", 0) or len(getattr(u, "candidates", ()))),
+                numbers=tuple(int(n) for n in getattr(u, "candidates", ())),
+                reported_by=tuple(st.display_name(a) for a in sorted(u.reporters())),
+            )
+            for u in getattr(st, "candidate_units", ())
+        )
+        return NetworkSnapshot(
+            status, tuple(self._node_rows(node, st)), board, dict(st.name_owners), candidates
+        )
 
-    def _node_rows(self, node: Any) -> list[HistoryRow]:
+    def _node_rows(self, node: Any, st: Any = None) -> list[HistoryRow]:
+        st = st if st is not None else node.state()
+        me = getattr(node, "account_pub", b"")
+        my_name = st.display_name(me) if me else ""
         rows = []
         for unit, status, cid in sorted(node.my_units(), reverse=True):
             meta = self._local.get(unit)
+            entry = st.units.get(unit)
+            agreeing: tuple[str, ...] = ()
+            disagreeing: list[str] = []
+            credited = False
+            work_cids: list[str] = []
+            for report in entry.roots if entry is not None else ():
+                work_cids.extend(report.work_cids)
+                names = tuple(st.display_name(a) for a in report.accounts)
+                if me in report.accounts:
+                    agreeing = names
+                    # The first QUORUM matching results are the ones credited.
+                    credited = (
+                        status == "verified"
+                        and report.root == entry.verified_root
+                        and me in report.accounts[:QUORUM]
+                    )
+                else:
+                    disagreeing.extend(names)
             rows.append(
                 HistoryRow(
                     unit=int(unit),
@@ -523,6 +721,12 @@ class WorkBridge:
                     finished_at=float(meta.get("finished_at", 0.0)),
                     seconds=float(meta.get("seconds", 0.0)),
                     backend=str(meta.get("backend", "")),
+                    me=my_name,
+                    agreeing=agreeing,
+                    disagreeing=tuple(disagreeing),
+                    credited=credited,
+                    candidates=int(getattr(entry, "candidate_count", 0) or 0),
+                    work_cids=tuple(sorted(work_cids)),
                 )
             )
         return rows
@@ -548,8 +752,10 @@ class WorkBridge:
             return Wait("starting", "connecting to the network…", STARTING_RETRY_MS)
         if node is None:
             return self._solo.assignment()
-        if not node.is_synced():
-            return Wait("syncing", SYNC_TEXT, SYNC_RETRY_MS)
+        # Computing does not wait for the catch-up (it took 25-30 s at each start):
+        # the node resumes its own checkpoint first, and its claims keep others off
+        # the unit; at worst one unit is computed that the catch-up would have shown
+        # to be done already. Syncing goes on alongside on the network thread.
         task = node.next_block_task()
         if task is not None:
             return task

@@ -37,7 +37,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import credit
 from app.controller import AppController
+from app.credit import credit_summary
 from app.eventlog import MAX_ENTRIES, Entry
 from app.messages import classify_exception
 from app.theme import plot_colours
@@ -153,6 +155,18 @@ class DashboardPage(QWidget):
         top.addWidget(self.rate_label)
         lay.addLayout(top)
 
+        # A candidate is the one thing that must never scroll by unnoticed.
+        self.candidate_banner = QLabel("")
+        self.candidate_banner.setObjectName("candidateBanner")
+        self.candidate_banner.setWordWrap(True)
+        self.candidate_banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.candidate_banner.setStyleSheet(
+            "QLabel#candidateBanner { background: #fff3cd; color: #5c3c00; "
+            "border: 2px solid #d39e00; border-radius: 4px; padding: 8px; }"
+        )
+        self.candidate_banner.setVisible(False)
+        lay.addWidget(self.candidate_banner)
+
         views = QHBoxLayout()
         self.view_group = QButtonGroup(self)
         for i, (title, *_rest) in enumerate(self.VIEWS):
@@ -219,14 +233,21 @@ class DashboardPage(QWidget):
         ul.addWidget(self.state_label)
         grid.addWidget(unit_box, 0, 0)
 
-        totals_box = QGroupBox("My totals")
+        totals_box = QGroupBox("My credit")
         tl = QFormLayout(totals_box)
         self.units_label = QLabel("0")
-        self.numbers_label = QLabel("0")
         self.verified_label = QLabel("—")
-        tl.addRow("Units finished:", self.units_label)
-        tl.addRow("Numbers verified:", self.numbers_label)
-        tl.addRow("Confirmed by a second node:", self.verified_label)
+        self.waiting_label = QLabel("0")
+        self.numbers_label = QLabel("0")
+        tl.addRow("Units computed here:", self.units_label)
+        tl.addRow("Credited to you:", self.verified_label)
+        tl.addRow("Waiting for a 2nd result:", self.waiting_label)
+        tl.addRow("Numbers credited:", self.numbers_label)
+        self.credit_note = QLabel(
+            "A unit earns credit when another volunteer's independent result matches yours."
+        )
+        self.credit_note.setWordWrap(True)
+        tl.addRow(self.credit_note)
         grid.addWidget(totals_box, 0, 1)
 
         net_box = QGroupBox("Network")
@@ -249,8 +270,26 @@ class DashboardPage(QWidget):
         ctl.state_changed.connect(self.on_state)
         ctl.network_status.connect(self.on_network)
         ctl.sampled.connect(self.redraw)
+        ctl.candidates_changed.connect(self.on_candidates)
         self.on_state(*ctl.state)
         self.refresh_totals()
+        self.on_candidates()
+
+    @Slot()
+    def on_candidates(self) -> None:
+        found = sorted(self.ctl.candidate_units.values(), key=lambda c: c.unit)
+        self.candidate_banner.setVisible(bool(found))
+        if not found:
+            return
+        units = ", ".join(str(c.unit) for c in found[:5]) + (" …" if len(found) > 5 else "")
+        numbers = [n for c in found for n in c.numbers][:3]
+        listed = f" (n = {', '.join(str(n) for n in numbers)})" if numbers else ""
+        self.candidate_banner.setText(
+            f"<b>Candidate found in unit{'s' if len(found) > 1 else ''} {units}</b>{listed}: a "
+            "number did not fall below itself within the step bound. If it stands it is a "
+            "historic finding; the unit is held for review and never counted as verified "
+            "until then. Keep this profile and its event log."
+        )
 
     @Slot()
     def apply_theme(self, *_args: Any) -> None:
@@ -380,18 +419,26 @@ class DashboardPage(QWidget):
 
     @Slot()
     def refresh_totals(self) -> None:
-        rows = self.ctl.history()
-        units = len(rows)
-        numbers = units * self.ctl.params.unit_size
-        verified = sum(1 for r in rows if r.status == "verified")
-        self.units_label.setText(str(units))
-        self.numbers_label.setText(fmt_count(numbers))
+        c = credit_summary(self.ctl.history(), self.ctl.params.unit_size)
+        units = c["computed"]
+        self.units_label.setText(f"{units} ({fmt_count(c['numbers_computed'])} numbers)")
         if self.ctl.bridge is None or self.ctl.bridge.solo:
-            self.verified_label.setText("not yet (solo mode)")
-        else:
-            self.verified_label.setText(
-                f"{verified} of {units}" + (f" ({100 * verified / units:.0f}%)" if units else "")
+            self.verified_label.setText("none in solo mode")
+            self.waiting_label.setText("—")
+            self.numbers_label.setText("0")
+            self.credit_note.setText(
+                "Solo mode: results stay on this computer and earn no credit until the "
+                "network runs and a second volunteer confirms them."
             )
+            return
+        self.verified_label.setText(f"{c['credited']} unit{'s' if c['credited'] != 1 else ''}")
+        self.waiting_label.setText(str(c["waiting"]))
+        self.numbers_label.setText(fmt_count(c["numbers_credited"]))
+        self.credit_note.setText(
+            "A unit earns credit when another volunteer's independent result matches "
+            "yours; the leaderboard counts only credited units. History says what each "
+            "unit is waiting for."
+        )
 
     @Slot(str, str)
     def on_state(self, state: str, reason: str) -> None:
@@ -411,6 +458,7 @@ class DashboardPage(QWidget):
     @Slot(object)
     def on_network(self, s: Any) -> None:
         self.net_label.setText(s.text)
+        self.net_label.setToolTip(s.advice)
         unit = s.frontier
         p = self.ctl.params
         self.frontier_label.setText(
@@ -424,28 +472,43 @@ class DashboardPage(QWidget):
 
 
 class HistoryPage(QWidget):
-    """My units: status, finish time, root, CID with a copy button."""
+    """My units: status in words, what each is waiting for, details with a double-click."""
+
+    COLUMNS = ["Unit", "Status", "Finished", "Time", "Backend", "Record (CID)", ""]
 
     def __init__(self, ctl: AppController) -> None:
         super().__init__()
         self.ctl = ctl
-        _w, lay = _page("History", "The units this profile has computed, newest first.")
+        self.rows: list[Any] = []
+        _w, lay = _page(
+            "History",
+            "The units this profile computed, newest first. Select one to see what it is "
+            "waiting for; double-click for its details.",
+        )
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(_w)
-        self.table = _table(["Unit", "Status", "Finished", "Time", "Backend", "Root", "CID", ""])
+        self.table = _table(self.COLUMNS)
         # The CID takes the room that is left (elided), so the Copy button stays in view.
         header = self.table.horizontalHeader()
         header.setStretchLastSection(False)
-        header.setSectionResizeMode(6, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         lay.addWidget(self.table, 1)
+        self.explain_label = QLabel("")
+        self.explain_label.setWordWrap(True)
+        self.explain_label.setMinimumHeight(40)
+        lay.addWidget(self.explain_label)
+        self.table.itemSelectionChanged.connect(self._explain_selected)
+        self.table.cellDoubleClicked.connect(lambda r, _c: self.show_details(r))
         ctl.unit_done.connect(lambda _d: self.refresh())
         ctl.history_changed.connect(self.refresh)
 
     @Slot()
     def refresh(self) -> None:
-        rows = self.ctl.history()
+        selected = self._selected_unit()
+        rows = self.rows = self.ctl.history()
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             finished = (
@@ -454,25 +517,87 @@ class HistoryPage(QWidget):
                 else ""
             )
             vals = [
-                str(r.unit),
-                r.status,
+                f"{r.unit:,}",
+                credit.title(r.status),
                 finished,
                 fmt_duration(r.seconds) if r.seconds else "",
-                r.backend,
-                r.root_hex[:16] + "…" if r.root_hex else "",
-                r.cid or "—",
+                r.backend.upper(),
+                r.cid or "— (solo: not published)",
             ]
             for j, v in enumerate(vals):
-                self.table.setItem(i, j, QTableWidgetItem(v))
+                item = QTableWidgetItem(v)
+                item.setToolTip(credit.explain(r))
+                self.table.setItem(i, j, item)
             cell, copy = _cell_button("Copy")
             copy.setEnabled(bool(r.cid or r.root_hex))
-            copy.setToolTip("Copy the CID (or, in solo mode, the root) to the clipboard")
+            copy.setToolTip("Copy the record's CID (or, in solo mode, the root) to the clipboard")
             copy.clicked.connect(
                 lambda _c=False, text=(r.cid or r.root_hex): QGuiApplication.clipboard().setText(
                     text
                 )
             )
-            self.table.setCellWidget(i, 7, cell)
+            self.table.setCellWidget(i, 6, cell)
+        units = [r.unit for r in rows]
+        if selected in units:
+            self.table.selectRow(units.index(selected))
+        elif rows and not self.table.selectedIndexes():
+            self.table.selectRow(0)
+        self._explain_selected()
+
+    def _selected_unit(self) -> int | None:
+        idx = self.table.selectedIndexes()
+        if not idx or idx[0].row() >= len(self.rows):
+            return None
+        return self.rows[idx[0].row()].unit
+
+    @Slot()
+    def _explain_selected(self) -> None:
+        idx = self.table.selectedIndexes()
+        if not idx or idx[0].row() >= len(self.rows):
+            self.explain_label.setText("")
+            return
+        r = self.rows[idx[0].row()]
+        self.explain_label.setText(f"<b>Unit {r.unit:,}: {credit.title(r.status)}.</b> {credit.explain(r)}")
+
+    def show_details(self, row: int) -> QMessageBox | None:
+        """The per-unit details: range, blocks, status, who confirmed it, its records."""
+        if not 0 <= row < len(self.rows):
+            return None
+        r = self.rows[row]
+        p = self.ctl.params
+        lo, hi = p.unit_range(r.unit)
+        lines = [
+            f"<b>Unit {r.unit:,}</b>: {credit.title(r.status)}",
+            credit.explain(r),
+            f"<b>Range</b>: {fmt_range(p, lo, hi)}<br>[{lo}, {hi})",
+            f"<b>Blocks</b>: {p.blocks_per_unit} of {fmt_count(p.block_size)} numbers each",
+        ]
+        if r.agreeing:
+            lines.append(f"<b>Same result from</b>: {', '.join(r.agreeing)}")
+        if r.disagreeing:
+            lines.append(f"<b>Different result from</b>: {', '.join(r.disagreeing)}")
+        if r.root_hex:
+            lines.append(f"<b>Root (Merkle root of the block evidence)</b>: {r.root_hex}")
+        if r.seconds:
+            lines.append(
+                f"<b>Compute time</b>: {fmt_duration(r.seconds)} on {r.backend.upper() or '?'}"
+            )
+        cids = r.work_cids or ((r.cid,) if r.cid else ())
+        if cids:
+            lines.append(
+                "<b>Records</b> (open with <tt>main.py records show CID</tt>):<br>"
+                + "<br>".join(cids)
+            )
+        box = QMessageBox(self)
+        box.setWindowTitle(f"Unit {r.unit:,}")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText("<br><br>".join(lines))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setStandardButtons(QMessageBox.StandardButton.Close)
+        box.setModal(False)
+        box.show()
+        self.details = box
+        return box
 
     def showEvent(self, event: Any) -> None:  # Qt override
         self.refresh()
@@ -492,9 +617,14 @@ class NetworkPage(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(_w)
-        self.status_label = QLabel(ctl.network_text())
+        self.status_label = QLabel(f"<b>{ctl.network_text()}</b>")
         self.status_label.setWordWrap(True)
         lay.addWidget(self.status_label)
+        # What is going on and what to do about it, in words (not only numbers).
+        self.advice_label = QLabel("")
+        self.advice_label.setWordWrap(True)
+        self.advice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.advice_label)
         form = QFormLayout()
         self.fields = {}
         for key, title in (
@@ -520,18 +650,12 @@ class NetworkPage(QWidget):
 
     @Slot(object)
     def on_status(self, s: Any) -> None:
-        self.status_label.setText(s.text)
+        self.status_label.setText(f"<b>{s.text}</b>")
+        self.advice_label.setText(s.advice)
         self.fields["peer_id"].setText(s.peer_id or "—")
         self.fields["listen"].setText("\n".join(s.listen) or "—")
         self.fields["peers"].setText(str(s.peers))
-        self.fields["state"].setText(
-            {
-                "synced": "in step with the peers",
-                "syncing": "catching up with the network…",
-                "starting": "starting…",
-                "solo": "not connected (solo mode)",
-            }.get(s.state, s.state or "—")
-        )
+        self.fields["state"].setText(s.sync_text or s.state or "—")
         self.fields["records"].setText(str(s.records))
         self.fields["outbox"].setText(str(s.outbox))
         self.fields["frontier"].setText(str(s.frontier))
@@ -559,7 +683,9 @@ class LeaderboardPage(QWidget):
         self.note = QLabel("")
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
-        self.table = _table(["#", "Account", "Units credited", "Numbers verified"])
+        self.table = _table(
+            ["#", "Account", "Units credited", "Waiting for a 2nd result", "Numbers verified"]
+        )
         lay.addWidget(self.table, 1)
         ctl.leaderboard_changed.connect(self.refresh)
 
@@ -571,11 +697,22 @@ class LeaderboardPage(QWidget):
                 "The leaderboard comes from the network; in solo mode there is none yet."
             )
         else:
-            self.note.setText("")
+            self.note.setText(
+                "A unit is credited to the first two volunteers whose independent results "
+                "agree. Units that wait for a second matching result are counted under "
+                "“Waiting” and earn credit once it arrives. Your row is in bold."
+            )
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
-            for j, v in enumerate((str(r.rank), r.name, str(r.units), fmt_count(r.numbers))):
-                self.table.setItem(i, j, QTableWidgetItem(v))
+            name = f"{r.name} (you)" if r.me else r.name
+            vals = (str(r.rank), name, str(r.units), str(r.pending), fmt_count(r.numbers))
+            for j, v in enumerate(vals):
+                item = QTableWidgetItem(v)
+                if r.me:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.table.setItem(i, j, item)
 
     def showEvent(self, event: Any) -> None:  # Qt override
         self.refresh()

@@ -396,9 +396,9 @@ class EngineWorker(QObject):
             numbers=a.hi - a.lo,
             candidates=len(result.candidates),
         )
+        # A candidate is raised by the controller (banner, notification), from this
+        # signal in solo mode and from the network state otherwise.
         self.unit_done.emit(done)
-        if done.candidates:
-            self.warning.emit("candidate", str(a.unit))
 
     def _on_failure(self, exc: Exception) -> None:
         log.exception("engine failure")

@@ -115,15 +115,15 @@ def test_app_and_headless_node_agree_and_pages_show_the_network(qtbot, tmp_path)
 
         def verified_row() -> int | None:
             for r in range(hist.table.rowCount()):
-                if hist.table.item(r, 1).text() == "verified":
+                if hist.table.item(r, 1).text() == "Verified":
                     return r
             return None
 
         qtbot.waitUntil(lambda: verified_row() is not None, timeout=20000)
         row = verified_row()
-        cid = hist.table.item(row, 6).text()
+        cid = hist.table.item(row, 5).text()
         assert cid.startswith("b")  # a CIDv1 in base32
-        copy = hist.table.cellWidget(row, 7).findChild(QPushButton)
+        copy = hist.table.cellWidget(row, 6).findChild(QPushButton)
         assert copy is not None and copy.text() == "Copy"
         copy.click()
         assert QGuiApplication.clipboard().text() == cid
@@ -134,7 +134,22 @@ def test_app_and_headless_node_agree_and_pages_show_the_network(qtbot, tmp_path)
         credited = sum(int(board.table.item(r, 2).text()) for r in range(2))
         assert credited == 2 * LIMIT  # each verified unit credits both accounts
         names = {board.table.item(r, 1).text() for r in range(2)}
-        assert names == {"netapp", "headless"}
+        assert names == {"netapp (you)", "headless"}
+        assert "first two volunteers" in board.note.text()
+
+        # Credit in words (issue #14 item 3): what each unit earned and why.
+        hist.refresh()
+        hist.table.selectRow(verified_row())
+        assert "You are credited" in hist.explain_label.text()
+        assert "headless" in hist.explain_label.text()
+        details = hist.show_details(verified_row())
+        assert "Same result from" in details.text() and cid in details.text()
+        details.close()
+        dash.refresh_totals()
+        assert dash.verified_label.text() == f"{LIMIT} units"
+        # The network page explains itself: in step with a real peer, not with nobody.
+        assert "in step with the 1 connected peer" in net.fields["state"].text()
+        assert "Exchanging signed results with 1 peer" in net.advice_label.text()
 
         # With nothing left to compute, the idle app spot-checks the peer's blocks.
         qtbot.waitUntil(lambda: ctl.block_tasks >= 1, timeout=30000)
