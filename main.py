@@ -13,7 +13,13 @@ import sys
 # Modules that contribute sub-commands through a `register(subparsers)` function.
 # The import of each happens here, so a missing optional part (say, the GUI on a
 # server without Qt) costs only its own commands.
-COMMAND_MODULES = ("engine.commands", "network.commands", "network.node_commands", "app.commands")
+COMMAND_MODULES = (
+    "engine.commands",
+    "network.commands",
+    "network.node_commands",
+    "network.service_commands",
+    "app.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
