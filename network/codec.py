@@ -35,6 +35,7 @@ from network.ipfs.cid import cid_for_bytes
 from network.records import (
     RECORD_TYPES,
     AccountRecord,
+    BeaconRecord,
     CheckRecord,
     CommitRecord,
     DelegationRecord,
@@ -53,6 +54,7 @@ SIZE_CAPS: dict[str, int] = {
     DelegationRecord.KIND: 512,
     WorkRecord.KIND: 4096,
     CommitRecord.KIND: 512,
+    BeaconRecord.KIND: 4096,
     CheckRecord.KIND: 1024,
     DisputeRecord.KIND: 4096,
 }
@@ -96,6 +98,14 @@ SCHEMAS: dict[str, dict[str, int]] = {
     CommitRecord.KIND: {
         "unit": _UINT,
         "commitment": _B32,
+        "node": _B32,
+        "account": _B32,
+        "created": _UINT,
+    },
+    BeaconRecord.KIND: {
+        "round": _UINT,
+        "value": _B32,
+        "commits": _LIST_TEXT,
         "node": _B32,
         "account": _B32,
         "created": _UINT,

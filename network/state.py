@@ -43,6 +43,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 from engine.params import Params
+from network import trust as T
 from network import usernames
 from network.validate import dispute_is_proven
 
@@ -128,6 +129,10 @@ class UnitStatus:
         candidate_count: the largest candidate count any counted report gives
             (reports may list only the first 16 inline; the rest sit in a CID list).
         candidate_reports: CIDs of the counted work records that report candidates.
+        phase: under a trust policy, how far the unit got (network.trust.PHASES:
+            committed, revealed, paired, verified, conflicting, withheld, candidate).
+        reopened: under a trust policy, a slashed account had revealed on this unit,
+            which is now judged without it (backtracking).
     """
 
     unit: int
@@ -140,6 +145,8 @@ class UnitStatus:
     candidates: tuple[int, ...] = ()
     candidate_count: int = 0
     candidate_reports: tuple[str, ...] = ()
+    phase: str = ""
+    reopened: bool = False
 
     def reporters(self) -> frozenset[bytes]:
         """Every account with a counted report on this unit."""
@@ -212,6 +219,8 @@ class NetworkState:
         ignored: CIDs of records that do not count (no delegation, revoked, other params,
             dispute or check not about counted work), sorted.
         record_count: distinct valid records given.
+        trust: the trust protocol's verdicts (weights, slashed accounts, per-unit
+            tallies) when derive_state ran with a policy; None otherwise.
     """
 
     params: Params
@@ -224,6 +233,11 @@ class NetworkState:
     confirmed_disputes: frozenset[str]
     ignored: tuple[str, ...]
     record_count: int
+    trust: T.TrustState | None = None
+
+    def account_weight(self, account: bytes) -> int | None:
+        """The account's earned weight under the trust policy (None without one)."""
+        return None if self.trust is None else self.trust.weights.get(account, 0)
 
     @property
     def units_verified(self) -> int:
@@ -288,6 +302,9 @@ def derive_state(
     records: Iterable[ValidRecord],
     params: Params,
     confirmed_dispute_cids: Iterable[str] = (),
+    *,
+    trust: T.TrustPolicy | None = None,
+    refuted_dispute_cids: Iterable[str] = (),
 ) -> NetworkState:
     """The network state of a set of valid records (see the module doc for the rules).
 
@@ -296,6 +313,10 @@ def derive_state(
             `record.record`); order and duplicates do not matter.
         params: the parameter set whose units are counted; other work is ignored.
         confirmed_dispute_cids: disputes this node confirmed by recomputing the block.
+        trust: the verification protocol's policy (PROTOCOL §11). With one, a unit is
+            verified only under network.trust's rules (commit-reveal, drawn checker,
+            audits, weight, slashing); without one, the two-account quorum of rule 3.
+        refuted_dispute_cids: disputes this node refuted by recomputing the block.
 
     Returns:
         The derived NetworkState.
@@ -303,6 +324,8 @@ def derive_state(
     by_kind: dict[str, dict[str, Any]] = {k: {} for k in ("account", "delegation", "work")}
     by_kind["check"] = {}
     by_kind["dispute"] = {}
+    by_kind["commit"] = {}
+    by_kind["beacon"] = {}
     for item in records:
         payload = item.record.record
         bucket = by_kind.get(payload.KIND)
@@ -345,6 +368,22 @@ def derive_state(
         else:
             ignored.add(cid)
 
+    trust_state = None
+    if trust is not None:
+        trust_state = _trust_verdicts(
+            sorted_items,
+            work,
+            checks,
+            counts,
+            blocks,
+            trust,
+            confirmed_local,
+            frozenset(refuted_dispute_cids),
+            ignored,
+        )
+        # The trust rules judged disputes (refutations by this node win).
+        confirmed_local = trust_state.frauds
+
     # Disputes (rule 2).
     refuting: dict[tuple[str, int, bytes], set[bytes]] = {}
     for c in checks.values():
@@ -360,7 +399,7 @@ def derive_state(
             target.account,
             d.account,
         }
-        if cid in confirmed_local or independent:
+        if cid in confirmed_local or (independent and trust is None):
             confirmed[cid] = d
     bad_roots: dict[tuple[int, bytes], list[str]] = {}
     for cid, d in confirmed.items():
@@ -391,6 +430,8 @@ def derive_state(
 
     units: dict[int, UnitStatus] = {}
     all_units = {u for u, _ in per_root} | set(removed) | set(candidates_by_unit)
+    if trust_state is not None:
+        all_units |= set(trust_state.units)
     quorum_members: dict[int, tuple[bytes, ...]] = {}
     for unit in sorted(all_units):
         roots = tuple(
@@ -405,8 +446,13 @@ def derive_state(
         disputed = unit in disputes_by_unit
         verified_root = None
         listed, candidate_count, candidate_cids = candidates_by_unit.get(unit, (set(), 0, []))
+        tally = None if trust_state is None else trust_state.units.get(unit)
         if candidate_count:
             status = CANDIDATE
+        elif trust_state is not None:
+            status, verified_root = _trust_status(tally, disputed, roots)
+            if status == VERIFIED:
+                quorum_members[unit] = (tally.reporter, tally.checker)
         elif len(with_quorum) == 1:
             status = VERIFIED
             verified_root = with_quorum[0].root
@@ -430,6 +476,8 @@ def derive_state(
             candidates=tuple(sorted(listed)),
             candidate_count=candidate_count,
             candidate_reports=tuple(sorted(candidate_cids)),
+            phase=tally.phase if tally is not None else "",
+            reopened=tally.reopened if tally is not None else False,
         )
 
     # Frontier (rule 4).
@@ -518,7 +566,61 @@ def derive_state(
         confirmed_disputes=frozenset(confirmed),
         ignored=tuple(sorted(ignored)),
         record_count=record_count,
+        trust=trust_state,
     )
+
+
+def _trust_verdicts(
+    sorted_items: Mapping[str, list[tuple[str, Any]]],
+    work: Mapping[str, Any],
+    checks: Mapping[str, Any],
+    counts: Any,
+    blocks: int,
+    policy: T.TrustPolicy,
+    confirmed_local: frozenset[str],
+    refuted_local: frozenset[str],
+    ignored: set[str],
+) -> T.TrustState:
+    """Collect the records the trust rules read (all counted) and run them."""
+    commits = {cid: c for cid, c in sorted_items["commit"] if counts(c)}
+    beacons = {
+        cid: b for cid, b in sorted_items["beacon"] if counts(b) and b.account in policy.beacons
+    }
+    disputes = {
+        cid: d
+        for cid, d in sorted_items["dispute"]
+        if d.work_cid in work
+        and counts(d)
+        and d.block < blocks
+        and dispute_is_proven(d, work[d.work_cid])
+    }
+    for cid, _ in sorted_items["commit"] + sorted_items["beacon"]:
+        if cid not in commits and cid not in beacons:
+            ignored.add(cid)
+    return T.evaluate(
+        works=work,
+        commits=commits,
+        beacons=beacons,
+        checks=checks,
+        disputes=disputes,
+        policy=policy,
+        blocks=blocks,
+        confirmed_local=confirmed_local,
+        refuted_local=refuted_local,
+    )
+
+
+def _trust_status(
+    tally: T.UnitTally | None, disputed: bool, roots: tuple[RootReport, ...]
+) -> tuple[str, bytes | None]:
+    """A unit's status (UNIT_STATUSES) from its trust tally."""
+    if tally is not None and tally.phase == T.VERIFIED:
+        return VERIFIED, tally.root
+    if disputed:
+        return DISPUTED, None
+    if (tally is not None and tally.phase == T.CONFLICTING) or len(roots) >= 2:
+        return CONFLICTING, None
+    return (REPORTED_ONCE if roots else OPEN), None
 
 
 def _display_name(accounts: Mapping[bytes, AccountEntry], account: bytes) -> str:

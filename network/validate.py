@@ -36,6 +36,7 @@ from network import codec
 from network import rejection as R
 from network.ipfs.cid import is_valid_cid
 from network.records import (
+    BeaconRecord,
     CheckRecord,
     CommitRecord,
     DelegationRecord,
@@ -196,7 +197,7 @@ def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
     return None
 
 
-def _validate_commit(c: CommitRecord, ctx: ValidationContext) -> Rejection | None:
+def _validate_commit(c: CommitRecord | BeaconRecord, ctx: ValidationContext) -> Rejection | None:
     return authorised(ctx, c.account, c.node, c.created)
 
 
@@ -243,7 +244,7 @@ def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection
     verdict: Rejection | None = None
     if isinstance(record, WorkRecord):
         verdict = _validate_work(record, ctx)
-    elif isinstance(record, CommitRecord):
+    elif isinstance(record, CommitRecord | BeaconRecord):
         verdict = _validate_commit(record, ctx)
     elif isinstance(record, CheckRecord | DisputeRecord):
         verdict = _validate_report(record, ctx)

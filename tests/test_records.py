@@ -18,6 +18,7 @@ from network import rejection as R
 from network.ipfs.cid import cid_for_bytes
 from network.records import (
     AccountRecord,
+    BeaconRecord,
     CheckRecord,
     CommitRecord,
     DelegationRecord,
@@ -65,6 +66,12 @@ def golden_records() -> dict[str, tuple[object, SigningKey]]:
         ),
         "commit": (
             CommitRecord(unit=3, commitment=bytes([11]) * 32, node=N, account=A, created=T),
+            NODE,
+        ),
+        "beacon": (
+            BeaconRecord(
+                round=7, value=bytes([12]) * 32, commits=(WORK_CID,), node=N, account=A, created=T
+            ),
             NODE,
         ),
         "check": (
@@ -154,6 +161,21 @@ GOLDEN = {
         "1faa3f092aee937790331afdf48472e95999b680d77d8c384974cf8de74fb6f2"
         "92581a8630427521a9572b16cf1ac9d9cd18db9a469f73848fc77cc97a70920a",
         "bafkreieh3ktep7fkngovy456dpq4qqujbvcpfdoyi4oqmhg3m4mpe5kwxm",
+    ),
+    "beacon": (
+        (
+            "8566626561636f6e02a6646e6f6465582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc"
+            "9322966dd765726f756e64076576616c756558200c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+            "0c0c0c0c0c0c0c0c676163636f756e74582003a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc"
+            "8664125531b867636f6d6d69747381783b6261666b726569676832616b69736361696c646371616273796733"
+            "646672366368753366677072656769796d73636b376537617161347335327a7967637265617465641a684ee1"
+            "80582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd758409a752617c8b38e"
+            "5deb112b0eafc1a2e998e77914d8f6bb4eee555109c7c7a8e1a0aa4cd5ab2cabe6071d55f3dc3a65db993aec"
+            "7e27f2e1e4d5477182d3f5a901"
+        ),
+        "9a752617c8b38e5deb112b0eafc1a2e998e77914d8f6bb4eee555109c7c7a8e1"
+        "a0aa4cd5ab2cabe6071d55f3dc3a65db993aec7e27f2e1e4d5477182d3f5a901",
+        "bafkreiediprhhl2ceou7rajge3ka62xlviythcdbeoalcmtsaf3v7mulvq",
     ),
     "check": (
         (
