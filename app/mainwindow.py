@@ -37,6 +37,7 @@ from app.pages import (
 )
 from app.preferences import PreferencesPage
 from app.theme import icon, state_icon
+from app.widgets import ElidedLabel
 
 PAGES = (
     ("Dashboard", "page-dashboard", DashboardPage),
@@ -154,6 +155,20 @@ class Tray:
             self.icon.hide()
 
 
+PREFERRED_SIZE = (1000, 680)
+
+
+def initial_size(widget: QWidget) -> tuple[int, int]:
+    """The preferred size, shrunk to fit the screen's free area (at 150 % scaling a
+    1366×768 screen has 911×512 logical pixels, less panels and the title bar)."""
+    screen = widget.screen() or QApplication.primaryScreen()
+    w, h = PREFERRED_SIZE
+    if screen is None:
+        return w, h
+    free = screen.availableGeometry()
+    return min(w, int(free.width() * 0.95)), min(h, int(free.height() * 0.88))
+
+
 class MainWindow(QMainWindow):
     """Pages in a side list; closing hides to the tray only when there is one."""
 
@@ -168,7 +183,7 @@ class MainWindow(QMainWindow):
         self._told_about_tray = False
         self.setWindowTitle("Hailstone")
         self.setWindowIcon(icon("hailstone"))
-        self.resize(1000, 680)
+        self.resize(*initial_size(self))
         central = QWidget()
         lay = QHBoxLayout(central)
         self.nav = QListWidget()
@@ -186,10 +201,17 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.nav)
         lay.addWidget(self.stack, 1)
         self.setCentralWidget(central)
+        # Messages and the network line share the status bar; both elide instead of
+        # widening the window or drawing over each other (the full text is the tooltip).
+        self.message_label = ElidedLabel("")
+        self.statusBar().addWidget(self.message_label, 3)
+        self._message_timer = QTimer(self)
+        self._message_timer.setSingleShot(True)
+        self._message_timer.timeout.connect(lambda: self.message_label.setText(""))
         # The network line is a permanent widget: its updates every second must not
-        # wipe a message shown with showMessage.
-        self.network_label = QLabel(ctl.network_text())
-        self.statusBar().addPermanentWidget(self.network_label)
+        # wipe a message.
+        self.network_label = ElidedLabel(ctl.network_text(), min_width=120)
+        self.statusBar().addPermanentWidget(self.network_label, 2)
         self.tray = Tray(ctl, self, tray_available)
         self.controls = self._make_controls()
         ctl.act_open.triggered.connect(self.bring_to_front)
@@ -251,13 +273,18 @@ class MainWindow(QMainWindow):
     @Slot(object)
     def on_message(self, m: Message) -> None:
         # Messages go to the status bar (and the tray balloon for errors); the log keeps them all.
-        self.statusBar().showMessage(m.text, 15000)
+        self.show_status(m.text, 15000)
         if (m.severity == "error" or m.code in NOTIFY_CODES) and self.tray.icon is not None:
             self.tray.icon.showMessage("Hailstone", m.text, QSystemTrayIcon.MessageIcon.Warning)
 
     @Slot(str)
     def on_status_text(self, text: str) -> None:
-        self.statusBar().showMessage(text, 10000)
+        self.show_status(text, 10000)
+
+    def show_status(self, text: str, timeout_ms: int) -> None:
+        """A message in the status bar for `timeout_ms` (the event log keeps it)."""
+        self.message_label.setText(text)
+        self._message_timer.start(timeout_ms)
 
     @Slot(object)
     def on_network_status(self, status: Any) -> None:

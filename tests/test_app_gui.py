@@ -418,7 +418,7 @@ def test_status_bar_message_outlives_network_updates(qtbot, make_ctl):
     m = ctl.show("no_gpu", "test")
     for i in range(3):  # the network worker reports every second
         ctl.network_status.emit(BridgeStatus(connected=True, text=f"Network: {i} peers"))
-    assert win.statusBar().currentMessage() == m.text
+    assert win.message_label.text() == m.text
     assert win.network_label.text() == "Network: 2 peers"
 
 
