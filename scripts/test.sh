@@ -16,6 +16,12 @@ if ! command -v Xvfb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get
 	(apt-get install -y -qq xvfb >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq xvfb >/dev/null 2>&1; }) ||
 		echo "Xvfb could not be installed; the X11 test will be skipped." >&2
 fi
+# systemd-analyze verifies the service units (tests/test_systemd_units.py).
+if ! command -v systemd-analyze >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "Installing systemd for systemd-analyze ..." >&2
+	(apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends systemd >/dev/null 2>&1; }) ||
+		echo "systemd could not be installed; the unit tests will fail and say so." >&2
+fi
 export QT_QPA_PLATFORM="${QT_QPA_PLATFORM:-offscreen}"
 echo "== ruff" >&2
 .venv/bin/ruff check .
