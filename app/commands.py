@@ -7,7 +7,19 @@ from typing import Any
 
 
 def run_gui(args: Any) -> int:
-    """Open the desktop app (imports Qt only now, so headless commands stay light)."""
+    """Open the desktop app (imports Qt only now, so headless commands stay light).
+
+    Missing X11 libraries are named, with the packages to install, before Qt could
+    abort with a message that names neither (exit status 1).
+    """
+    import sys
+
+    from app import syslibs
+
+    missing = syslibs.check()
+    if missing:
+        print(missing.advice(), file=sys.stderr)
+        return 1
     from app.application import run_gui as _run
 
     return _run(args)

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 extras=""
 if [ -e /proc/driver/nvidia/version ] || command -v nvidia-smi >/dev/null 2>&1; then
 	extras=gpu
+	echo "hailstone: an NVIDIA driver is present, so the GPU extra (CuPy, NVRTC) is installed too." >&2
 fi
 scripts/setup.sh $extras
+[ $# -eq 0 ] && echo "hailstone: starting the desktop app (its profile: ~/.local/share/hailstone) ..." >&2
 exec .venv/bin/python main.py "$@"
