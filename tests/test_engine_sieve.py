@@ -192,7 +192,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch) -> None:
         path = sieve._cache_path(14)
         assert path.exists()
         blob = bytearray(path.read_bytes())
-        blob[-1] ^= 0x40  # flip a bit in the bitmap
+        blob[-1] ^= 0x40  # flip a bit in the tables
         path.write_bytes(bytes(blob))
         sieve.forget_loaded()
         assert sieve._read_cache(path, 14) is None  # the damage is detected...
@@ -202,5 +202,26 @@ def test_corrupt_cache_is_rebuilt(tmp_path, monkeypatch) -> None:
         path.write_bytes(b"garbage")
         sieve.forget_loaded()
         assert np.array_equal(sieve.load(14).residues, good)
+    finally:
+        sieve.forget_loaded()
+
+
+def test_cache_round_trip_keeps_every_table(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HAILSTONE_CACHE_DIR", str(tmp_path))
+    sieve.forget_loaded()
+    try:
+        built = sieve.load(16)  # built from scratch and written
+        cached = sieve._read_cache(sieve._cache_path(16), 16)
+        assert cached is not None and cached.bmax == built.bmax and cached.k == 16
+        for name in ("residues", "mod9_counts", "jump_c", "jump_d", "amax_c", "amax_j"):
+            a, b = getattr(built, name), getattr(cached, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+        # any header field changed (here: bmax) fails the digest
+        path = sieve._cache_path(16)
+        blob = bytearray(path.read_bytes())
+        blob[12 + 8 + 7] ^= 1
+        path.write_bytes(bytes(blob))
+        assert sieve._read_cache(path, 16) is None
+        assert sieve._read_cache(path, 15) is None  # and a file for another k never loads
     finally:
         sieve.forget_loaded()
