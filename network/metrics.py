@@ -32,6 +32,7 @@ from prometheus_client.core import (
 )
 
 from network.ledger import LEDGER_FILENAME
+from network.rejection import REASON_CODES
 from network.state import UNIT_STATUSES
 
 if TYPE_CHECKING:
@@ -273,7 +274,9 @@ class NodeCollector:
             "hailstone_rejected_records", "Records from the network refused, by reason.",
             labels=["reason"],
         )
-        for reason, n in sorted(status.rejected_by_reason.items()):
+        # Every known reason from zero, so rate() sees the first rejection of each.
+        counts = {**dict.fromkeys(REASON_CODES, 0), **status.rejected_by_reason}
+        for reason, n in sorted(counts.items()):
             rejected.add_metric([reason], n)
         yield rejected
 

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from network import logsetup
-from network.metrics import parse_address
+from network.metrics import METRIC_NAMES, parse_address
 from tests.netutil import PASSPHRASE, ROOT, NodeProcess, free_port, wait_until
 
 pytestmark = pytest.mark.network
@@ -94,6 +94,9 @@ def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
         assert 0 <= one(m, "hailstone_checkpoint_age_seconds") < 600
         assert one(m, "hailstone_errors_total") == 0
         assert one(m, "hailstone_scrape_failures_total") == 0
+        # every documented family is there (the alert rules and dashboard rely on them)
+        for name in METRIC_NAMES:
+            assert any(s == name or s.startswith(name + "_") for s in m), name
         assert "hailstone_rejected_records_total" not in m or all(
             v == 0 for v in m["hailstone_rejected_records_total"].values()
         )
