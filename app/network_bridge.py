@@ -856,6 +856,19 @@ class Accounts:
         """Replace a node key that cannot be opened (asks the account passphrase)."""
         return bytes(self.profile.reauthorize_node(passphrase).verify_key)
 
+    def backup(self, out: Path) -> Any:
+        """Write the whole profile to `out` (safe while the node runs; BackupError)."""
+        from network.backup import create_backup
+
+        return create_backup(self.profile.data_dir, Path(out))
+
+    @staticmethod
+    def restore(backup: Path, target: Path) -> Any:
+        """Unpack `backup` as a new profile in the empty folder `target` (BackupError)."""
+        from network.backup import restore_backup
+
+        return restore_backup(Path(backup), Path(target))
+
     def nodes(self) -> list[tuple[str, bool, bool]]:
         """(node key hex, revoked, is this machine) for every delegation I hold."""
         own = str(self.info().get("node", ""))

@@ -749,12 +749,23 @@ class AccountPage(QWidget):
         buttons = QHBoxLayout()
         self.export_button = QPushButton("Export account…")
         self.passphrase_button = QPushButton("Change passphrase…")
+        self.backup_button = QPushButton("Back up profile…")
+        self.backup_button.setToolTip(
+            "Keys (still encrypted), ledger, settings and checkpoints in one file; "
+            "safe while Hailstone computes"
+        )
+        self.restore_button = QPushButton("Restore a backup…")
+        self.restore_button.setToolTip("Unpack a backup into a new, empty profile folder")
         buttons.addWidget(self.export_button)
         buttons.addWidget(self.passphrase_button)
+        buttons.addWidget(self.backup_button)
+        buttons.addWidget(self.restore_button)
         buttons.addStretch(1)
         lay.addLayout(buttons)
         self.export_button.clicked.connect(self._ask_export)
         self.passphrase_button.clicked.connect(self._ask_change)
+        self.backup_button.clicked.connect(self._ask_backup)
+        self.restore_button.clicked.connect(self._ask_restore)
         self.busy = False
         self.refresh()
 
@@ -768,6 +779,8 @@ class AccountPage(QWidget):
             )
             self.export_button.setEnabled(False)
             self.passphrase_button.setEnabled(False)
+            self.backup_button.setEnabled(False)
+            self.restore_button.setEnabled(self.accounts is not None)
             self.nodes.setRowCount(0)
             return
         info = self.accounts.info()
@@ -776,6 +789,8 @@ class AccountPage(QWidget):
         )
         self.export_button.setEnabled(True)
         self.passphrase_button.setEnabled(True)
+        self.backup_button.setEnabled(True)
+        self.restore_button.setEnabled(True)
         nodes = self.accounts.nodes()
         self.nodes.setRowCount(len(nodes))
         for i, (node_hex, revoked, mine) in enumerate(nodes):
@@ -829,6 +844,36 @@ class AccountPage(QWidget):
         pw = self._passphrase("Revoking a node stops its future work from counting. Passphrase:")
         if pw is not None:
             self._run(lambda: self.accounts.revoke(pw, node_hex), "Node revoked.")
+
+    def _ask_backup(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Back up profile", str(Path.home() / "hailstone-backup.tar.gz")
+        )
+        if path:
+            self.backup_to(Path(path))
+
+    def _ask_restore(self) -> None:
+        backup, _ = QFileDialog.getOpenFileName(self, "Restore a backup", str(Path.home()))
+        if not backup:
+            return
+        target = QFileDialog.getExistingDirectory(self, "New, empty folder for the restored profile")
+        if target:
+            self.restore_into(Path(backup), Path(target))
+
+    def backup_to(self, path: Path) -> None:
+        self._run(
+            lambda: self.accounts.backup(path),
+            f"Profile backed up to {path}. The account key inside is still encrypted; "
+            "node.secret is not: keep the file private.",
+        )
+
+    def restore_into(self, backup: Path, target: Path) -> None:
+        # The running profile is never overwritten: the backup becomes a new one.
+        self._run(
+            lambda: self.accounts.restore(backup, target),
+            f"Backup restored into {target}. Start Hailstone with --data-dir {target} "
+            "to use it, in place of the profile it was taken from.",
+        )
 
     def export_to(self, path: Path, passphrase: str) -> None:
         self._run(
