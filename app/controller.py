@@ -22,6 +22,7 @@ from PySide6.QtGui import QAction
 
 from app import autostart
 from app.eventlog import Entry, EventLog
+from app.formatting import fmt_range
 from app.messages import Message, message
 from app.network_bridge import (
     NETWORK_SETTINGS,
@@ -607,7 +608,7 @@ class AppController(QObject):
 
     @Slot(object)
     def _on_unit_started(self, a: Any) -> None:
-        self.note(f"Unit {a.unit} started: [{a.lo}, {a.hi}).", "engine")
+        self.note(f"Unit {a.unit:,} started: {fmt_range(self.params, a.lo, a.hi)}.", "engine")
         self.unit_started.emit(a)
 
     @Slot(object)

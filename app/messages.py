@@ -129,3 +129,24 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
         text = str(exc)
         return "no_gpu", text.removeprefix("no GPU: ")
     return "engine_failed", f"{name}: {exc}"
+
+
+def gpu_reason_in_words(reason: str) -> str:
+    """Why there is no GPU, for a volunteer (the probe's technical reason is for the log).
+
+    The GPU probe speaks to developers ("CuPy is not installed or does not load (No
+    module named 'cupy')"); the wizard and Preferences say what it means and what to do.
+    """
+    r = reason.lower()
+    if "driver is too old" in r:
+        return "the graphics driver is too old for GPU computing; update the NVIDIA driver"
+    if r.startswith("cupy") or "no module named" in r or "gpu support is not installed" in r:
+        return (
+            "GPU support is not installed. It needs an NVIDIA graphics card and its driver; "
+            "with a driver present, scripts/app.sh (or the installer) adds it by itself"
+        )
+    if "no cuda driver" in r:
+        return "no NVIDIA graphics driver was found (GPU computing needs an NVIDIA card)"
+    if "no cuda device" in r or "no device" in r:
+        return "the NVIDIA driver is installed but sees no graphics card"
+    return "the graphics card could not be used for computing (details in the log)"

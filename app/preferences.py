@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from PySide6.QtCore import Qt, Slot
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,6 +40,43 @@ GROUP_TITLES = {
 LIST_SEPARATOR = ";"
 
 
+class _RangeMixin:
+    """A spin box that accepts any number while typing and reports one outside its
+    range (`out_of_range(text)`) instead of silently restoring the old value."""
+
+    out_of_range = Signal(str)
+
+    def _core(self, text: str) -> str:
+        suffix = self.suffix()  # type: ignore[attr-defined]
+        if suffix and text.endswith(suffix):
+            text = text[: -len(suffix)]
+        return text.strip()
+
+    def validate(self, text: str, _pos: int) -> QValidator.State:  # Qt override
+        core = self._core(text)
+        if core in ("", "-", ".", "-."):
+            return QValidator.State.Intermediate
+        try:
+            v = self._parse(core)
+        except ValueError:
+            return QValidator.State.Invalid
+        lo, hi = self.minimum(), self.maximum()  # type: ignore[attr-defined]
+        ok = lo <= v <= hi
+        return QValidator.State.Acceptable if ok else QValidator.State.Intermediate
+
+    def fixup(self, text: str) -> str:  # Qt override: editing ended on an unusable value
+        self.out_of_range.emit(self._core(text))
+        return text
+
+
+class RangeSpinBox(_RangeMixin, QSpinBox):
+    _parse = staticmethod(int)
+
+
+class RangeDoubleSpinBox(_RangeMixin, QDoubleSpinBox):
+    _parse = staticmethod(float)
+
+
 def make_editor(setting: Setting, value: Any, on_change: Any) -> QWidget:
     """A widget for one setting; calls `on_change(value)` when the user changes it."""
     k = setting.kind
@@ -48,7 +86,7 @@ def make_editor(setting: Setting, value: Any, on_change: Any) -> QWidget:
         w.toggled.connect(on_change)
         return w
     if k == "int":
-        w = QSpinBox()
+        w = RangeSpinBox()
         lo = int(setting.minimum if setting.minimum is not None else -(2**31))
         hi = int(setting.maximum if setting.maximum is not None else 2**31 - 1)
         if setting.key == "cpu_cores":
@@ -62,7 +100,7 @@ def make_editor(setting: Setting, value: Any, on_change: Any) -> QWidget:
         w.valueChanged.connect(on_change)
         return w
     if k == "float":
-        w = QDoubleSpinBox()
+        w = RangeDoubleSpinBox()
         w.setDecimals(3)
         w.setSingleStep(0.01)
         w.setRange(setting.minimum or 0.0, setting.maximum if setting.maximum is not None else 1e12)
@@ -172,6 +210,10 @@ class PreferencesPage(QWidget):
                         f"{ctl.params.name} was chosen on the command line (--params) for "
                         f"this run; the saved choice is {self.store[s.key]}."
                     )
+                if isinstance(editor, _RangeMixin):
+                    editor.out_of_range.connect(
+                        lambda text, key=s.key: self.refuse_out_of_range(key, text)
+                    )
                 editor.setObjectName(f"pref_{s.key}")
                 title = s.title + (" (after restart)" if s.restart else "")
                 label = QLabel(title + ":")
@@ -207,6 +249,22 @@ class PreferencesPage(QWidget):
             return  # hidden, or the params override shown instead
         set_editor_value(self.store.settings[key], editor, value)
         self.errors[key].hide()
+
+    def refuse_out_of_range(self, key: str, text: str) -> None:
+        """Say why a typed number was not taken (it used to revert without a word)."""
+        setting = self.store.settings[key]
+        editor = self.editors[key]
+        unit = f" {setting.unit}" if setting.unit and setting.unit != "%" else setting.unit or ""
+        lo, hi = editor.minimum(), editor.maximum()  # type: ignore[attr-defined]
+        fmt = (lambda v: f"{v:g}") if setting.kind == "float" else (lambda v: str(int(v)))
+        msg = (
+            f"{text or 'An empty value'} is outside {fmt(lo)}–{fmt(hi)}{unit}; "
+            f"{setting.title.lower()} stays {fmt(self.store[key])}{unit}."
+        )
+        err = self.errors[key]
+        err.setText(msg)
+        err.show()
+        self.ctl.note(f"Preference not changed: {msg}", "preferences", "warning")
 
     def apply(self, key: str, value: Any) -> bool:
         """Validate and store one value; show the problem next to the field if it fails."""

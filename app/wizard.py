@@ -8,6 +8,7 @@ window keeps painting.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import urllib.error
@@ -36,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controller import AppController
+from app.messages import gpu_reason_in_words
 from app.network_bridge import (
     DEFAULT_KUBO_API,
     passphrase_strength,
@@ -45,6 +47,11 @@ from app.network_bridge import (
 from app.theme import icon
 from app.workers import run_job
 from engine.settings import effective_cores
+
+log = logging.getLogger(__name__)
+
+# "Fair" on the strength meter (12+ characters, or four words): weaker is refused.
+MIN_PASSPHRASE_SCORE = 2
 
 
 def probe_gpu() -> tuple[bool, str, list[str]]:
@@ -173,6 +180,10 @@ class AccountPage(QWizardPage):
         ):
             w.textChanged.connect(self._changed)
         self.create_radio.toggled.connect(self._changed)
+        # Typing starts in the username field, not on the "Create" radio button: the
+        # wizard focuses the first widget of the page's tab chain.
+        QWidget.setTabOrder(self.passphrase2, self.create_radio)
+        QWidget.setTabOrder(self.create_radio, self.import_radio)
         # Names the node already knows: the running node's view, plus the account
         # records of a ledger already in the data folder (read off the GUI thread).
         self.owners: dict[str, bytes] = ctl.name_owners()
@@ -208,6 +219,8 @@ class AccountPage(QWizardPage):
             problem = self.username_problem() if self.username.text() else ""
             self.username_note.setText(problem)
             score, hint = passphrase_strength(self.passphrase.text())
+            if self.passphrase.text() and score < MIN_PASSPHRASE_SCORE:
+                hint = "Not accepted: " + hint[0].lower() + hint[1:]
             self.strength.setValue(score)
             mismatch = self.passphrase2.text() and self.passphrase2.text() != self.passphrase.text()
             self.strength_note.setText("The two passphrases differ." if mismatch else hint)
@@ -221,7 +234,9 @@ class AccountPage(QWizardPage):
         if self.create_radio.isChecked():
             return (
                 not self.username_problem()
-                and passphrase_strength(self.passphrase.text())[0] >= 1
+                # A weak passphrase ("password") is refused, not merely warned about:
+                # it guards the key that owns all the credit.
+                and passphrase_strength(self.passphrase.text())[0] >= MIN_PASSPHRASE_SCORE
                 and self.passphrase.text() == self.passphrase2.text()
             )
         return bool(self.import_path.text().strip() and self.import_passphrase.text())
@@ -230,7 +245,10 @@ class AccountPage(QWizardPage):
         if self.accounts is None or self._done:
             return True
         if self._job is None:
-            self.status.setText("Creating the keys… (this takes a moment)")
+            if self.create_radio.isChecked():
+                self.status.setText("Creating your account's keys… (this takes a moment)")
+            else:
+                self.status.setText("Importing the account… (unlocking it takes a moment)")
             if self.create_radio.isChecked():
                 user, pw = self.username.text(), self.passphrase.text()
                 fn = lambda: self.accounts.create(user, pw)  # noqa: E731
@@ -309,7 +327,9 @@ class ComputePage(QWizardPage):
             self.devices.setVisible(show)
             self._form.labelForField(self.devices).setVisible(show)
         else:
-            self.gpu_note.setText(f"No usable GPU ({reason}); the CPU will compute.")
+            log.info("no GPU in the wizard: %s", reason)
+            self.gpu_note.setText(f"No GPU: {gpu_reason_in_words(reason)}. The CPU will compute.")
+            self.gpu_note.setToolTip(reason)  # the technical reason, for a bug report
 
     def values(self) -> dict[str, Any]:
         devices = [int(p) for p in self.devices.text().replace(" ", "").split(",") if p.isdigit()]
