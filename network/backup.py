@@ -1,8 +1,9 @@
 """Backup and restore of a whole profile, safe while the node runs.
 
-A backup is a gzip'd tar file: `hailstone-backup.json` (format, version, time,
-and the SHA-256, size and mode of every file), then the files under their
-profile-relative paths. What goes in, in this order:
+A backup is a gzip'd tar file: the files under their profile-relative paths,
+then `hailstone-backup.json` (format, version, time, and the SHA-256, size and
+mode of every file). Both ways stream: one file in memory at a time. What goes
+in, in this order:
 
 1. `checkpoints/`: read first. The runner stores a unit's work record in the
    ledger *before* it deletes the unit's checkpoint, so a checkpoint copied
@@ -20,9 +21,10 @@ Left out: the IPFS repo `ipfs/` (a cache of records the ledger holds, plus a
 peer identity that must not run twice), `logs/`, lock files, the ledger's
 `-wal`/`-shm` files (the snapshot replaces them) and temporary files.
 
-`restore` checks every path and digest before it writes anything, unpacks into a
-temporary folder beside the target and renames it into place, so a bad or
-truncated backup changes nothing, and never overwrites an existing profile.
+`restore` unpacks into a private folder beside the target, checks every path
+and digest against the manifest, and only then renames the folder into place:
+a bad or truncated backup changes nothing, and an existing profile is never
+overwritten.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ import stat
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from engine.files import write_atomic
 from network.ledger import LEDGER_FILENAME
 
 FORMAT = "hailstone-backup"
@@ -103,69 +105,67 @@ def _walk(root: Path, under: Path) -> Iterator[Path]:
                 yield path
 
 
-def _ledger_snapshot(src: Path) -> bytes:
-    """The ledger as one consistent database file, via SQLite's online backup API."""
-    with tempfile.TemporaryDirectory(prefix="hailstone-backup-") as tmp:
-        copy = Path(tmp) / LEDGER_FILENAME
-        source = sqlite3.connect(src, timeout=30)
+def _ledger_snapshot(src: Path, dst: Path) -> None:
+    """Copy the ledger to `dst` as one consistent database file, via SQLite's
+    online backup API (the node may write meanwhile)."""
+    source = sqlite3.connect(src, timeout=30)
+    try:
+        target = sqlite3.connect(dst)
         try:
-            target = sqlite3.connect(copy)
-            try:
-                source.backup(target)  # all pages in one step: one read transaction
-                target.execute("PRAGMA journal_mode=DELETE")  # a single file, no WAL
-            finally:
-                target.close()
+            source.backup(target)  # all pages in one step: one read transaction
+            target.execute("PRAGMA journal_mode=DELETE")  # a single file, no WAL
         finally:
-            source.close()
-        return copy.read_bytes()
+            target.close()
+    finally:
+        source.close()
 
 
-@dataclass(frozen=True, slots=True)
-class _Member:
-    name: str
-    data: bytes
-    mode: int
-    mtime: float
+class _Writer:
+    """Adds files to the tar stream and keeps the manifest of what it added."""
 
+    def __init__(self, tar: tarfile.TarFile) -> None:
+        self.tar = tar
+        self.files: dict[str, dict] = {}
 
-def _collect(data_dir: Path, out: Path, now: float) -> list[_Member]:
-    """The profile's files, read in the order the module notes explain."""
-    out_resolved = out.resolve()
-    members: list[_Member] = []
-
-    def read(path: Path) -> None:
-        if path.resolve() == out_resolved:
-            return
-        rel = PurePosixPath(path.relative_to(data_dir).as_posix())
-        if _skipped(rel):
-            return
+    def add(self, name: str, path: Path, mode: int | None = None) -> None:
+        # One read of the whole file: a checkpoint appended meanwhile is copied as a
+        # consistent prefix (the checkpoint reader ignores a torn last line).
         try:
             data = path.read_bytes()
             st = path.stat()
         except FileNotFoundError:
             return  # removed meanwhile (the checkpoint of a unit that just finished)
-        members.append(_Member(str(rel), data, st.st_mode & 0o777, st.st_mtime))
+        self._add(name, data, st.st_mode & 0o777 if mode is None else mode, st.st_mtime)
 
-    for path in _walk(data_dir, data_dir / CHECKPOINTS):
-        read(path)
-    ledger = data_dir / LEDGER_FILENAME
-    if ledger.is_file():
-        try:
-            data = _ledger_snapshot(ledger)
-        except sqlite3.Error as exc:
-            raise BackupError(
-                "ledger", f"cannot read the ledger {ledger}: {exc}; run 'main.py doctor'"
-            ) from None
-        members.append(_Member(LEDGER_FILENAME, data, 0o600, now))
-    for path in _walk(data_dir, data_dir):
-        rel = path.relative_to(data_dir)
-        if rel.parts[0] != CHECKPOINTS and rel.as_posix() != LEDGER_FILENAME:
-            read(path)
-    return members
+    def add_large(self, name: str, path: Path, mode: int) -> None:
+        """A file nothing else writes (the ledger snapshot), streamed in chunks."""
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        info = tarfile.TarInfo(name)
+        info.size = path.stat().st_size
+        info.mode = mode
+        info.mtime = int(path.stat().st_mtime)
+        with path.open("rb") as f:
+            self.tar.addfile(info, f)
+        self.files[name] = {"sha256": digest.hexdigest(), "size": info.size, "mode": mode}
+
+    def _add(self, name: str, data: bytes, mode: int, mtime: float) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        info.mtime = int(mtime)
+        self.tar.addfile(info, io.BytesIO(data))
+        self.files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                            "mode": mode}
 
 
 def create_backup(data_dir: Path, out: Path, *, clock=time.time) -> BackupSummary:
     """Write a backup of the profile `data_dir` to `out` (atomically, owner-only).
+
+    Files stream into a temporary file beside `out` (one file in memory at a
+    time); the manifest with every file's SHA-256 comes last.
 
     Raises:
         BackupError: no_profile, ledger (the ledger could not be read), write.
@@ -175,90 +175,129 @@ def create_backup(data_dir: Path, out: Path, *, clock=time.time) -> BackupSummar
     if not (data_dir / "account.key").is_file():
         raise BackupError("no_profile", f"{data_dir} holds no Hailstone profile (no account.key)")
     created = clock()
-    members = _collect(data_dir, out, created)
-    manifest = {
-        m.name: {"sha256": hashlib.sha256(m.data).hexdigest(), "size": len(m.data),
-                 "mode": m.mode}
-        for m in members
-    }
-    head = json.dumps(
-        {"format": FORMAT, "version": VERSION, "created": created, "files": manifest},
-        indent=1, sort_keys=True,
-    ).encode("utf-8")
-    payload = io.BytesIO()
-    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
-        # The manifest first: a restore reads it before any file.
-        for m in [_Member(MANIFEST, head, 0o600, created), *members]:
-            info = tarfile.TarInfo(m.name)
-            info.size = len(m.data)
-            info.mode = m.mode
-            info.mtime = int(m.mtime)
-            tar.addfile(info, io.BytesIO(m.data))
+    out_resolved = out.resolve()
+
+    def wanted(path: Path) -> str | None:
+        rel = PurePosixPath(path.relative_to(data_dir).as_posix())
+        return None if path.resolve() == out_resolved or _skipped(rel) else str(rel)
+
     try:
-        write_atomic(out, payload.getvalue(), mode=0o600)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as exc:
         raise BackupError("write", f"cannot write {out}: {exc.strerror or exc}") from None
-    return BackupSummary(out, len(members), sum(len(m.data) for m in members), created)
-
-
-def _read_members(path: Path) -> tuple[dict, dict[str, bytes]]:
-    """The manifest and the files of a backup (in memory), or BackupError."""
+    tmp = Path(tmp_name)
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BackupError("unreadable", f"cannot read {path}: {exc.strerror or exc}") from None
-    files: dict[str, bytes] = {}
-    manifest = None
-    total = 0
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-            for member in tar:
-                if member.name == MANIFEST and manifest is None:
-                    manifest = json.loads(tar.extractfile(member).read())
-                    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-                        raise BackupError("not_a_backup", f"{path} is not a Hailstone backup")
-                    if manifest.get("version") != VERSION:
+        with os.fdopen(fd, "wb") as raw, tempfile.TemporaryDirectory(
+            prefix="hailstone-backup-"
+        ) as scratch:
+            with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                w = _Writer(tar)
+                # The order matters: see the module notes.
+                for path in _walk(data_dir, data_dir / CHECKPOINTS):
+                    if (name := wanted(path)) is not None:
+                        w.add(name, path)
+                ledger = data_dir / LEDGER_FILENAME
+                if ledger.is_file():
+                    snapshot = Path(scratch) / LEDGER_FILENAME
+                    try:
+                        _ledger_snapshot(ledger, snapshot)
+                    except sqlite3.Error as exc:
                         raise BackupError(
-                            "version",
-                            f"{path} is a version {manifest.get('version')} backup; this "
-                            f"Hailstone reads version {VERSION}: update Hailstone first",
-                        )
-                    continue
-                if manifest is None:
-                    raise BackupError("not_a_backup", f"{path} is not a Hailstone backup")
-                if not member.isfile():
-                    raise BackupError("unsafe", f"{path}: {member.name!r} is not a plain file")
-                _check_path(path, member.name)
-                total += member.size
-                if total > MAX_TOTAL_BYTES:
-                    raise BackupError("too_large", f"{path} unpacks to more than 8 GiB")
-                files[member.name] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        raise BackupError("damaged", f"{path} is damaged or truncated ({exc})") from None
-    if manifest is None:
-        raise BackupError("not_a_backup", f"{path} is not a Hailstone backup")
-    expected = manifest.get("files", {})
-    if set(expected) != set(files):
-        missing = sorted(set(expected) - set(files))[:3]
-        raise BackupError("damaged", f"{path} is incomplete (missing {', '.join(missing)} ...)")
-    for name, entry in expected.items():
-        if hashlib.sha256(files[name]).hexdigest() != entry.get("sha256"):
-            raise BackupError("damaged", f"{path}: {name} does not match its checksum")
-    return manifest, files
+                            "ledger",
+                            f"cannot read the ledger {ledger}: {exc}; run 'main.py doctor'",
+                        ) from None
+                    w.add_large(LEDGER_FILENAME, snapshot, 0o600)
+                for path in _walk(data_dir, data_dir):
+                    rel = path.relative_to(data_dir)
+                    if rel.parts[0] == CHECKPOINTS or rel.as_posix() == LEDGER_FILENAME:
+                        continue
+                    if (name := wanted(path)) is not None:
+                        w.add(name, path)
+                head = json.dumps(
+                    {"format": FORMAT, "version": VERSION, "created": created, "files": w.files},
+                    indent=1, sort_keys=True,
+                ).encode("utf-8")
+                w._add(MANIFEST, head, 0o600, created)
+                del w.files[MANIFEST]
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, out)
+        _fsync_dir(out.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BackupError("write", f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return BackupSummary(out, len(w.files), sum(e["size"] for e in w.files.values()), created)
 
 
 def _check_path(backup: Path, name: str) -> None:
     rel = PurePosixPath(name)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts or "\\" in name:
         raise BackupError("unsafe", f"{backup}: refusing the path {name!r}")
+    if rel.parts[0] in EXCLUDED:
+        raise BackupError("unsafe", f"{backup}: {name!r} has no place in a profile backup")
+
+
+def _unpack(backup: Path, staging: Path) -> tuple[dict, dict[str, str]]:
+    """Stream the backup's files into `staging`; returns the manifest and the
+    SHA-256 of what was written. Raises BackupError."""
+    manifest = None
+    written: dict[str, str] = {}
+    total = 0
+    try:
+        with tarfile.open(backup, mode="r:gz") as tar:
+            for member in tar:
+                if manifest is not None:
+                    raise BackupError("damaged", f"{backup}: files after the manifest")
+                if member.name == MANIFEST:
+                    manifest = json.loads(tar.extractfile(member).read())
+                    continue
+                if not member.isfile():
+                    raise BackupError("unsafe", f"{backup}: {member.name!r} is not a plain file")
+                _check_path(backup, member.name)
+                if member.name in written:
+                    raise BackupError("unsafe", f"{backup}: {member.name!r} appears twice")
+                total += member.size
+                if total > MAX_TOTAL_BYTES:
+                    raise BackupError("too_large", f"{backup} unpacks to more than 8 GiB")
+                target = staging / member.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                digest = hashlib.sha256()
+                src = tar.extractfile(member)
+                with target.open("xb") as f:
+                    while chunk := src.read(1 << 20):
+                        digest.update(chunk)
+                        f.write(chunk)
+                written[member.name] = digest.hexdigest()
+    except (tarfile.TarError, EOFError, zlib.error, ValueError) as exc:
+        raise BackupError("damaged", f"{backup} is damaged or truncated ({exc})") from None
+    except FileNotFoundError:
+        raise BackupError("unreadable", f"cannot read {backup}: no such file") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BackupError("not_a_backup", f"{backup} is not a Hailstone backup (or is truncated)")
+    if manifest.get("version") != VERSION:
+        raise BackupError(
+            "version",
+            f"{backup} is a version {manifest.get('version')} backup; this Hailstone reads "
+            f"version {VERSION}: update Hailstone first",
+        )
+    return manifest, written
 
 
 def restore_backup(backup: Path, data_dir: Path) -> BackupSummary:
-    """Unpack `backup` as the profile `data_dir`, which must not hold a profile yet.
+    """Unpack `backup` as the profile `data_dir`, which must be empty or missing.
+
+    Everything goes into a private folder beside `data_dir` first and is checked
+    against the manifest (every path and SHA-256); only then is that folder
+    renamed into place. A bad, truncated or foreign file leaves nothing behind.
 
     Raises:
         BackupError: exists, not_a_backup, version, damaged, unsafe, too_large,
-            unreadable, write. Nothing is written unless the whole backup checks out.
+            unreadable, write.
     """
     backup = Path(backup)
     data_dir = Path(data_dir)
@@ -268,29 +307,53 @@ def restore_backup(backup: Path, data_dir: Path) -> BackupSummary:
             f"{data_dir} is not empty: restore into a new folder (--data-dir), or move "
             "the old profile away first",
         )
-    manifest, files = _read_members(backup)
-    if "account.key" not in files:
-        raise BackupError("not_a_backup", f"{backup} holds no account key")
+    if not backup.is_file():
+        raise BackupError("unreadable", f"cannot read {backup}: no such file")
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent))
     except OSError as exc:
         raise BackupError("write", f"cannot create {data_dir}: {exc.strerror or exc}") from None
     try:
+        manifest, written = _unpack(backup, staging)
+        expected = manifest.get("files", {})
+        if set(expected) != set(written):
+            missing = sorted(set(expected) ^ set(written))[:3]
+            raise BackupError("damaged", f"{backup} does not match its manifest "
+                              f"({', '.join(missing)} ...)")
+        for name, entry in expected.items():
+            if written[name] != entry.get("sha256"):
+                raise BackupError("damaged", f"{backup}: {name} does not match its checksum")
+        if "account.key" not in written:
+            raise BackupError("not_a_backup", f"{backup} holds no account key")
+        for name, entry in expected.items():
+            os.chmod(staging / name, int(entry.get("mode", 0o600)) & 0o777)
         os.chmod(staging, 0o700)
-        for name, data in files.items():
-            target = staging / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-            os.chmod(target, manifest["files"][name].get("mode", 0o600) & 0o777)
         if data_dir.exists():
             data_dir.rmdir()  # empty (checked above)
         os.replace(staging, data_dir)
     except OSError as exc:
         _remove_tree(staging)
         raise BackupError("write", f"cannot restore into {data_dir}: {exc.strerror or exc}") from None
-    total = sum(len(d) for d in files.values())
-    return BackupSummary(data_dir, len(files), total, float(manifest.get("created", 0)))
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    total = sum(int(e.get("size", 0)) for e in expected.values())
+    return BackupSummary(data_dir, len(written), total, float(manifest.get("created", 0)))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _remove_tree(path: Path) -> None:

@@ -68,7 +68,7 @@ def test_backup_while_computing_restore_and_resume(tmp_path) -> None:
 
     with tarfile.open(tmp_path / "b.tgz") as tar:
         names = tar.getnames()
-    assert names[0] == MANIFEST
+    assert names[-1] == MANIFEST  # written last, with every file's checksum
     assert {"account.key", "node.key", "node.secret", "profile.json", "ledger.sqlite3"} <= set(names)
     assert not any(n.startswith(("ipfs/", "logs/")) or n.endswith(("-wal", "-shm")) for n in names)
 
@@ -148,6 +148,9 @@ def test_restore_refuses_bad_input_and_changes_nothing(tmp_path) -> None:
     assert out.returncode == 1 and "no Hailstone profile" in out.stderr
     assert not (tmp_path / "n.tgz").exists()
 
+    # a failed restore leaves no half-unpacked folder behind
+    assert not list(tmp_path.glob(".*.restore-*"))
+
     # an empty folder is a fine target; the restored profile opens its keys
     (tmp_path / "empty").mkdir()
     restore_backup(tmp_path / "b.tgz", tmp_path / "empty")
@@ -157,13 +160,16 @@ def test_restore_refuses_bad_input_and_changes_nothing(tmp_path) -> None:
 
 
 def _rewrite(data: bytes, name: str, content: bytes, *, add: bool = False) -> bytes:
-    """The backup with one member replaced (or added), manifest unchanged."""
+    """The backup with one member replaced, or added (then listed in the manifest)."""
     src = tarfile.open(fileobj=io.BytesIO(data))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as dst:
         for member in src:
             body = src.extractfile(member).read()
             if member.name == MANIFEST and add:
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                dst.addfile(info, io.BytesIO(content))
                 doc = json.loads(body)
                 doc["files"][name] = {"sha256": hashlib.sha256(content).hexdigest(),
                                       "size": len(content), "mode": 0o600}
@@ -172,8 +178,4 @@ def _rewrite(data: bytes, name: str, content: bytes, *, add: bool = False) -> by
                 body = content
             member.size = len(body)
             dst.addfile(member, io.BytesIO(body))
-        if add:
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            dst.addfile(info, io.BytesIO(content))
     return buf.getvalue()
