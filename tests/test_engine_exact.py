@@ -155,3 +155,26 @@ def test_deferred_number_peak_does_not_leak_into_the_block_maximum() -> None:
     lo = 2**71
     for i in range(8):
         assert_same(b, lo + 256 * i, lo + 256 * (i + 1))
+
+
+# Golden vectors of protocol version 2 (docs/PROTOCOL.md §3): what a second
+# implementation must reproduce for the production sieve (k = 28).
+GOLDEN_2_20 = (4241, 122477, 2685594504468343348356163288, 2**71 + 665215, 0,
+               "f371fd2d50c51fd43455b00516d0e18f2c85258b0fd40cbdf6ebb529504cf374")  # fmt: skip
+GOLDEN_2_28 = (1101854, 32315527, 229170731047990217445726621412, 2**71 + 257403391, 0,
+               "72b1914ebc93d22fa8f38040b8e444f3589b214ec6329036310735fd3f944bf4")  # fmt: skip
+
+
+def _summary(ev) -> tuple:
+    return (ev.tested, ev.odd_steps, ev.max_value, ev.max_n, ev.overflows, ev.leaf().hex())
+
+
+def test_production_golden_vectors() -> None:
+    s = load(PRODUCTION.sieve_k)
+    lo = 2**71
+    assert s.count_tested(lo, lo + 2**40) == 4513616679  # the first production unit
+    exact = reference.run_block(s, lo, lo + 2**20, PRODUCTION.exact_step_bound)
+    assert _summary(exact) == GOLDEN_2_20
+    b = CpuBackend(PRODUCTION)
+    assert _summary(b.run_block(lo, lo + 2**20)) == GOLDEN_2_20
+    assert _summary(b.run_block(lo, lo + 2**28)) == GOLDEN_2_28
