@@ -3,9 +3,10 @@
 `configure(...)` sets up the root logger once per process:
 
 - stderr: text (`time level logger message`) or JSON lines (python-json-logger).
-  Under systemd (`JOURNAL_STREAM` names our stderr) text lines carry no time
-  (journald stamps each line) and start with the syslog priority as `<N>`, which
-  journald turns into the entry's level (`SyslogLevelPrefix=`, on by default).
+  Under systemd (`JOURNAL_STREAM` names our stderr) every line starts with the
+  syslog priority as `<N>`, which journald turns into the entry's level
+  (`SyslogLevelPrefix=`, on by default), and text lines carry no time (journald
+  stamps each line).
 - `logs/node.log` in the profile: the same format with times, rotated at
   `MAX_BYTES` with `BACKUPS` old files kept, readable by the owner only.
 - a `SecretFilter` on every handler: registered secrets (the passphrase, the node
@@ -89,25 +90,32 @@ class SecretFilter(logging.Filter):
 
 
 class _JournalFormatter(logging.Formatter):
-    """Text without a time, with the syslog priority prefix journald understands."""
+    """Another formatter's lines, each with the syslog priority prefix journald reads."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
         # Every line of a traceback gets the prefix, so journald keeps its level.
-        return "\n".join(prefix + line for line in super().format(record).splitlines())
+        return "\n".join(prefix + line for line in self.inner.format(record).splitlines())
 
 
 def make_formatter(fmt: str, *, journal: bool = False) -> logging.Formatter:
-    """The formatter for `fmt` ("text" or "json"); `journal` drops the time from text."""
+    """The formatter for `fmt` ("text" or "json"); `journal` adds journald priorities
+    (and drops the time from text: journald stamps every line itself)."""
     if fmt == "json":
         # "time": ISO 8601 in UTC, which log collectors parse without a pattern.
-        return JsonFormatter(
+        inner: logging.Formatter = JsonFormatter(
             _JSON_FIELDS, rename_fields={"levelname": "level", "name": "logger"},
             timestamp="time",
         )
-    if fmt != "text":
+    elif fmt == "text":
+        inner = logging.Formatter(_JOURNAL_TEXT if journal else _TEXT)
+    else:
         raise ValueError(f"unknown log format {fmt!r} (choose text or json)")
-    return _JournalFormatter(_JOURNAL_TEXT) if journal else logging.Formatter(_TEXT)
+    return _JournalFormatter(inner) if journal else inner
 
 
 SECRETS = SecretFilter()

@@ -166,6 +166,37 @@ def test_logs_under_journald_carry_priorities_and_no_time(tmp_path, monkeypatch)
     assert lines == ["<4>WARNING hailstone.test: disk nearly full", "<6>INFO hailstone.test: started"]
 
 
+def test_json_logs_under_journald_carry_priorities(tmp_path, monkeypatch) -> None:
+    stream = open(tmp_path / "journal", "w+")  # noqa: SIM115 - closed below
+    try:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logsetup.configure(level="info", fmt="json", stream=stream)
+        logging.getLogger("hailstone.test").error("no disk")
+        stream.flush()
+        (line,) = (tmp_path / "journal").read_text().splitlines()
+    finally:
+        _reset_logging()
+        stream.close()
+    assert line.startswith("<3>{")
+    doc = json.loads(line[3:])
+    assert (doc["level"], doc["logger"], doc["message"]) == ("ERROR", "hailstone.test", "no disk")
+
+
+def test_sigint_stops_a_real_node_cleanly(tmp_path) -> None:
+    node = NodeProcess(tmp_path, "ctrlc").start()
+    try:
+        wait_until(lambda: node.status().get("blocks_done", 0) > 0, 120, "a unit in progress")
+        node.proc.send_signal(signal.SIGINT)
+        assert node.proc.wait(timeout=60) == 0
+        node.proc = None
+    finally:
+        node.stop()
+    text = node.log_file.read_text()
+    assert "SIGINT received" in text and "Traceback" not in text
+    assert list((node.data_dir / "checkpoints").glob("dev-unit*.ckpt"))
+
+
 def test_plain_stderr_gets_times_and_secrets_are_redacted(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     stream = io.StringIO()
