@@ -161,6 +161,13 @@ def test_each_broken_part_fails_clearly(tmp_path, monkeypatch) -> None:
         assert dr.check_gpu(config(d)).status == dr.WARN
 
 
+def test_a_missing_package_fails_the_python_check(monkeypatch, tmp_path) -> None:
+    assert dr.check_python(config(tmp_path)).status == dr.OK
+    monkeypatch.setitem(dr.PACKAGES, "hailstone-no-such-dist", "hailstone_no_such_module")
+    c = dr.check_python(config(tmp_path))
+    assert c.status == dr.FAIL and "hailstone-no-such-dist" in c.summary and "reinstall" in c.fix
+
+
 def test_a_check_that_breaks_is_reported_not_raised(monkeypatch, tmp_path) -> None:
     def explode(_c):
         raise RuntimeError("boom")

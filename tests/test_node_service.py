@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from network import logsetup
 from network.metrics import METRIC_NAMES, parse_address
-from tests.netutil import PASSPHRASE, ROOT, NodeProcess, free_port, wait_until
+from tests.netutil import PASSPHRASE, ROOT, NodeProcess, free_port, make_profile, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -137,6 +137,23 @@ def test_bad_metrics_address_is_refused_before_anything_starts(tmp_path) -> None
     assert out.returncode == 2
     assert "the port must be a number" in out.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_busy_metrics_port_stops_the_node_with_a_message(tmp_path) -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        profile = make_profile(tmp_path / "busy", "busy")
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "main.py"), "node", "--data-dir", str(profile.data_dir),
+             "--params", "dev", "--no-bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0",
+             "--metrics", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert out.returncode == 1
+    assert f"cannot serve metrics on {port}" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_metrics_address_parsing() -> None:
