@@ -105,7 +105,7 @@ SCHEMAS: dict[str, dict[str, int]] = {
     BeaconRecord.KIND: {
         "round": _UINT,
         "value": _B32,
-        "commits": _LIST_TEXT,
+        "listed": _LIST_TEXT,
         "node": _B32,
         "account": _B32,
         "created": _UINT,

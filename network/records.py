@@ -332,24 +332,26 @@ class CommitRecord:
         return self.node
 
 
-MAX_BEACON_COMMITS = 48  # commits one beacon round attests to (keeps it under 4 KiB)
+MAX_BEACON_LISTED = 48  # commits and reveals one beacon round attests to (keeps it under 4 KiB)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BeaconRecord:
-    """One round of the draw beacon: a random value and the commits it saw first.
+    """One round of the draw beacon: a random value and the commits and reveals it saw first.
 
     Published by a node of a configured beacon account (a root of trust,
     network.trust.TrustPolicy.beacons). Listing a commit proves the commit existed
     before `value` was public, so a draw seeded by `value` was unpredictable to
-    whoever made the commit (docs/PROTOCOL.md §11). Signed by the node key.
+    whoever made the commit; the round that lists a reveal dates it, so a commit
+    first listed after a reveal of the same root is a possible copy (docs/PROTOCOL.md
+    §11). Signed by the node key.
     """
 
     KIND: ClassVar[str] = "beacon"
 
     round: int
     value: bytes
-    commits: tuple[str, ...] = ()
+    listed: tuple[str, ...] = ()
     node: bytes
     account: bytes
     created: int
@@ -357,12 +359,12 @@ class BeaconRecord:
     def __post_init__(self) -> None:
         _check_uint("round", self.round, MAX_COUNT)
         _check_bytes("value", self.value, HASH_BYTES)
-        if type(self.commits) is not tuple or len(self.commits) > MAX_BEACON_COMMITS:
-            raise ValueError(f"commits must be a tuple of at most {MAX_BEACON_COMMITS} CIDs")
-        for c in self.commits:
-            _check_text("commit", c, MAX_CID_CHARS, printable_ascii=True)
-        if list(self.commits) != sorted(set(self.commits)):
-            raise ValueError("commits must be sorted and distinct")
+        if type(self.listed) is not tuple or len(self.listed) > MAX_BEACON_LISTED:
+            raise ValueError(f"listed must be a tuple of at most {MAX_BEACON_LISTED} CIDs")
+        for c in self.listed:
+            _check_text("listed CID", c, MAX_CID_CHARS, printable_ascii=True)
+        if list(self.listed) != sorted(set(self.listed)):
+            raise ValueError("listed must be sorted and distinct")
         _check_bytes("node", self.node, KEY_BYTES)
         _check_bytes("account", self.account, KEY_BYTES)
         _check_created(self.created)

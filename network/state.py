@@ -628,6 +628,15 @@ def _display_name(accounts: Mapping[bytes, AccountEntry], account: bytes) -> str
     return entry.display_name if entry is not None else account.hex()[:ANONYMOUS_HEX_DIGITS]
 
 
+CLAIMS_PER_WEIGHT = 8  # one more counted claim per this much earned weight
+
+
+def claim_limit(state: NetworkState, account: bytes) -> int:
+    """How many of an account's claims count: 1, plus 1 per CLAIMS_PER_WEIGHT weight."""
+    weight = state.account_weight(account) or 0
+    return 1 + weight // CLAIMS_PER_WEIGHT
+
+
 def next_unit(
     state: NetworkState,
     claims: Iterable[ClaimLike],
@@ -641,7 +650,9 @@ def next_unit(
 
     A unit qualifies when it is not verified, this account has no counted report on
     it (never our own second result), and nobody else holds an unexpired claim on it
-    (a claim whose account has already reported the unit no longer counts).
+    (a claim whose account has already reported the unit no longer counts). Claims
+    count per account, at most `claim_limit` of each account's (its lowest units),
+    and a claim on the frontier unit blocks nobody.
     A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
 
     Args:
@@ -656,17 +667,26 @@ def next_unit(
         The unit index, or None when no unit below `unit_limit` qualifies.
     """
     blocked: set[int] = set()
+    per_account: dict[bytes, list[ClaimLike]] = {}
     for c in claims:
         if c.expires_at <= now:
             continue
-        mine = c.account == my_account and (my_node is None or c.node == my_node)
         entry = state.units.get(c.unit)
         # A claim is done once its account has reported the unit: from then on it
         # must not keep others from giving the second result.
         if entry is not None and c.account in entry.reporters():
             continue
-        if not mine:
-            blocked.add(c.unit)
+        per_account.setdefault(c.account, []).append(c)
+    for account, held in per_account.items():
+        # Claims count per account, not per node key (one account with many delegated
+        # nodes must not hold many units), and only as many as its weight allows.
+        limit = claim_limit(state, account)
+        for c in sorted(held, key=lambda c: (c.unit, c.node))[:limit]:
+            mine = c.account == my_account and (my_node is None or c.node == my_node)
+            # The frontier unit is always open to more than one worker: a claim there
+            # (or a squatter's) can never freeze the frontier.
+            if not mine and c.unit != state.frontier:
+                blocked.add(c.unit)
     for unit, entry in state.units.items():
         if entry.status == VERIFIED or my_account in entry.reporters():
             blocked.add(unit)

@@ -188,14 +188,21 @@ def counted_reveals(works: Mapping[str, Any], commits: Mapping[str, Any]) -> dic
 # --- T2 beacon -----------------------------------------------------------------------
 
 
-def unit_seeds(commits: Mapping[str, Any], beacons: Mapping[str, Any]) -> dict[int, bytes]:
-    """T2: each unit's seed from the lowest beacon round listing a commit on it."""
+def first_rounds(beacons: Mapping[str, Any]) -> dict[str, tuple[int, str, bytes]]:
+    """T2: for every listed CID, the (round, beacon CID, value) that first listed it."""
     first_round: dict[str, tuple[int, str, bytes]] = {}
     for bcid, b in beacons.items():
-        for commit_cid in b.commits:
+        for cid in b.listed:
             stamp = (b.round, bcid, b.value)
-            if commit_cid not in first_round or stamp < first_round[commit_cid]:
-                first_round[commit_cid] = stamp
+            if cid not in first_round or stamp < first_round[cid]:
+                first_round[cid] = stamp
+    return first_round
+
+
+def unit_seeds(
+    commits: Mapping[str, Any], first_round: Mapping[str, tuple[int, str, bytes]]
+) -> dict[int, bytes]:
+    """T2: each unit's seed from the lowest beacon round listing a commit on it."""
     per_unit: dict[int, tuple[int, str, bytes]] = {}
     for ccid, c in commits.items():
         stamp = first_round.get(ccid)
@@ -274,17 +281,46 @@ def judge_disputes(
 
 
 def _linked(a: list[Reveal], b: list[Reveal]) -> bool:
-    """T4: both roots were fixed before either was revealed: each side's reveal lists
-    the other side's commit."""
+    """T4: both roots were fixed before either was revealed: every reveal of each side
+    lists a commit of the other side (a later re-reveal cannot repair an early one)."""
     a_commits = {r.commit_cid for r in a}
     b_commits = {r.commit_cid for r in b}
-    a_seen = {c for r in a for c in r.work.seen_commits}
-    b_seen = {c for r in b for c in r.work.seen_commits}
+    a_seen = set.intersection(*(set(r.work.seen_commits) for r in a))
+    b_seen = set.intersection(*(set(r.work.seen_commits) for r in b))
     return bool(a_seen & b_commits) and bool(b_seen & a_commits)
 
 
+def _not_a_copy(
+    mine: list[Reveal],
+    pair: tuple[bytes, bytes],
+    by_account: Mapping[bytes, list[Reveal]],
+    first_round: Mapping[str, tuple[int, str, bytes]],
+) -> bool:
+    """T4: the account's commit was listed by a beacon round before any round listing
+    another account's reveal of the same root (else it may have copied that root)."""
+    commit_round = min(
+        (first_round[r.commit_cid][0] for r in mine if r.commit_cid in first_round),
+        default=None,
+    )
+    if commit_round is None:
+        return False
+    root = mine[0].work.root
+    for account, theirs in by_account.items():
+        if account in pair:
+            continue
+        for r in theirs:
+            if r.work.root == root and r.cid in first_round:
+                if first_round[r.cid][0] <= commit_round:
+                    return False
+    return True
+
+
 def find_pair(
-    seed: bytes, by_account: Mapping[bytes, list[Reveal]], weights: Mapping[bytes, int], k: int
+    seed: bytes,
+    by_account: Mapping[bytes, list[Reveal]],
+    weights: Mapping[bytes, int],
+    k: int,
+    first_round: Mapping[str, tuple[int, str, bytes]],
 ) -> tuple[bytes, bytes, bytes] | None:
     """T4: (root, reporter, checker) with the best-ranked drawn checker, or None."""
     best: tuple[int, bytes, bytes, bytes] | None = None
@@ -294,6 +330,12 @@ def find_pair(
         for rank, checker in enumerate(order):
             theirs = by_account.get(checker)
             if not theirs or theirs[0].work.root != root or not _linked(mine, theirs):
+                continue
+            pair = (reporter, checker)
+            if not (
+                _not_a_copy(mine, pair, by_account, first_round)
+                and _not_a_copy(theirs, pair, by_account, first_round)
+            ):
                 continue
             cand = (rank, checker, reporter, root)
             if best is None or cand < best:
@@ -355,7 +397,8 @@ def evaluate(
         confirmed_local, refuted_local: disputes this node settled by recomputing.
     """
     reveals = counted_reveals(works, commits)
-    seeds = unit_seeds(commits, {c: b for c, b in beacons.items() if b.account in policy.beacons})
+    rounds = first_rounds({c: b for c, b in beacons.items() if b.account in policy.beacons})
+    seeds = unit_seeds(commits, rounds)
     verdicts = judge_disputes(
         disputes, checks, works, reveals, frozenset(confirmed_local), frozenset(refuted_local)
     )
@@ -394,7 +437,9 @@ def evaluate(
     for unit in sorted(set(commits_per_unit) | set(per_unit) | reopened):
         w = weights()
         by_account = per_unit.get(unit, {})
-        tally = _judge_unit(unit, by_account, seeds.get(unit), w, checks_by_work, policy, blocks)
+        tally = _judge_unit(
+            unit, by_account, seeds.get(unit), w, checks_by_work, policy, blocks, rounds
+        )
         tally = dataclasses.replace(
             tally, commits=commits_per_unit.get(unit, 0), reopened=unit in reopened
         )
@@ -420,6 +465,7 @@ def _judge_unit(
     checks_by_work: Mapping[str, list[tuple[str, Any]]],
     policy: TrustPolicy,
     blocks: int,
+    rounds: Mapping[str, tuple[int, str, bytes]],
 ) -> UnitTally:
     n = sum(len(v) for v in by_account.values())
     if any(r.work.has_candidates for v in by_account.values() for r in v):
@@ -428,7 +474,7 @@ def _judge_unit(
         return UnitTally(unit=unit, phase=COMMITTED, seed=seed)
     if seed is None:
         return UnitTally(unit=unit, phase=REVEALED, reveals=n)
-    pair = find_pair(seed, by_account, weights, policy.check_rank)
+    pair = find_pair(seed, by_account, weights, policy.check_rank, rounds)
     if pair is None:
         weighted_roots = {v[0].work.root for a, v in by_account.items() if weights.get(a, 0) > 0}
         phase = CONFLICTING if len(weighted_roots) > 1 else REVEALED

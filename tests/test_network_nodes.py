@@ -8,7 +8,6 @@ that was cut off, and a node that reports wrong roots.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -117,15 +116,20 @@ def test_forged_tampered_replayed_and_garbage_records_change_nothing(net) -> Non
         assert s["frontier"] == LIMIT
 
 
-def test_abandoned_claim_expires_and_another_node_finishes_the_unit(net) -> None:
+def test_a_vanished_claim_on_the_frontier_unit_blocks_nobody(net) -> None:
+    # Erin claims the frontier unit for an hour and vanishes. The frontier unit is
+    # always open to more than one worker (PROTOCOL §11, "Claims"), so bob and carol
+    # finish it without waiting for the claim to expire. (Expiry of claims beyond the
+    # frontier is pinned by tests/test_state.py.)
     nodes = core(net)
-    claimer = InProcessNode(net["_base"], "erin", [net["alice"].address], claim_ttl_s=8).start()
+    claimer = InProcessNode(net["_base"], "erin", [net["alice"].address], claim_ttl_s=3600).start()
     try:
         wait_until(lambda: claimer.node.state().frontier == LIMIT, 60, "erin to sync")
         claimer.node.claim(LIMIT)
-        claim_expires = time.time() + 8
         wait_until(
-            lambda: all(_has_claim(n, LIMIT) for n in nodes[1:]), 30, "the claim to reach bob and carol"
+            lambda: all(_has_claim(n, LIMIT) for n in nodes[1:]),
+            30,
+            "the claim to reach bob and carol",
         )
     finally:
         claimer.stop()  # erin vanishes holding the claim
@@ -135,12 +139,7 @@ def test_abandoned_claim_expires_and_another_node_finishes_the_unit(net) -> None
         n.start()
     wait_until(lambda: settled(nodes[1:], LIMIT + 1), 120, "bob and carol to finish the unit")
     for n in nodes[1:]:
-        n.stop()
-        with Ledger.in_dir(n.data_dir) as ledger:
-            works = [codec.parse(r.data).record for r in ledger.records(kind="work", unit=LIMIT)]
-        n.start()
-        mine = [w for w in works if w.account == _account(n)]
-        assert mine and all(w.created >= int(claim_expires) - 1 for w in mine)
+        assert _has_claim(n, LIMIT)  # still unexpired: it did not hold them up
 
 
 def _has_claim(n: NodeProcess, unit: int) -> bool:

@@ -70,7 +70,7 @@ def golden_records() -> dict[str, tuple[object, SigningKey]]:
         ),
         "beacon": (
             BeaconRecord(
-                round=7, value=bytes([12]) * 32, commits=(WORK_CID,), node=N, account=A, created=T
+                round=7, value=bytes([12]) * 32, listed=(WORK_CID,), node=N, account=A, created=T
             ),
             NODE,
         ),
@@ -166,16 +166,16 @@ GOLDEN = {
         (
             "8566626561636f6e02a6646e6f6465582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc"
             "9322966dd765726f756e64076576616c756558200c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
-            "0c0c0c0c0c0c0c0c676163636f756e74582003a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc"
-            "8664125531b867636f6d6d69747381783b6261666b726569676832616b69736361696c646371616273796733"
-            "646672366368753366677072656769796d73636b376537617161347335327a7967637265617465641a684ee1"
-            "80582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd758409a752617c8b38e"
-            "5deb112b0eafc1a2e998e77914d8f6bb4eee555109c7c7a8e1a0aa4cd5ab2cabe6071d55f3dc3a65db993aec"
-            "7e27f2e1e4d5477182d3f5a901"
+            "0c0c0c0c0c0c0c0c666c697374656481783b6261666b726569676832616b69736361696c6463716162737967"
+            "33646672366368753366677072656769796d73636b376537617161347335327a79676163636f756e74582003"
+            "a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b867637265617465641a684ee180"
+            "582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7584059a986a07bfb36e7"
+            "b1eb0f8bca743b46d7c0c44688725b06591df19b6347d377eaf34fbd3c0d2c9a14ff718818539af0c8a1a7ba"
+            "0ba0a9b1f800a3dd0188a103"
         ),
-        "9a752617c8b38e5deb112b0eafc1a2e998e77914d8f6bb4eee555109c7c7a8e1"
-        "a0aa4cd5ab2cabe6071d55f3dc3a65db993aec7e27f2e1e4d5477182d3f5a901",
-        "bafkreiediprhhl2ceou7rajge3ka62xlviythcdbeoalcmtsaf3v7mulvq",
+        "59a986a07bfb36e7b1eb0f8bca743b46d7c0c44688725b06591df19b6347d377"
+        "eaf34fbd3c0d2c9a14ff718818539af0c8a1a7ba0ba0a9b1f800a3dd0188a103",
+        "bafkreidg33xlpjawbpn5yu3gh6tmucbzooo2umlds6mh2t2nrfv73orqki",
     ),
     "check": (
         (

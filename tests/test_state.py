@@ -342,28 +342,40 @@ def test_next_unit_prefers_the_lowest_unit_needing_a_result():
     assert next_unit(s, [], ALICE.acct, now=0) == 1
     # Bob reported 1 already: never his own second result; 2 needs his.
     assert next_unit(s, [], BOB.acct, now=0) == 2
-    # Carol can take 1 unless someone else holds an unexpired claim on it.
-    taken = [Claim(1, DAVE.node_pub, DAVE.acct, 100.0)]
-    assert next_unit(s, taken, CAROL.acct, now=50) == 2
-    assert next_unit(s, taken, CAROL.acct, now=100) == 1  # expired
+    # The frontier unit (1) is open to everyone, whatever the claims on it.
+    assert next_unit(s, [Claim(1, DAVE.node_pub, DAVE.acct, 100.0)], CAROL.acct, now=50) == 1
+    # Beyond the frontier, an unexpired claim by someone else blocks. Carol reported 1.
+    s = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
+    taken = [Claim(2, DAVE.node_pub, DAVE.acct, 100.0)]
+    assert next_unit(s, taken, CAROL.acct, now=50) == 3
+    assert next_unit(s, taken, CAROL.acct, now=100) == 2  # expired
     # Her own claim does not keep her off it (resume after a restart)...
-    mine = [Claim(1, CAROL.node_pub, CAROL.acct, 100.0)]
-    assert next_unit(s, mine, CAROL.acct, now=50, my_node=CAROL.node_pub) == 1
+    mine = [Claim(2, CAROL.node_pub, CAROL.acct, 100.0)]
+    assert next_unit(s, mine, CAROL.acct, now=50, my_node=CAROL.node_pub) == 2
     # ...but her other node's claim does.
-    assert next_unit(s, mine, CAROL.acct, now=50, my_node=b"\x00" * 32) == 2
-    assert next_unit(s, taken + [Claim(2, DAVE.node_pub, DAVE.acct, 100.0)], CAROL.acct, 0) == 3
-    assert next_unit(s, taken, CAROL.acct, now=0, unit_limit=2) is None
+    assert next_unit(s, mine, CAROL.acct, now=50, my_node=b"\x00" * 32) == 3
+    assert next_unit(s, taken, CAROL.acct, now=0, unit_limit=3) is None
+
+
+def test_claims_count_per_account_not_per_node_key():
+    # One account with many delegated node keys claims units 2..40: only its lowest
+    # claim counts (no weight), so everything else stays open.
+    s = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
+    squat = [Claim(u, bytes([u]) * 32, DAVE.acct, 1e9) for u in range(2, 41)]
+    assert next_unit(s, squat, CAROL.acct, now=0) == 3
+    assert next_unit(s, squat, ALICE.acct, now=0) == 1  # the frontier is always open
 
 
 def test_a_claim_stops_blocking_once_its_account_reported_the_unit():
     # Bob claimed unit 1 and reported it; his claim must not keep Carol from the
     # second result until it expires.
-    s = state_of(work(ALICE, 0), work(BOB, 0), work(BOB, 1))
-    bobs = [Claim(1, BOB.node_pub, BOB.acct, 900.0)]
-    assert next_unit(s, bobs, CAROL.acct, now=10) == 1
+    # (Carol reported the frontier unit 1 herself, so unit 2 is her next.)
+    s = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1), work(BOB, 2))
+    bobs = [Claim(2, BOB.node_pub, BOB.acct, 900.0)]
+    assert next_unit(s, bobs, CAROL.acct, now=10) == 2
     # A claim by someone who has not reported yet still blocks.
-    daves = [Claim(1, DAVE.node_pub, DAVE.acct, 900.0)]
-    assert next_unit(s, daves, CAROL.acct, now=10) == 2
+    daves = [Claim(2, DAVE.node_pub, DAVE.acct, 900.0)]
+    assert next_unit(s, daves, CAROL.acct, now=10) == 3
 
 
 def test_next_unit_on_an_empty_network_is_unit_zero():
@@ -435,8 +447,12 @@ def test_an_unproven_dispute_of_correct_work_is_never_confirmed():
     # failed check from a third account must not remove the work.
     honest = work(ALICE, 0)
     rec = DisputeRecord(
-        work_cid=honest.cid, block=1, recomputed_leaf=bytes([9]) * 32,
-        node=DAVE.node_pub, account=DAVE.acct, created=T0 + 600,
+        work_cid=honest.cid,
+        block=1,
+        recomputed_leaf=bytes([9]) * 32,
+        node=DAVE.node_pub,
+        account=DAVE.acct,
+        created=T0 + 600,
     )
     fake = _ok(codec.sign(rec, DAVE.node))
     s = state_of(honest, work(BOB, 0), fake, check(CAROL, honest, 1, 9, False))

@@ -87,18 +87,26 @@ class Unit:
         self.records.append(acc)
         return acc.cid
 
-    def beacon(self, round_: int = 1) -> bytes:
-        value = bytes([round_, self.unit % 256]) * 16
+    def beacon(self) -> bytes:
+        """Publish the next beacon round listing every commit and reveal not yet listed;
+        return the unit's seed (from the first round)."""
+        self.round = getattr(self, "round", 0) + 1
+        listed = getattr(self, "listed", set())
+        fresh = {r.cid for r in self.records if r.record.kind in ("commit", "work")} - listed
+        self.listed = listed | fresh
+        value = bytes([self.round, self.unit % 256]) * 16
         rec = BeaconRecord(
-            round=round_,
+            round=self.round,
             value=value,
-            commits=tuple(sorted(self.commit_cids.values())),
+            listed=tuple(sorted(fresh)),
             node=BEACON.node_pub,
             account=BEACON.acct,
             created=T0 + 20,
         )
         self.records.append(_ok(codec.sign(rec, BEACON.node)))
-        return T.draw_seed(value, self.unit)
+        if self.round == 1:
+            self.seed = T.draw_seed(value, self.unit)
+        return self.seed
 
     def reveal(self, p: Person, root: bytes, seen: tuple[str, ...], nonce: bytes | None = None):
         rec = WorkRecord(
@@ -150,6 +158,7 @@ def honest_unit(unit: int, reporter: Person, pool: list[Person], weights=None, r
     by_key = {p.acct: p for p in pool}
     checker = by_key[T.ranking(seed, b"check", weights, exclude=(reporter.acct,))[0]]
     u.commit(checker, root)
+    u.beacon()  # round 2 lists the checker's commit
     a = u.reveal(reporter, root, (u.commit_cids[checker.acct],))
     c = u.reveal(checker, root, (u.commit_cids[reporter.acct],))
     auditor = by_key[T.ranking(seed, b"audit", weights, exclude=(reporter.acct, checker.acct))[0]]
@@ -216,6 +225,7 @@ def test_copying_a_revealed_root_cannot_pair():
         p for p in GENESIS if p.acct == T.ranking(seed, b"check", weights, (FRESH[0].acct,))[0]
     )
     u.commit(checker, root)
+    u.beacon()
     u.reveal(checker, root, (u.commit_cids[FRESH[0].acct],))
     auditor = next(
         p
@@ -224,6 +234,37 @@ def test_copying_a_revealed_root_cannot_pair():
     )
     u.check(auditor, a, T.audit_block(seed, auditor.acct, BLOCKS))
     assert state_of(u).units[0].phase == T.REVEALED
+
+
+def test_a_commit_made_after_a_reveal_of_the_same_root_cannot_pair():
+    # R revealed its root (a beacon round dates the reveal). X commits the same root
+    # only afterwards, then pairs properly with its drawn checker: X may have copied,
+    # so the pair does not count, though every other rule holds.
+    u = Unit(0)
+    root = merkle_root(leaves_for(1))
+    weights = {p.acct: POLICY.genesis_weight for p in GENESIS}
+    r_p, x_p = FRESH[0], FRESH[1]
+    u.commit(r_p, root)
+    seed = u.beacon()
+    u.reveal(r_p, root, ())
+    u.beacon()  # round 2 lists R's reveal
+    u.commit(x_p, root)
+    by_key = {p.acct: p for p in GENESIS}
+    checker = by_key[T.ranking(seed, b"check", weights, exclude=(x_p.acct,))[0]]
+    u.commit(checker, root)
+    u.beacon()  # round 3 lists X's and the checker's commits
+    x = u.reveal(x_p, root, (u.commit_cids[checker.acct],))
+    u.reveal(checker, root, (u.commit_cids[x_p.acct],))
+    auditor = by_key[T.ranking(seed, b"audit", weights, exclude=(x_p.acct, checker.acct))[0]]
+    u.check(auditor, x, T.audit_block(seed, auditor.acct, BLOCKS))
+    assert state_of(u).units[0].phase == T.REVEALED
+    # The same records without R's earlier reveal verify: the rule is what stopped it.
+    u.records = [
+        r
+        for r in u.records
+        if not (r.record.kind == "work" and r.record.record.account == r_p.acct)
+    ]
+    assert state_of(u).units[0].phase == T.VERIFIED
 
 
 def test_fresh_accounts_carry_no_weight_so_two_of_them_verify_nothing():
@@ -251,6 +292,7 @@ def test_a_checker_outside_the_draw_does_not_count():
     order = T.ranking(seed, b"check", weights, exclude=(FRESH[0].acct,))
     outsider = next(p for p in GENESIS if p.acct == order[-1])  # ranked last of six
     u.commit(outsider, root)
+    u.beacon()
     a = u.reveal(FRESH[0], root, (u.commit_cids[outsider.acct],))
     u.reveal(outsider, root, (u.commit_cids[FRESH[0].acct],))
     for p in GENESIS:
