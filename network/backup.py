@@ -29,6 +29,7 @@ overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -291,9 +292,13 @@ def _unpack(backup: Path, staging: Path) -> tuple[dict, dict[str, str]]:
 def restore_backup(backup: Path, data_dir: Path) -> BackupSummary:
     """Unpack `backup` as the profile `data_dir`, which must be empty or missing.
 
-    Everything goes into a private folder beside `data_dir` first and is checked
-    against the manifest (every path and SHA-256); only then is that folder
-    renamed into place. A bad, truncated or foreign file leaves nothing behind.
+    Everything goes into a private staging folder first and is checked against the
+    manifest (every path and SHA-256); only then does it move into place. The
+    staging folder is a sibling that is renamed to `data_dir` when `data_dir` does
+    not exist, and a hidden folder inside it when it exists (a volume's mount
+    point, or /var/lib/hailstone made by the system unit: the parent may not be
+    writable, and a mount point cannot be replaced). A bad, truncated or foreign
+    file leaves nothing behind.
 
     Raises:
         BackupError: exists, not_a_backup, version, damaged, unsafe, too_large,
@@ -309,9 +314,15 @@ def restore_backup(backup: Path, data_dir: Path) -> BackupSummary:
         )
     if not backup.is_file():
         raise BackupError("unreadable", f"cannot read {backup}: no such file")
+    inside = data_dir.exists()
     try:
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent))
+        if inside:
+            staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=data_dir))
+        else:
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(
+                tempfile.mkdtemp(prefix=f".{data_dir.name}.restore-", dir=data_dir.parent)
+            )
     except OSError as exc:
         raise BackupError("write", f"cannot create {data_dir}: {exc.strerror or exc}") from None
     try:
@@ -328,18 +339,39 @@ def restore_backup(backup: Path, data_dir: Path) -> BackupSummary:
             raise BackupError("not_a_backup", f"{backup} holds no account key")
         for name, entry in expected.items():
             os.chmod(staging / name, int(entry.get("mode", 0o600)) & 0o777)
-        os.chmod(staging, 0o700)
-        if data_dir.exists():
-            data_dir.rmdir()  # empty (checked above)
-        os.replace(staging, data_dir)
+        if inside:
+            # Renames within one folder: the checked files, then the empty staging folder.
+            for entry in sorted(staging.iterdir()):
+                os.replace(entry, data_dir / entry.name)
+            staging.rmdir()
+            with contextlib.suppress(OSError):  # a mount point may refuse; its owner chose
+                os.chmod(data_dir, 0o700)
+            _fsync_dir(data_dir)
+        else:
+            os.chmod(staging, 0o700)
+            os.replace(staging, data_dir)
+            _fsync_dir(data_dir.parent)
     except OSError as exc:
-        _remove_tree(staging)
+        _cleanup(staging, data_dir if inside else None)
         raise BackupError("write", f"cannot restore into {data_dir}: {exc.strerror or exc}") from None
     except BaseException:
-        _remove_tree(staging)
+        _cleanup(staging, data_dir if inside else None)
         raise
     total = sum(int(e.get("size", 0)) for e in expected.values())
     return BackupSummary(data_dir, len(written), total, float(manifest.get("created", 0)))
+
+
+def _cleanup(staging: Path, target: Path | None) -> None:
+    """Remove what a failed restore wrote: the staging folder and, when restoring
+    into an existing (empty) folder, whatever had moved into it already."""
+    if staging.exists():
+        _remove_tree(staging)
+    if target is not None:
+        for entry in target.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                _remove_tree(entry)
+            else:
+                entry.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -151,9 +151,15 @@ def test_restore_refuses_bad_input_and_changes_nothing(tmp_path) -> None:
     # a failed restore leaves no half-unpacked folder behind
     assert not list(tmp_path.glob(".*.restore-*"))
 
-    # an empty folder is a fine target; the restored profile opens its keys
+    # an empty folder (a volume's mount point, /var/lib/hailstone) is a fine target:
+    # a failed restore leaves it empty, a good one fills it and leaves nothing else
     (tmp_path / "empty").mkdir()
+    with pytest.raises(BackupError):
+        restore_backup(tmp_path / "evil.tgz", tmp_path / "empty")
+    assert not list((tmp_path / "empty").iterdir())
     restore_backup(tmp_path / "b.tgz", tmp_path / "empty")
+    assert not list((tmp_path / "empty").glob(".restore-*"))
+    assert (tmp_path / "empty" / "node.secret").stat().st_mode & 0o777 == 0o600
     restored = Profile(tmp_path / "empty")
     assert restored.account_public_key() == Profile(tmp_path / "p").account_public_key()
     assert bytes(restored.node_key().verify_key) == bytes(Profile(tmp_path / "p").node_key().verify_key)

@@ -127,7 +127,23 @@ def test_the_entrypoint_without_an_account_says_what_to_do(tmp_path) -> None:
     assert not (tmp_path / "data").exists()
 
 
-def test_the_entrypoint_runs_other_sub_commands(tmp_path) -> None:
-    out = subprocess.run(["sh", str(ENTRYPOINT), "backup", "--help"], env=entry_env(tmp_path),
+def test_the_entrypoint_runs_other_sub_commands_on_the_containers_profile(tmp_path) -> None:
+    from tests.netutil import make_profile
+
+    make_profile(tmp_path / "data", "inside")
+    env = entry_env(tmp_path)
+    out = subprocess.run(["sh", str(ENTRYPOINT), "backup", "--out", str(tmp_path / "b.tgz")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"of {tmp_path / 'data'} to" in out.stdout and (tmp_path / "b.tgz").exists()
+    out = subprocess.run(["sh", str(ENTRYPOINT), "account", "show"], env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and "usage: hailstone backup" in out.stdout
+    assert out.returncode == 0 and "inside" in out.stdout, out.stdout + out.stderr
+    # --data-dir in ARGS wins
+    out = subprocess.run(["sh", str(ENTRYPOINT), "restore", str(tmp_path / "b.tgz"),
+                          "--data-dir", str(tmp_path / "copy")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and (tmp_path / "copy" / "account.key").exists(), out.stderr
+    out = subprocess.run(["sh", str(ENTRYPOINT), "verify", "27", "--json"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and '"max_value": "9232"' in out.stdout

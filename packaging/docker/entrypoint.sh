@@ -4,8 +4,10 @@
 #   (no arguments) or node [ARGS]   run the node on the profile in $HAILSTONE_DATA;
 #                                   on the first start, create the account when
 #                                   HAILSTONE_USERNAME and a passphrase file are given
-#   doctor|backup|restore|account|records|verify|bench|gpu [ARGS]
-#                                   run that sub-command instead
+#   doctor|backup|restore|account|records [ARGS]
+#                                   run that sub-command on the profile in $HAILSTONE_DATA
+#                                   (unless ARGS has --data-dir)
+#   verify|bench|gpu|... [ARGS]     run that sub-command
 #
 # Environment (defaults in brackets):
 #   HAILSTONE_DATA [/data]                     the profile (a volume)
@@ -29,6 +31,13 @@ port="${HAILSTONE_PORT:-4001}"
 case "${1:-node}" in
 node) [ $# -gt 0 ] && shift ;;
 -*) ;; # node options only
+doctor | backup | restore | account | records)
+	# These work on a profile: the container's, unless ARGS name another.
+	for arg in "$@"; do
+		case "$arg" in --data-dir | --data-dir=*) exec "$py" -m main "$@" ;; esac
+	done
+	exec "$py" -m main "$@" --data-dir "$data"
+	;;
 *) exec "$py" -m main "$@" ;;
 esac
 
