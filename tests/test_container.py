@@ -62,6 +62,23 @@ def test_the_dockerfile_has_both_variants_a_volume_a_user_and_a_health_check() -
     assert ".venv" in ignored and ".git" in ignored
 
 
+def test_the_compose_file_builds_both_variants_on_volumes() -> None:
+    import yaml
+
+    doc = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    entry = ENTRYPOINT.read_text()
+    for name, target in (("hailstone", "cpu"), ("hailstone-gpu", "cuda")):
+        svc = doc["services"][name]
+        build = svc["build"]
+        assert build["target"] == target
+        assert ((DOCKER / build["context"]).resolve() / build["dockerfile"]) == DOCKER / "Dockerfile"
+        assert set(svc["volumes"]) == {"data:/data", "cache:/cache"}
+        assert "127.0.0.1:9464:9464" in svc["ports"]  # metrics stay on the host
+        assert all(var in entry for var in svc["environment"])  # the entry point reads them
+        assert svc["secrets"] == ["hailstone_passphrase"]
+    assert "/run/secrets/hailstone_passphrase" in entry  # where compose mounts the secret
+
+
 def entry_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAILSTONE_")}
     env.update(
