@@ -107,6 +107,48 @@ def test_the_packaged_units_are_what_the_code_renders() -> None:
     assert (folder / "hailstone-user.service").read_text() == user, hint
 
 
+@pytest.mark.network
+def test_the_units_command_line_runs_a_node_that_stops_on_the_units_kill_signal(tmp_path) -> None:
+    """ExecStart= as systemd would run it (specifiers expanded), then KillSignal=."""
+    import shlex
+    import signal
+
+    from tests.netutil import make_profile, wait_until
+
+    make_profile(tmp_path / "state" / "hailstone", "unit")
+    text = render_unit(UnitOptions(
+        command=this_command(), metrics=None,
+        extra=("--params", "dev", "--no-bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0",
+               "--cores", "1"),
+    ))
+    unit = settings(text)
+    expanded = (unit["ExecStart"][0].replace("%S", str(tmp_path / "state"))
+                .replace("%t", str(tmp_path / "run")))
+    (tmp_path / "run" / "hailstone").mkdir(parents=True)  # RuntimeDirectory=
+    argv = shlex.split(expanded)
+    assert argv[: len(this_command())] == list(this_command())
+    log = open(tmp_path / "unit.log", "wb")  # noqa: SIM115 - the child's
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    status = tmp_path / "run" / "hailstone" / "status.json"
+    try:
+        def computing() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError((tmp_path / "unit.log").read_text())
+            return status.exists() and '"blocks_done": 0' not in status.read_text()
+
+        wait_until(computing, 120, "the unit's node computing")
+        proc.send_signal(getattr(signal, unit["KillSignal"][0]))
+        # TimeoutStopSec= is the bound systemd gives before SIGKILL
+        assert proc.wait(timeout=int(unit["TimeoutStopSec"][0])) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert list((tmp_path / "state" / "hailstone" / "checkpoints").glob("*.ckpt"))
+    assert (tmp_path / "state" / "hailstone" / "logs" / "node.log").exists()
+
+
 def test_service_install_writes_the_unit_under_a_root(tmp_path) -> None:
     out = cli("service", "install", "--root", str(tmp_path), "--backend", "gpu", "--no-metrics")
     assert out.returncode == 0, out.stderr
