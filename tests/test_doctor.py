@@ -15,7 +15,7 @@ import pytest
 from engine import DEV
 from network import doctor as dr
 from network.ledger import Ledger, stored_record
-from tests.netutil import ROOT, make_profile
+from tests.netutil import ROOT, free_port, make_profile
 
 pytestmark = pytest.mark.network
 
@@ -41,8 +41,9 @@ def test_a_healthy_profile_passes(tmp_path) -> None:
     # a peer that answers: a plain listening socket stands in for a node's port
     with socket.create_server(("127.0.0.1", 0)) as peer:
         port = peer.getsockname()[1]
+        listen = free_port()
         out = doctor_cli("--data-dir", str(tmp_path / "p"), "--params", "dev", "--no-bootstrap",
-                         "--listen", "/ip4/127.0.0.1/tcp/0",
+                         "--listen", f"/ip4/127.0.0.1/tcp/{listen}",
                          "--peer", f"/ip4/127.0.0.1/tcp/{port}/p2p/QmPeer", "--json",
                          cache=tmp_path / "cache")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -54,6 +55,9 @@ def test_a_healthy_profile_passes(tmp_path) -> None:
     for name in ("python", "profile", "disk", "keys", "ledger", "ipfs", "peers"):
         assert by_name[name]["status"] == "ok", by_name[name]
     assert by_name["peers"]["summary"] == "1 of 1 peers answer"
+    # the temporary IPFS node listened on the node's port, and this machine reached it
+    assert by_name["listen"] == {**by_name["listen"], "status": "ok",
+                                 "summary": f"port {listen} reachable from this machine"}
     # no cached dev sieve in a fresh cache folder: built on first use, not a failure
     assert by_name["sieve_cache"]["status"] == "warn" and by_name["sieve_cache"]["fix"]
     assert all(c["fix"] for c in doc["checks"] if c["status"] in ("warn", "fail"))

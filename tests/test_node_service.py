@@ -100,6 +100,17 @@ def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
         assert "hailstone_rejected_records_total" not in m or all(
             v == 0 for v in m["hailstone_rejected_records_total"].values()
         )
+        # doctor beside the running node: its port answers, its live ledger checks out
+        from engine import DEV
+        from network import doctor
+
+        cfg = doctor.DoctorConfig(data_dir=node.data_dir, params=DEV,
+                                  listen=(f"/ip4/127.0.0.1/tcp/{node.port}",))
+        checks = {c.name: c for c in doctor.check_network(cfg)}
+        assert checks["listen"].status == "ok" and "the running node" in checks["listen"].summary
+        assert checks["ipfs"].status == "ok"  # a second IPFS node, on another port
+        assert doctor.check_ledger(cfg).status == "ok"
+        assert doctor.check_keys(cfg).status == "ok"
         # SIGTERM while a unit computes: exit 0, the unit's checkpoint stays.
         wait_until(lambda: node.status().get("blocks_done", 0) > 0, 60, "a unit in progress")
         proc = node.proc
