@@ -139,6 +139,35 @@ def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
         assert secret not in everything, "a secret reached the logs"
 
 
+def test_metrics_follow_a_two_node_network_to_verified_units(tmp_path) -> None:
+    from engine import DEV
+
+    port = free_port()
+    a = NodeProcess(tmp_path, "mia", extra=["--unit-limit", "2", "--metrics", str(port)]).start()
+    try:
+        wait_until(lambda: a.status().get("listen"), 30, "mia's address")
+        b = NodeProcess(tmp_path, "max", peers=[a.address], extra=["--unit-limit", "2"]).start()
+        try:
+            def settled() -> dict | None:
+                m = scrape(port)
+                done = (one(m, "hailstone_units_verified") == 2
+                        and one(m, "hailstone_outbox_pending") == 0)
+                return m if done else None
+
+            m = wait_until(settled, 180, "two verified units in mia's metrics")
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+    assert one(m, "hailstone_peers") >= 1
+    assert one(m, "hailstone_frontier_units") == 2
+    assert one(m, "hailstone_frontier_bound") == float(DEV.unit_range(1)[1])
+    assert one(m, "hailstone_my_units", status="verified") == 2  # both accounts did both
+    assert one(m, "hailstone_units_finished_total") == 2
+    assert one(m, "hailstone_ledger_records") >= 8  # 2 accounts, 2 delegations, 4 works
+    assert sum(m["hailstone_rejected_records_total"].values()) == 0
+
+
 def test_bad_metrics_address_is_refused_before_anything_starts(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "node", "--data-dir", str(tmp_path / "x"),
