@@ -7,6 +7,7 @@ derivation) run as pool jobs.
 
 from __future__ import annotations
 
+import html
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
@@ -44,6 +46,7 @@ from app.eventlog import MAX_ENTRIES, Entry
 from app.formatting import fmt_count, fmt_duration, fmt_range, fmt_rate
 from app.messages import classify_exception
 from app.theme import plot_colours
+from app.widgets import ElidedLabel
 from app.workers import run_job
 
 
@@ -90,8 +93,8 @@ class DashboardPage(QWidget):
     VIEWS = (
         ("Last 10 minutes", "fine", 60.0, "minutes ago"),
         ("Last 24 hours", "coarse", 3600.0, "hours ago"),
-        ("Days", "days", 86400.0, "numbers verified per day"),
-        ("Weeks", "weeks", 7 * 86400.0, "numbers verified per week"),
+        ("Days", "days", 86400.0, "computed per day"),
+        ("Weeks", "weeks", 7 * 86400.0, "computed per week"),
     )
     PERIODS = {"days": 14, "weeks": 12}
 
@@ -148,6 +151,7 @@ class DashboardPage(QWidget):
         # (before the first sample it read −400…400 "mnumbers/s").
         pi.getViewBox().setLimits(yMin=0, minYRange=10)
         pi.setYRange(0, 10, padding=0)
+        pi.enableAutoRange(axis="y")  # setYRange turned it off
         # One PlotDataItem per series, created once and updated in place (STYLE §7).
         # The GPU curve joins the plot only once a GPU reported: no flat line at 0
         # on a computer without one.
@@ -183,11 +187,13 @@ class DashboardPage(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0)
-        # Wrapped: a long reason or error detail must not widen the window.
-        self.eta_label = QLabel("")
-        self.eta_label.setWordWrap(True)
-        self.state_label = QLabel("")
-        self.state_label.setWordWrap(True)
+        # One line each (full text in the tooltip): a long reason or error detail must
+        # neither widen the window nor make the box taller than the screen allows.
+        self.eta_label = ElidedLabel("")
+        self.state_label = ElidedLabel("")
+        bold = self.state_label.font()
+        bold.setBold(True)
+        self.state_label.setFont(bold)
         ul.addWidget(self.unit_label)
         ul.addWidget(self.progress_bar)
         ul.addWidget(self.eta_label)
@@ -213,15 +219,20 @@ class DashboardPage(QWidget):
 
         net_box = QGroupBox("Network")
         nl = QFormLayout(net_box)
-        self.net_label = QLabel(ctl.network_text())
-        self.net_label.setWordWrap(True)
-        self.frontier_label = QLabel("—")
-        self.frontier_label.setWordWrap(True)
+        # One line each, shortened with "…" (full text in the tooltip): wrapped labels
+        # in these narrow boxes overlapped each other at small window sizes.
+        self.net_label = ElidedLabel(ctl.network_text())
+        self.frontier_label = ElidedLabel("—")
         self.peers_label = QLabel("0")
         nl.addRow(self.net_label)
         nl.addRow("Frontier:", self.frontier_label)
         nl.addRow("Peers:", self.peers_label)
         grid.addWidget(net_box, 0, 2)
+        for col in range(3):
+            grid.setColumnStretch(col, 1)
+        for box in (unit_box, totals_box, net_box):
+            # Never squeezed below what their text needs (the plot gives way instead).
+            box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         lay.addLayout(grid)
 
         ctl.progress.connect(self.on_progress)
@@ -261,7 +272,7 @@ class DashboardPage(QWidget):
         pi = self.plot.getPlotItem()
         pi.showGrid(x=True, y=True, alpha=colours.grid_alpha)
         # units= turns on SI prefixes on the axis (800 M, not 8e+08).
-        pi.setLabel("left", "throughput", units="numbers/s", color=colours.foreground)
+        pi.setLabel("left", "rate", units="numbers/s", color=colours.foreground)
         pi.setLabel("bottom", self.VIEWS[self.view][3], color=colours.foreground)
         for axis in ("left", "bottom"):
             pi.getAxis(axis).setTextPen(colours.foreground)
@@ -284,12 +295,15 @@ class DashboardPage(QWidget):
         self.plots.setCurrentWidget(self.bars_plot if bars else self.plot)
         self.period_label.setVisible(bars)
         if bars:
-            self.bars_plot.getPlotItem().setLabel("left", label, color=self.colours.foreground)
+            self.bars_plot.getPlotItem().setLabel(
+                "left", label, units="numbers", color=self.colours.foreground
+            )
             self.refresh_periods()
         else:
             pi = self.plot.getPlotItem()
             pi.setLabel("bottom", label, color=self.colours.foreground)
             pi.setXRange(-10 if index == 0 else -24, 0, padding=0)
+            pi.enableAutoRange(axis="y")  # the other view's scale does not carry over
         self.view_group.button(index).setChecked(True)
         self.redraw()
 
@@ -316,7 +330,7 @@ class DashboardPage(QWidget):
         units = sum(t.units for t in totals)
         span = f"the last {count} {'days' if kind == 'days' else 'weeks'}"
         self.period_label.setText(
-            f"In {span}: {fmt_count(numbers)} numbers verified and {units} "
+            f"In {span}: {fmt_count(numbers)} numbers computed and {units} "
             f"unit{'s' if units != 1 else ''} finished on this computer (kept in the profile)."
         )
         return totals
@@ -388,7 +402,8 @@ class DashboardPage(QWidget):
             self.verified_label.setText("none in solo mode")
             self.waiting_label.setText("—")
             self.numbers_label.setText("0")
-            self.credit_note.setText(
+            self.credit_note.setText("Solo mode: results stay here and earn no credit.")
+            self.credit_note.setToolTip(
                 "Solo mode: results stay on this computer and earn no credit until the "
                 "network runs and a second volunteer confirms them."
             )
@@ -396,7 +411,8 @@ class DashboardPage(QWidget):
         self.verified_label.setText(f"{c['credited']} unit{'s' if c['credited'] != 1 else ''}")
         self.waiting_label.setText(str(c["waiting"]))
         self.numbers_label.setText(fmt_count(c["numbers_credited"]))
-        self.credit_note.setText(
+        self.credit_note.setText("Credit comes when a second volunteer's result matches yours.")
+        self.credit_note.setToolTip(
             "A unit earns credit when another volunteer's independent result matches "
             "yours; the leaderboard counts only credited units. History says what each "
             "unit is waiting for."
@@ -414,18 +430,22 @@ class DashboardPage(QWidget):
             "stopped": "Not running",
         }.get(state, state)
         show_reason = reason and state not in ("computing", "syncing") and reason != text
-        self.state_label.setText(f"<b>{text}</b>" + (f" — {reason}" if show_reason else ""))
+        self.state_label.setText(text + (f" — {reason}" if show_reason else ""))
         self._show_eta()
 
     @Slot(object)
     def on_network(self, s: Any) -> None:
         self.net_label.setText(s.text)
-        self.net_label.setToolTip(s.advice)
+        self.net_label.setToolTip(f"{s.text}\n{s.advice}" if s.advice else s.text)
         unit = s.frontier
         p = self.ctl.params
         self.frontier_label.setText(
-            f"unit {unit}: every n < 2^{p.start.bit_length() - 1} + {unit}·2^{p.unit_bits}"
-            + (" computed here" if not s.connected else " verified by the network")
+            f"unit {unit:,}: all below "
+            + ("computed here" if not s.connected else "verified by the network")
+        )
+        self.frontier_label.setToolTip(
+            f"Every n < 2^{p.start.bit_length() - 1} + {unit:,}·2^{p.unit_bits} is "
+            + ("computed on this computer." if not s.connected else "verified by the network.")
         )
         self.peers_label.setText(str(s.peers))
 
@@ -520,7 +540,7 @@ class HistoryPage(QWidget):
             return
         r = self.rows[idx[0].row()]
         self.explain_label.setText(
-            f"<b>Unit {r.unit:,}: {credit.title(r.status)}.</b> {credit.explain(r)}"
+            f"<b>Unit {r.unit:,}: {credit.title(r.status)}.</b> {html.escape(credit.explain(r))}"
         )
 
     def show_details(self, row: int) -> QMessageBox | None:
@@ -532,19 +552,21 @@ class HistoryPage(QWidget):
         lo, hi = p.unit_range(r.unit)
         lines = [
             f"<b>Unit {r.unit:,}</b>: {credit.title(r.status)}",
-            credit.explain(r),
+            html.escape(credit.explain(r)),
             f"<b>Range</b>: {fmt_range(p, lo, hi)}<br>[{lo}, {hi})",
             f"<b>Blocks</b>: {p.blocks_per_unit} of {fmt_count(p.block_size)} numbers each",
         ]
         if r.agreeing:
-            lines.append(f"<b>Same result from</b>: {', '.join(r.agreeing)}")
+            names = [f"{n} (you)" if n == r.me else n for n in r.agreeing]
+            lines.append(f"<b>Same root reported by</b>: {html.escape(', '.join(names))}")
         if r.disagreeing:
-            lines.append(f"<b>Different result from</b>: {', '.join(r.disagreeing)}")
+            lines.append(f"<b>Different root from</b>: {html.escape(', '.join(r.disagreeing))}")
         if r.root_hex:
             lines.append(f"<b>Root (Merkle root of the block evidence)</b>: {r.root_hex}")
         if r.seconds:
             lines.append(
-                f"<b>Compute time</b>: {fmt_duration(r.seconds)} on {r.backend.upper() or '?'}"
+                f"<b>Compute time</b>: {html.escape(fmt_duration(r.seconds))} "
+                f"on {r.backend.upper() or '?'} (every run that worked on it)"
             )
         cids = r.work_cids or ((r.cid,) if r.cid else ())
         if cids:
@@ -610,6 +632,8 @@ class NetworkPage(QWidget):
         self.rejected_note = QLabel("None so far: every record received was valid.")
         lay.addWidget(self.rejected_note)
         lay.addWidget(self.rejected, 1)
+        self.rejected.setVisible(False)
+        lay.addStretch(0)  # takes the room while the (empty) table is hidden
         ctl.network_status.connect(self.on_status)
 
     @Slot(object)
@@ -625,6 +649,7 @@ class NetworkPage(QWidget):
         self.fields["frontier"].setText(str(s.frontier))
         items = sorted(s.rejected.items(), key=lambda kv: -kv[1])
         self.rejected_note.setVisible(not items)
+        self.rejected.setVisible(bool(items))  # an empty table explains nothing
         self.rejected.setRowCount(len(items))
         for i, (reason, count) in enumerate(items):
             self.rejected.setItem(i, 0, QTableWidgetItem(reason))
@@ -816,7 +841,9 @@ class AccountPage(QWidget):
         backup, _ = QFileDialog.getOpenFileName(self, "Restore a backup", str(Path.home()))
         if not backup:
             return
-        target = QFileDialog.getExistingDirectory(self, "New, empty folder for the restored profile")
+        target = QFileDialog.getExistingDirectory(
+            self, "New, empty folder for the restored profile"
+        )
         if target:
             self.restore_into(Path(backup), Path(target))
 

@@ -139,6 +139,7 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
         ctl = hs.ctl
         _wait(app, lambda: bool(ctl.last_status and ctl.last_status.peers), 20)
         win = hs.window
+        win.resize(1000, 680)  # the preferred size (the offscreen screen is smaller)
         for title in (
             "Dashboard",
             "History",
@@ -155,6 +156,28 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
         win.pages["Dashboard"].set_view(1)
         _wait(app, lambda: False, 0.6)
         save(win, "page-dashboard-24h")
+        win.pages["Dashboard"].set_view(2)
+        _wait(app, lambda: False, 0.6)
+        save(win, "page-dashboard-days")
+        win.pages["Dashboard"].set_view(0)
+        # The per-unit details of the newest verified unit.
+        hist = win.pages["History"]
+        win.show_page("History")
+        _wait(app, lambda: False, 0.3)
+        rows = [i for i, r in enumerate(hist.rows) if r.status == "verified"] or [0]
+        hist.table.selectRow(rows[0])
+        box = hist.show_details(rows[0])
+        if box is not None:
+            _wait(app, lambda: False, 0.3)
+            save(box, "unit-details")
+            box.close()
+        # The smallest the window can be: nothing may overlap there.
+        win.show_page("Dashboard")
+        size = win.size()
+        win.resize(win.minimumSizeHint())
+        _wait(app, lambda: False, 0.6)
+        save(win, "window-minimum")
+        win.resize(size)
         menu = win.tray.menu
         menu.popup(win.mapToGlobal(win.rect().center()))
         _wait(app, lambda: False, 0.3)

@@ -143,7 +143,7 @@ def test_app_and_headless_node_agree_and_pages_show_the_network(qtbot, tmp_path)
         assert "You are credited" in hist.explain_label.text()
         assert "headless" in hist.explain_label.text()
         details = hist.show_details(verified_row())
-        assert "Same result from" in details.text() and cid in details.text()
+        assert "Same root reported by" in details.text() and cid in details.text()
         details.close()
         dash.refresh_totals()
         assert dash.verified_label.text() == f"{LIMIT} units"
