@@ -81,9 +81,14 @@ def check_python(_c: DoctorConfig) -> Check:
         try:
             if importlib.util.find_spec(module) is None:
                 raise ImportError(f"no module {module}")
-            versions[dist] = metadata.version(dist)
-        except (ImportError, ValueError, metadata.PackageNotFoundError) as exc:
+        except (ImportError, ValueError) as exc:
             missing.append(f"{dist} ({exc})")
+            continue
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            # A frozen build carries the modules without their metadata.
+            versions[dist] = "bundled"
     py = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
         return Check("python", FAIL, f"Python {py} is too old (3.11 or newer needed)",
@@ -138,6 +143,8 @@ def check_gpu(c: DoctorConfig) -> Check:
 def check_sieve_cache(c: DoctorConfig) -> Check:
     from engine import sieve
 
+    # engine.sieve has no public "verify this file" call; its loader's own check
+    # (_read_cache) and header magic are used, so the verdict is the engine's.
     folder = sieve.cache_dir()
     damaged, good, stale = [], [], []
     for path in sorted(folder.glob("sieve-k*.bin")):

@@ -102,6 +102,14 @@ class _JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in self.inner.format(record).splitlines())
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotates like its base; every file it opens is readable by the owner only."""
+
+    def _open(self):  # noqa: ANN202 - logging's own signature
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def make_formatter(fmt: str, *, journal: bool = False) -> logging.Formatter:
     """The formatter for `fmt` ("text" or "json"); `journal` adds journald priorities
     (and drops the time from text: journald stamps every line itself)."""
@@ -153,10 +161,8 @@ def configure(
         path = Path(data_dir) / LOG_DIR / LOG_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # The file is created owner-only: logs say which units and peers this is.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.close(fd)
-            rotating = logging.handlers.RotatingFileHandler(
+            # Owner-only files: logs say which units and peers this is.
+            rotating = _PrivateRotatingFileHandler(
                 path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
             )
         except OSError as exc:

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import logging.handlers
 import os
 import signal
 import subprocess
@@ -262,13 +263,22 @@ def test_plain_stderr_gets_times_and_secrets_are_redacted(tmp_path, monkeypatch)
         logsetup.SECRETS.add("hunter2-secret")
         logsetup.SECRETS.add(b"\x01\x02\x03\x04\xff")
         logging.getLogger("hailstone.test").info("got %s and %s", "hunter2-secret", "01020304ff")
+        # rotated files stay owner-only too
+        (rotating,) = [h for h in logging.getLogger().handlers
+                       if isinstance(h, logging.handlers.RotatingFileHandler)]
+        rotating.doRollover()
+        logging.getLogger("hailstone.test").info("after the rollover")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "logs").iterdir()}
     finally:
         _reset_logging()
-    line = stream.getvalue().strip()
+    assert modes == {"node.log": 0o600, "node.log.1": 0o600}
+    line = stream.getvalue().splitlines()[0]
     assert line.endswith("INFO hailstone.test: got [redacted] and [redacted]")
     assert line[:4].isdigit()  # a time stamp first
     assert path == tmp_path / "logs" / "node.log"
-    assert "[redacted]" in path.read_text() and "hunter2" not in path.read_text()
+    rotated = (tmp_path / "logs" / "node.log.1").read_text()
+    assert "[redacted]" in rotated and "hunter2" not in rotated
+    assert "after the rollover" in path.read_text()
     with pytest.raises(ValueError):
         logsetup.configure(level="loud")
 
