@@ -178,6 +178,28 @@ def cmd_gpu(args: argparse.Namespace) -> int:
     return 0 if out["available"] else 1
 
 
+def load_sieve_with_progress(k: int) -> None:
+    """Load the sieve now; if it has to be built (the first run: about a minute at
+    k = 30), say so on stderr, with a percentage on a terminal."""
+    from engine import sieve
+
+    tty = sys.stderr.isatty()
+    started = False
+
+    def show(fraction: float) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            print(f"hailstone: building the 2^{k} sieve (once; it is cached for later runs)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        if tty:
+            print(f"\r  {fraction:4.0%}", end="", file=sys.stderr, flush=True)
+
+    sieve.load(k, progress=show)
+    if started and tty:
+        print(file=sys.stderr)
+
+
 def _fail(message: str) -> int:
     print(f"hailstone: {message}", file=sys.stderr)
     return USAGE_ERROR
@@ -230,7 +252,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             step_bound=min(PRODUCTION.step_bound, args.exact_step_bound),
             exact_step_bound=args.exact_step_bound,
         )
-        backend = make_backend(args.backend, params, devices=_devices(args.gpu_devices))
+        devices = _devices(args.gpu_devices)
+        load_sieve_with_progress(params.sieve_k)
+        backend = make_backend(args.backend, params, devices=devices)
     except (UsageError, BackendUnavailable) as exc:
         return _fail(str(exc))
     try:
@@ -290,6 +314,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 tuning = gpu.autotune(device.index, PRODUCTION)  # measures and caches
                 if not args.json:
                     print(f"GPU {device.index} ({device.name}): {tuning}", file=sys.stderr)
+        load_sieve_with_progress(PRODUCTION.sieve_k)
         result = run_bench(args.backend, cores, args.seconds, devices=devices)
     except (UsageError, BackendUnavailable) as exc:
         return _fail(str(exc))

@@ -31,6 +31,7 @@ import hashlib
 import os
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ _CACHE_MAGIC = b"HSSIEVE2"
 # magic, k, survivor count, bmax, survivors per residue mod 9; then the SHA-256
 # of header and tables, then the tables (see _ARRAYS)
 _HEADER = struct.Struct(">8sIQQ9Q")
+
+Progress = Callable[[float], None]
 
 # Marks a survivor whose first k steps may fall below the start for some a:
 # the fast path must iterate it step by step.
@@ -116,16 +119,15 @@ def _lower_predecessor(
 
 
 @njit(cache=True, parallel=True)
-def _build_bitmap(k: int) -> np.ndarray:  # pragma: no cover - compiled
-    """Rules D (descent) and P (predecessor) for every r = 4i + 3 < 2^k.
+def _build_bitmap(k: int, keep: np.ndarray, first: int, stop: int) -> None:  # pragma: no cover
+    """Rules D, P and H for r = 4i + 3, first <= i < stop (compiled).
 
-    Bit i stands for r = 4i + 3; True means r survives both rules.
+    keep[i] becomes True when r survives all three.
     """
-    n_classes = 1 << (k - 2)
-    keep = np.zeros(n_classes, dtype=np.bool_)
     transports = _TRANSPORTS
     pow3 = _POW3_64
-    for i in prange(n_classes):
+    for t in prange(stop - first):
+        i = first + t
         r = np.uint64(4 * i + 3)
         xs = np.empty(k + 1, dtype=np.uint64)
         cs = np.empty(k + 1, dtype=np.int64)
@@ -176,7 +178,6 @@ def _build_bitmap(k: int) -> np.ndarray:  # pragma: no cover - compiled
                     dead = True
                     break
         keep[i] = not dead
-    return keep
 
 
 @njit(cache=True)
@@ -200,7 +201,9 @@ def _step_table(m: int):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _join_filter(k: int, keep: np.ndarray, lo_c, lo_d, hi_c, hi_d):  # pragma: no cover - compiled
+def _join_filter(
+    k: int, keep: np.ndarray, idx: np.ndarray, lo_c, lo_d, hi_c, hi_d
+) -> None:  # pragma: no cover
     """Rule J: clear keep[i] when some r' < r = 4i + 3 has the same odd-step
     count c and the same T^k(r') = T^k(r) (docs/PROTOCOL.md §3).
 
@@ -213,7 +216,6 @@ def _join_filter(k: int, keep: np.ndarray, lo_c, lo_d, hi_c, hi_d):  # pragma: n
     m2 = k - m1
     mask1 = (np.uint64(1) << np.uint64(m1)) - np.uint64(1)
     mask2 = (np.uint64(1) << np.uint64(m2)) - np.uint64(1)
-    idx = np.flatnonzero(keep)
     for t in prange(idx.shape[0]):
         i = idx[t]
         r = np.uint64(4 * i + 3)
@@ -239,7 +241,6 @@ def _join_filter(k: int, keep: np.ndarray, lo_c, lo_d, hi_c, hi_d):  # pragma: n
             if lo_c[a] + hi_c[b] == c and pow3[hi_c[b]] * (v >> np.uint64(m2)) + hi_d[b] == x:
                 keep[i] = False
                 break
-    return keep
 
 
 @njit(cache=True, parallel=True)
@@ -386,14 +387,33 @@ def _from_bitmap(k: int, keep: np.ndarray) -> Sieve:
     )
 
 
-def build_bitmap(k: int) -> np.ndarray:
-    """Survivor bitmap for r = 4i + 3 < 2**k, computed from scratch."""
+# Generation runs in this many pieces per rule, with a progress report after each.
+_PIECES = 64
+
+
+def build_bitmap(k: int, progress: Progress | None = None) -> np.ndarray:
+    """Survivor bitmap for r = 4i + 3 < 2**k, computed from scratch.
+
+    `progress(fraction)` is called now and then with the share done (0..1).
+    """
     if not 2 <= k <= 32:
         raise ValueError("sieve k must be in 2..32")
-    keep = _build_bitmap(k)
+    n_classes = 1 << (k - 2)
+    keep = np.zeros(n_classes, dtype=np.bool_)
+    cuts = np.linspace(0, n_classes, _PIECES + 1).astype(np.int64)
+    # rules D, P and H take about 2/3 of the time at k = 28..32, rule J the rest
+    for p in range(_PIECES):
+        _build_bitmap(k, keep, int(cuts[p]), int(cuts[p + 1]))
+        if progress is not None:
+            progress(0.65 * (p + 1) / _PIECES)
     lo_c, lo_d = _step_table(k // 2)
     hi_c, hi_d = _step_table(k - k // 2)
-    return _join_filter(k, keep, lo_c, lo_d, hi_c, hi_d)
+    idx = np.flatnonzero(keep)
+    for p, part in enumerate(np.array_split(idx, _PIECES)):
+        _join_filter(k, keep, part, lo_c, lo_d, hi_c, hi_d)
+        if progress is not None:
+            progress(0.65 + 0.35 * (p + 1) / _PIECES)
+    return keep
 
 
 def _cache_path(k: int) -> Path:
@@ -452,8 +472,9 @@ _loaded: dict[int, Sieve] = {}
 _lock = threading.Lock()
 
 
-def load(k: int) -> Sieve:
-    """The sieve for 2**k: from memory, else the verified cache, else built."""
+def load(k: int, progress: Progress | None = None) -> Sieve:
+    """The sieve for 2**k: from memory, else the verified cache, else built
+    (seconds to a minute, once; `progress(fraction)` hears about it)."""
     with _lock:
         sieve = _loaded.get(k)
         if sieve is not None:
@@ -461,7 +482,7 @@ def load(k: int) -> Sieve:
         path = _cache_path(k)
         sieve = _read_cache(path, k)
         if sieve is None:
-            sieve = _from_bitmap(k, build_bitmap(k))
+            sieve = _from_bitmap(k, build_bitmap(k, progress))
             try:
                 _write_cache(path, sieve)
             except OSError:

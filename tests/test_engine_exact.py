@@ -158,11 +158,11 @@ def test_deferred_number_peak_does_not_leak_into_the_block_maximum() -> None:
 
 
 # Golden vectors of protocol version 2 (docs/PROTOCOL.md §3): what a second
-# implementation must reproduce for the production sieve (k = 28).
-GOLDEN_2_20 = (4241, 122477, 2685594504468343348356163288, 2**71 + 665215, 0,
-               "f371fd2d50c51fd43455b00516d0e18f2c85258b0fd40cbdf6ebb529504cf374")  # fmt: skip
-GOLDEN_2_28 = (1101854, 32315527, 229170731047990217445726621412, 2**71 + 257403391, 0,
-               "72b1914ebc93d22fa8f38040b8e444f3589b214ec6329036310735fd3f944bf4")  # fmt: skip
+# implementation must reproduce for the production sieve (k = 30).
+GOLDEN_2_20 = (3692, 111354, 2685594504468343348356163288, 2**71 + 665215, 0,
+               "1f85871f92af97033f0353a4572e7df5b3e0675d300bc28071d8f3bee701aa76")  # fmt: skip
+GOLDEN_2_28 = (964599, 29541183, 229170731047990217445726621412, 2**71 + 257403391, 0,
+               "5142c5e1ed3eddcb57548c0d7c4da6739feb95373ba5e1645c25e45e0dfc5c52")  # fmt: skip
 
 
 def _summary(ev) -> tuple:
@@ -171,8 +171,9 @@ def _summary(ev) -> tuple:
 
 def test_production_golden_vectors() -> None:
     s = load(PRODUCTION.sieve_k)
+    assert (s.k, len(s)) == (30, 6944911)
     lo = 2**71
-    assert s.count_tested(lo, lo + 2**40) == 4513616679  # the first production unit
+    assert s.count_tested(lo, lo + 2**40) == 3950882775  # the first production unit
     exact = reference.run_block(s, lo, lo + 2**20, PRODUCTION.exact_step_bound)
     assert _summary(exact) == GOLDEN_2_20
     b = CpuBackend(PRODUCTION)
