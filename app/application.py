@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Slot
 from PySide6.QtWidgets import QApplication, QInputDialog, QLineEdit
 
-from app import network_bridge
+from app import network_bridge, theme
 from app.controller import AppController
 from app.mainwindow import MainWindow
 from app.signals import StopSignals
@@ -100,6 +100,7 @@ class HailstoneApp(QObject):
         self.ctl = AppController(
             data_dir, params=params, try_network=try_network, kdf_limits=kdf_limits, **controller_kw
         )
+        theme.apply_scheme(str(self.ctl.settings["theme"]))  # light/dark chosen in the app
         self.window = MainWindow(self.ctl)
         self.wizard: SetupWizard | None = None
         self.minimized = minimized or bool(self.ctl.settings["start_minimized"])

@@ -20,7 +20,8 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QAction
 
-from app import autostart
+from app import autostart, theme
+from app.app_settings import APP_SETTINGS
 from app.eventlog import Entry, EventLog
 from app.formatting import fmt_range
 from app.messages import Message, message
@@ -65,8 +66,14 @@ POLICY_KEYS = {
 }
 
 
+def _norm(program: str) -> str:
+    """A program name as engine.policy compares them (case-blind, no .exe)."""
+    name = program.strip().lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
 def all_settings() -> tuple:
-    return ENGINE_SETTINGS + NETWORK_SETTINGS
+    return ENGINE_SETTINGS + NETWORK_SETTINGS + APP_SETTINGS
 
 
 class AppController(QObject):
@@ -172,6 +179,9 @@ class AppController(QObject):
         self._probe_wanted = 0
         # Pause is the volunteer's choice and outlives a restart (app_state.json).
         self._user_paused = bool(self._app_state().get("paused"))
+        # A program from `gpu_pause_programs` that runs now ("" when none): the GPU
+        # rests while it runs.
+        self.gpu_held_by = ""
         self._shut_down = False
         self._net_notes_window = 0.0
         self._net_notes = 0
@@ -340,7 +350,7 @@ class AppController(QObject):
             self.bridge,
             cores=effective_cores(s["cpu_cores"]),
             share=s["cpu_share"] / 100.0,
-            gpu_enabled=s["gpu_enabled"],
+            gpu_enabled=s["gpu_enabled"] and not self.gpu_held_by,
             gpu_devices=s["gpu_devices"],
             backend_factory=self._backend_factory,
         )
@@ -488,7 +498,7 @@ class AppController(QObject):
         if self._probe_job is not None:
             return
         seq = self._probe_wanted
-        need_programs = bool(self.settings["pause_programs"])
+        need_programs = bool(self.settings["pause_programs"] or self.settings["gpu_pause_programs"])
         self._probe_job = run_job(
             lambda: self._probe(need_programs),
             lambda situation: self._on_situation(seq, situation),
@@ -529,7 +539,33 @@ class AppController(QObject):
                 self.note(note.capitalize() + ".")
         decision = policy.decide(values, situation)
         self._cmd_blocked.emit("" if decision.run else decision.reason)
+        self._apply_gpu_programs()
         return decision
+
+    # -- the GPU alone paused while chosen programs run (games) ----------------------
+
+    def _send_gpu(self) -> None:
+        enabled = bool(self.settings["gpu_enabled"]) and not self.gpu_held_by
+        self._cmd_gpu.emit(enabled, self.settings["gpu_devices"])
+
+    def _apply_gpu_programs(self) -> None:
+        """Take the GPU away while a listed program runs; the CPU keeps computing."""
+        situation = self._situation
+        wanted = {_norm(p) for p in self.settings["gpu_pause_programs"] if p.strip()}
+        running: list[str] = []
+        if wanted and situation is not None and situation.programs is not None:
+            running = sorted(wanted & {_norm(p) for p in situation.programs})
+        holder = running[0] if running else ""
+        if holder == self.gpu_held_by:
+            return
+        was = self.gpu_held_by
+        self.gpu_held_by = holder
+        if self.settings["gpu_enabled"]:
+            self._send_gpu()
+            if holder:
+                self.note(f"GPU paused while {holder} runs; the CPU keeps computing.")
+            elif was:
+                self.note(f"{was} is no longer running: the GPU computes again.")
 
     def _reapply_policy(self) -> None:
         base = self._situation or policy.Situation(now=time.time())
@@ -551,13 +587,19 @@ class AppController(QObject):
         elif key == "cpu_share":
             self._cmd_share.emit(value / 100.0)
         elif key in ("gpu_enabled", "gpu_devices"):
-            self._cmd_gpu.emit(self.settings["gpu_enabled"], self.settings["gpu_devices"])
+            self._send_gpu()
         elif key in POLICY_KEYS:
             self._reapply_policy()
             if key == "pause_programs" and self.running:
                 self.refresh_policy()  # the last probe did not list programs
         elif key == "start_at_login":
             self.apply_start_at_login(bool(value))
+        elif key == "theme":
+            theme.apply_scheme(str(value))
+        elif key == "gpu_pause_programs":
+            self._apply_gpu_programs()
+            if self.running:
+                self.refresh_policy()  # the last probe may not have listed programs
         if setting.restart and self.running:
             self.note(f"{setting.title} takes effect after a restart.", level="info")
         self.setting_changed.emit(key, value)
@@ -668,10 +710,46 @@ class AppController(QObject):
         old = self.last_snapshot
         self.last_snapshot = snap
         self._add_candidates(snap.candidates)
+        if old is not None:
+            self._notices(old.history, snap.history)
         if old is None or old.history != snap.history:
             self.history_changed.emit()
         if old is None or old.leaderboard != snap.leaderboard:
             self.leaderboard_changed.emit()
+
+    def _notices(self, before: Any, after: Any) -> None:
+        """Say what changed for my units: verified (credit), disputed, disagreeing."""
+        was = {r.unit: r.status for r in before}
+        verified = []
+        for r in after:
+            old = was.get(r.unit)
+            if old == r.status or old is None and r.status not in ("verified", "disputed"):
+                continue
+            if r.status == "verified":
+                verified.append(r)
+            elif r.status == "disputed":
+                self.show("dispute_against_you", f"{r.unit:,}", "notice")
+            elif r.status == "conflicting":
+                self.note(
+                    f"Unit {r.unit:,}: another volunteer reported a different root; a further "
+                    "result will decide.",
+                    "notice",
+                    "warning",
+                )
+        if len(verified) > 3:
+            credited = sum(1 for r in verified if r.credited)
+            self.main_status(
+                f"{len(verified)} of your units were verified; {credited} credited to you.",
+                "notice",
+            )
+            return
+        for r in verified:
+            others = [n for n in r.agreeing if n != r.me]
+            who = ", ".join(others) or "another volunteer"
+            earned = "credited to you" if r.credited else "not credited (two results came first)"
+            self.main_status(
+                f"Unit {r.unit:,} verified: {who} got the same root; {earned}.", "notice"
+            )
 
     def _add_candidates(self, found: Any) -> None:
         """Raise every newly seen candidate unit: a message (event log, status bar,
@@ -681,7 +759,7 @@ class AppController(QObject):
             self.candidate_units[c.unit] = c
             numbers = ", ".join(str(n) for n in c.numbers[:3]) or "see the unit's record"
             by = f", reported by {', '.join(c.reported_by)}" if c.reported_by else ""
-            self.show("candidate", f"{c.unit} (n = {numbers}{by})", "network")
+            self.show("candidate", f"{c.unit} (n = {numbers}{by})", "notice")
         if new:
             self.candidates_changed.emit()
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.about import AboutPage
 from app.controller import AppController
 from app.messages import Message
 from app.pages import (
@@ -47,11 +48,12 @@ PAGES = (
     ("Account", "page-account", AccountPage),
     ("Preferences", "page-preferences", PreferencesPage),
     ("Event log", "page-log", EventLogPage),
+    ("About", "page-about", AboutPage),
 )
 
 
 # Messages worth a desktop notification besides errors (a possible historic finding).
-NOTIFY_CODES = ("candidate",)
+NOTIFY_CODES = ("candidate", "dispute_against_you")
 
 # A tray can appear after the app started (a panel restarted, a session still
 # loading at login) or go away: look again this often.

@@ -96,6 +96,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Something unexpected went wrong ({detail}); Hailstone keeps running. The details "
         "are in the log file; please include it when you report the problem.",
     ),
+    "dispute_against_you": (
+        "warning",
+        "A block of your unit {detail} was recomputed by another volunteer and did not match "
+        "your result, so the unit is disputed and your report no longer counts. Faulty "
+        "hardware is the usual cause (overclocking, heat); check it, and see the unit in History.",
+    ),
     "candidate": (
         "warning",
         "A number in unit {detail} did not fall below itself within the step bound; it was "

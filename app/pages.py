@@ -170,6 +170,7 @@ class DashboardPage(QWidget):
         pi.setXRange(-10, 0, padding=0)
         # The system may switch between light and dark while the app runs.
         QGuiApplication.styleHints().colorSchemeChanged.connect(self.apply_theme)
+        ctl.setting_changed.connect(self._on_setting)  # or the volunteer picks one
         self.plots = QStackedWidget()
         self.plots.addWidget(self.plot)
         self.plots.addWidget(self.bars_plot)
@@ -286,6 +287,11 @@ class DashboardPage(QWidget):
             bp.getAxis(axis).setTextPen(colours.foreground)
             bp.getAxis(axis).setPen(colours.foreground)
         self.bars.setOpts(brush=pg.mkBrush(colours.cpu), pen=pg.mkPen(colours.cpu))
+
+    @Slot(str, object)
+    def _on_setting(self, key: str, _value: Any) -> None:
+        if key == "theme":
+            self.apply_theme()
 
     @Slot(int)
     def set_view(self, index: int) -> None:
@@ -903,6 +909,7 @@ class EventLogPage(QWidget):
 
     FILTERS = (
         ("All", ("info", "warning", "error")),
+        ("Notices (verified units, disputes, candidates)", ("notice",)),
         ("Warnings and errors", ("warning", "error")),
         ("Errors", ("error",)),
     )
@@ -997,8 +1004,11 @@ class EventLogPage(QWidget):
         levels = self.FILTERS[self.filter.currentIndex()][1]
         needle = self.search.text().strip().lower()
         level = self.table.item(row, 1).text()
+        source = self.table.item(row, 2).text()
         text = " ".join(self.table.item(row, j).text() for j in range(4)).lower()
-        self.table.setRowHidden(row, bool(level not in levels or (needle and needle not in text)))
+        # "Notices" is a source (verified units, disputes, candidates), not a level.
+        wanted = source == "notice" if levels == ("notice",) else level in levels
+        self.table.setRowHidden(row, bool(not wanted or (needle and needle not in text)))
 
     @Slot()
     def apply_filter(self) -> None:

@@ -148,6 +148,7 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
             "Account",
             "Preferences",
             "Event log",
+            "About",
         ):
             win.show_page(title)
             _wait(app, lambda: False, 0.6)
