@@ -131,3 +131,25 @@ def test_event_log_has_dates_follows_new_lines_and_saves(qtbot, ctl, tmp_path):
     assert lines[-1].endswith("1 event log line copied.")
     assert lines[-2].endswith("line 199") and "\tinfo\tapp\t" in lines[-2]
     assert page.save_to(tmp_path / "missing" / "x.txt") is False
+
+
+def test_plot_axis_before_samples_and_no_gpu_line_without_a_gpu(qtbot, ctl):
+    """Issue #14 item 6: no −400…400 "mnumbers/s" axis, no GPU line drawn at zero."""
+    from app.pages import DashboardPage
+
+    dash = DashboardPage(ctl)
+    qtbot.addWidget(dash)
+    dash.show()
+    pi = dash.plot.getPlotItem()
+    ctl.rates.tick(time.monotonic())
+    dash.redraw()
+    (_x0, _x1), (y0, y1) = pi.getViewBox().viewRange()
+    assert y0 >= 0 and y1 - y0 >= 10  # never negative, never a milli-range
+    ctl._on_rate("cpu", 2.5e9, 0.1)
+    ctl.rates.tick(time.monotonic())
+    dash.redraw()
+    assert dash.curves["cpu"] in pi.items and dash.curves["gpu"] not in pi.items
+    ctl._on_rate("gpu", 5e11, 0.25)
+    ctl.rates.tick(time.monotonic())
+    dash.redraw()
+    assert dash.curves["gpu"] in pi.items  # once a GPU reports, its line appears
