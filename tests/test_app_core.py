@@ -228,7 +228,11 @@ def test_core_modules_do_not_import_qt():
     import subprocess
     import sys
 
-    code = "import engine.settings, engine.policy, network.settings, sys; print('PySide6' in sys.modules)"
+    code = (
+        "import engine.settings, engine.policy, network.settings, network.profile_dir, "
+        "app.stats, app.credit, app.formatting, app.app_settings, app.network_bridge, sys; "
+        "print('PySide6' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
