@@ -23,6 +23,28 @@ TITLES: dict[str, str] = {
 }
 
 
+# Under the trust protocol (network/trust.py) an unfinished unit also has a phase,
+# which says more precisely what it is waiting for.
+PHASE_WORDS: dict[str, str] = {
+    "committed": (
+        "Your result is committed (sealed, not yet shown to anyone) and will be revealed "
+        "shortly; sealing first stops others from copying it. No credit yet."
+    ),
+    "revealed": (
+        "Your result is revealed. The network's random draw picks another volunteer to "
+        "compute the unit independently; it counts once their root matches yours."
+    ),
+    "paired": (
+        "A second, independent result matches yours. Randomly drawn block audits "
+        "re-check a few blocks before the unit counts; credit follows them."
+    ),
+    "withheld": (
+        "The unit's evidence was not served when an auditor asked for it, which counts as "
+        "a fault. Keep Hailstone running so peers can fetch your evidence."
+    ),
+}
+
+
 def title(status: str) -> str:
     """A short, readable status ("awaiting_audit" -> "Awaiting audit" when unknown)."""
     return TITLES.get(status) or status.replace("_", " ").capitalize()
@@ -51,6 +73,9 @@ def explain(row: Any) -> str:
             "here, but it earns no credit until it is reported to the network and a "
             "second volunteer gets the same root."
         )
+    phase = getattr(row, "phase", "")
+    if s not in ("verified", "candidate", "disputed") and phase in PHASE_WORDS:
+        return PHASE_WORDS[phase]
     if s == "reported_once":
         return (
             "Your result is published. It counts once another volunteer computes the same "

@@ -97,6 +97,7 @@ class HistoryRow:
     credited: bool = False  # verified, and mine is one of the results that count
     candidates: int = 0  # candidate numbers reported in this unit
     work_cids: tuple[str, ...] = ()  # every counted work record of the unit
+    phase: str = ""  # under the trust protocol: committed, revealed, paired, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,9 @@ def diagnose(
         port: the listen port setting.
         outbox: our records not yet acknowledged by a peer.
     """
-    waiting = f" {outbox} result{'s' if outbox != 1 else ''} wait to be published." if outbox else ""
+    waiting = (
+        f" {outbox} result{'s' if outbox != 1 else ''} wait to be published." if outbox else ""
+    )
     if peers:
         plural = "s" if peers != 1 else ""
         text = f"Network: connected to {peers} peer{plural}"
@@ -704,11 +707,15 @@ class WorkBridge:
                 names = tuple(st.display_name(a) for a in report.accounts)
                 if me in report.accounts:
                     agreeing = names
-                    # The first QUORUM matching results are the ones credited.
+                    # The accounts the state credits for the unit, where it says so;
+                    # otherwise the first QUORUM matching results (rule 5).
+                    members = getattr(entry, "credited", None)
+                    if members is None:
+                        members = report.accounts[:QUORUM]
                     credited = (
                         status == "verified"
                         and report.root == entry.verified_root
-                        and me in report.accounts[:QUORUM]
+                        and me in members
                     )
                 else:
                     disagreeing.extend(names)
@@ -727,6 +734,7 @@ class WorkBridge:
                     credited=credited,
                     candidates=int(getattr(entry, "candidate_count", 0) or 0),
                     work_cids=tuple(sorted(work_cids)),
+                    phase=str(getattr(entry, "phase", "") or ""),
                 )
             )
         return rows

@@ -172,3 +172,13 @@ def test_work_starts_while_the_node_is_still_catching_up(tmp_path):
     bridge = WorkBridge(tmp_path, CANDIDATES, try_network=False)
     bridge._node = Syncing()
     assert bridge.next_work() is unit
+
+
+def test_trust_phases_say_what_an_unfinished_unit_waits_for():
+    assert "sealed" in credit.explain(_row("reported_once", phase="committed"))
+    assert "random draw" in credit.explain(_row("reported_once", phase="revealed"))
+    assert "audits" in credit.explain(_row("reported_once", phase="paired"))
+    # A final status wins over the phase.
+    assert "credited" in credit.explain(
+        _row("verified", phase="verified", me="a", agreeing=("a", "b"), credited=True)
+    )
