@@ -10,5 +10,5 @@ if [ -e /proc/driver/nvidia/version ] || command -v nvidia-smi >/dev/null 2>&1; 
 	echo "hailstone: an NVIDIA driver is present, so the GPU extra (CuPy, NVRTC) is installed too." >&2
 fi
 scripts/setup.sh $extras
-[ $# -eq 0 ] && echo "hailstone: starting the desktop app (its profile: ~/.local/share/hailstone) ..." >&2
+[ $# -eq 0 ] && echo "hailstone: starting the desktop app ..." >&2
 exec .venv/bin/python main.py "$@"
