@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -175,18 +176,23 @@ def test_a_real_app_process_stops_cleanly_on_a_signal(tmp_path, signum):
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
     )
-    lines: list[str] = []
+    seen = b""
     try:
         assert proc.stdout is not None
-        # Blocking reads, bounded by the communicate() timeout below on failure.
-        while not {"network up", "computing"} <= set(lines):
-            line = proc.stdout.readline()
-            assert line, f"the app ended early: {lines}"
-            lines.append(line.strip())
+        # Unbuffered reads bounded by a deadline: a child that hangs fails the test.
+        deadline = time.monotonic() + 120
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while not (b"network up\n" in seen and b"computing\n" in seen):
+                left = deadline - time.monotonic()
+                assert left > 0 and sel.select(left), f"no progress from the app: {seen!r}"
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                assert chunk, f"the app ended early: {seen!r}"
+                seen += chunk
         proc.send_signal(signum)
-        out, _ = proc.communicate(timeout=90)
+        rest, _ = proc.communicate(timeout=90)
+        out = (seen + rest).decode(errors="replace")
     finally:
         if proc.poll() is None:
             proc.kill()
