@@ -431,7 +431,7 @@ class AppController(QObject):
         # The workers' last reports (the final batch's rate and progress) are still
         # queued for this object: deliver them, so the statistics count that batch.
         QCoreApplication.sendPostedEvents(self, QEvent.Type.MetaCall)
-        self.stats.flush()
+        self.stats.close()  # flushes; later additions stay in memory only
 
     # -- commands --------------------------------------------------------------------
 

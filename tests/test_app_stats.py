@@ -73,11 +73,11 @@ def test_history_after_restart(qtbot, tmp_path):
     )
     ctl.note("before the restart")
     ctl.shutdown()
-    first_run_s = ctl.stats.unit_seconds("half", 0)
-    assert first_run_s > 0
 
     again = AppController(data, params=HALF, try_network=False, probe=_calm)
     try:
+        first_run_s = again.stats.unit_seconds("half", 0)
+        assert first_run_s > 0
         texts = [e.text for e in again.events.entries]
         assert "before the restart" in texts
         _t, v = again.rates.coarse["cpu"].arrays()
