@@ -53,6 +53,23 @@ def legacy_gui_data_dir() -> Path:
     return base / "Hailstone" / "Hailstone"
 
 
+def _in_use(folder: Path) -> bool:
+    """Whether a running app holds the old profile (its Qt lock file names a live PID).
+
+    POSIX only: a stale lock from a crash names a dead process and does not count.
+    (On Windows, os.kill(pid, 0) would send CTRL_C_EVENT, so no check is made there.)
+    """
+    lock = folder / "hailstone.lock"
+    if os.name != "posix" or not lock.is_file():
+        return False
+    try:
+        pid = int(lock.read_text(encoding="utf-8", errors="replace").split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid != os.getpid()
+
+
 def _has_profile(folder: Path) -> bool:
     return any((folder / name).exists() for name in PROFILE_MARKERS)
 
@@ -74,6 +91,13 @@ def migrate_legacy_profile(new: Path, legacy: Path) -> Migration:
             return Migration((), legacy)
     except OSError:
         pass
+    if _in_use(legacy):
+        note = (
+            f"An older Hailstone is still running on {legacy}; quit it, and the profile "
+            f"moves to {new} at the next start."
+        )
+        log.warning("%s", note)
+        return Migration((), legacy, note)
     if new.is_dir() and _has_profile(new):
         note = (
             f"An older Hailstone profile is still in {legacy}; the profile in {new} is used. "

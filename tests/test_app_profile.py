@@ -112,3 +112,22 @@ def test_an_account_made_in_the_old_app_is_seen_by_the_cli(tmp_path):
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert Path(out.stdout.strip()) == data_home / "hailstone", out.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the running-app check is POSIX only")
+def test_a_profile_an_old_app_still_uses_is_not_moved(tmp_path):
+    legacy, new = tmp_path / "Hailstone" / "Hailstone", tmp_path / "hailstone"
+    _old_profile(legacy)
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        (legacy / "hailstone.lock").write_text(f"{sleeper.pid}\nhailstone\nhost\n")
+        m = migrate_legacy_profile(new, legacy)
+        assert m.moved == () and "still running" in m.note
+        assert (legacy / "settings.json").is_file()
+    finally:
+        sleeper.communicate(timeout=30)
+    # A stale lock (its process gone) does not block the move.
+    m = migrate_legacy_profile(new, legacy)
+    assert "settings.json" in m.moved
