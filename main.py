@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "network.commands",
     "network.node_commands",
     "network.service_commands",
+    "network.simulate",
     "app.commands",
 )
 # Sub-commands that one module serves alone: starting one of these imports only

@@ -629,6 +629,7 @@ def _display_name(accounts: Mapping[bytes, AccountEntry], account: bytes) -> str
 
 
 CLAIMS_PER_WEIGHT = 8  # one more counted claim per this much earned weight
+FRONTIER_WORKERS = 2  # claims by this many accounts close the frontier unit to others
 
 
 def claim_limit(state: NetworkState, account: bytes) -> int:
@@ -651,8 +652,9 @@ def next_unit(
     A unit qualifies when it is not verified, this account has no counted report on
     it (never our own second result), and nobody else holds an unexpired claim on it
     (a claim whose account has already reported the unit no longer counts). Claims
-    count per account, at most `claim_limit` of each account's (its lowest units),
-    and a claim on the frontier unit blocks nobody.
+    count per account, at most `claim_limit` of each account's (its lowest units).
+    The frontier unit stays open until FRONTIER_WORKERS accounts (weighted ones, under
+    a trust policy) claim it.
     A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
 
     Args:
@@ -677,16 +679,26 @@ def next_unit(
         if entry is not None and c.account in entry.reporters():
             continue
         per_account.setdefault(c.account, []).append(c)
+    on_frontier: set[bytes] = set()
     for account, held in per_account.items():
         # Claims count per account, not per node key (one account with many delegated
         # nodes must not hold many units), and only as many as its weight allows.
         limit = claim_limit(state, account)
         for c in sorted(held, key=lambda c: (c.unit, c.node))[:limit]:
             mine = c.account == my_account and (my_node is None or c.node == my_node)
-            # The frontier unit is always open to more than one worker: a claim there
-            # (or a squatter's) can never freeze the frontier.
-            if not mine and c.unit != state.frontier:
+            if mine:
+                continue
+            if c.unit != state.frontier:
                 blocked.add(c.unit)
+            else:
+                on_frontier.add(account)
+    # The frontier unit is open to FRONTIER_WORKERS accounts at once. Under a trust
+    # policy a weighted account is kept off it only by weighted accounts' claims, so
+    # a squatter (or a flood of fresh accounts) can never freeze the frontier.
+    if state.trust is not None and (state.account_weight(my_account) or 0) > 0:
+        on_frontier = {a for a in on_frontier if (state.account_weight(a) or 0) > 0}
+    if len(on_frontier) >= FRONTIER_WORKERS:
+        blocked.add(state.frontier)
     for unit, entry in state.units.items():
         if entry.status == VERIFIED or my_account in entry.reporters():
             blocked.add(unit)

@@ -1,0 +1,749 @@
+"""An adversarial simulator of the verification protocol (`main.py simulate`).
+
+It drives the real code, not a second implementation: every record is built by
+network.records, signed, encoded and parsed by network.codec, accepted by
+network.validate, and judged by network.state.derive_state under a
+network.trust.TrustPolicy; the draw (network.trust.ranking, audit_block) decides who
+checks and audits, and network.state.next_unit with claims hands out first reports.
+Honest roots, leaves and Merkle proofs come from the real engine
+(engine.job.verify_range on tiny parameters).
+
+What is simulated: time (ticks), compute delays (a unit takes UNIT_TICKS, a block one
+tick), churn (an honest node is offline for a tick with probability `churn`), and the
+network: a record reaches everyone at the end of the tick it was made (no ledger,
+no IPFS; fetch jamming is a node concern, network/ipfs, not modelled here).
+
+The observer is an honest node that recomputes every disputed block itself (its
+confirmed/refuted sets), as every honest node does (PROTOCOL §8, "Disputes").
+Deterministic per seed: one random.Random drives every choice, and every iteration
+is over sorted keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+from nacl.signing import SigningKey
+
+from engine.evidence import UnitResult, merkle_proof, merkle_root
+from engine.job import verify_range
+from engine.params import Params
+from network import codec
+from network import trust as T
+from network.records import (
+    BeaconRecord,
+    CheckRecord,
+    CommitRecord,
+    DelegationRecord,
+    DisputeRecord,
+    WorkRecord,
+)
+from network.rejection import Accepted
+from network.state import VERIFIED, NetworkState, derive_state, next_unit
+from network.validate import context, validate
+
+# Byzantine strategies (PROTOCOL §11 threat model). The fraction is of blocks faked.
+FAKE_SHARE = {
+    "fabricate": 1.0,
+    "partial50": 0.5,
+    "partial10": 0.1,
+    "partial1": 0.01,
+    "one_block": 0.0,  # exactly one block
+    "sybil": 1.0,
+    "sleeper": 1.0,
+    "withhold_evidence": 1.0,
+}
+STRATEGIES = (
+    *FAKE_SHARE,
+    "copy",
+    "false_dispute",
+    "squat",
+    "withhold_reveal",
+    "mixed",
+)
+PARAMS = Params.custom(name="sim", unit_bits=10, block_bits=4, sieve_k=4)
+BLOCKS = PARAMS.blocks_per_unit
+T0 = 1_750_000_000
+UNIT_TICKS = 4  # a full unit takes this many ticks; one block (an audit) takes one
+# An unpaired unit this long after its round began: the next committer is the reporter.
+STALL_TICKS = 5 * UNIT_TICKS
+GENESIS_WEIGHT = 4  # earned weight catches up after four matched units
+EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    unit: int
+    node: bytes
+    account: bytes
+    expires_at: float
+
+
+@dataclass
+class Actor:
+    index: int
+    strategy: str
+    account: SigningKey
+    node: SigningKey
+    busy_until: int = 0
+    task: tuple | None = None
+    committed: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)  # unit -> root, nonce
+    role: dict[int, bytes | None] = field(default_factory=dict)  # unit -> reporter I check
+    revealed: set[int] = field(default_factory=set)
+    audited: set[str] = field(default_factory=set)
+
+    @property
+    def acct(self) -> bytes:
+        return bytes(self.account.verify_key)
+
+    @property
+    def node_pub(self) -> bytes:
+        return bytes(self.node.verify_key)
+
+    @property
+    def honest(self) -> bool:
+        return self.strategy == "honest"
+
+
+class Simulation:
+    """One run; `run()` returns the figures (the JSON keys)."""
+
+    def __init__(
+        self,
+        nodes: int,
+        byzantine: float,
+        strategy: str,
+        seed: int,
+        units: int,
+        churn: float = 0.05,
+    ) -> None:
+        if strategy not in STRATEGIES and strategy != "honest":
+            raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+        if nodes < 8 or not 0 <= byzantine < 1 or units < 1 or not 0 <= churn < 1:
+            raise ValueError("need nodes >= 8, 0 <= byzantine < 1, units >= 1, 0 <= churn < 1")
+        self.rng = random.Random(seed)
+        self.units = units
+        self.strategy = strategy
+        self.churn = churn
+        n_bad = int(nodes * byzantine)
+        honest = nodes - n_bad
+        self.actors: list[Actor] = []
+        for i in range(nodes):
+            s = "honest" if i < honest else strategy
+            if s == "mixed":
+                s = self.rng.choice([x for x in STRATEGIES if x != "mixed"])
+            self.actors.append(Actor(i, s, self._key(), self._key()))
+        # The root of trust: a tenth of the honest nodes (at least 3) and one beacon.
+        n_genesis = max(3, honest // 10)
+        self.beacon = Actor(-1, "beacon", self._key(), self._key())
+        self.policy = T.TrustPolicy(
+            genesis=frozenset(a.acct for a in self.actors[:n_genesis]),
+            beacons=frozenset({self.beacon.acct}),
+            genesis_weight=GENESIS_WEIGHT,
+        )
+        self.records: dict[str, Accepted] = {}
+        self.works: dict[str, WorkRecord] = {}
+        self.works_by_unit: dict[int, list[tuple[str, WorkRecord]]] = {}
+        self.commits_by_unit: dict[int, dict[bytes, str]] = {}
+        self.unlisted: list[str] = []
+        self.delegations: list[DelegationRecord] = []
+        self.results: dict[int, UnitResult] = {}
+        self.evidence: dict[bytes, list[bytes]] = {}  # root -> leaves, as its author serves them
+        self.withheld: set[bytes] = set()
+        self.beacon_round = 0
+        self.claims: list[Claim] = []
+        self.confirmed: set[str] = set()
+        self.refuted: set[str] = set()
+        self.disputed_works: set[str] = set()
+        self.cost = {"units": 0, "audit_blocks": 0, "dispute_blocks": 0}
+        self.first_commit: dict[int, int] = {}
+        self.seeded_at: dict[int, int] = {}
+        self.round_start: dict[int, int] = {}  # unit -> tick its current pairing began
+        self.commit_tick: dict[str, int] = {}
+        self.verified_at: dict[int, int] = {}
+        self.fraud_at: dict[bytes, int] = {}
+        self.detected: list[int] = []
+        self.now = 0
+        self.horizon = 0
+        self.byzantine_accounts: set[bytes] = {a.acct for a in self.actors if not a.honest}
+        for a in [*self.actors, self.beacon]:
+            self._delegate(a)
+        self.state = self._derive()
+        self._rank_cache: dict[tuple, list[bytes]] = {}
+
+    def _key(self) -> SigningKey:
+        return SigningKey(self.rng.randbytes(32))
+
+    # --- the real record path ---------------------------------------------------------
+
+    def _delegate(self, a: Actor) -> None:
+        d = DelegationRecord(account=a.acct, node=a.node_pub, created=T0)
+        self.delegations.append(d)
+        self._publish(codec.sign(d, a.account))
+
+    def _publish(self, signed) -> Accepted:
+        parsed = codec.parse(codec.encode(signed))
+        ctx = context(
+            T0 + self.now, self.delegations, (PARAMS,), works=self.works, recheck_candidates=False
+        )
+        verdict = validate(parsed, ctx)
+        if not isinstance(verdict, Accepted):
+            raise RuntimeError(f"the simulator built a record validation refuses: {verdict}")
+        self.records[verdict.cid] = verdict
+        rec = verdict.record.record
+        if isinstance(rec, WorkRecord):
+            self.works[verdict.cid] = rec
+            self.works_by_unit.setdefault(rec.unit, []).append((verdict.cid, rec))
+        elif isinstance(rec, CommitRecord):
+            self.commits_by_unit.setdefault(rec.unit, {}).setdefault(rec.account, verdict.cid)
+        if isinstance(rec, CommitRecord | WorkRecord):
+            self.unlisted.append(verdict.cid)
+        return verdict
+
+    def _derive(self) -> NetworkState:
+        return derive_state(
+            self.records.values(),
+            PARAMS,
+            self.confirmed,
+            trust=self.policy,
+            refuted_dispute_cids=self.refuted,
+        )
+
+    def _result(self, unit: int) -> UnitResult:
+        if unit not in self.results:
+            r = verify_range(PARAMS, *PARAMS.unit_range(unit), backend="reference")
+            self.results[unit] = r
+            self.evidence[r.root] = list(r.leaves)
+        return self.results[unit]
+
+    def _true_root(self, unit: int) -> bytes:
+        return self._result(unit).root
+
+    def _ranking(self, unit: int, role: bytes, exclude: tuple[bytes, ...]) -> list[bytes]:
+        tally = self.state.trust.units.get(unit)
+        if tally is None or tally.seed is None:
+            return []
+        key = (tally.seed, role, exclude)
+        if key not in self._rank_cache:
+            self._rank_cache[key] = T.ranking(tally.seed, role, self.state.trust.weights, exclude)
+        return self._rank_cache[key]
+
+    # --- what an actor computes ---------------------------------------------------------
+
+    def _striking(self, a: Actor) -> str:
+        """The strategy in force now (a sleeper is honest for the first third)."""
+        if a.strategy == "sleeper" and self.state.frontier < self.units // 3:
+            return "honest"  # a sleeper earns weight honestly until a third is verified
+        return a.strategy
+
+    def _root_for(self, a: Actor, unit: int, reporter: bytes | None) -> bytes:
+        leaves = list(self._result(unit).leaves)
+        share = FAKE_SHARE.get(self._striking(a))
+        # A colluder drawn to check an honest report agrees honestly (it earns weight);
+        # it fakes its own reports and agrees with its colluders' fakes.
+        if reporter is not None and reporter not in self.byzantine_accounts:
+            share = None
+        if share is None:
+            return self._true_root(unit)
+        count = max(1, round(share * len(leaves)))
+        # Colluders agree: the fake depends on the unit only.
+        fake = random.Random(unit * 7919 + 13)
+        for b in sorted(fake.sample(range(len(leaves)), count)):
+            leaves[b] = fake.randbytes(32)
+        root = merkle_root(leaves)
+        self.evidence.setdefault(root, leaves)
+        if self._striking(a) == "withhold_evidence":
+            self.withheld.add(root)
+        return root
+
+    def _commit(self, a: Actor, unit: int, root: bytes, reporter: bytes | None) -> None:
+        nonce = self.rng.randbytes(32)
+        a.committed[unit] = (root, nonce)
+        a.role[unit] = reporter
+        rec = CommitRecord(
+            unit=unit,
+            commitment=T.commitment(unit, root, a.node_pub, nonce),
+            node=a.node_pub,
+            account=a.acct,
+            created=T0 + self.now,
+        )
+        self._publish(codec.sign(rec, a.node))
+        self.first_commit.setdefault(unit, self.now)
+        self.commit_tick[self._commits_on(unit)[a.acct]] = self.now
+        if root != self._true_root(unit):
+            self.fraud_at.setdefault(a.acct, self.now)
+
+    def _commits_on(self, unit: int) -> dict[bytes, str]:
+        return self.commits_by_unit.get(unit, {})
+
+    def _reveal(self, a: Actor, unit: int) -> None:
+        root, nonce = a.committed[unit]
+        # List the partners' commits first (the reporter I check, my drawn checkers):
+        # a flood of other commits must not push them out of the 8 a reveal can list.
+        commits = self._commits_on(unit)
+        partners = [a.role.get(unit), *self._ranking(unit, b"check", (a.acct,))]
+        first = [commits[p] for p in partners if p is not None and p in commits and p != a.acct]
+        rest = sorted(c for acct, c in commits.items() if acct != a.acct and c not in first)
+        others = sorted(dict.fromkeys([*first, *rest][:8]))
+        res = self._result(unit)
+        w = WorkRecord(
+            params=PARAMS,
+            unit=unit,
+            root=root,
+            tested=res.tested,
+            odd_steps=res.odd_steps,
+            max_value=res.max_value,
+            max_n=res.max_n,
+            overflows=res.overflows,
+            backend="sim",
+            compute_ms=1,
+            node=a.node_pub,
+            account=a.acct,
+            created=T0 + self.now,
+            evidence_cid=EVIDENCE,
+            nonce=nonce,
+            seen_commits=tuple(others),
+        )
+        self._publish(codec.sign(w, a.node))
+        a.revealed.add(unit)
+
+    def _round_reporter(self, unit: int) -> bytes | None:
+        """Whose result the unit's drawn checker checks now. Round 0 is the earliest
+        committer; each STALL_TICKS without a pair moves to the next committer (not
+        slashed), so a reporter that never reveals holds a unit up for one round only."""
+        slashed = self.state.trust.slashed
+        revealed = {w.account for _c, w in self.works_by_unit.get(unit, ())}
+        # A committer whose root is already public cannot be reporter of a new pair
+        # (its checker could have copied it: T4), nor can a slashed one.
+        committers = [
+            acct
+            for acct, _cid in sorted(
+                self._commits_on(unit).items(),
+                # Weighted committers first: fresh accounts cannot queue ahead of them.
+                key=lambda kv: (
+                    self.state.trust.weights.get(kv[0], 0) <= 0,
+                    self.commit_tick[kv[1]],
+                    kv[1],
+                ),
+            )
+            if acct not in slashed and (acct not in revealed or self._unpaired_reveal(unit, acct))
+        ]
+        if not committers:
+            return None
+        since = self.round_start.get(unit, self.now)
+        return committers[min(len(committers) - 1, (self.now - since) // STALL_TICKS)]
+
+    def _unpaired_reveal(self, unit: int, account: bytes) -> bool:
+        """The account revealed but no checker has committed since: still the reporter."""
+        return False
+
+    def _reveal_due(self, a: Actor, unit: int) -> bool:
+        """Reveal once the partner is bound: a checker once its reporter revealed, any
+        committer once one of its own drawn checkers has committed (T4)."""
+        reporter = a.role.get(unit)
+        if reporter is not None:
+            theirs = [w.root for _c, w in self.works_by_unit.get(unit, ()) if w.account == reporter]
+            if theirs:
+                # Agree: reveal and complete the pair. Disagree: keep the root sealed
+                # (dispute instead, in housekeeping) and stand as a reporter of a new pair.
+                if theirs[0] == a.committed[unit][0]:
+                    return True
+                a.role[unit] = None
+                return False
+            if self._round_reporter(unit) != a.acct:
+                return False
+        commits = self._commits_on(unit)
+        drawn = self._ranking(unit, b"check", (a.acct,))[: self.policy.check_rank]
+        return any(c in commits for c in drawn)
+
+    def _audit(self, a: Actor, work_cid: str, block: int) -> None:
+        a.audited.add(work_cid)
+        w = self.works[work_cid]
+        if not a.honest:
+            # A colluder vouches without computing (and never accuses).
+            leaf = self.evidence.get(w.root, self._result(w.unit).leaves)[block]
+            rec = CheckRecord(
+                work_cid=work_cid,
+                block=block,
+                leaf=leaf,
+                match=True,
+                node=a.node_pub,
+                account=a.acct,
+                created=T0 + self.now,
+            )
+            self._publish(codec.sign(rec, a.node))
+            return
+        self.cost["audit_blocks"] += 1
+        if w.root in self.withheld:
+            rec = CheckRecord(
+                work_cid=work_cid,
+                block=block,
+                leaf=bytes(32),
+                match=False,
+                node=a.node_pub,
+                account=a.acct,
+                created=T0 + self.now,
+                unavailable=True,
+            )
+            self._publish(codec.sign(rec, a.node))
+            return
+        true_leaf = self._result(w.unit).leaves[block]
+        if self.evidence[w.root][block] == true_leaf:
+            rec = CheckRecord(
+                work_cid=work_cid,
+                block=block,
+                leaf=true_leaf,
+                match=True,
+                node=a.node_pub,
+                account=a.acct,
+                created=T0 + self.now,
+            )
+            self._publish(codec.sign(rec, a.node))
+        else:
+            self._dispute(a, work_cid, block, true_leaf)
+
+    def _dispute(self, a: Actor, work_cid: str, block: int, leaf: bytes) -> None:
+        w = self.works[work_cid]
+        leaves = self.evidence[w.root]
+        if leaves[block] == leaf:
+            return
+        rec = DisputeRecord(
+            work_cid=work_cid,
+            block=block,
+            recomputed_leaf=leaf,
+            claimed_leaf=leaves[block],
+            proof=tuple(merkle_proof(leaves, block)),
+            node=a.node_pub,
+            account=a.acct,
+            created=T0 + self.now,
+        )
+        d = self._publish(codec.sign(rec, a.node))
+        self.disputed_works.add(work_cid)
+        # The observer recomputes the block (one block of compute) and settles it.
+        self.cost["dispute_blocks"] += 1
+        if self._result(w.unit).leaves[block] == leaf:
+            self.confirmed.add(d.cid)
+        else:
+            self.refuted.add(d.cid)
+
+    def _publish_beacon(self) -> None:
+        fresh = sorted(set(self.unlisted))
+        self.unlisted = []
+        while fresh:
+            chunk, fresh = fresh[:48], fresh[48:]
+            self.beacon_round += 1
+            rec = BeaconRecord(
+                round=self.beacon_round,
+                value=self.rng.randbytes(32),
+                listed=tuple(chunk),
+                node=self.beacon.node_pub,
+                account=self.beacon.acct,
+                created=T0 + self.now,
+            )
+            self._publish(codec.sign(rec, self.beacon.node))
+
+    # --- choosing work ------------------------------------------------------------------
+
+    def _checker_duty(self, a: Actor) -> tuple | None:
+        st = self.state
+        for unit in range(st.frontier, self.units):
+            if st.status_of(unit) == VERIFIED or unit in a.committed:
+                continue
+            tally = st.trust.units.get(unit)
+            if tally is None or tally.seed is None or tally.phase == T.PAIRED:
+                continue
+            reporter = self._round_reporter(unit)
+            if reporter is None or reporter == a.acct:
+                continue
+            order = self._ranking(unit, b"check", (reporter,))[: self.policy.check_rank]
+            commits = self._commits_on(unit)
+            # The best-ranked drawn checker that is not already bound to this unit.
+            todo = [c for c in order if c not in commits]
+            if todo and todo[0] == a.acct and not any(c in commits for c in order[:1]):
+                return ("compute", unit, reporter)
+        return None
+
+    def _audit_duty(self, a: Actor) -> tuple | None:
+        st = self.state
+        if st.trust.weights.get(a.acct, 0) <= 0:
+            return None
+        for unit, tally in sorted(st.trust.units.items()):
+            if tally.phase not in (T.PAIRED, T.WITHHELD, T.VERIFIED):
+                continue
+            pair = (tally.reporter, tally.checker)
+            if a.acct in pair:
+                continue
+            order = self._ranking(unit, b"audit", pair)[: self.policy.audit_rank]
+            if a.acct not in order:
+                continue
+            for cid, w in sorted(self.works_by_unit.get(unit, ())):
+                if w.account == tally.reporter and w.root == tally.root:
+                    if cid not in a.audited:
+                        return ("audit", cid, T.audit_block(tally.seed, a.acct, BLOCKS))
+                    break
+        return None
+
+    def _live_commits(self, unit: int) -> bool:
+        slashed = self.state.trust.slashed
+        return any(acct not in slashed for acct in self._commits_on(unit))
+
+    def _first_report(self, a: Actor) -> tuple | None:
+        st = self.state
+        # A unit with a commit already has a reporter; its drawn checker takes it from
+        # there. Such units are handed to next_unit as claimed (the frontier included).
+        taken = [
+            Claim(u, bytes(32), u.to_bytes(32, "big"), float("inf"))
+            for u in range(st.frontier, self.units)
+            if self._live_commits(u)
+        ]
+        unit = next_unit(
+            st, [*self.claims, *taken], a.acct, self.now, my_node=a.node_pub, unit_limit=self.units
+        )
+        if unit is None or unit in a.committed or self._live_commits(unit):
+            return None
+        self.claims.append(Claim(unit, a.node_pub, a.acct, self.now + UNIT_TICKS + 2))
+        return ("compute", unit, None)
+
+    def _choose(self, a: Actor) -> tuple | None:
+        s = self._striking(a)
+        if s == "false_dispute" and self.rng.random() < 0.5:
+            honest_work = sorted(c for c, w in self.works.items() if w.account != a.acct)
+            if honest_work:
+                return ("false_dispute", self.rng.choice(honest_work))
+        if s == "copy":
+            seen = sorted(
+                (w.unit, c)
+                for c, w in self.works.items()
+                if w.unit not in a.committed and self.state.status_of(w.unit) != VERIFIED
+            )
+            return ("copy", seen[0][1]) if seen else None
+        if s == "squat":
+            free = [u for u in range(self.state.frontier, self.units) if u not in a.committed]
+            return ("squat", free[0]) if free else None
+        return self._checker_duty(a) or self._audit_duty(a) or self._first_report(a)
+
+    # --- one tick ------------------------------------------------------------------------
+
+    def _finish(self, a: Actor) -> None:
+        kind = a.task[0]
+        if kind == "compute":
+            _kind, unit, reporter = a.task
+            if unit not in a.committed:
+                self._commit(a, unit, self._root_for(a, unit, reporter), reporter)
+        elif kind == "audit":
+            self._audit(a, a.task[1], a.task[2])
+        elif kind == "false_dispute":
+            self._dispute(a, a.task[1], self.rng.randrange(BLOCKS), self.rng.randbytes(32))
+        elif kind == "copy":
+            w = self.works[a.task[1]]
+            if w.unit not in a.committed:
+                self._commit(a, w.unit, w.root, None)
+        elif kind == "squat":
+            unit = a.task[1]
+            for u in range(unit, min(self.units, unit + 8)):
+                self.claims.append(Claim(u, a.node_pub, a.acct, self.now + 10**6))
+            if unit not in a.committed:
+                self._commit(a, unit, self.rng.randbytes(32), None)
+        if a.strategy == "sybil" and kind == "compute":
+            # A flood of fresh accounts: a new key after every result.
+            a.account, a.node = self._key(), self._key()
+            self.byzantine_accounts.add(a.acct)
+            self._delegate(a)
+        a.task = None
+
+    def _start(self, a: Actor, task: tuple) -> None:
+        a.task = task
+        computes = task[0] == "compute"
+        faking = FAKE_SHARE.get(self._striking(a)) == 1.0 or not a.honest and task[0] != "compute"
+        if computes and (a.honest or self._striking(a) == "honest"):
+            self.cost["units"] += 1
+        a.busy_until = self.now + (UNIT_TICKS if computes and not faking else 1)
+
+    def _housekeeping(self, a: Actor) -> None:
+        for unit in sorted(a.committed):
+            if unit in a.revealed or self.state.status_of(unit) == VERIFIED:
+                continue
+            if self._striking(a) in ("withhold_reveal", "squat"):
+                continue
+            if a.strategy == "copy" or self._reveal_due(a, unit):
+                self._reveal(a, unit)
+        if not a.honest:
+            return
+        # A node that holds the true root disputes every other revealed root on its
+        # units at the first differing block (one block recomputed, a Merkle proof), or
+        # reports the evidence unavailable.
+        for unit in sorted(a.committed):
+            truth = self._result(unit).leaves
+            for cid, w in sorted(self.works_by_unit.get(unit, ())):
+                if w.root == self._true_root(unit) or cid in self.disputed_works:
+                    continue
+                self.disputed_works.add(cid)
+                if w.root in self.withheld:
+                    rec = CheckRecord(
+                        work_cid=cid,
+                        block=0,
+                        leaf=bytes(32),
+                        match=False,
+                        node=a.node_pub,
+                        account=a.acct,
+                        created=T0 + self.now,
+                        unavailable=True,
+                    )
+                    self._publish(codec.sign(rec, a.node))
+                    continue
+                leaves = self.evidence[w.root]
+                block = next(i for i in range(BLOCKS) if leaves[i] != truth[i])
+                self._dispute(a, cid, block, truth[block])
+
+    def step(self) -> None:
+        self._rank_cache = {}
+        order = list(self.actors)
+        self.rng.shuffle(order)  # nobody is always first to a free unit
+        for a in order:
+            if a.honest and self.rng.random() < self.churn:
+                continue  # offline this tick
+            if a.task is not None and self.now >= a.busy_until:
+                self._finish(a)
+            if a.task is None:
+                task = self._choose(a)
+                if task is not None:
+                    self._start(a, task)
+            self._housekeeping(a)
+        self._publish_beacon()
+        self.claims = [c for c in self.claims if c.expires_at > self.now]
+        self.state = self._derive()
+        for unit, tally in self.state.trust.units.items():
+            if tally.seed is not None:
+                self.seeded_at.setdefault(unit, self.now)
+                self.round_start.setdefault(unit, self.now)
+            if tally.reopened and tally.phase != T.VERIFIED and unit in self.verified_at:
+                self.round_start[unit] = self.now  # backtracked: pair it again from now
+            if tally.phase == T.VERIFIED:
+                self.verified_at.setdefault(unit, self.now)
+            else:
+                self.verified_at.pop(unit, None)
+        for acct in sorted(self.state.trust.slashed):
+            if acct in self.fraud_at:
+                self.detected.append(self.now - self.fraud_at.pop(acct))
+        self.now += 1
+
+    def _quiet(self) -> bool:
+        """Drained: every unit verified and no honest node has an audit left to do."""
+        if any(self.state.status_of(u) != VERIFIED for u in range(self.units)):
+            return False
+        return all(a.task is None and self._audit_duty(a) is None for a in self.actors if a.honest)
+
+    def run(self, max_ticks: int) -> dict:
+        self.horizon = max_ticks
+        while self.now < max_ticks:
+            self.step()
+            if self._quiet():
+                break
+        return self.figures()
+
+    def figures(self) -> dict:
+        st = self.state
+        honest = {a.acct for a in self.actors if a.honest}
+        falsely = [
+            u
+            for u in range(self.units)
+            if st.status_of(u) == VERIFIED and st.units[u].verified_root != self._true_root(u)
+        ]
+        ttv = sorted(
+            self.verified_at[u] - self.first_commit.get(u, 0)
+            for u in self.verified_at
+            if st.status_of(u) == VERIFIED
+        )
+        verified = st.units_verified
+        base = max(1, verified)
+        replication = self.cost["units"] / base - 1
+        audits = self.cost["audit_blocks"] / BLOCKS / base
+        disputes = self.cost["dispute_blocks"] / BLOCKS / base
+        return {
+            "nodes": len(self.actors),
+            "byzantine": sum(1 for a in self.actors if not a.honest),
+            "strategy": self.strategy,
+            "units": self.units,
+            "ticks": self.now,
+            "drained": self._quiet(),
+            "units_verified": verified,
+            "falsely_verified": len(falsely),
+            "honest_lost": len(honest & (st.trust.slashed | st.trust.penalised)),
+            "overhead": {
+                "total": round(replication + audits + disputes, 4),
+                "replication": round(replication, 4),
+                "audits": round(audits, 4),
+                "disputes": round(disputes, 4),
+            },
+            "time_to_verify": {
+                "median": statistics.median(ttv) if ttv else None,
+                "p99": ttv[min(len(ttv) - 1, int(0.99 * len(ttv)))] if ttv else None,
+            },
+            "detection_latency": {
+                "median": statistics.median(self.detected) if self.detected else None,
+                "count": len(self.detected),
+            },
+            "units_reopened": sum(1 for t in st.trust.units.values() if t.reopened),
+            "slashed": len(st.trust.slashed),
+            "frontier": st.frontier,
+        }
+
+
+def simulate(
+    nodes: int,
+    byzantine: float,
+    strategy: str,
+    seed: int,
+    units: int | None = None,
+    max_ticks: int = 600,
+    churn: float = 0.05,
+) -> dict:
+    """Run one simulation to drain (or max_ticks) and return its figures."""
+    n_units = units if units is not None else max(8, nodes // 3)
+    return Simulation(nodes, byzantine, strategy, seed, n_units, churn).run(max_ticks)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "simulate",
+        help="run the verification protocol against Byzantine nodes in simulated time",
+        description="Drive the real records, validation, state derivation and assignment "
+        "with N nodes, a share of them Byzantine with one strategy, and print the figures "
+        "(docs/PROTOCOL.md §11).",
+    )
+    p.add_argument("--nodes", type=int, default=30)
+    p.add_argument("--byzantine", type=float, default=0.3, help="share of Byzantine nodes")
+    p.add_argument("--strategy", default="mixed", choices=("honest", *STRATEGIES))
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--units", type=int, default=None, help="units to verify (default nodes/3)")
+    p.add_argument("--max-ticks", type=int, default=600)
+    p.add_argument("--churn", type=float, default=0.05, help="chance an honest node skips a tick")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    try:
+        out = simulate(
+            args.nodes,
+            args.byzantine,
+            args.strategy,
+            args.seed,
+            args.units,
+            args.max_ticks,
+            args.churn,
+        )
+    except ValueError as exc:
+        print(f"hailstone: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out, sort_keys=True))
+    else:
+        for key, value in out.items():
+            print(f"{key:<18} {value}")
+    return 0
