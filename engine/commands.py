@@ -253,6 +253,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             exact_step_bound=args.exact_step_bound,
         )
         devices = _devices(args.gpu_devices)
+        if args.backend == "cpu":
+            from engine.cpu import load_kernel_in_background
+
+            load_kernel_in_background()  # overlaps with reading the sieve
         load_sieve_with_progress(params.sieve_k)
         backend = make_backend(args.backend, params, devices=devices)
     except (UsageError, BackendUnavailable) as exc:
@@ -314,6 +318,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 tuning = gpu.autotune(device.index, PRODUCTION)  # measures and caches
                 if not args.json:
                     print(f"GPU {device.index} ({device.name}): {tuning}", file=sys.stderr)
+        if args.backend == "cpu":
+            from engine.cpu import load_kernel_in_background
+
+            load_kernel_in_background()  # overlaps with reading the sieve
         load_sieve_with_progress(PRODUCTION.sieve_k)
         result = run_bench(args.backend, cores, args.seconds, devices=devices)
     except (UsageError, BackendUnavailable) as exc:

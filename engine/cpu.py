@@ -16,6 +16,8 @@ the evidence is exactly that of the reference.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -290,6 +292,39 @@ def _run_range(
     out[6] = np.uint64(n_def)
     out[7] = np.uint64(status)
     out[8] = np.uint64(resume)
+
+
+def load_kernel_in_background() -> threading.Thread:
+    """Load the kernel from numba's cache on a thread of its own, now.
+
+    Numba's first call in a process spends about 0.12 s setting up its typing
+    registries; started before the sieve is read, that overlaps with reading and
+    hashing the sieve file on a second core (CLI start-up). A later call of the
+    kernel waits for this one through numba's compiler lock, then reuses it.
+    """
+    thread = threading.Thread(target=_load_kernel, name="hailstone-kernel-load", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load_kernel() -> None:
+    # Argument types exactly as in run_block (read-only aligned tables), so the
+    # overload loaded here is the one run_block calls; an empty range does no work.
+    def table(dtype) -> np.ndarray:
+        a = np.zeros(1, dtype=dtype)
+        a.setflags(write=False)
+        return a
+
+    try:
+        _run_range(
+            np.uint64(0), np.uint64(0), np.int64(0), table(np.uint32), table(np.uint8),
+            table(np.uint64), table(np.uint8), table(np.uint8), np.uint64(0), 2,
+            np.uint64(1), np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), _KEPT9,
+            _POW3, np.zeros((_DEFER_CAPACITY, 2), dtype=np.uint64),
+            np.zeros(9, dtype=np.uint64), np.empty(_CHUNK, dtype=np.int64),
+        )  # fmt: skip
+    except Exception:  # noqa: BLE001 - only a head start: the first block loads it anyway
+        logging.getLogger(__name__).debug("kernel pre-load failed", exc_info=True)
 
 
 class CpuBackend:

@@ -28,6 +28,7 @@ largest 3x+1 value met on the way, so the jump never hides a new maximum.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import struct
 import threading
@@ -42,9 +43,9 @@ from engine.files import write_atomic
 from engine.params import MOD9_KEPT
 
 _CACHE_MAGIC = b"HSSIEVE2"
-# magic, k, survivor count, bmax, survivors per residue mod 9; then the SHA-256
+# magic, k, 0, survivor count, bmax, survivors per residue mod 9; then the SHA-256
 # of header and tables, then the tables (see _ARRAYS)
-_HEADER = struct.Struct(">8sIQQ9Q")
+_HEADER = struct.Struct(">8sIIQQ9Q")  # the second I is zero: it aligns the tables to 8
 
 Progress = Callable[[float], None]
 
@@ -429,7 +430,9 @@ _ARRAYS = (("jump_d", np.uint64), ("residues", np.uint32), ("jump_c", np.uint8),
 
 
 def _write_cache(path: Path, sieve: Sieve) -> None:
-    head = _HEADER.pack(_CACHE_MAGIC, sieve.k, len(sieve), sieve.bmax, *sieve.mod9_counts.tolist())
+    head = _HEADER.pack(
+        _CACHE_MAGIC, sieve.k, 0, len(sieve), sieve.bmax, *sieve.mod9_counts.tolist()
+    )
     body = b"".join(
         np.ascontiguousarray(getattr(sieve, name), dtype=np.dtype(dt).newbyteorder("<")).tobytes()
         for name, dt in _ARRAYS
@@ -438,29 +441,41 @@ def _write_cache(path: Path, sieve: Sieve) -> None:
 
 
 def _read_cache(path: Path, k: int) -> Sieve | None:
-    """The cached sieve, or None if missing or not exactly right."""
+    """The cached sieve, or None if missing or not exactly right.
+
+    The file is mapped, not copied (the tables are 104 MiB at k = 30): the
+    arrays are read-only views of the mapping, which lives as long as they do.
+    """
     try:
-        blob = path.read_bytes()
-    except OSError:
+        with path.open("rb") as f:
+            if os.fstat(f.fileno()).st_size < _HEADER.size + 32:
+                return None
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
         return None
-    if len(blob) < _HEADER.size + 32:
-        return None
-    magic, k_file, count, bmax, *mod9 = _HEADER.unpack_from(blob)
-    if magic != _CACHE_MAGIC or k_file != k or count > 1 << max(0, k - 2):
+    sieve = _parse_cache(mm, k)
+    if sieve is None:
+        mm.close()  # so that a rebuild may replace the file (Windows)
+    return sieve
+
+
+def _parse_cache(mm: mmap.mmap, k: int) -> Sieve | None:
+    magic, k_file, zero, count, bmax, *mod9 = _HEADER.unpack_from(mm)
+    if magic != _CACHE_MAGIC or k_file != k or zero or count > 1 << max(0, k - 2):
         return None
     start = _HEADER.size + 32
     sizes = [count * np.dtype(dt).itemsize for _, dt in _ARRAYS]
-    if len(blob) != start + sum(sizes):
+    if len(mm) != start + sum(sizes):
         return None
-    digest = blob[_HEADER.size : start]
-    h = hashlib.sha256(memoryview(blob)[: _HEADER.size])
-    h.update(memoryview(blob)[start:])
-    if h.digest() != digest:
-        return None
+    with memoryview(mm) as blob:
+        h = hashlib.sha256(blob[: _HEADER.size])
+        h.update(blob[start:])
+        if h.digest() != blob[_HEADER.size : start]:
+            return None
     arrays = {}
     offset = start
     for (name, dt), size in zip(_ARRAYS, sizes, strict=True):
-        arrays[name] = np.frombuffer(blob, dtype=np.dtype(dt).newbyteorder("<"), count=count,
+        arrays[name] = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"), count=count,
                                      offset=offset).astype(dt, copy=False)  # fmt: skip
         offset += size
     mod9_counts = np.array(mod9, dtype=np.int64)

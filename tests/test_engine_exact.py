@@ -179,3 +179,22 @@ def test_production_golden_vectors() -> None:
     b = CpuBackend(PRODUCTION)
     assert _summary(b.run_block(lo, lo + 2**20)) == GOLDEN_2_20
     assert _summary(b.run_block(lo, lo + 2**28)) == GOLDEN_2_28
+
+
+def test_kernel_preload_loads_the_overload_run_block_uses() -> None:
+    # In a fresh interpreter: after the background pre-load, a block adds no second
+    # signature (the pre-load typed its arguments exactly as run_block does).
+    import subprocess
+    import sys
+
+    code = (
+        "from engine import cpu\n"
+        "from engine.params import Params\n"
+        "cpu.load_kernel_in_background().join()\n"
+        "assert len(cpu._run_range.signatures) == 1, cpu._run_range.signatures\n"
+        "b = cpu.CpuBackend(Params.custom(sieve_k=8))\n"
+        "b.run_block(2**71, 2**71 + 5000)\n"
+        "assert len(cpu._run_range.signatures) == 1, cpu._run_range.signatures\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr

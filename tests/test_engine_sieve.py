@@ -216,10 +216,12 @@ def test_cache_round_trip_keeps_every_table(tmp_path, monkeypatch) -> None:
         for name in ("residues", "mod9_counts", "jump_c", "jump_d", "amax_c", "amax_j"):
             a, b = getattr(built, name), getattr(cached, name)
             assert a.dtype == b.dtype and np.array_equal(a, b), name
+            # as the kernel was compiled for: read-only, aligned (numba types both)
+            assert not b.flags.writeable and b.flags.aligned, name
         # any header field changed (here: bmax) fails the digest
         path = sieve._cache_path(16)
         blob = bytearray(path.read_bytes())
-        blob[12 + 8 + 7] ^= 1
+        blob[16 + 8 + 7] ^= 1
         path.write_bytes(bytes(blob))
         assert sieve._read_cache(path, 16) is None
         assert sieve._read_cache(path, 15) is None  # and a file for another k never loads
