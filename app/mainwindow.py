@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QSizePolicy,
     QStackedWidget,
     QSystemTrayIcon,
@@ -183,6 +184,7 @@ class MainWindow(QMainWindow):
         self.ctl = ctl
         self.quitting = False
         self._told_about_tray = False
+        self.close_box: QMessageBox | None = None
         self.setWindowTitle("Hailstone")
         self.setWindowIcon(icon("hailstone"))
         self.resize(*initial_size(self))
@@ -312,7 +314,42 @@ class MainWindow(QMainWindow):
                     "Hailstone", text, QSystemTrayIcon.MessageIcon.Information
                 )
             return
+        if not self.quitting and self.ctl.running:
+            # No tray: closing would stop computing with nothing left on screen. Ask
+            # (without blocking the event loop), and offer to minimise instead.
+            event.ignore()
+            self.ask_close()
+            return
         event.accept()
+
+    def ask_close(self) -> QMessageBox:
+        """The no-tray close question: Minimise (the default), Quit or Cancel."""
+        if self.close_box is not None and self.close_box.isVisible():
+            return self.close_box
+        box = QMessageBox(self)
+        box.setWindowTitle("Close Hailstone?")
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setText(
+            "This desktop has no tray to keep Hailstone in, so closing the window stops "
+            "computing until you start Hailstone again (the current unit's progress is "
+            "kept). Minimise the window to keep computing."
+        )
+        minimise = box.addButton("Minimise", QMessageBox.ButtonRole.AcceptRole)
+        quit_button = box.addButton("Quit", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(minimise)
+        minimise.clicked.connect(self.showMinimized)
+        quit_button.clicked.connect(self.quit_now)
+        self.close_box = box
+        box.open()
+        return box
+
+    @Slot()
+    def quit_now(self) -> None:
+        """Quit from the window (the app's Quit action when it is connected)."""
+        self.quitting = True
+        self.ctl.act_quit.trigger()
+        self.close()
 
     def keyPressEvent(self, event: Any) -> None:  # Qt override
         if event.key() == Qt.Key.Key_Escape:

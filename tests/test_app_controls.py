@@ -205,3 +205,23 @@ def test_a_real_app_process_stops_cleanly_on_a_signal(tmp_path, signum):
     assert blocks >= 2
     log = (data / "logs" / "hailstone.log").read_text()
     assert f"signal {signal.Signals(signum).name} received" in log
+
+
+def test_closing_without_a_tray_asks_and_can_minimise_instead(qtbot, no_tray_window):
+    ctl, win = no_tray_window(TINY)
+    ctl.start_engine()
+    quits = []
+    ctl.act_quit.triggered.connect(lambda: quits.append(1))
+    win.close()
+    box = win.close_box
+    assert box is not None and box.isVisible() and win.isVisible()
+    assert "stops computing" in box.text()
+    minimise = next(b for b in box.buttons() if b.text() == "Minimise")
+    assert box.defaultButton() is minimise
+    minimise.click()
+    assert win.isMinimized() and win.isVisible() and ctl.running and not quits
+    win.showNormal()
+    win.close()
+    quit_button = next(b for b in win.close_box.buttons() if b.text() == "Quit")
+    quit_button.click()
+    assert quits == [1] and not win.isVisible()
