@@ -189,6 +189,17 @@ class HailstoneApp(QObject):
         if not self.window.quitting:
             self.ctl.start_engine()
 
+    @Slot(object)
+    def session_ending(self, *_manager: Any) -> None:
+        """The session manager asks for data to be committed (logout, shutdown).
+
+        From now on a close is accepted without hiding to the tray or asking: a
+        window that refuses to close would hold up the logout. Nothing quits here
+        (the same request can come for a session checkpoint); the session's close
+        or SIGTERM ends the app, through the usual clean shutdown.
+        """
+        self.window.quitting = True
+
     @Slot()
     def quit(self) -> None:
         self.window.quitting = True
@@ -256,6 +267,7 @@ def run_gui(args: Any, **app_kw: Any) -> int:
     stops = StopSignals()
     stops.received.connect(hs.quit)
     hs.ctl.network_started.connect(stops.reinstall)
+    app.commitDataRequest.connect(hs.session_ending)
     # The tray (re-checked on a timer) keeps setQuitOnLastWindowClosed up to date.
     app.aboutToQuit.connect(hs.shutdown)
     hs.launch()

@@ -225,3 +225,19 @@ def test_closing_without_a_tray_asks_and_can_minimise_instead(qtbot, no_tray_win
     quit_button = next(b for b in win.close_box.buttons() if b.text() == "Quit")
     quit_button.click()
     assert quits == [1] and not win.isVisible()
+
+
+def test_session_end_closes_without_asking(qtbot, tmp_path):
+    """Logout: a window that refused to close (tray, or the no-tray question) would
+    cancel it; the session-end slot quits instead."""
+    hs = HailstoneApp(tmp_path / "p", params=TINY, try_network=False, probe=_calm)
+    qtbot.addWidget(hs.window)
+    hs.ctl.mark_set_up()
+    with qtbot.waitSignal(hs.ctl.unit_started, timeout=20000):
+        hs.launch()
+    hs.session_ending()
+    assert hs.window.isVisible() and hs.ctl.running  # a request alone quits nothing
+    hs.window.close()  # what the session does next
+    assert hs.window.close_box is None and not hs.window.isVisible()
+    hs.shutdown()
+    assert not hs.ctl.running
