@@ -23,6 +23,8 @@ log = logging.getLogger("hailstone.node")
 
 USAGE_ERROR = 2
 FAILED = 1
+# Ctrl-C and `kill`/`systemctl stop`/`docker stop`: both end the node between batches.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -195,7 +197,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     # WORKAROUND: the embedded kubo library (Go) takes over SIGINT and SIGTERM when it
     # loads, and then neither kills the process nor calls Python's handler (checked
     # with a real `kill -TERM`). Setting the handlers again after node.start() puts
-    # Python's C-level handler back; tests/test_service.py stops a real process so.
+    # Python's C-level handler back; tests/test_node_service.py stops a real process so.
     for s in STOP_SIGNALS:
         signal.signal(s, on_signal)
     if stop_asked:
@@ -228,9 +230,6 @@ def cmd_node(args: argparse.Namespace) -> int:
         if tty:
             print(file=sys.stderr)
     return 0
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _restore(old: dict) -> None:
