@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThreadPool, QTimer, Signal, Slot
-from PySide6.QtGui import QAction
+from PySide6.QtGui import QAction, QKeySequence
 
 from app import autostart, theme
 from app.app_settings import APP_SETTINGS
@@ -300,6 +300,7 @@ class AppController(QObject):
         self.act_pause = QAction(state_icon("paused"), "Pause", self)
         self.act_resume = QAction(state_icon("computing"), "Resume", self)
         self.act_quit = QAction("Quit", self)
+        self.act_quit.setShortcut(QKeySequence.StandardKey.Quit)  # Ctrl+Q in the window
         self.act_pause.triggered.connect(self.pause)
         self.act_resume.triggered.connect(self.resume)
         self.snooze_actions: list[QAction] = []
