@@ -230,7 +230,8 @@ def test_core_modules_do_not_import_qt():
 
     code = (
         "import engine.settings, engine.policy, network.settings, network.profile_dir, "
-        "app.stats, app.credit, app.formatting, app.app_settings, app.network_bridge, sys; "
+        "app.stats, app.credit, app.formatting, app.app_settings, app.network_bridge, app.syslibs, "
+        "sys; "
         "print('PySide6' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
