@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 RATE_SMOOTHING = 0.2
 # Longest error text kept (it becomes a metric label).
 MAX_ERROR_CHARS = 200
+# A backend with no batch for this long shows a rate of 0 (paused, idle, switched off),
+# not the last smoothed value.
+RATE_STALE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,8 @@ class StatsSnapshot:
     Attributes:
         numbers: integers computed per backend name, every integer of a block counted.
         seconds: compute seconds per backend name (busy time, rest excluded).
-        rate: smoothed numbers per second per backend name (busy time).
+        rate: smoothed numbers per second per backend name (busy time); 0 for a
+            backend with no batch in the last RATE_STALE_S seconds.
         units_finished: units computed and stored in the ledger by this process.
         blocks_checked: other accounts' blocks recomputed (spot-checks, confirmations).
         checkpoint_at: wall-clock time of the last checkpoint write (0: none yet).
@@ -54,6 +58,7 @@ class RunStats:
         self._numbers: dict[str, int] = {}
         self._seconds: dict[str, float] = {}
         self._rate: dict[str, float] = {}
+        self._last_batch: dict[str, float] = {}
         self._units = 0
         self._checked = 0
         self._checkpoint_at = 0.0
@@ -69,7 +74,10 @@ class RunStats:
             if seconds > 0:
                 now = numbers / seconds
                 old = self._rate.get(backend)
+                if old is None or self._clock() - self._last_batch[backend] > RATE_STALE_S:
+                    old = None  # after a pause the rate starts afresh
                 self._rate[backend] = now if old is None else old + RATE_SMOOTHING * (now - old)
+                self._last_batch[backend] = self._clock()
 
     def checkpoint_written(self) -> None:
         with self._lock:
@@ -91,10 +99,15 @@ class RunStats:
 
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
+            now = self._clock()
+            rate = {
+                b: r if now - self._last_batch.get(b, now) <= RATE_STALE_S else 0.0
+                for b, r in self._rate.items()
+            }
             return StatsSnapshot(
                 numbers=dict(self._numbers),
                 seconds=dict(self._seconds),
-                rate=dict(self._rate),
+                rate=rate,
                 units_finished=self._units,
                 blocks_checked=self._checked,
                 checkpoint_at=self._checkpoint_at,
