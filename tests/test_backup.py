@@ -185,3 +185,52 @@ def _rewrite(data: bytes, name: str, content: bytes, *, add: bool = False) -> by
             member.size = len(body)
             dst.addfile(member, io.BytesIO(body))
     return buf.getvalue()
+
+
+def test_a_unit_that_finishes_during_the_backup_is_neither_lost_nor_redone(tmp_path, monkeypatch) -> None:
+    """The order of reads, made to happen: checkpoints are copied, then the unit is
+    stored and its checkpoint deleted (the runner's order), then the ledger is read."""
+    from engine import Verifier
+    from engine.cpu import CpuBackend
+    from network import backup
+    from network.node import Node, NodeConfig
+
+    def start(data_dir, profile) -> Node:
+        node = Node(NodeConfig(data_dir=data_dir, params=DEV, listen=("/ip4/127.0.0.1/tcp/0",),
+                               bootstrap=()), profile, profile.node_key())
+        node.start()
+        return node
+
+    profile = make_profile(tmp_path / "p", "racer")
+    node = start(tmp_path / "p", profile)
+    try:
+        a = node.next_assignment()
+        job = Verifier(DEV, a.lo, a.hi, CpuBackend(DEV), checkpoint=a.checkpoint)
+        for _ in job.run():
+            pass
+        snapshot = backup._ledger_snapshot
+
+        def unit_finishes_then_snapshot(src, dst) -> None:
+            node.submit_unit(a, job.result())
+            job.discard_checkpoint()
+            snapshot(src, dst)
+
+        monkeypatch.setattr(backup, "_ledger_snapshot", unit_finishes_then_snapshot)
+        create_backup(tmp_path / "p", tmp_path / "b.tgz")
+        job.close()
+    finally:
+        node.stop()
+    with tarfile.open(tmp_path / "b.tgz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("checkpoints/") for n in names)  # copied before it went
+    restore_backup(tmp_path / "b.tgz", tmp_path / "r")
+    assert my_work_units(tmp_path / "r") == [a.unit]  # and the result is in the ledger
+    with Ledger.in_dir(tmp_path / "r") as ledger:
+        (row,) = ledger.records(kind="work")
+    work = codec.parse(row.data).record
+    assert f"evidence/{work.evidence_cid}" in names  # its leaves came along
+    restored = start(tmp_path / "r", Profile(tmp_path / "r"))
+    try:
+        assert restored.next_assignment().unit == a.unit + 1  # not computed again
+    finally:
+        restored.stop()
