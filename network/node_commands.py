@@ -194,10 +194,12 @@ def cmd_node(args: argparse.Namespace) -> int:
         log.warning("%s received: stopping after the current batch", signal.Signals(signum).name)
         runner.stop()
 
-    # WORKAROUND: the embedded kubo library (Go) takes over SIGINT and SIGTERM when it
-    # loads, and then neither kills the process nor calls Python's handler (checked
+    # WORKAROUND: the embedded kubo library (Go) takes over SIGINT and SIGTERM when its
+    # node starts (not when the library loads: re-arming right after the load was
+    # tried), and then neither stops the process nor calls Python's handler (checked
     # with a real `kill -TERM`). Setting the handlers again after node.start() puts
     # Python's C-level handler back; tests/test_node_service.py stops a real process so.
+    # A signal that arrives during the start itself is lost to kubo.
     for s in STOP_SIGNALS:
         signal.signal(s, on_signal)
     if stop_asked:
