@@ -169,6 +169,22 @@ def test_at_2_to_71(host_lib, k):
     assert runner.jumps > 0  # the k-step jump was taken, and changed nothing
 
 
+def test_production_sieve_against_the_cpu_backend(host_lib):
+    # The production tables (k = 30, blocks of 2^28 = a quarter period): the kernel's
+    # leaves equal the CPU backend's on whole production blocks, and the reference on
+    # a smaller one.
+    from engine.cpu import CpuBackend
+    from engine.params import PRODUCTION
+
+    runner = HostRunner(host_lib, PRODUCTION)
+    start, size = 1 << 71, PRODUCTION.block_size
+    _check(runner, [(start, start + (1 << 18))])
+    ranges = _split(start + 3 * size, start + 5 * size, size)  # the period's end and the next
+    got = runner.run_blocks(ranges)
+    assert got == CpuBackend(PRODUCTION).run_blocks(ranges, 1)
+    assert runner.jumps > 0
+
+
 def test_blocks_spanning_several_sieve_periods(host_lib):
     runner = HostRunner(host_lib, Params.custom(sieve_k=8))
     start = (1 << 71) - 700  # not aligned to 2**8: partial first and last periods
