@@ -169,6 +169,34 @@ def test_metrics_follow_a_two_node_network_to_verified_units(tmp_path) -> None:
     assert sum(m["hailstone_rejected_records_total"].values()) == 0
 
 
+def test_a_stop_asked_for_while_the_node_starts_is_honoured(tmp_path) -> None:
+    """SIGTERM as Node.start() begins (before kubo's start takes the signals): the
+    command notes it, starts, and stops at once with status 0."""
+    profile = make_profile(tmp_path / "early", "early")
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import main
+from network.node import Node
+
+real_start = Node.start
+
+def start(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    real_start(self)
+
+Node.start = start
+sys.exit(main.main(["node", "--data-dir", {str(profile.data_dir)!r}, "--params", "dev",
+                    "--no-bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--cores", "1",
+                    "--log-level", "info"]))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "node stopped; unit checkpoints kept" in out.stderr
+    assert not (profile.data_dir / "checkpoints").exists()  # no unit was begun
+
+
 def test_bad_metrics_address_is_refused_before_anything_starts(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "node", "--data-dir", str(tmp_path / "x"),
