@@ -81,8 +81,10 @@ def test_backup_while_computing_restore_and_resume(tmp_path) -> None:
     conn.close()
     backed_up = my_work_units(fresh)
     assert len(backed_up) >= 2 and backed_up == sorted(set(backed_up))
+    # Usually one checkpoint, of the unit in progress (none if the backup fell
+    # exactly between two units).
     in_progress = checkpoint_units(fresh)
-    assert in_progress and all(0 < n <= DEV.blocks_per_unit for n in in_progress.values())
+    assert len(in_progress) <= 1 and all(n <= DEV.blocks_per_unit for n in in_progress.values())
     # Checkpoints are read before the ledger: a checkpoint is for a unit the
     # snapshot lacks (it resumes), or, if the unit finished in between, for one
     # the snapshot holds (the node skips a unit its account reported).
