@@ -145,6 +145,9 @@ class Simulation:
             genesis=frozenset(a.acct for a in self.actors[:n_genesis]),
             beacons=frozenset({self.beacon.acct}),
             genesis_weight=GENESIS_WEIGHT,
+            # Draws open a third of the run ahead of the frontier, so weight earned in
+            # the first third counts in the rest (where sleepers strike).
+            weight_lag=max(4, units // 3),
         )
         self.records: dict[str, Accepted] = {}
         self.works: dict[str, WorkRecord] = {}
@@ -225,12 +228,9 @@ class Simulation:
         return self._result(unit).root
 
     def _ranking(self, unit: int, role: bytes, exclude: tuple[bytes, ...]) -> list[bytes]:
-        tally = self.state.trust.units.get(unit)
-        if tally is None or tally.seed is None:
-            return []
-        key = (tally.seed, role, exclude)
+        key = (unit, role, exclude)
         if key not in self._rank_cache:
-            self._rank_cache[key] = T.ranking(tally.seed, role, self.state.trust.weights, exclude)
+            self._rank_cache[key] = self.state.trust.ranking(unit, role, exclude)
         return self._rank_cache[key]
 
     # --- what an actor computes ---------------------------------------------------------
@@ -314,29 +314,28 @@ class Simulation:
 
     def _round_reporter(self, unit: int) -> bytes | None:
         """Whose result the unit's drawn checker checks now. Round 0 is the earliest
-        committer; each STALL_TICKS without a pair moves to the next committer (not
-        slashed), so a reporter that never reveals holds a unit up for one round only."""
+        committer (weighted ones first); each STALL_TICKS without a pair moves to the
+        next one (not slashed, root not yet public), in turn, so a reporter that never
+        reveals holds a unit up for one round at a time."""
         slashed = self.state.trust.slashed
         revealed = {w.account for _c, w in self.works_by_unit.get(unit, ())}
         # A committer whose root is already public cannot be reporter of a new pair
         # (its checker could have copied it: T4), nor can a slashed one.
-        committers = [
+        weights = self.state.trust.unit_weights.get(unit, {})
+        by_time = [
             acct
-            for acct, _cid in sorted(
-                self._commits_on(unit).items(),
-                # Weighted committers first: fresh accounts cannot queue ahead of them.
-                key=lambda kv: (
-                    self.state.trust.weights.get(kv[0], 0) <= 0,
-                    self.commit_tick[kv[1]],
-                    kv[1],
-                ),
+            for acct, cid in sorted(
+                self._commits_on(unit).items(), key=lambda kv: (self.commit_tick[kv[1]], kv[1])
             )
             if acct not in slashed and (acct not in revealed or self._unpaired_reveal(unit, acct))
         ]
+        # Round 0 is the earliest committer; later rounds take weighted committers
+        # before fresh ones, so a queue of fresh squatters cannot hold the unit.
+        committers = by_time[:1] + sorted(by_time[1:], key=lambda acct: weights.get(acct, 0) <= 0)
         if not committers:
             return None
         since = self.round_start.get(unit, self.now)
-        return committers[min(len(committers) - 1, (self.now - since) // STALL_TICKS)]
+        return committers[((self.now - since) // STALL_TICKS) % len(committers)]
 
     def _unpaired_reveal(self, unit: int, account: bytes) -> bool:
         """The account revealed but no checker has committed since: still the reporter."""
@@ -470,8 +469,6 @@ class Simulation:
 
     def _audit_duty(self, a: Actor) -> tuple | None:
         st = self.state
-        if st.trust.weights.get(a.acct, 0) <= 0:
-            return None
         for unit, tally in sorted(st.trust.units.items()):
             if tally.phase not in (T.PAIRED, T.WITHHELD, T.VERIFIED):
                 continue

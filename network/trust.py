@@ -96,6 +96,9 @@ class TrustPolicy:
         audits: matching audits needed to verify.
         unavailable_limit: weighted third accounts reporting the evidence unavailable
             that keep a unit open (withholding is a fault, not a silent retry).
+        weight_lag: unit u's draw uses weight earned below u - weight_lag, and opens once
+            the frontier reaches u - weight_lag, so a draw never changes afterwards
+            (short of a slash, which re-judges everything above it).
     """
 
     genesis: frozenset[bytes] = frozenset()
@@ -106,10 +109,13 @@ class TrustPolicy:
     audit_rank: int = 4
     audits: int = 1
     unavailable_limit: int = 2
+    weight_lag: int = 64
 
     def __post_init__(self) -> None:
         if min(self.genesis_weight, self.check_rank, self.audit_rank, self.unavailable_limit) < 1:
             raise ValueError("weights and ranks must be at least 1")
+        if self.weight_lag < 0:
+            raise ValueError("weight_lag must be non-negative")
         if self.audits < 0 or self.weight_cap < 0:
             raise ValueError("audits and weight_cap must be non-negative")
 
@@ -163,9 +169,18 @@ class TrustState:
     penalised: frozenset[bytes]
     frauds: frozenset[str] = field(default_factory=frozenset)  # confirmed dispute CIDs
     false_accusations: frozenset[str] = field(default_factory=frozenset)
+    unit_weights: Mapping[int, Mapping[bytes, int]] = field(default_factory=dict)
 
     def verified(self) -> frozenset[int]:
         return frozenset(u for u, t in self.units.items() if t.phase == VERIFIED)
+
+    def ranking(self, unit: int, role: bytes, exclude: Iterable[bytes] = ()) -> list[bytes]:
+        """The draw for `unit` as the rules use it (the weights in force at that unit):
+        who must check (role b"check") or audit (b"audit"). Empty before its beacon."""
+        tally = self.units.get(unit)
+        if tally is None or tally.seed is None:
+            return []
+        return ranking(tally.seed, role, self.unit_weights.get(unit, {}), exclude)
 
 
 # --- T1 commit-reveal ----------------------------------------------------------------
@@ -296,8 +311,9 @@ def _not_a_copy(
     by_account: Mapping[bytes, list[Reveal]],
     first_round: Mapping[str, tuple[int, str, bytes]],
 ) -> bool:
-    """T4: the account's commit was listed by a beacon round before any round listing
-    another account's reveal of the same root (else it may have copied that root)."""
+    """T4: no round before the one that first listed the account's commit listed another
+    account's reveal of the same root (else it may have copied that root). Within one
+    round the order is unknown; the beacon period bounds that window."""
     commit_round = min(
         (first_round[r.commit_cid][0] for r in mine if r.commit_cid in first_round),
         default=None,
@@ -310,7 +326,7 @@ def _not_a_copy(
             continue
         for r in theirs:
             if r.work.root == root and r.cid in first_round:
-                if first_round[r.cid][0] <= commit_round:
+                if first_round[r.cid][0] < commit_round:
                     return False
     return True
 
@@ -433,20 +449,43 @@ def evaluate(
         return out
 
     units: dict[int, UnitTally] = {}
-    # T3: weight used for unit u comes from units below u, so evaluation is one pass.
+    unit_weights: dict[int, dict[bytes, int]] = {}
+    credits: list[tuple[int, tuple[bytes, bytes]]] = []  # (verified unit, its pair), in order
+    applied = 0
+    frontier = 0
+    # T3: the weights of unit u's draw come from the verified units below u - weight_lag,
+    # and u is drawn only once all of those are verified (the frontier passed them), so
+    # a draw never moves when units verify out of order. One pass in unit order.
     for unit in sorted(set(commits_per_unit) | set(per_unit) | reopened):
+        while applied < len(credits) and credits[applied][0] < unit - policy.weight_lag:
+            for a in credits[applied][1]:
+                earned[a] = earned.get(a, 0) + 1
+            applied += 1
         w = weights()
+        unit_weights[unit] = w
+        drawn = frontier >= unit - policy.weight_lag
         by_account = per_unit.get(unit, {})
         tally = _judge_unit(
-            unit, by_account, seeds.get(unit), w, checks_by_work, policy, blocks, rounds
+            unit,
+            by_account,
+            seeds.get(unit) if drawn else None,
+            w,
+            checks_by_work,
+            policy,
+            blocks,
+            rounds,
         )
         tally = dataclasses.replace(
             tally, commits=commits_per_unit.get(unit, 0), reopened=unit in reopened
         )
         units[unit] = tally
         if tally.phase == VERIFIED:
-            for a in (tally.reporter, tally.checker):
-                earned[a] = earned.get(a, 0) + 1
+            credits.append((unit, (tally.reporter, tally.checker)))
+            if unit == frontier:
+                frontier += 1
+    for _unit, pair in credits[applied:]:
+        for a in pair:
+            earned[a] = earned.get(a, 0) + 1
     return TrustState(
         units=units,
         weights=weights(),
@@ -454,6 +493,7 @@ def evaluate(
         penalised=verdicts.penalised,
         frauds=verdicts.confirmed,
         false_accusations=verdicts.refuted,
+        unit_weights=unit_weights,
     )
 
 
