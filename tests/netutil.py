@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -144,3 +146,20 @@ class InProcessNode:
 def digest(nodes: list[NodeProcess]) -> set[str]:
     return {n.status().get("state_digest") for n in nodes}
 
+
+def assert_nothing_lost(data_dir) -> None:
+    """After a stop: every unit this account began is reported or has its checkpoint
+    (the one in progress), with no gap. A stop that falls exactly between two units
+    leaves no checkpoint, and loses nothing either."""
+    account = Profile(data_dir).account_public_key()
+    conn = sqlite3.connect(f"file:{data_dir / 'ledger.sqlite3'}?mode=ro", uri=True)
+    try:
+        reported = sorted(u for (u,) in conn.execute(
+            "SELECT unit FROM records WHERE kind = 'work' AND account = ?", (account,)))
+    finally:
+        conn.close()
+    kept = sorted(int(re.search(r"(\d+)\.ckpt$", p.name).group(1))
+                  for p in (data_dir / "checkpoints").glob("*.ckpt"))
+    assert reported == sorted(set(reported)), "a unit reported twice"
+    assert set(reported) | set(kept) == set(range(len(reported) + len(kept))), (reported, kept)
+    assert not kept or kept == [len(reported)], (reported, kept)

@@ -18,7 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from network import logsetup
 from network.metrics import METRIC_NAMES, parse_address
-from tests.netutil import PASSPHRASE, ROOT, NodeProcess, free_port, make_profile, wait_until
+from tests.netutil import (
+    PASSPHRASE,
+    ROOT,
+    NodeProcess,
+    assert_nothing_lost,
+    free_port,
+    make_profile,
+    wait_until,
+)
 
 pytestmark = pytest.mark.network
 
@@ -122,7 +130,7 @@ def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
         node.stop()
     log_text = node.log_file.read_text()
     assert "SIGTERM received" in log_text and "node stopped; unit checkpoints kept" in log_text
-    assert list((node.data_dir / "checkpoints").glob("dev-unit*.ckpt"))
+    assert_nothing_lost(node.data_dir)
     # The metrics endpoint is gone with the process.
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
@@ -280,7 +288,7 @@ def test_sigint_stops_a_real_node_cleanly(tmp_path) -> None:
         node.stop()
     text = node.log_file.read_text()
     assert "SIGINT received" in text and "Traceback" not in text
-    assert list((node.data_dir / "checkpoints").glob("dev-unit*.ckpt"))
+    assert_nothing_lost(node.data_dir)
 
 
 def test_plain_stderr_gets_times_and_secrets_are_redacted(tmp_path, monkeypatch) -> None:

@@ -113,7 +113,7 @@ def test_the_units_command_line_runs_a_node_that_stops_on_the_units_kill_signal(
     import shlex
     import signal
 
-    from tests.netutil import make_profile, wait_until
+    from tests.netutil import assert_nothing_lost, make_profile, wait_until
 
     make_profile(tmp_path / "state" / "hailstone", "unit")
     text = render_unit(UnitOptions(
@@ -145,7 +145,7 @@ def test_the_units_command_line_runs_a_node_that_stops_on_the_units_kill_signal(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert list((tmp_path / "state" / "hailstone" / "checkpoints").glob("*.ckpt"))
+    assert_nothing_lost(tmp_path / "state" / "hailstone")
     assert (tmp_path / "state" / "hailstone" / "logs" / "node.log").exists()
 
 
