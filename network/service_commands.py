@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -45,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="free space the profile's disk must have (MiB)")
     p.add_argument("--health", action="store_true",
                    help="only check that the node's --status-file is fresh (for health checks)")
-    p.add_argument("--status-file", type=Path, default=None, help="the node's status file (--health)")
+    p.add_argument("--status-file", type=Path, default=None,
+                   help="the running node's status file: also check that it is alive")
     p.add_argument("--max-age", type=float, default=60.0, help="seconds (--health)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=cmd_doctor)
@@ -132,7 +134,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             min_free_mb=args.min_free_mb,
         )
         checks = []
-        for ch in dr.run_checks(config):
+        extra = [lambda: dr.health(args.status_file, args.max_age)] if args.status_file else []
+        # one at a time, each printed as soon as it is known (the IPFS check takes seconds)
+        for ch in itertools.chain(dr.run_checks(config), (f() for f in extra)):
             checks.append(ch)
             if not args.json:
                 _print_check(ch)

@@ -63,6 +63,15 @@ def test_a_healthy_profile_passes(tmp_path) -> None:
     assert all(c["fix"] for c in doc["checks"] if c["status"] in ("warn", "fail"))
 
 
+def test_with_a_status_file_the_report_says_whether_the_node_runs(tmp_path) -> None:
+    out = doctor_cli("--data-dir", str(tmp_path / "nothing"), "--params", "dev", "--no-bootstrap",
+                     "--listen", "/ip4/127.0.0.1/tcp/0", "--status-file",
+                     str(tmp_path / "status.json"), "--json", cache=tmp_path / "cache")
+    checks = json.loads(out.stdout)["checks"]
+    assert checks[-1]["name"] == "health" and checks[-1]["status"] == "fail"
+    assert "the node is not running" in checks[-1]["summary"]
+
+
 def test_the_text_report_explains_each_failure(tmp_path) -> None:
     out = doctor_cli("--data-dir", str(tmp_path / "nothing"), "--params", "dev", "--no-bootstrap",
                      "--listen", "/ip4/127.0.0.1/tcp/0", cache=tmp_path / "cache")
