@@ -14,10 +14,10 @@ class, a smaller number whose trajectory n falls to or meets. This module is
 the only definition of that set; the tests check it against a separate
 pure-Python generator and check every dropped class by a plain search.
 
-The survivor set is built once with numba (k = 28: about 10 s on two cores),
-stored compactly (one bit per r = 3 mod 4) under the user cache directory
-keyed by k, and verified on load against a SHA-256 digest; a damaged cache
-file is rebuilt, never trusted.
+The survivor set is built once with numba (k = 30: under a minute on two
+cores), stored with its jump tables under the user cache directory keyed by k,
+and verified on load against a SHA-256 digest; a damaged cache file is
+rebuilt, never trusted.
 
 For the fast backends it also derives, per survivor, a k-step jump:
 T^k(a*2^k + r) = a*3^c + T^k(r), valid when no prefix of the k steps can fall
@@ -120,16 +120,15 @@ def _lower_predecessor(
 
 
 @njit(cache=True, parallel=True)
-def _build_bitmap(k: int, keep: np.ndarray, first: int, stop: int) -> None:  # pragma: no cover
-    """Rules D, P and H for r = 4i + 3, first <= i < stop (compiled).
+def _local_rules(k: int, keep: np.ndarray, first: int) -> None:  # pragma: no cover
+    """Rules D, P and H for r = 4i + 3, first <= i < first + len(keep) (compiled).
 
-    keep[i] becomes True when r survives all three.
+    keep[i - first] becomes True when r survives all three.
     """
     transports = _TRANSPORTS
     pow3 = _POW3_64
-    for t in prange(stop - first):
-        i = first + t
-        r = np.uint64(4 * i + 3)
+    for t in prange(keep.shape[0]):
+        r = np.uint64(4) * np.uint64(first + t) + np.uint64(3)
         xs = np.empty(k + 1, dtype=np.uint64)
         cs = np.empty(k + 1, dtype=np.int64)
         d = r
@@ -178,7 +177,7 @@ def _build_bitmap(k: int, keep: np.ndarray, first: int, stop: int) -> None:  # p
                 ):
                     dead = True
                     break
-        keep[i] = not dead
+        keep[t] = not dead
 
 
 @njit(cache=True)
@@ -202,11 +201,11 @@ def _step_table(m: int):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def _join_filter(
-    k: int, keep: np.ndarray, idx: np.ndarray, lo_c, lo_d, hi_c, hi_d
+def _join_rule(
+    k: int, residues: np.ndarray, alive: np.ndarray, lo_c, lo_d, hi_c, hi_d
 ) -> None:  # pragma: no cover
-    """Rule J: clear keep[i] when some r' < r = 4i + 3 has the same odd-step
-    count c and the same T^k(r') = T^k(r) (docs/PROTOCOL.md §3).
+    """Rule J: clear alive[t] when some r' < r = residues[t] has the same
+    odd-step count c and the same T^k(r') = T^k(r) (docs/PROTOCOL.md §3).
 
     Only r' > r - (s_max - s)/3^c can qualify, where T^k(x) = (3^c*x + s)/2^k
     and s <= s_max = 2^(k-c) * (3^c - 2^c); each is checked with two table
@@ -217,9 +216,8 @@ def _join_filter(
     m2 = k - m1
     mask1 = (np.uint64(1) << np.uint64(m1)) - np.uint64(1)
     mask2 = (np.uint64(1) << np.uint64(m2)) - np.uint64(1)
-    for t in prange(idx.shape[0]):
-        i = idx[t]
-        r = np.uint64(4 * i + 3)
+    for t in prange(residues.shape[0]):
+        r = np.uint64(residues[t])
         x = r
         c = 0
         s = np.uint64(0)
@@ -240,7 +238,7 @@ def _join_filter(
             v = pow3[lo_c[a]] * (y >> np.uint64(m1)) + lo_d[a]
             b = v & mask2
             if lo_c[a] + hi_c[b] == c and pow3[hi_c[b]] * (v >> np.uint64(m2)) + hi_d[b] == x:
-                keep[i] = False
+                alive[t] = False
                 break
 
 
@@ -369,8 +367,7 @@ class Sieve:
             period += mod
 
 
-def _from_bitmap(k: int, keep: np.ndarray) -> Sieve:
-    residues = (np.flatnonzero(keep).astype(np.uint64) * 4 + 3).astype(np.uint32)
+def _from_residues(k: int, residues: np.ndarray) -> Sieve:
     mod9_counts = np.bincount(residues % 9, minlength=9).astype(np.int64)
     jump_c, jump_d, amax_c, amax_j, bmax_each = _build_jumps(residues, k)
     bmax = int(bmax_each.max()) if len(bmax_each) else 0
@@ -392,29 +389,37 @@ def _from_bitmap(k: int, keep: np.ndarray) -> Sieve:
 _PIECES = 64
 
 
-def build_bitmap(k: int, progress: Progress | None = None) -> np.ndarray:
-    """Survivor bitmap for r = 4i + 3 < 2**k, computed from scratch.
+def build_residues(k: int, progress: Progress | None = None) -> np.ndarray:
+    """The survivors r < 2**k, increasing (uint32), computed from scratch.
 
-    `progress(fraction)` is called now and then with the share done (0..1).
+    Works in pieces, so memory stays near the size of the result (k = 32: 0.1 GiB
+    of survivors); `progress(fraction)` is called after each with the share done.
     """
     if not 2 <= k <= 32:
         raise ValueError("sieve k must be in 2..32")
     n_classes = 1 << (k - 2)
-    keep = np.zeros(n_classes, dtype=np.bool_)
     cuts = np.linspace(0, n_classes, _PIECES + 1).astype(np.int64)
+    found = []
     # rules D, P and H take about 2/3 of the time at k = 28..32, rule J the rest
     for p in range(_PIECES):
-        _build_bitmap(k, keep, int(cuts[p]), int(cuts[p + 1]))
+        first, stop = int(cuts[p]), int(cuts[p + 1])
+        keep = np.zeros(stop - first, dtype=np.bool_)
+        _local_rules(k, keep, first)
+        found.append(((np.flatnonzero(keep) + first) * 4 + 3).astype(np.uint32))
         if progress is not None:
             progress(0.65 * (p + 1) / _PIECES)
+    residues = np.concatenate(found)
+    del found
+    alive = np.ones(len(residues), dtype=np.bool_)
     lo_c, lo_d = _step_table(k // 2)
     hi_c, hi_d = _step_table(k - k // 2)
-    idx = np.flatnonzero(keep)
-    for p, part in enumerate(np.array_split(idx, _PIECES)):
-        _join_filter(k, keep, part, lo_c, lo_d, hi_c, hi_d)
+    cuts = np.linspace(0, len(residues), _PIECES + 1).astype(np.int64)
+    for p in range(_PIECES):
+        a, b = int(cuts[p]), int(cuts[p + 1])
+        _join_rule(k, residues[a:b], alive[a:b], lo_c, lo_d, hi_c, hi_d)
         if progress is not None:
             progress(0.65 + 0.35 * (p + 1) / _PIECES)
-    return keep
+    return residues[alive]
 
 
 def _cache_path(k: int) -> Path:
@@ -497,7 +502,7 @@ def load(k: int, progress: Progress | None = None) -> Sieve:
         path = _cache_path(k)
         sieve = _read_cache(path, k)
         if sieve is None:
-            sieve = _from_bitmap(k, build_bitmap(k, progress))
+            sieve = _from_residues(k, build_residues(k, progress))
             try:
                 _write_cache(path, sieve)
             except OSError:
