@@ -166,7 +166,11 @@ class Simulation:
         self.cost = {"units": 0, "audit_blocks": 0, "dispute_blocks": 0}
         self.first_commit: dict[int, int] = {}
         self.seeded_at: dict[int, int] = {}
-        self.round_start: dict[int, int] = {}  # unit -> tick its current pairing began
+        # unit -> (round, tick of the last progress): a round ends after STALL_TICKS
+        # without a new commit or reveal on the unit.
+        self.round_index: dict[int, int] = {}
+        self.last_progress: dict[int, int] = {}
+        self.progress_seen: dict[int, tuple[int, int]] = {}
         self.commit_tick: dict[str, int] = {}
         self.verified_at: dict[int, int] = {}
         self.fraud_at: dict[bytes, int] = {}
@@ -178,6 +182,7 @@ class Simulation:
             self._delegate(a)
         self.state = self._derive()
         self._rank_cache: dict[tuple, list[bytes]] = {}
+        self._taken: list[Claim] | None = None
 
     def _key(self) -> SigningKey:
         return SigningKey(self.rng.randbytes(32))
@@ -318,28 +323,20 @@ class Simulation:
         next one (not slashed, root not yet public), in turn, so a reporter that never
         reveals holds a unit up for one round at a time."""
         slashed = self.state.trust.slashed
-        revealed = {w.account for _c, w in self.works_by_unit.get(unit, ())}
-        # A committer whose root is already public cannot be reporter of a new pair
-        # (its checker could have copied it: T4), nor can a slashed one.
         weights = self.state.trust.unit_weights.get(unit, {})
         by_time = [
             acct
             for acct, cid in sorted(
                 self._commits_on(unit).items(), key=lambda kv: (self.commit_tick[kv[1]], kv[1])
             )
-            if acct not in slashed and (acct not in revealed or self._unpaired_reveal(unit, acct))
+            if acct not in slashed
         ]
         # Round 0 is the earliest committer; later rounds take weighted committers
         # before fresh ones, so a queue of fresh squatters cannot hold the unit.
         committers = by_time[:1] + sorted(by_time[1:], key=lambda acct: weights.get(acct, 0) <= 0)
         if not committers:
             return None
-        since = self.round_start.get(unit, self.now)
-        return committers[((self.now - since) // STALL_TICKS) % len(committers)]
-
-    def _unpaired_reveal(self, unit: int, account: bytes) -> bool:
-        """The account revealed but no checker has committed since: still the reporter."""
-        return False
+        return committers[self.round_index.get(unit, 0) % len(committers)]
 
     def _reveal_due(self, a: Actor, unit: int) -> bool:
         """Reveal once the partner is bound: a checker once its reporter revealed, any
@@ -459,6 +456,8 @@ class Simulation:
             reporter = self._round_reporter(unit)
             if reporter is None or reporter == a.acct:
                 continue
+            if any(w.account == reporter for _c, w in self.works_by_unit.get(unit, ())):
+                continue  # its root is public: a new checker could copy it (T4); next round
             order = self._ranking(unit, b"check", (reporter,))[: self.policy.check_rank]
             commits = self._commits_on(unit)
             # The best-ranked drawn checker that is not already bound to this unit.
@@ -493,11 +492,16 @@ class Simulation:
         st = self.state
         # A unit with a commit already has a reporter; its drawn checker takes it from
         # there. Such units are handed to next_unit as claimed (the frontier included).
-        taken = [
-            Claim(u, bytes(32), u.to_bytes(32, "big"), float("inf"))
-            for u in range(st.frontier, self.units)
-            if self._live_commits(u)
-        ]
+        if self._taken is None:
+            self._taken = [
+                Claim(u, bytes(32), u.to_bytes(32, "big"), float("inf"))
+                for u in range(st.frontier, self.units)
+                if self._live_commits(u)
+            ]
+        taken = self._taken
+        claimed = {c.unit for c in self.claims}
+        if len(taken) + len(claimed - {c.unit for c in taken}) >= self.units - st.frontier:
+            return None  # nothing free (a shortcut; next_unit decides otherwise)
         unit = next_unit(
             st, [*self.claims, *taken], a.acct, self.now, my_node=a.node_pub, unit_limit=self.units
         )
@@ -599,6 +603,7 @@ class Simulation:
 
     def step(self) -> None:
         self._rank_cache = {}
+        self._taken = None  # units with live commits, once per tick (claims cover the rest)
         order = list(self.actors)
         self.rng.shuffle(order)  # nobody is always first to a free unit
         for a in order:
@@ -617,9 +622,13 @@ class Simulation:
         for unit, tally in self.state.trust.units.items():
             if tally.seed is not None:
                 self.seeded_at.setdefault(unit, self.now)
-                self.round_start.setdefault(unit, self.now)
-            if tally.reopened and tally.phase != T.VERIFIED and unit in self.verified_at:
-                self.round_start[unit] = self.now  # backtracked: pair it again from now
+                progress = (tally.commits, tally.reveals)
+                if self.progress_seen.get(unit) != progress:
+                    self.progress_seen[unit] = progress
+                    self.last_progress[unit] = self.now
+                elif self.now - self.last_progress[unit] >= STALL_TICKS:
+                    self.round_index[unit] = self.round_index.get(unit, 0) + 1
+                    self.last_progress[unit] = self.now
             if tally.phase == T.VERIFIED:
                 self.verified_at.setdefault(unit, self.now)
             else:

@@ -38,6 +38,7 @@ Rules, in order:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -234,6 +235,11 @@ class NetworkState:
     ignored: tuple[str, ...]
     record_count: int
     trust: T.TrustState | None = None
+
+    @functools.cached_property
+    def reporters_by_unit(self) -> Mapping[int, frozenset[bytes]]:
+        """unit -> accounts with a counted report on it (computed once per state)."""
+        return {u: e.reporters() for u, e in self.units.items()}
 
     def account_weight(self, account: bytes) -> int | None:
         """The account's earned weight under the trust policy (None without one)."""
@@ -669,14 +675,14 @@ def next_unit(
         The unit index, or None when no unit below `unit_limit` qualifies.
     """
     blocked: set[int] = set()
+    reporters = state.reporters_by_unit
     per_account: dict[bytes, list[ClaimLike]] = {}
     for c in claims:
         if c.expires_at <= now:
             continue
-        entry = state.units.get(c.unit)
         # A claim is done once its account has reported the unit: from then on it
         # must not keep others from giving the second result.
-        if entry is not None and c.account in entry.reporters():
+        if c.account in reporters.get(c.unit, ()):
             continue
         per_account.setdefault(c.account, []).append(c)
     on_frontier: set[bytes] = set()
@@ -700,7 +706,7 @@ def next_unit(
     if len(on_frontier) >= FRONTIER_WORKERS:
         blocked.add(state.frontier)
     for unit, entry in state.units.items():
-        if entry.status == VERIFIED or my_account in entry.reporters():
+        if entry.status == VERIFIED or my_account in reporters[unit]:
             blocked.add(unit)
     unit = state.frontier
     # Terminates: `blocked` is finite, so some unit at most frontier + len(blocked) is free.
