@@ -39,6 +39,13 @@ def test_negative_units_have_no_checkpoint_name() -> None:
         unit_checkpoint_path(Path("/x"), DEV, -1)
 
 
+def _start_node(data_dir: Path, profile) -> Node:
+    cfg = NodeConfig(data_dir=data_dir, params=DEV, listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=())
+    node = Node(cfg, profile, profile.node_key())
+    node.start()
+    return node
+
+
 @pytest.mark.network
 def test_the_node_resumes_a_unit_the_app_began_in_solo_mode(tmp_path) -> None:
     """Regression: the node read the app's `dev-unit-3.ckpt` as unit -3 and failed on every start."""
@@ -50,11 +57,7 @@ def test_the_node_resumes_a_unit_the_app_began_in_solo_mode(tmp_path) -> None:
     for _ in range(4):
         job.step()
     job.close()  # interrupted in solo mode
-    cfg = NodeConfig(
-        data_dir=tmp_path / "me", params=DEV, listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=(),
-    )
-    node = Node(cfg, profile, profile.node_key())
-    node.start()
+    node = _start_node(tmp_path / "me", profile)
     try:
         a = node.next_assignment()
         assert a is not None
@@ -77,11 +80,7 @@ def test_the_node_moves_an_older_checkpoint_name_and_resumes_it(tmp_path) -> Non
     for _ in range(2):
         job.step()
     job.close()
-    cfg = NodeConfig(
-        data_dir=tmp_path / "me", params=DEV, listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=(),
-    )
-    node = Node(cfg, profile, profile.node_key())
-    node.start()
+    node = _start_node(tmp_path / "me", profile)
     try:
         a = node.next_assignment()
         assert a is not None and a.unit == 0 and a.checkpoint == folder / "dev-unit-0.ckpt"
