@@ -291,7 +291,11 @@ class Simulation:
         # List the partners' commits first (the reporter I check, my drawn checkers):
         # a flood of other commits must not push them out of the 8 a reveal can list.
         commits = self._commits_on(unit)
-        partners = [a.role.get(unit), *self._ranking(unit, b"check", (a.acct,))]
+        partners = [
+            *self._waiting_on_me(a, unit),
+            a.role.get(unit),
+            *self._ranking(unit, b"check", (a.acct,))[: self.policy.check_rank],
+        ]
         first = [commits[p] for p in partners if p is not None and p in commits and p != a.acct]
         rest = sorted(c for acct, c in commits.items() if acct != a.acct and c not in first)
         others = sorted(dict.fromkeys([*first, *rest][:8]))
@@ -338,9 +342,28 @@ class Simulation:
             return None
         return committers[self.round_index.get(unit, 0) % len(committers)]
 
+    def _waiting_on_me(self, a: Actor, unit: int) -> list[bytes]:
+        """Accounts that revealed my root, listing my commit, with me among their drawn
+        checkers: revealing now completes a pair with any of them."""
+        mine = self._commits_on(unit).get(a.acct)
+        root = a.committed[unit][0]
+        by_account: dict[bytes, list[WorkRecord]] = {}
+        for _c, w in self.works_by_unit.get(unit, ()):
+            by_account.setdefault(w.account, []).append(w)
+        return [
+            acct
+            for acct, ws in sorted(by_account.items())
+            if acct != a.acct
+            and all(w.root == root and mine in w.seen_commits for w in ws)
+            and a.acct in self._ranking(unit, b"check", (acct,))[: self.policy.check_rank]
+        ]
+
     def _reveal_due(self, a: Actor, unit: int) -> bool:
-        """Reveal once the partner is bound: a checker once its reporter revealed, any
-        committer once one of its own drawn checkers has committed (T4)."""
+        """Reveal once the partner is bound: when a reporter that drew me revealed my
+        root listing my commit, or any committer once one of its own drawn checkers has
+        committed (T4)."""
+        if self._waiting_on_me(a, unit):
+            return True
         reporter = a.role.get(unit)
         if reporter is not None:
             theirs = [w.root for _c, w in self.works_by_unit.get(unit, ()) if w.account == reporter]
