@@ -18,6 +18,7 @@ nothing computed is lost to a crash or a vanished peer.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import queue
@@ -43,11 +44,13 @@ from engine import (
 from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
+from network.fetchqueue import FetchCounters, FetchQueue
 from network.identity import Profile
 from network.ipfs import (
     MAX_OBJECT_BYTES,
     IpfsError,
     IpfsNode,
+    IpfsTimeout,
     Subscription,
     cid_for_bytes,
     open_node,
@@ -158,6 +161,7 @@ class NodeStatus:
     pending: int
     state_digest: str = ""
     leaderboard: tuple[tuple[str, int], ...] = ()
+    fetch: FetchCounters | None = None
 
     def to_json(self, state: str) -> dict:
         return {
@@ -172,6 +176,7 @@ class NodeStatus:
             "rejected": self.rejected,
             "outbox": self.outbox,
             "state": state,
+            "fetch": None if self.fetch is None else dataclasses.asdict(self.fetch),
         }
 
 
@@ -259,9 +264,9 @@ class Node:
         # CIDs we refused (not fetched again) and CIDs whose fetch failed (retry later)
         self._rejected: OrderedDict[str, None] = OrderedDict()
         self._failed: dict[str, tuple[float, int]] = {}
-        # fetching: (kind, cid, peer) jobs, done off the network loop
-        self._fetch_queue: queue.Queue[tuple[str, str, str]] = queue.Queue(MAX_FETCH_QUEUE)
-        self._fetching: set[tuple[str, str, str]] = set()
+        # fetching: (kind, cid, peer) jobs, done off the network loop, queued per peer
+        # and served round-robin so one peer's flood cannot starve the rest
+        self._fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
         self._inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
         # sync: heads and head pages of each peer that we hold completely
         self._peer_heads: dict[str, str] = {}
@@ -344,9 +349,8 @@ class Node:
         with self._lock:
             return (
                 self._heads_processed > 0
-                and self._fetch_queue.empty()
+                and self._fetches.empty()
                 and self._inbox.empty()
-                and not self._fetching
                 and not self._pending
             )
 
@@ -460,7 +464,7 @@ class Node:
             if msg.record is not None:
                 self.ingest(msg.record, peer)
             elif msg.cid is not None and self._worth_fetching(msg.cid):
-                self._want(_RECORD, msg.cid)
+                self._want(_RECORD, msg.cid, peer)
         elif isinstance(msg, wire.Claim):
             self._on_claim(msg, peer)
         elif isinstance(msg, wire.Head):
@@ -499,41 +503,39 @@ class Node:
             return failed is None or failed[0] <= time.monotonic()
 
     def _want(self, kind: str, cid: str, peer: str = "") -> None:
-        job = (kind, cid, peer)
-        with self._lock:
-            if job in self._fetching:
-                return
-            self._fetching.add(job)
-        try:
-            self._fetch_queue.put_nowait(job)
-        except queue.Full:
-            with self._lock:
-                self._fetching.discard(job)
+        """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
+        self._fetches.put(peer, (kind, cid, peer))
 
     def _fetch_loop(self) -> None:
         """Fetch wanted records and heads off the network loop (gets may block)."""
         while not self._stop.is_set():
-            try:
-                job = self._fetch_queue.get(timeout=0.2)
-            except queue.Empty:
+            taken = self._fetches.get(timeout=0.2)
+            if taken is None:
                 continue
-            kind, cid, peer = job
+            queue_peer, (kind, cid, peer) = taken
+            ok = timed_out = False
             try:
                 if kind == _HEAD:
                     self._fetch_head(peer, cid)
                 else:
+                    # Every get has a hard deadline (fetch_timeout_s); a timed-out get
+                    # counts against the peer that wanted it fetched (FetchQueue).
                     data = self.ipfs.get(cid, self.config.fetch_timeout_s, codec.MAX_RECORD_BYTES)
                     self._inbox.put((data, "fetch"))
                 with self._lock:
                     self._failed.pop(cid, None)
+                ok = True
+            except IpfsTimeout as exc:
+                timed_out = True
+                self._note_failure(cid)
+                log.info("fetch %s timed out: %s", cid, exc)
             except IpfsError as exc:
                 self._note_failure(cid)
                 log.info("fetch %s failed: %s", cid, exc)
             except Exception:  # noqa: BLE001 - a fetcher must outlive anything a peer sends
                 log.exception("fetching %s failed", cid)
             finally:
-                with self._lock:
-                    self._fetching.discard(job)
+                self._fetches.done(queue_peer, ok=ok, timed_out=timed_out)
 
     def _note_failure(self, cid: str) -> None:
         with self._lock:
@@ -816,6 +818,7 @@ class Node:
             pending=pending,
             state_digest=state_digest(st),
             leaderboard=tuple((e.display_name, e.units_credited) for e in st.leaderboard),
+            fetch=self._fetches.counters(),
         )
 
     def my_units(self) -> list[tuple[int, str, str]]:
