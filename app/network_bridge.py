@@ -35,6 +35,25 @@ from typing import Any
 from engine import Assignment, BlockEvidence, Params, UnitResult
 from engine.files import write_atomic
 
+# The contributor session (shared with the headless node) and its events.
+from network.contributor import BatchDone as BatchDone
+from network.contributor import BatchStarted as BatchStarted
+from network.contributor import BlockTaskDone as BlockTaskDone
+from network.contributor import BlockTaskStarted as BlockTaskStarted
+from network.contributor import ContributorSession as ContributorSession
+from network.contributor import Failed as Failed
+from network.contributor import GpuFailed as GpuFailed
+from network.contributor import NextTurn as NextTurn
+from network.contributor import NodeWork as NodeWork
+from network.contributor import NoGpu as NoGpu
+from network.contributor import Progress as Progress
+from network.contributor import StateChanged as StateChanged
+from network.contributor import StoreFailed as StoreFailed
+from network.contributor import UnitDone as UnitDone
+from network.contributor import UnitStarted as UnitStarted
+from network.contributor import Wait as Wait
+from network.contributor import claim_renew_interval_s
+
 # One profile folder for the app and the CLI (and the move of an old GUI profile).
 from network.profile_dir import default_data_dir as default_data_dir
 from network.profile_dir import last_migration as last_migration
@@ -59,24 +78,6 @@ NETWORK_UNITS_FILE = "network_units.json"
 SOLO_TEXT = "Network: not connected (solo mode)"
 SYNC_TEXT = "Catching up with the network…"
 STARTING_RETRY_MS = 500
-SYNC_RETRY_MS = 1000
-IDLE_RETRY_MS = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """No work right now.
-
-    Attributes:
-        state: "starting" (the node is opening), "syncing" (catching up with
-            peers) or "idle" (nothing open below the limit).
-        reason: a short phrase for the dashboard.
-        retry_ms: when to ask again.
-    """
-
-    state: str
-    reason: str
-    retry_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +466,7 @@ class WorkBridge:
         self._solo = SoloLedger(self.data_dir, params)
         self._local = LocalUnits(self.data_dir, params)
         self._node: Any = None
+        self._work: NodeWork | None = None  # the node's work, in the headless order
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
         self._cancelled = False
@@ -547,6 +549,7 @@ class WorkBridge:
             cancelled = self._cancelled
             if not cancelled:
                 self._node = node
+                self._work = NodeWork(node) if node is not None else None
                 self._started_at = time.monotonic()
             self._node_pending = False
             self.start_failure = failure
@@ -578,6 +581,7 @@ class WorkBridge:
         """Stop the node (network thread, at quit). Idempotent."""
         with self._lock:
             node, self._node = self._node, None
+            self._work = None
             self._node_pending = False
         if node is not None:
             try:
@@ -751,29 +755,17 @@ class WorkBridge:
     def next_work(self) -> Assignment | Any | Wait:
         """The next thing to compute: an Assignment, a network.node.BlockTask, or Wait.
 
-        Order (as the headless runner): a dispute to confirm or a due spot-check,
-        then the next unit, then (when no unit is open) a spot-check anyway.
+        In network mode, `NodeWork`'s order (the headless node's too): a dispute to
+        confirm or a due spot-check, then the next unit, then (when no unit is open)
+        a spot-check anyway; solo, the next unit in order.
         """
         with self._lock:
-            node, pending = self._node, self._node_pending
+            work, pending = self._work, self._node_pending
         if pending:
             return Wait("starting", "connecting to the network…", STARTING_RETRY_MS)
-        if node is None:
+        if work is None:
             return self._solo.assignment()
-        # Computing does not wait for the catch-up (it took 25-30 s at each start):
-        # the node resumes its own checkpoint first, and its claims keep others off
-        # the unit; at worst one unit is computed that the catch-up would have shown
-        # to be done already. Syncing goes on alongside on the network thread.
-        task = node.next_block_task()
-        if task is not None:
-            return task
-        a = node.next_assignment()
-        if a is not None:
-            return a
-        task = node.next_block_task(idle=True)
-        if task is not None:
-            return task
-        return Wait("idle", "no unit needs computing right now", IDLE_RETRY_MS)
+        return work.next_work()
 
     def next_assignment(self) -> Assignment | None:
         """The next unit only (block tasks and waits read as None)."""
@@ -782,15 +774,19 @@ class WorkBridge:
 
     def renew_claim(self, unit: int) -> None:
         """Keep our claim on a long unit alive (network mode; no-op solo)."""
-        node = self._current_node()
-        if node is not None:
-            node.claim(unit)
+        with self._lock:
+            work = self._work
+        if work is not None:
+            work.renew_claim(unit)
 
     @property
     def claim_renew_s(self) -> float:
-        """How often a unit's claim is renewed while it computes."""
-        ttl = float(self.node_overrides.get("claim_ttl_s", 900))
-        return max(5.0, ttl / 3)
+        """How often a unit's claim is renewed while it computes (as the headless node)."""
+        with self._lock:
+            work = self._work
+        if work is not None:
+            return work.claim_renew_s
+        return claim_renew_interval_s(float(self.node_overrides.get("claim_ttl_s", 900)))
 
     def submit(self, assignment: Assignment, result: UnitResult) -> str:
         """Store or publish a finished unit. Returns its CID ("" in solo mode)."""
@@ -799,7 +795,7 @@ class WorkBridge:
             with self._lock:
                 self._solo.record(assignment.unit, result)
             return ""
-        cid = str(node.submit_unit(assignment, result))
+        cid = NodeWork(node).submit(assignment, result)  # raises when it cannot store
         self._local.add(assignment.unit, result, cid)
         return cid
 
@@ -808,7 +804,7 @@ class WorkBridge:
         node = self._current_node()
         if node is None:
             return ""  # the node went away (quitting); the block is simply not reported
-        return str(node.submit_block(task, evidence))
+        return NodeWork(node).submit_block(task, evidence)
 
 
 # ---- accounts -------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """QThread adapters: the engine worker, the network poller, and one-shot jobs.
 
 STYLE §2: each long-running loop is a QObject moved to its own QThread that
-lives as long as the app. The engine worker runs one `Verifier.step()` (one
-batch of up to `cores` blocks) per event-loop turn, rescheduling itself with a
-single-shot QTimer, so pause, throttle and settings commands queued by the GUI
-arrive between batches. Duty-cycle rest is a timer delay, not a sleep.
+lives as long as the app. The engine worker runs one turn of the shared
+contributor session (network/contributor/session.py: one batch) per event-loop
+turn, rescheduling itself with a single-shot QTimer, so pause, throttle and
+settings commands queued by the GUI arrive between batches. Duty-cycle rest is
+a timer delay, not a sleep.
 The GUI talks to workers only through signals; `WorkerThreads.stop()` stops,
 quits and waits for every thread.
 """
@@ -15,15 +16,30 @@ import logging
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from app.messages import classify_exception
-from app.network_bridge import Assignment, Wait, WorkBridge
-from engine import BackendUnavailable, DutyCycle, Params, Verifier, make_backend
+from app.network_bridge import (
+    BatchDone,
+    BatchStarted,
+    BlockTaskDone,
+    BlockTaskStarted,
+    ContributorSession,
+    Failed,
+    GpuFailed,
+    NextTurn,
+    NoGpu,
+    Progress,
+    StateChanged,
+    StoreFailed,
+    UnitDone,
+    UnitStarted,
+    WorkBridge,
+)
+from engine import Params, make_backend
 
 log = logging.getLogger(__name__)
 
@@ -37,50 +53,15 @@ POLL_BUDGET_S = 0.2
 SNAPSHOT_INTERVAL_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Where the current unit stands (sent with block_done)."""
-
-    unit: int
-    blocks_done: int
-    blocks_total: int
-    eta_s: float | None
-    backend: str
-    batch_s: float = 0.0  # compute time of the batch just run, rest included (0 when restored)
-
-
-@dataclass(frozen=True, slots=True)
-class UnitDone:
-    """A unit finished and was stored/published."""
-
-    unit: int
-    root_hex: str
-    cid: str
-    seconds: float
-    backend: str
-    numbers: int
-    candidates: int
-
-
-@dataclass(frozen=True, slots=True)
-class BlockTaskDone:
-    """One block of someone else's work recomputed and reported.
-
-    purpose: "spot-check" or "confirm"; agrees: our leaf matched the claimed one
-    (for a confirmation: the dispute was confirmed when False); cid: our record.
-    """
-
-    purpose: str
-    work_cid: str
-    block: int
-    agrees: bool
-    cid: str
-    seconds: float
-    backend: str
-
-
 class EngineWorker(QObject):
-    """Drives the engine, one batch per event-loop turn, in its own thread.
+    """The app's front end of a `ContributorSession`, one turn per event-loop turn.
+
+    The session (network/contributor/session.py, shared with the headless node)
+    does the work: the order of units and block tasks, checkpoints, claim
+    renewal, waits after a failed store, the GPU's fallback to the CPU. This
+    worker queues its commands, runs `turn()` from a single-shot timer (so
+    commands queued by the GUI arrive between batches, and a duty-cycle rest is
+    a timer delay, not a sleep) and turns the events into signals.
 
     Signals:
         rate_sample(backend, numbers_per_second, batch_seconds): after each batch,
@@ -121,25 +102,17 @@ class EngineWorker(QObject):
         super().__init__()
         self.params = params
         self.bridge = bridge
-        self._cores = max(1, cores)
-        self._duty = DutyCycle(share)
-        self._gpu_enabled = gpu_enabled
-        self._gpu_devices = tuple(gpu_devices)
-        self._backend_factory = backend_factory
-        self._backend: Any = None
-        self._backend_is_gpu = False
-        self._gpu_refused = False  # once the GPU failed, stay on the CPU until settings change
-        self._job: Verifier | None = None
-        self._assignment: Assignment | None = None
+        self.session = ContributorSession(
+            params,
+            bridge,
+            cores=cores,
+            share=share,
+            gpu_enabled=gpu_enabled,
+            gpu_devices=tuple(gpu_devices),
+            backend_factory=backend_factory,
+        )
         self._running = False
-        self._user_paused = False
-        self._blocked_reason = ""
-        self._failed = False
         self._stopped = False
-        self._state = ("", "")
-        self._unit_busy_s = 0.0
-        self._unit_blocks_run = 0
-        self._last_claim = 0.0
         # A child timer moves to the worker thread with its parent.
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -155,265 +128,112 @@ class EngineWorker(QObject):
 
     @Slot()
     def pause(self) -> None:
-        self._user_paused = True
+        self.session.pause()
         self._timer.stop()
-        self._emit_state("paused", "paused by you")
+        self._turn()  # says "paused" now, computes nothing
 
     @Slot()
     def resume(self) -> None:
-        self._user_paused = False
-        self._failed = False
+        self.session.resume()
         if self._running:
             self._schedule(0)
 
     @Slot(str)
     def set_blocked(self, reason: str) -> None:
         """A policy reason not to compute now ("" lets it run)."""
-        was = self._blocked_reason
-        self._blocked_reason = reason
+        was = self.session.blocked_reason
+        self.session.set_blocked(reason)
         if reason and reason != was:
             # A new reason (say, a snooze replaced by "on battery") reaches the
             # dashboard and the tray too, not only the first one.
             self._timer.stop()
-            if not self._user_paused:
-                self._emit_state("waiting", reason)
+            self._turn()
         elif not reason and was and self._running:
             self._schedule(0)
 
     @Slot(int)
     def set_cores(self, cores: int) -> None:
-        self._cores = max(1, int(cores))
-        if self._job is not None:
-            self._job.set_cores(self._cores)  # a GPU backend's batches ignore it
+        self.session.set_cores(cores)
 
     @Slot(float)
     def set_share(self, share: float) -> None:
-        self._duty.set_share(min(1.0, max(0.01, float(share))))
+        self.session.set_share(share)
         if self._running and self._timer.isActive() and self._timer.remainingTime() > 0:
             self._schedule(0)  # a long rest under the old share ends now
 
     @Slot(bool, object)
     def set_gpu(self, enabled: bool, devices: Any = ()) -> None:
-        devices = tuple(devices or ())
-        other_device = devices != self._gpu_devices
-        self._gpu_enabled = bool(enabled)
-        self._gpu_devices = devices
-        self._gpu_refused = False
-        if self._backend is not None and (
-            self._backend_is_gpu != self._want_gpu() or (self._backend_is_gpu and other_device)
-        ):
-            self._drop_backend()  # rebuilt on the next turn; the checkpoint keeps finished blocks
+        self.session.set_gpu(bool(enabled), tuple(devices or ()))
 
     @Slot()
     def stop(self) -> None:
         """Stop for good (before the thread quits): close files and the backend."""
         self._stopped = True
         self._timer.stop()
-        self._drop_backend()
-        self._emit_state("stopped", "")
+        for event in self.session.close():
+            self._emit(event)
 
     # -- state --------------------------------------------------------------------
 
     @property
     def share(self) -> float:
-        return self._duty.share
+        return self.session.share
 
     @property
     def batch_cores(self) -> int:
         """The core count the current job runs with (tests read it)."""
-        return self._job.cores if self._job is not None else self._cores
-
-    def _emit_state(self, state: str, reason: str) -> None:
-        if (state, reason) != self._state:
-            self._state = (state, reason)
-            self.state_changed.emit(state, reason)
+        return self.session.cores
 
     def _schedule(self, delay_ms: int) -> None:
         if not self._stopped:
             self._timer.start(max(0, int(delay_ms)))
 
-    def _want_gpu(self) -> bool:
-        return self._gpu_enabled and not self._gpu_refused
-
-    def _drop_backend(self) -> None:
-        if self._job is not None:
-            self._job.close()
-            self._job = None
-        if self._backend is not None:
-            try:
-                self._backend.close()
-            except Exception:
-                log.exception("backend close failed")
-            self._backend = None
-
-    def _make_backend(self) -> None:
-        if self._want_gpu():
-            # Every listed GPU (all when none are listed), one worker thread each.
-            try:
-                self._backend = self._backend_factory(
-                    "gpu", self.params, devices=self._gpu_devices
-                )
-                self._backend_is_gpu = True
-                return
-            except BackendUnavailable as exc:
-                self._gpu_refused = True
-                self.warning.emit("no_gpu", str(exc).removeprefix("no GPU: "))
-        self._backend = self._backend_factory("cpu", self.params)
-        self._backend_is_gpu = False
-
-    def _begin_unit(self) -> bool:
-        """Ask the bridge for work; True when a unit's job is open to step."""
-        work = self.bridge.next_work()
-        if isinstance(work, Wait):
-            self._emit_state("idle" if work.state == "idle" else "syncing", work.reason)
-            self._schedule(work.retry_ms)
-            return False
-        if not isinstance(work, Assignment):
-            self._run_block_task(work)
-            self._schedule(0)
-            return False
-        self._open_job(work)
-        self._last_claim = time.monotonic()
-        return True
-
-    def _run_block_task(self, task: Any) -> None:
-        """Recompute one block of someone else's record with our backend and report it."""
-        if self._backend is None:
-            self._make_backend()
-        what = "confirming a dispute" if task.purpose == "confirm" else "spot-check"
-        self._emit_state("computing", f"{self._backend.name}, {what}")
-        self.block_task_started.emit(task)
-        self.batch_started.emit()
-        t0 = time.perf_counter()
-        evidence = self._backend.run_block(task.lo, task.hi)
-        busy = time.perf_counter() - t0
-        cid = self.bridge.submit_block(task, evidence)
-        leaf = evidence.leaf()
-        if task.claimed_leaf is not None:
-            agrees = leaf == task.claimed_leaf
-        else:
-            agrees = leaf != task.disputed_leaf
-        if busy > 0:
-            self.rate_sample.emit(self._backend.name, (task.hi - task.lo) / busy, busy)
-        self.block_task_done.emit(
-            BlockTaskDone(
-                task.purpose, task.work_cid, task.block, agrees, cid, busy, self._backend.name
-            )
-        )
-
-    def _open_job(self, assignment: Assignment) -> None:
-        if self._backend is None:
-            self._make_backend()
-        # The backend sizes each batch: a block per core, or whole launches on a GPU.
-        self._job = Verifier(
-            self.params,
-            assignment.lo,
-            assignment.hi,
-            self._backend,
-            cores=self._cores,
-            checkpoint=assignment.checkpoint,
-        )
-        if self._assignment is None or self._assignment.unit != assignment.unit:
-            self._unit_busy_s = 0.0
-            self._unit_blocks_run = 0
-        self._assignment = assignment
-        self.unit_started.emit(assignment)
-        if self._job.blocks_done:
-            self.block_done.emit(self._progress("checkpoint"))
-
-    def _progress(self, backend: str, batch_s: float = 0.0) -> Progress:
-        job, a = self._job, self._assignment
-        assert job is not None and a is not None
-        eta = None
-        if self._unit_blocks_run:
-            per_block = self._unit_busy_s / self._unit_blocks_run
-            eta = per_block * (job.blocks_total - job.blocks_done)
-        return Progress(a.unit, job.blocks_done, job.blocks_total, eta, backend, batch_s)
-
     # -- the loop -----------------------------------------------------------------
 
     @Slot()
     def _tick(self) -> None:
-        if self._stopped or not self._running or self._failed:
+        if self._stopped or not self._running:
             return
-        if self._user_paused:
-            self._emit_state("paused", "paused by you")
-            return
-        if self._blocked_reason:
-            self._emit_state("waiting", self._blocked_reason)
-            return
-        try:
-            if self._backend is None and self._job is not None:
-                self._job = None
-            if self._job is None:
-                if self._assignment is not None and self._backend is None:
-                    self._open_job(self._assignment)  # backend changed mid-unit
-                elif not self._begin_unit():
-                    return
-            assert self._job is not None and self._assignment is not None
-            self._emit_state("computing", self._backend.name)
-            self.batch_started.emit()
-            t0 = time.perf_counter()
-            blocks = self._job.step()
-            busy = time.perf_counter() - t0
-        except Exception as exc:
-            self._on_failure(exc)
-            return
-        rest = self._duty.rest_after(busy)
-        numbers = sum(b.numbers for b in blocks)
-        self._unit_busy_s += busy + rest
-        self._unit_blocks_run += len(blocks)
-        backend = self._backend.name
-        if blocks and busy > 0:
-            self.rate_sample.emit(backend, numbers / (busy + rest), busy + rest)
-        self.block_done.emit(self._progress(backend, busy + rest if blocks else 0.0))
-        if time.monotonic() - self._last_claim > self.bridge.claim_renew_s:
-            # A long unit keeps its claim, so other nodes stay off it.
-            self._last_claim = time.monotonic()
-            self.bridge.renew_claim(self._assignment.unit)
-        if self._job.done:
-            try:
-                self._finish_unit()
-            except Exception as exc:
-                self._on_failure(exc)
-                return
-        self._schedule(int(rest * 1000))
+        self._turn()
 
-    def _finish_unit(self) -> None:
-        job, a = self._job, self._assignment
-        assert job is not None and a is not None
-        result = job.result()
-        cid = self.bridge.submit(a, result)
-        job.discard_checkpoint()
-        self._job = None
-        self._assignment = None
-        done = UnitDone(
-            unit=a.unit,
-            root_hex=result.root.hex(),
-            cid=cid,
-            seconds=result.seconds,
-            backend=result.backend,
-            numbers=a.hi - a.lo,
-            candidates=len(result.candidates),
-        )
-        # A candidate is raised by the controller (banner, notification), from this
-        # signal in solo mode and from the network state otherwise.
-        self.unit_done.emit(done)
-
-    def _on_failure(self, exc: Exception) -> None:
-        log.exception("engine failure")
-        code, detail = classify_exception(exc)
-        if self._backend_is_gpu and code == "engine_failed":
-            # The GPU failed mid-run: fall back to the CPU; finished blocks are checkpointed.
-            self._gpu_refused = True
-            self._drop_backend()
-            self.warning.emit("gpu_failed", detail)
-            self._schedule(0)
+    def _turn(self) -> None:
+        if self._stopped:
             return
-        self._failed = True
-        self._drop_backend()
-        self.error.emit(code, detail)
-        self._emit_state("error", detail)
+        for event in self.session.turn():
+            if isinstance(event, NextTurn):
+                if event.delay_s is not None and self._running:
+                    self._schedule(int(event.delay_s * 1000))
+            else:
+                self._emit(event)
+
+    def _emit(self, event: Any) -> None:
+        """One session event as the signal(s) the GUI listens to."""
+        match event:
+            case StateChanged(state=state, reason=reason):
+                self.state_changed.emit(state, reason)
+            case UnitStarted(assignment=a):
+                self.unit_started.emit(a)
+            case BatchStarted():
+                self.batch_started.emit()
+            case BatchDone(backend=backend, numbers=numbers, busy_s=busy, rest_s=rest):
+                if numbers and busy > 0:
+                    self.rate_sample.emit(backend, numbers / (busy + rest), busy + rest)
+            case Progress():
+                self.block_done.emit(event)
+            case UnitDone():
+                # A candidate is raised by the controller (banner, notification),
+                # from this signal in solo mode and from the network state otherwise.
+                self.unit_done.emit(event)
+            case BlockTaskStarted(task=task):
+                self.block_task_started.emit(task)
+            case BlockTaskDone():
+                self.block_task_done.emit(event)
+            case NoGpu(reason=reason):
+                self.warning.emit("no_gpu", reason)
+            case GpuFailed(error=exc):
+                self.warning.emit("gpu_failed", classify_exception(exc)[1])
+            case StoreFailed(error=exc) | Failed(error=exc):
+                self.error.emit(*classify_exception(exc))
 
 
 class NetworkWorker(QObject):

@@ -1,11 +1,13 @@
-"""A headless contributor: the engine and the node, on two threads.
+"""A headless contributor: a contributor session and a node, on two threads.
 
 `NodeRunner` owns a started `Node`, a network thread that polls it, and a
-compute loop (run on the caller's thread by `run()`) that takes tasks from the
-node: a block to recompute (dispute confirmations first, then spot-checks) or
-the next unit, which it computes block by block with a checkpoint. `stop()`
-(from a signal handler or another thread) ends both loops between batches;
-the unit's checkpoint stays, so the next start resumes it.
+compute loop (run on the caller's thread by `run()`) over a
+`network.contributor.ContributorSession` fed by `NodeWork`: the same session,
+in the same order, as the desktop app's engine worker. This module only turns
+the session's events into log lines, counters (`RunStats`, read by the metrics)
+and the status file. `stop()` (from a signal handler or another thread) ends
+both loops between batches; the unit's checkpoint stays, so the next start
+resumes it.
 """
 
 from __future__ import annotations
@@ -18,18 +20,40 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import BackendUnavailable, DutyCycle, Verifier, make_backend
+from engine import Assignment, make_backend
 from engine.files import write_atomic
 from engine.job import Backend
-from network.ledger import LedgerError
-from network.node import Assignment, BlockTask, Node
+from network.contributor import (
+    BatchDone,
+    BlockTaskDone,
+    ContributorSession,
+    Event,
+    Failed,
+    GpuFailed,
+    NextTurn,
+    NodeWork,
+    NoGpu,
+    Progress,
+    StateChanged,
+    StoreFailed,
+    UnitDone,
+    UnitStarted,
+    WorkSource,
+)
+from network.contributor.session import STORE_RETRY_S
+from network.node import Node
 from network.runstats import RunStats
 
 log = logging.getLogger("hailstone.runner")
 
-IDLE_WAIT_S = 1.0
-# After a result could not be stored (disk full, say), wait this long before retrying.
-SUBMIT_RETRY_S = 30.0
+# The longest the loop rests without looking at its stop flag (a session that waits
+# for a command wakes on one anyway).
+MAX_REST_S = 1.0
+# Kept for callers that name it: the wait after a failed store.
+SUBMIT_RETRY_S = STORE_RETRY_S
+# States the metrics know; the session's "waiting" and "stopped" never occur here
+# (no policy blocks a headless node; stopped reads as idle).
+_METRIC_STATE = {"waiting": "paused", "stopped": "idle"}
 
 
 class NodeRunner:
@@ -42,23 +66,33 @@ class NodeRunner:
         backend: str = "cpu",
         gpu_devices: tuple[int, ...] = (),
         cores: int = 1,
+        share: float = 1.0,
         status_file: Path | None = None,
         status_interval_s: float = 2.0,
-        progress=None,
+        progress: Callable[[NodeRunner], None] | None = None,
         backend_factory: Callable[..., Backend] = make_backend,
+        work: WorkSource | None = None,
     ) -> None:
+        """`work` defaults to the node's (`NodeWork`); tests of the shared session
+        pass an in-memory source."""
         self.node = node
         self.backend_name = backend
         self.gpu_devices = tuple(gpu_devices)  # empty: every GPU
         self.cores = max(1, cores)
         self.status_file = status_file
         self.status_interval_s = status_interval_s
-        self.duty = DutyCycle(1.0)
+        self.session = ContributorSession(
+            node.params,
+            work if work is not None else NodeWork(node),
+            cores=self.cores,
+            share=share,
+            gpu_enabled=backend == "gpu",
+            gpu_devices=self.gpu_devices,
+            backend_factory=backend_factory,
+        )
         self.state = "idle"
         self._progress = progress
-        self._make_backend = backend_factory
         self._stop = threading.Event()
-        self._paused = threading.Event()
         self._net_thread: threading.Thread | None = None
         self.current: Assignment | None = None
         self.blocks_done = 0
@@ -71,12 +105,16 @@ class NodeRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self.session.stop()
 
     def pause(self) -> None:
-        self._paused.set()
+        self.session.pause()
 
     def resume(self) -> None:
-        self._paused.clear()
+        self.session.resume()
+
+    def set_share(self, share: float) -> None:
+        self.session.set_share(share)
 
     @property
     def stopping(self) -> bool:
@@ -121,132 +159,61 @@ class NodeRunner:
         )
         self._net_thread.start()
         try:
-            backend = self._make_backend(
-                self.backend_name, self.node.params, devices=self.gpu_devices
-            )
-        except BackendUnavailable as exc:
-            # "no GPU: <reason>", said once; the CPU does the work instead.
-            self._say(f"{exc}; computing on the CPU")
-            backend = self._make_backend("cpu", self.node.params)
-        try:
             while not self._stop.is_set():
-                if self._paused.is_set():
-                    self.state = "paused"
-                    self._stop.wait(0.2)
-                    continue
-                if not self.node.is_synced():
-                    self.state = "syncing"
-                    self._stop.wait(0.2)
-                    continue
-                try:
-                    self._turn(backend)
-                except Exception as exc:
-                    if backend.name != "gpu":
-                        raise
-                    # The GPU failed mid-run (a driver reset, say): the CPU takes
-                    # over; the unit's checkpoint keeps every finished batch.
-                    self._say(f"the GPU failed ({exc}); computing on the CPU")
-                    self.stats.error(f"the GPU failed: {exc}")
-                    try:
-                        backend.close()
-                    except Exception:  # noqa: BLE001 - a broken device may fail to close
-                        log.exception("closing the failed GPU backend")
-                    backend = self._make_backend("cpu", self.node.params)
+                delay: float | None = None
+                for event in self.session.turn():
+                    if isinstance(event, NextTurn):
+                        delay = event.delay_s
+                    else:
+                        self._on_event(event)
+                if delay is None or delay > 0:
+                    self.session.wait(MAX_REST_S if delay is None else min(delay, MAX_REST_S))
         finally:
-            backend.close()
+            for event in self.session.close():
+                self._on_event(event)
             self._stop.set()
             if self._net_thread is not None:
                 self._net_thread.join()
             self.state = "idle"
 
+    # --- events --------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case StateChanged(state=state):
+                self.state = _METRIC_STATE.get(state, state)
+            case UnitStarted(assignment=a):
+                self.current = a
+                self.blocks_done = event.resumed_blocks
+                self.blocks_total = event.blocks_total
+            case Progress():
+                self.blocks_done = event.blocks_done
+                self.blocks_total = event.blocks_total
+                if self._progress is not None:
+                    self._progress(self)
+            case BatchDone():
+                self.stats.batch(event.backend, event.numbers, event.busy_s)
+                if event.checkpointed:
+                    self.stats.checkpoint_written()
+            case UnitDone():
+                self.current = None
+                self.units_done += 1
+                self.stats.unit_finished()
+            case BlockTaskDone():
+                self.stats.block_checked()
+            case NoGpu(reason=reason):
+                self._say(f"no GPU: {reason}; computing on the CPU")
+            case GpuFailed(error=exc):
+                self._say(f"the GPU failed ({exc}); computing on the CPU")
+                self.stats.error(f"the GPU failed: {exc}")
+            case StoreFailed():
+                self.stats.error(f"{event.what} ({event.error})")
+            case Failed(error=exc):
+                # Not a GPU, not a full disk: a bug or a broken machine. The unit's
+                # checkpoint keeps what was done; the service manager restarts us.
+                raise exc
+
     @staticmethod
     def _say(message: str) -> None:
         log.warning("%s", message)
         print(f"hailstone: {message}", file=sys.stderr)
-
-    def _wait_after_failure(self, what: str) -> None:
-        """A result or checkpoint could not be stored (a full disk, say): log it,
-        show "error", and wait SUBMIT_RETRY_S (or until stop) before going on."""
-        log.error("%s; retrying later", what)
-        self.stats.error(what)
-        self.state = "error"
-        self._stop.wait(SUBMIT_RETRY_S)
-
-    def _turn(self, backend: Backend) -> None:
-        """One round: a block to recompute, else the next unit, else wait."""
-        task = self.node.next_block_task()
-        if task is not None:
-            self._run_block_task(task, backend)
-            return
-        assignment = self.node.next_assignment()
-        if assignment is None:
-            task = self.node.next_block_task(idle=True)
-            if task is not None:
-                self._run_block_task(task, backend)
-                return
-            self.state = "idle"
-            self._stop.wait(IDLE_WAIT_S)
-            return
-        self._compute(assignment, backend)
-
-    def _run_block_task(self, task: BlockTask, backend: Backend) -> None:
-        self.state = "computing"
-        t0 = time.perf_counter()
-        evidence = backend.run_block(task.lo, task.hi)
-        self.stats.batch(backend.name, task.hi - task.lo, time.perf_counter() - t0)
-        self.stats.block_checked()
-        try:
-            self.node.submit_block(task, evidence)
-        except (LedgerError, OSError) as exc:
-            self._wait_after_failure(f"could not store a {task.purpose} result ({exc})")
-
-    def _compute(self, a: Assignment, backend: Backend) -> None:
-        self.current = a
-        self.state = "computing"
-        job = Verifier(
-            self.node.params, a.lo, a.hi, backend, cores=self.cores, checkpoint=a.checkpoint
-        )
-        self.blocks_total = job.blocks_total
-        self.blocks_done = job.blocks_done
-        last_claim = time.monotonic()
-        renew_every = max(5.0, self.node.config.claim_ttl_s / 3)
-        try:
-            while not job.done:
-                if self._stop.is_set() or self._paused.is_set():
-                    return  # the checkpoint keeps what is done
-                t0 = time.perf_counter()
-                before = job.blocks_done
-                try:
-                    job.step()
-                except OSError as exc:
-                    # The checkpoint could not be written (a full disk): wait and
-                    # resume from what is on disk; nothing stored is lost.
-                    self._wait_after_failure(f"could not write unit {a.unit}'s checkpoint ({exc})")
-                    return
-                busy = time.perf_counter() - t0
-                self.blocks_done = job.blocks_done
-                block_size = self.node.params.block_size
-                self.stats.batch(backend.name, (job.blocks_done - before) * block_size, busy)
-                self.stats.checkpoint_written()
-                if self._progress is not None:
-                    self._progress(self)
-                if time.monotonic() - last_claim > renew_every:
-                    self.node.claim(a.unit)
-                    last_claim = time.monotonic()
-                rest = self.duty.rest_after(busy)
-                if rest:
-                    self._stop.wait(rest)
-            result = job.result()
-            try:
-                self.node.submit_unit(a, result)
-            except (LedgerError, OSError) as exc:
-                # Nothing is lost: the checkpoint holds every block, and the next
-                # round resumes it (all blocks done) and submits again.
-                self._wait_after_failure(f"could not store unit {a.unit}'s result ({exc})")
-                return
-            job.discard_checkpoint()
-            self.units_done += 1
-            self.stats.unit_finished()
-        finally:
-            job.close()
-            self.current = None

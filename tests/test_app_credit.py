@@ -152,14 +152,26 @@ def test_candidates_from_the_network_state_raise_the_banner_once(qtbot, tmp_path
 
 
 def test_work_starts_while_the_node_is_still_catching_up(tmp_path):
-    """Item 4: no more 25-30 s of "catching up" before computing. A stand-in node that
-    is not synced yet (the logic above the node is what is tested here)."""
-    from app.network_bridge import WorkBridge
-    from engine import Assignment
+    """Item 4: a restart does not spend 25-30 s "catching up" before computing: with a
+    checkpoint of ours to resume, work comes at once (the headless node's rule too,
+    network/contributor/work.py); a fresh profile waits for the catch-up, so it does
+    not recompute what the network has verified. A stand-in node that is not synced
+    yet (the logic above the node is what is tested here)."""
+    import dataclasses
 
-    unit = Assignment(3, *CANDIDATES.unit_range(3), tmp_path / "u3.ckpt")
+    from app.network_bridge import NodeWork, Wait, WorkBridge
+    from engine import Assignment, unit_checkpoint_path
+
+    unit = Assignment.of_unit(CANDIDATES, 3, tmp_path / "checkpoints")
 
     class Syncing:
+        params = CANDIDATES
+
+        @dataclasses.dataclass
+        class config:  # noqa: N801 - stands in for NodeConfig
+            data_dir = tmp_path
+            claim_ttl_s = 900
+
         def is_synced(self) -> bool:
             return False
 
@@ -170,7 +182,11 @@ def test_work_starts_while_the_node_is_still_catching_up(tmp_path):
             return unit
 
     bridge = WorkBridge(tmp_path, CANDIDATES, try_network=False)
-    bridge._node = Syncing()
+    bridge._node, bridge._work = Syncing(), NodeWork(Syncing())
+    waiting = bridge.next_work()
+    assert isinstance(waiting, Wait) and waiting.state == "syncing"
+    (tmp_path / "checkpoints").mkdir()
+    unit_checkpoint_path(tmp_path / "checkpoints", CANDIDATES, 3).write_text("{}\n")
     assert bridge.next_work() is unit
 
 

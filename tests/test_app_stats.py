@@ -67,8 +67,7 @@ def test_history_after_restart(qtbot, tmp_path):
     ctl.start_engine()
     qtbot.waitUntil(
         lambda: ctl.engine is not None
-        and ctl.engine._job is not None
-        and ctl.engine._job.blocks_done >= 40,
+        and ctl.engine.session.blocks_done >= 40,
         timeout=60000,
     )
     ctl.note("before the restart")
