@@ -295,6 +295,7 @@ class Simulation:
             *self._waiting_on_me(a, unit),
             a.role.get(unit),
             *self._ranking(unit, b"check", (a.acct,))[: self.policy.check_rank],
+            *self._ranking(unit, b"check", ())[: self.policy.check_rank + 1],
         ]
         first = [commits[p] for p in partners if p is not None and p in commits and p != a.acct]
         rest = sorted(c for acct, c in commits.items() if acct != a.acct and c not in first)
@@ -321,6 +322,22 @@ class Simulation:
         self._publish(codec.sign(w, a.node))
         a.revealed.add(unit)
 
+    def _viable(self, unit: int, acct: bytes) -> bool:
+        """Can this committer still be the reporter of a pair? Yes unless its root is
+        public without a drawn checker bound before (then only a drawn pair can
+        confirm the unit: T4), and it is not drawn itself."""
+        reveals = [w for _c, w in self.works_by_unit.get(unit, ()) if w.account == acct]
+        if not reveals:
+            return True
+        core = self._ranking(unit, b"check", ())[: self.policy.check_rank + 1]
+        if acct in core:
+            return True
+        commits = self._commits_on(unit)
+        slashed = self.state.trust.slashed
+        listed = set.intersection(*(set(w.seen_commits) for w in reveals))
+        drawn = self._ranking(unit, b"check", (acct,))[: self.policy.check_rank]
+        return any(p in commits and commits[p] in listed and p not in slashed for p in drawn)
+
     def _round_reporter(self, unit: int) -> bytes | None:
         """Whose result the unit's drawn checker checks now. Round 0 is the earliest
         committer (weighted ones first); each STALL_TICKS without a pair moves to the
@@ -333,7 +350,7 @@ class Simulation:
             for acct, cid in sorted(
                 self._commits_on(unit).items(), key=lambda kv: (self.commit_tick[kv[1]], kv[1])
             )
-            if acct not in slashed
+            if acct not in slashed and self._viable(unit, acct)
         ]
         # Round 0 is the earliest committer; later rounds take weighted committers
         # before fresh ones, so a queue of fresh squatters cannot hold the unit.
@@ -477,10 +494,20 @@ class Simulation:
             if tally is None or tally.seed is None or tally.phase == T.PAIRED:
                 continue
             reporter = self._round_reporter(unit)
-            if reporter is None or reporter == a.acct:
+            if reporter is None:
+                # No committer can still pair: the drawn accounts start a new pair.
+                core = self._ranking(unit, b"check", ())[: self.policy.check_rank + 1]
+                fresh = [c for c in core if c not in self._commits_on(unit)]
+                if fresh and fresh[0] == a.acct and tally.seed is not None:
+                    return ("compute", unit, None)
+                continue
+            if reporter == a.acct:
                 continue
             if any(w.account == reporter for _c, w in self.works_by_unit.get(unit, ())):
-                continue  # its root is public: a new checker could copy it (T4); next round
+                # Its root is public: only a drawn pair may still confirm it (T4).
+                core = self._ranking(unit, b"check", ())[: self.policy.check_rank + 1]
+                if reporter not in core or a.acct not in core:
+                    continue
             order = self._ranking(unit, b"check", (reporter,))[: self.policy.check_rank]
             commits = self._commits_on(unit)
             # The best-ranked drawn checker that is not already bound to this unit.
@@ -588,9 +615,31 @@ class Simulation:
             self.cost["units"] += 1
         a.busy_until = self.now + (UNIT_TICKS if computes and not faking else 1)
 
+    def _rereveal_due(self, a: Actor, unit: int) -> bool:
+        """A drawn account whose root is public re-reveals when another drawn account
+        committed since its last reveal (a re-opened unit: T4's drawn-pair rule)."""
+        tally = self.state.trust.units.get(unit)
+        if tally is None or tally.phase in (T.PAIRED, T.VERIFIED):
+            return False
+        core = self._ranking(unit, b"check", ())[: self.policy.check_rank + 1]
+        if a.acct not in core:
+            return False
+        listed = {
+            c
+            for _cid, w in self.works_by_unit.get(unit, ())
+            if w.account == a.acct
+            for c in w.seen_commits
+        }
+        commits = self._commits_on(unit)
+        return any(p in commits and commits[p] not in listed for p in core if p != a.acct)
+
     def _housekeeping(self, a: Actor) -> None:
         for unit in sorted(a.committed):
-            if unit in a.revealed or self.state.status_of(unit) == VERIFIED:
+            if self.state.status_of(unit) == VERIFIED:
+                continue
+            if unit in a.revealed:
+                if a.honest and self._rereveal_due(a, unit):
+                    self._reveal(a, unit)
                 continue
             if self._striking(a) in ("withhold_reveal", "squat"):
                 continue

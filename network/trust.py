@@ -295,13 +295,15 @@ def judge_disputes(
 # --- T3 weight, T4 pairing, T5 audits, T6 withheld -----------------------------------
 
 
-def _linked(a: list[Reveal], b: list[Reveal]) -> bool:
+def _linked(a: list[Reveal], b: list[Reveal], *, any_reveal: bool = False) -> bool:
     """T4: both roots were fixed before either was revealed: every reveal of each side
-    lists a commit of the other side (a later re-reveal cannot repair an early one)."""
+    lists a commit of the other side (a later re-reveal cannot repair an early one).
+    For a pair of drawn accounts one reveal each suffices (see find_pair)."""
     a_commits = {r.commit_cid for r in a}
     b_commits = {r.commit_cid for r in b}
-    a_seen = set.intersection(*(set(r.work.seen_commits) for r in a))
-    b_seen = set.intersection(*(set(r.work.seen_commits) for r in b))
+    merge = set.union if any_reveal else set.intersection
+    a_seen = merge(*(set(r.work.seen_commits) for r in a))
+    b_seen = merge(*(set(r.work.seen_commits) for r in b))
     return bool(a_seen & b_commits) and bool(b_seen & a_commits)
 
 
@@ -340,15 +342,23 @@ def find_pair(
 ) -> tuple[bytes, bytes, bytes] | None:
     """T4: (root, reporter, checker) with the best-ranked drawn checker, or None."""
     best: tuple[int, bytes, bytes, bytes] | None = None
+    core = set(ranking(seed, b"check", weights)[: k + 1])
     for reporter, mine in sorted(by_account.items()):
         root = mine[0].work.root
         order = ranking(seed, b"check", weights, exclude=(reporter,))[:k]
         for rank, checker in enumerate(order):
             theirs = by_account.get(checker)
-            if not theirs or theirs[0].work.root != root or not _linked(mine, theirs):
+            if not theirs or theirs[0].work.root != root:
                 continue
             pair = (reporter, checker)
-            if not (
+            both_drawn = reporter in core and checker in core
+            if not _linked(mine, theirs, any_reveal=both_drawn):
+                continue
+            # A pair of drawn accounts may confirm a root that is already public (a
+            # unit re-opened after its first reporter was slashed could never be
+            # verified otherwise); anyone else committing after it was public may
+            # have copied it.
+            if not both_drawn and not (
                 _not_a_copy(mine, pair, by_account, first_round)
                 and _not_a_copy(theirs, pair, by_account, first_round)
             ):

@@ -267,6 +267,36 @@ def test_a_commit_made_after_a_reveal_of_the_same_root_cannot_pair():
     assert state_of(u).units[0].phase == T.VERIFIED
 
 
+def test_two_drawn_accounts_may_confirm_a_root_that_is_already_public():
+    # R's root is public and R has no partner (say its checker was slashed). The two
+    # best-drawn accounts commit afterwards and pair: the unit can still be verified,
+    # which no other late pair can do (previous test).
+    u = Unit(0)
+    root = merkle_root(leaves_for(1))
+    weights = {p.acct: POLICY.genesis_weight for p in GENESIS}
+    r_p = FRESH[0]
+    u.commit(r_p, root)
+    seed = u.beacon()
+    u.reveal(r_p, root, ())
+    u.beacon()
+    by_key = {p.acct: p for p in GENESIS}
+    core = [by_key[a] for a in T.ranking(seed, b"check", weights)[:2]]
+    reporter = core[0]
+    checker = by_key[T.ranking(seed, b"check", weights, exclude=(reporter.acct,))[0]]
+    assert checker is core[1]
+    for p in (reporter, checker):
+        u.commit(p, root)
+    u.beacon()
+    x = u.reveal(reporter, root, (u.commit_cids[checker.acct],))
+    u.reveal(checker, root, (u.commit_cids[reporter.acct],))
+    pair = (reporter.acct, checker.acct)
+    auditor = by_key[T.ranking(seed, b"audit", weights, exclude=pair)[0]]
+    u.check(auditor, x, T.audit_block(seed, auditor.acct, BLOCKS))
+    st = state_of(u)
+    assert st.units[0].phase == T.VERIFIED
+    assert (st.trust.units[0].reporter, st.trust.units[0].checker) == pair
+
+
 def test_fresh_accounts_carry_no_weight_so_two_of_them_verify_nothing():
     u = Unit(0)
     root = merkle_root(leaves_for(9))
