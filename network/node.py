@@ -25,9 +25,10 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -67,7 +68,9 @@ from network.records import (
     candidate_list_bytes,
 )
 from network.rejection import Accepted, Rejection
+from network.settings import listen_addresses, network_values
 from network.state import NetworkState, derive_state, next_unit
+from network.trust import TrustPolicy
 from network.validate import ValidationContext, authorised, validate
 from network.validate import context as validation_context
 
@@ -120,8 +123,36 @@ class NodeConfig:
     max_skew_s: int = 600
     # Units at or above this index are never handed out (None: no limit).
     unit_limit: int | None = None
+    # The verification protocol's root of trust (PROTOCOL §11). None: the legacy
+    # two-account quorum, until the node publishes commits, reveals and audits itself.
+    trust: TrustPolicy | None = None
     # A node with peers waits this long at most for a first head before computing.
     sync_timeout_s: float = 20.0
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], *, data_dir: Path, params: Params, **overrides: Any
+    ) -> NodeConfig:
+        """The node a profile's settings describe (network/settings.py), for both front
+        ends; `overrides` (command-line flags, tests' loopback addresses) win.
+
+        Raises:
+            TypeError: an override names no NodeConfig field.
+        """
+        s = network_values(settings)
+        rpc = s["ipfs_backend"] == "rpc"
+        fields: dict[str, Any] = {
+            "data_dir": Path(data_dir),
+            "params": params,
+            "ipfs_kind": "rpc" if rpc else "embedded",
+            "api_addr": s["kubo_api_addr"] if rpc else None,
+            "listen": listen_addresses(int(s["listen_port"])),
+            # Empty means kubo's public bootstrap peers.
+            "bootstrap": tuple(s["bootstrap"]) or DEFAULT_BOOTSTRAP,
+            "spot_check_share": float(s["spot_check_share"]),
+        }
+        fields.update(overrides)
+        return cls(**fields)
 
     @property
     def network_name(self) -> str:
@@ -711,6 +742,17 @@ class Node:
 
     # --- publishing ----------------------------------------------------------------
 
+    def publish(self, signed: SignedRecord) -> str | Rejection:
+        """Validate a record signed by this node's key, store it durably and announce it.
+
+        Returns its CID, or the Rejection (nothing stored) when it does not validate.
+        """
+        with self._lock:
+            verdict = validate(signed, self._context())
+        if isinstance(verdict, Rejection):
+            return verdict
+        return self._add_own(signed)
+
     def _add_own(self, signed: SignedRecord) -> str:
         """Store our record and its outbox entry durably, then announce it."""
         row = stored_record(signed)
@@ -792,7 +834,7 @@ class Node:
         with self._lock:
             if self._state is None:
                 valid = [Accepted(record=s, cid=c) for c, s in self._records.items()]
-                self._state = derive_state(valid, self.params)
+                self._state = derive_state(valid, self.params, trust=self.config.trust)
             return self._state
 
     def status(self) -> NodeStatus:
@@ -829,6 +871,11 @@ class Node:
                 (w.unit, cid) for cid, w in self._works.items() if w.account == self.account_pub
             ]
         return sorted((unit, st.status_of(unit), cid) for unit, cid in mine)
+
+    def work_record(self, cid: str) -> WorkRecord | None:
+        """A work record the node holds, by CID (root, backend, compute time, date)."""
+        with self._lock:
+            return self._works.get(cid)
 
     # --- the compute loop's side ---------------------------------------------------
 
