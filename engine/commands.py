@@ -180,7 +180,7 @@ def cmd_gpu(args: argparse.Namespace) -> int:
 
 def load_sieve_with_progress(k: int) -> None:
     """Load the sieve now; if it has to be built (the first run: about a minute at
-    k = 30), say so on stderr, with a percentage on a terminal."""
+    k = 31), say so on stderr, with a percentage on a terminal."""
     from engine import sieve
 
     tty = sys.stderr.isatty()

@@ -110,16 +110,17 @@ class Params:
 # seconds on a GPU (2.2 s at 5e11/s), so claims, records and evidence stay few
 # (2^36 made a 2-core machine publish about 6,500 records a day and a GPU several a
 # second). Blocks of 2^28: 4096 per unit (128 KiB of leaves), 0.05 s on one core, so
-# pausing stays prompt. The sieve works modulo 2^30 (0.647 % of residues kept, 104 MiB
-# of tables): 15 % more numbers per second than 2^28 (0.739 %, 29 MiB) for 0.1 s
-# more start-up; 2^32 (0.557 %) needs 360 MiB and minutes to build (PROTOCOL §3).
+# pausing stays prompt. The sieve works modulo 2^31 (0.614 % of residues kept, 198 MiB
+# of tables): 10 % more numbers per second than 2^30 and 23 % more than 2^28 for
+# 0.05-0.1 s more start-up; 2^32 is 5 % faster again but costs 0.25 s more per start
+# and 359 MiB (PROTOCOL §3).
 PRODUCTION = Params(
     name="production",
     version=PROTOCOL_VERSION,
     start=1 << 71,
     unit_bits=40,
     block_bits=28,
-    sieve_k=30,
+    sieve_k=31,
     step_bound=4096,
     exact_step_bound=1 << 22,
 )

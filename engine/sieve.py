@@ -14,7 +14,7 @@ class, a smaller number whose trajectory n falls to or meets. This module is
 the only definition of that set; the tests check it against a separate
 pure-Python generator and check every dropped class by a plain search.
 
-The survivor set is built once with numba (k = 30: under a minute on two
+The survivor set is built once with numba (k = 31: about a minute on two
 cores), stored with its jump tables under the user cache directory keyed by k,
 and verified on load against a SHA-256 digest; a damaged cache file is
 rebuilt, never trusted.
@@ -427,7 +427,7 @@ def _cache_path(k: int) -> Path:
 
 
 # The cache holds the survivors and their jump tables ready to use, so a start
-# reads one file and hashes it (about 30 ms at k = 28) instead of deriving the
+# maps one file and hashes it (about 0.1 s at k = 31) instead of deriving the
 # tables again (a few hundred ms). The u64 table comes first so that every
 # array is aligned in the file as in memory.
 _ARRAYS = (("jump_d", np.uint64), ("residues", np.uint32), ("jump_c", np.uint8),
@@ -448,7 +448,7 @@ def _write_cache(path: Path, sieve: Sieve) -> None:
 def _read_cache(path: Path, k: int) -> Sieve | None:
     """The cached sieve, or None if missing or not exactly right.
 
-    The file is mapped, not copied (the tables are 104 MiB at k = 30): the
+    The file is mapped, not copied (the tables are 198 MiB at k = 31): the
     arrays are read-only views of the mapping, which lives as long as they do.
     """
     try:

@@ -158,11 +158,11 @@ def test_deferred_number_peak_does_not_leak_into_the_block_maximum() -> None:
 
 
 # Golden vectors of protocol version 2 (docs/PROTOCOL.md §3): what a second
-# implementation must reproduce for the production sieve (k = 30).
-GOLDEN_2_20 = (3692, 111354, 2685594504468343348356163288, 2**71 + 665215, 0,
-               "1f85871f92af97033f0353a4572e7df5b3e0675d300bc28071d8f3bee701aa76")  # fmt: skip
-GOLDEN_2_28 = (964599, 29541183, 229170731047990217445726621412, 2**71 + 257403391, 0,
-               "5142c5e1ed3eddcb57548c0d7c4da6739feb95373ba5e1645c25e45e0dfc5c52")  # fmt: skip
+# implementation must reproduce for the production sieve (k = 31).
+GOLDEN_2_20 = (3514, 107704, 2685594504468343348356163288, 2**71 + 665215, 0,
+               "bc7a883e071ed359b0dcf5c8834bab51021e032cc4b00064c4706128553376b5")  # fmt: skip
+GOLDEN_2_28 = (915988, 28523823, 229170731047990217445726621412, 2**71 + 257403391, 0,
+               "dcce8f56d8aafaace9e55d30ca73706bf2f94d81b36f465521b9ab8dfc30bdfd")  # fmt: skip
 
 
 def _summary(ev) -> tuple:
@@ -171,9 +171,9 @@ def _summary(ev) -> tuple:
 
 def test_production_golden_vectors() -> None:
     s = load(PRODUCTION.sieve_k)
-    assert (s.k, len(s)) == (30, 6944911)
+    assert (s.k, len(s)) == (31, 13187416)
     lo = 2**71
-    assert s.count_tested(lo, lo + 2**40) == 3950882775  # the first production unit
+    assert s.count_tested(lo, lo + 2**40) == 3751086323  # the first production unit
     exact = reference.run_block(s, lo, lo + 2**20, PRODUCTION.exact_step_bound)
     assert _summary(exact) == GOLDEN_2_20
     b = CpuBackend(PRODUCTION)

@@ -170,7 +170,7 @@ def test_at_2_to_71(host_lib, k):
 
 
 def test_production_sieve_against_the_cpu_backend(host_lib):
-    # The production tables (k = 30, blocks of 2^28 = a quarter period): the kernel's
+    # The production tables (k = 31, blocks of 2^28 = an eighth of a period): the kernel's
     # leaves equal the CPU backend's on whole production blocks, and the reference on
     # a smaller one.
     from engine.cpu import CpuBackend
