@@ -44,11 +44,10 @@ from app.theme import icon, state_icon
 from app.workers import EngineWorker, NetworkWorker, WorkerThread, run_job
 from engine import Params, by_name, make_backend, policy
 from engine.files import write_atomic
-from engine.settings import ENGINE_SETTINGS, SettingsStore, effective_cores
+from engine.settings import ENGINE_SETTINGS, SETTINGS_FILE, SettingsStore, effective_cores
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "settings.json"
 APP_STATE_FILE = "app_state.json"
 POLICY_INTERVAL_MS = 5000
 SAMPLE_INTERVAL_MS = 500

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,8 @@ except ImportError:  # pragma: no cover - the network layer is optional
     QUORUM = 2
 
 SOLO_STATE_FILE = "solo_units.json"
-# What this computer knows about its own network units (root, time, backend).
+# Where an older app kept its network units' root, time and backend (the work
+# records carry them; read until migrated, see LegacyUnits).
 NETWORK_UNITS_FILE = "network_units.json"
 SOLO_TEXT = "Network: not connected (solo mode)"
 SYNC_TEXT = "Catching up with the network…"
@@ -266,46 +267,49 @@ class SoloLedger:
         ]
 
 
-class LocalUnits:
-    """Root, time and backend of the units this computer published (the node's records
-    carry the root but not how long the unit took or where it ran)."""
+class LegacyUnits:
+    """What an older app kept in network_units.json: root, time and backend of the
+    units it published.
+
+    The work records carry the same facts (root, backend, compute_ms, created), so
+    nothing writes this file any more. It is read for units whose record the node
+    does not hold, and once the node holds every entry's record it is renamed to
+    `network_units.json.migrated` (kept, never deleted): nothing is lost.
+    """
 
     def __init__(self, data_dir: Path, params: Params) -> None:
         self.path = Path(data_dir) / NETWORK_UNITS_FILE
         self.key = params.name
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
-            self._doc = doc if isinstance(doc, dict) else {}
-        except (OSError, ValueError):
-            self._doc = {}
-
-    def add(self, unit: int, result: UnitResult, cid: str) -> None:
-        units = self._doc.setdefault(self.key, {})
-        units[str(unit)] = {
-            "root": result.root.hex(),
-            "seconds": round(result.seconds, 3),
-            "backend": result.backend,
-            "finished_at": time.time(),
-            "cid": cid,
-        }
-        try:
-            _atomic_write_json(self.path, self._doc)
-        except OSError as exc:  # only the history's extra columns depend on it
-            log.warning("cannot save %s: %s", self.path, exc)
+        except FileNotFoundError:
+            doc = {}
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s (%s); the work records are used", self.path, exc)
+            doc = {}
+        self._doc = doc if isinstance(doc, dict) else {}
+        units = self._doc.get(self.key, {})
+        self.entries: dict[str, dict] = units if isinstance(units, dict) else {}
 
     def get(self, unit: int) -> dict:
-        entry = self._doc.get(self.key, {}).get(str(unit))
+        entry = self.entries.get(str(unit))
         return entry if isinstance(entry, dict) else {}
 
-
-def _port_listen(port: int) -> tuple[str, ...]:
-    """The public listen addresses on `port` (TCP and QUIC, IPv4 and IPv6)."""
-    return (
-        f"/ip4/0.0.0.0/tcp/{port}",
-        f"/ip6/::/tcp/{port}",
-        f"/ip4/0.0.0.0/udp/{port}/quic-v1",
-        f"/ip6/::/udp/{port}/quic-v1",
-    )
+    def retire_when_covered(self, held: Callable[[str], bool]) -> bool:
+        """Set the file aside once `held(cid)` is true for each of its entries (and it
+        holds no other parameter set's). Returns True when it was set aside."""
+        if not self.path.exists() or set(self._doc) - {self.key}:
+            return False
+        if not all(held(str(e.get("cid", ""))) for e in self.entries.values()):
+            return False
+        try:
+            os.replace(self.path, self.path.with_name(self.path.name + ".migrated"))
+        except OSError as exc:
+            log.warning("cannot set %s aside: %s", self.path, exc)
+            return False
+        self.entries = {}
+        self._doc = {}
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +468,7 @@ class WorkBridge:
         self.node_overrides = dict(node_overrides or {})
         self._lock = threading.Lock()
         self._solo = SoloLedger(self.data_dir, params)
-        self._local = LocalUnits(self.data_dir, params)
+        self._legacy = LegacyUnits(self.data_dir, params)
         self._node: Any = None
         self._work: NodeWork | None = None  # the node's work, in the headless order
         self.solo_reason = "the network layer is not installed"
@@ -502,23 +506,12 @@ class WorkBridge:
         return True
 
     def node_config(self) -> Any:
-        """The NodeConfig built from the settings and the overrides."""
-        from network.ipfs.embedded import DEFAULT_BOOTSTRAP
+        """The NodeConfig built from the settings and the overrides (as `main.py node`)."""
         from network.node import NodeConfig
 
-        s = self.settings
-        rpc = s.get("ipfs_backend") == "rpc"
-        fields: dict[str, Any] = {
-            "data_dir": self.data_dir,
-            "params": self.params,
-            "ipfs_kind": "rpc" if rpc else "embedded",
-            "api_addr": s.get("kubo_api_addr") if rpc else None,
-            "listen": _port_listen(int(s.get("listen_port", 4001))),
-            "bootstrap": tuple(s.get("bootstrap") or ()) or DEFAULT_BOOTSTRAP,
-            "spot_check_share": float(s.get("spot_check_share", 0.02)),
-        }
-        fields.update(self.node_overrides)
-        return NodeConfig(**fields)
+        return NodeConfig.from_settings(
+            self.settings, data_dir=self.data_dir, params=self.params, **self.node_overrides
+        )
 
     def start_network(self) -> StartFailure | None:
         """Start the node (network thread). Returns why it fell back to solo, if it did."""
@@ -699,8 +692,23 @@ class WorkBridge:
         me = getattr(node, "account_pub", b"")
         my_name = st.display_name(me) if me else ""
         rows = []
-        for unit, status, cid in sorted(node.my_units(), reverse=True):
-            meta = self._local.get(unit)
+        mine = sorted(node.my_units(), reverse=True)
+        if self._legacy.entries:
+            held = {cid for _u, _s, cid in mine}
+            self._legacy.retire_when_covered(
+                lambda cid: cid in held and node.work_record(cid) is not None
+            )
+        for unit, status, cid in mine:
+            work = node.work_record(cid)
+            if work is not None:
+                meta = {
+                    "root": work.root.hex(),
+                    "finished_at": float(work.created),
+                    "seconds": work.compute_ms / 1000.0,
+                    "backend": work.backend,
+                }
+            else:
+                meta = self._legacy.get(unit)
             entry = st.units.get(unit)
             agreeing: tuple[str, ...] = ()
             disagreeing: list[str] = []
@@ -795,9 +803,8 @@ class WorkBridge:
             with self._lock:
                 self._solo.record(assignment.unit, result)
             return ""
-        cid = NodeWork(node).submit(assignment, result)  # raises when it cannot store
-        self._local.add(assignment.unit, result, cid)
-        return cid
+        # Root, time and backend travel in the work record (the history reads them there).
+        return NodeWork(node).submit(assignment, result)  # raises when it cannot store
 
     def submit_block(self, task: Any, evidence: BlockEvidence) -> str:
         """Publish a recomputed block (a check, or a dispute on mismatch). Returns its CID."""

@@ -294,6 +294,9 @@ ENGINE_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+# The profile's settings file (the app writes it; `main.py node` reads it too).
+SETTINGS_FILE = "settings.json"
+
 # Renamed or removed keys: old key -> new key, or None to drop it silently.
 MIGRATIONS: dict[str, str | None] = {
     "cores": "cpu_cores",
@@ -310,6 +313,10 @@ class SettingsStore:
         path: the JSON file (created on the first change).
         settings: the declared entries (e.g. ENGINE_SETTINGS + NETWORK_SETTINGS).
         migrations: renamed keys, old -> new (None drops the key).
+        read_only: read the file, never write it (the headless node reads the profile's
+            settings.json, which the app owns). Keys not declared in `settings` are then
+            another front end's (the app's own), skipped without a warning; `set`
+            raises.
     """
 
     def __init__(
@@ -317,8 +324,11 @@ class SettingsStore:
         path: Path | None,
         settings: Iterable[Setting],
         migrations: Mapping[str, str | None] | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path) if path is not None else None
+        self.read_only = read_only
         self.settings: dict[str, Setting] = {}
         for s in settings:
             if s.key in self.settings:
@@ -359,6 +369,8 @@ class SettingsStore:
             if key is None:
                 continue
             setting = self.settings.get(key)
+            if setting is None and self.read_only:
+                continue  # another front end's setting (the app's theme, say)
             if setting is None:
                 self._warn(f"unknown setting {key!r} dropped")
                 changed = True
@@ -371,7 +383,7 @@ class SettingsStore:
                 continue
             if value != setting.default:
                 self._values[key] = value
-        if changed:
+        if changed and not self.read_only:
             self.save()
 
     def save(self, values: Mapping[str, Any] | None = None) -> None:
@@ -406,8 +418,11 @@ class SettingsStore:
 
         Raises:
             KeyError: unknown key. ValueError: the value does not fit.
-            OSError: the file could not be written; memory keeps the old value.
+            OSError: the file could not be written; memory keeps the old value
+                (PermissionError on a read-only store).
         """
+        if self.read_only:
+            raise PermissionError(f"settings {self.path} are read-only here")
         setting = self.settings[key]
         value = setting.validate(value)
         old = self.get(key)

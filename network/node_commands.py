@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from engine import by_name, parse_devices
+from engine import Params, by_name, parse_devices
 from engine.commands import add_gpu_devices_argument
+from engine.settings import (
+    ENGINE_SETTINGS,
+    SETTINGS_FILE,
+    Setting,
+    SettingsStore,
+    effective_cores,
+)
 from network import logsetup
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
@@ -18,6 +27,7 @@ from network.keystore import KeystoreError
 from network.ledger import LedgerError
 from network.node import Node, NodeConfig
 from network.runner import NodeRunner
+from network.settings import NETWORK_SETTINGS
 
 log = logging.getLogger("hailstone.node")
 
@@ -35,21 +45,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Stops cleanly on Ctrl-C or SIGTERM and resumes where it stopped.",
     )
     p.add_argument("--data-dir", type=Path, default=None, help="profile directory")
-    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="swarm listen address (repeatable)")
+    p.add_argument("--listen", action="append", metavar="MULTIADDR",
+                   help="swarm listen address (repeatable; default: the listen_port setting, 4001)")
     p.add_argument("--peer", action="append", default=[], metavar="MULTIADDR", help="peer to connect to (repeatable)")
     p.add_argument("--no-bootstrap", action="store_true", help="do not contact the public bootstrap peers")
-    p.add_argument("--params", default="production", help="parameter set: production or dev")
+    p.add_argument("--params", default=None,
+                   help="parameter set: production or dev (default: the params setting)")
     p.add_argument("--status-file", type=Path, default=None, help="JSON status, rewritten every few seconds")
-    p.add_argument("--cores", type=int, default=None, help="CPU threads (default: all)")
-    p.add_argument("--backend", default="cpu", help="cpu or gpu")
+    p.add_argument("--cores", type=int, default=None,
+                   help="CPU threads (default: the cpu_cores setting; 0 there: all cores but one)")
+    p.add_argument("--cpu-share", type=int, default=None, metavar="PERCENT",
+                   help="compute this share of the time and rest the remainder "
+                   "(default: the cpu_share setting, 100)")
+    p.add_argument("--backend", default=None,
+                   help="cpu or gpu (default: gpu when the gpu_enabled setting is on, "
+                   "falling back to the CPU without a usable GPU)")
     add_gpu_devices_argument(p)
     p.add_argument("--passphrase-file", type=Path, default=None,
                    help="account passphrase, needed once to authorise a new node key")
-    p.add_argument("--ipfs", default="embedded", choices=("embedded", "rpc"), help="IPFS backend")
-    p.add_argument("--api", default=None, metavar="MULTIADDR", help="kubo RPC API address (with --ipfs rpc)")
+    p.add_argument("--ipfs", default=None, choices=("embedded", "rpc"),
+                   help="IPFS backend (default: the ipfs_backend setting, embedded)")
+    p.add_argument("--api", default=None, metavar="MULTIADDR",
+                   help="kubo RPC API address (with --ipfs rpc; default: the kubo_api_addr setting)")
     p.add_argument("--claim-ttl", type=int, default=900, help="seconds a claim on a unit lasts")
-    p.add_argument("--spot-check-share", type=float, default=0.02,
-                   help="share of compute spent re-checking other accounts' blocks")
+    p.add_argument("--spot-check-share", type=float, default=None,
+                   help="share of compute spent re-checking other accounts' blocks "
+                   "(default: the spot_check_share setting, 0.02; at most 0.5)")
     p.add_argument("--head-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--reannounce-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--unit-limit", type=int, default=None, metavar="N",
@@ -94,21 +115,93 @@ def _ensure_delegation(profile: Profile, passphrase_file: Path | None) -> None:
     profile.store_record(delegate(account_key, node_pub, int(time.time())))
 
 
-def cmd_node(args: argparse.Namespace) -> int:
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """What `main.py node` runs with: the profile's settings, its flags winning."""
+
+    params: Params
+    backend: str
+    gpu_devices: tuple[int, ...]
+    cores: int
+    share: float
+    config: NodeConfig
+
+
+def read_settings(data_dir: Path) -> SettingsStore:
+    """The profile's settings.json as the app wrote it, read-only (the app owns it)."""
+    store = SettingsStore(
+        Path(data_dir) / SETTINGS_FILE, ENGINE_SETTINGS + NETWORK_SETTINGS, read_only=True
+    )
+    return store
+
+
+def _flag(setting: Setting, value: object, flag: str) -> object:
+    """A flag's value checked against its setting's declaration (the same bounds)."""
     try:
-        params = by_name(args.params)
+        return setting.validate(value)
     except ValueError as exc:
-        return _fail(str(exc))
-    if args.backend not in ("cpu", "gpu"):
-        return _fail(f"unknown backend {args.backend!r} (choose cpu or gpu)")
+        raise ValueError(f"{flag}: {str(exc).removeprefix(setting.key + ': ')}") from None
+
+
+def node_options(args: argparse.Namespace, settings: Mapping[str, Any], data_dir: Path) -> NodeOptions:
+    """The node's options: each flag given wins over its setting, the rest come from
+    the settings (engine/settings.py, network/settings.py: declared once, read by the
+    app and by this command).
+
+    Raises:
+        ValueError: a bad flag, in one line.
+    """
+    values = dict(settings)
+    declared = {s.key: s for s in ENGINE_SETTINGS + NETWORK_SETTINGS}
+    params = by_name(args.params or values["params"])
+    backend = args.backend or ("gpu" if values["gpu_enabled"] else "cpu")
+    if backend not in ("cpu", "gpu"):
+        raise ValueError(f"unknown backend {backend!r} (choose cpu or gpu)")
     if args.cores is not None and args.cores < 1:
-        return _fail("--cores must be at least 1")
+        raise ValueError("--cores must be at least 1")
+    cores = args.cores or effective_cores(values["cpu_cores"])
+    if args.cpu_share is not None:
+        values["cpu_share"] = _flag(declared["cpu_share"], args.cpu_share, "--cpu-share")
+    gpu_devices = (
+        parse_devices(args.gpu_devices) if args.gpu_devices else tuple(values["gpu_devices"])
+    )
+    if args.ipfs is not None:
+        values["ipfs_backend"] = args.ipfs
+    if args.api is not None:
+        values["kubo_api_addr"] = args.api
+    if args.spot_check_share is not None:
+        values["spot_check_share"] = _flag(
+            declared["spot_check_share"], args.spot_check_share, "--spot-check-share"
+        )
+    overrides: dict[str, Any] = {
+        "peers": tuple(args.peer),
+        "claim_ttl_s": args.claim_ttl,
+        "head_interval_s": args.head_interval,
+        "reannounce_interval_s": args.reannounce_interval,
+        "unit_limit": args.unit_limit,
+    }
+    if args.listen:
+        overrides["listen"] = tuple(args.listen)
+    if args.no_bootstrap:
+        overrides["bootstrap"] = ()
+    config = NodeConfig.from_settings(values, data_dir=Path(data_dir), params=params, **overrides)
+    return NodeOptions(
+        params=params,
+        backend=backend,
+        gpu_devices=gpu_devices,
+        cores=cores,
+        share=values["cpu_share"] / 100.0,
+        config=config,
+    )
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or default_data_dir())
+    settings = read_settings(data_dir)
     try:
-        gpu_devices = parse_devices(args.gpu_devices)
+        opts = node_options(args, settings.values(), data_dir)
     except ValueError as exc:
         return _fail(str(exc))
-    if not 0.0 <= args.spot_check_share <= 1.0:
-        return _fail("--spot-check-share must be between 0 and 1")
     metrics_address = None
     if args.metrics is not None:
         from network.metrics import parse_address
@@ -117,7 +210,6 @@ def cmd_node(args: argparse.Namespace) -> int:
             metrics_address = parse_address(args.metrics)
         except ValueError as exc:
             return _fail(str(exc))
-    data_dir = args.data_dir or default_data_dir()
     profile = Profile(data_dir)
     if not profile.has_account():
         return _fail(
@@ -129,6 +221,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         fmt=args.log_format,
         data_dir=Path(data_dir),
     )
+    for warning in settings.warnings:
+        log.warning("settings: %s", warning)
     try:
         logsetup.SECRETS.add(profile.secret_path.read_bytes())
     except OSError:
@@ -140,20 +234,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     except (KeystoreError, OSError) as exc:
         return _fail(str(exc), FAILED)
 
-    config = NodeConfig(
-        data_dir=Path(data_dir),
-        params=params,
-        ipfs_kind=args.ipfs,
-        api_addr=args.api,
-        listen=tuple(args.listen) if args.listen else NodeConfig.__dataclass_fields__["listen"].default,
-        peers=tuple(args.peer),
-        bootstrap=() if args.no_bootstrap else NodeConfig.__dataclass_fields__["bootstrap"].default,
-        claim_ttl_s=args.claim_ttl,
-        spot_check_share=args.spot_check_share,
-        head_interval_s=args.head_interval,
-        reannounce_interval_s=args.reannounce_interval,
-        unit_limit=args.unit_limit,
-    )
+    config = opts.config
+    params = opts.params
     node = Node(config, profile, node_key)
     # A stop asked for while the node starts (seconds) is honoured once it has started.
     stop_asked: list[int] = []
@@ -180,12 +262,13 @@ def cmd_node(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    cores = args.cores or max(1, os.cpu_count() or 1)
+    cores = opts.cores
     runner = NodeRunner(
         node,
-        backend=args.backend,
-        gpu_devices=gpu_devices,
+        backend=opts.backend,
+        gpu_devices=opts.gpu_devices,
         cores=cores,
+        share=opts.share,
         status_file=args.status_file,
         progress=progress,
     )
@@ -220,7 +303,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     status = node.status()
     print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
     log.info("node %s started (%s parameters, %s backend, %d cores)",
-             status.peer_id, params.name, args.backend, cores)
+             status.peer_id, params.name, opts.backend, cores)
     try:
         runner.run()
     finally:

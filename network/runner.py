@@ -76,6 +76,7 @@ class NodeRunner:
         """`work` defaults to the node's (`NodeWork`); tests of the shared session
         pass an in-memory source."""
         self.node = node
+        # The backend asked for, then the one computing (a missing GPU reads "cpu").
         self.backend_name = backend
         self.gpu_devices = tuple(gpu_devices)  # empty: every GPU
         self.cores = max(1, cores)
@@ -192,6 +193,7 @@ class NodeRunner:
                 if self._progress is not None:
                     self._progress(self)
             case BatchDone():
+                self.backend_name = event.backend
                 self.stats.batch(event.backend, event.numbers, event.busy_s)
                 if event.checkpointed:
                     self.stats.checkpoint_written()
@@ -202,8 +204,10 @@ class NodeRunner:
             case BlockTaskDone():
                 self.stats.block_checked()
             case NoGpu(reason=reason):
+                self.backend_name = "cpu"
                 self._say(f"no GPU: {reason}; computing on the CPU")
             case GpuFailed(error=exc):
+                self.backend_name = "cpu"
                 self._say(f"the GPU failed ({exc}); computing on the CPU")
                 self.stats.error(f"the GPU failed: {exc}")
             case StoreFailed():

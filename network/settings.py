@@ -6,6 +6,9 @@ node reads the same settings file. Kept Qt-free like the rest of network/.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from engine.settings import Setting
 
 DEFAULT_KUBO_API = "/ip4/127.0.0.1/tcp/5001"
@@ -65,3 +68,26 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         group="Network",
     ),
 )
+
+
+def network_setting(key: str) -> Setting:
+    """The declared entry of `key` (its default, bounds and help), e.g. for a CLI flag."""
+    for s in NETWORK_SETTINGS:
+        if s.key == key:
+            return s
+    raise KeyError(key)
+
+
+def network_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every network setting's value: `values` where it has one, else the default."""
+    return {s.key: values.get(s.key, s.default) for s in NETWORK_SETTINGS}
+
+
+def listen_addresses(port: int) -> tuple[str, ...]:
+    """The public listen addresses on `port` (TCP and QUIC, IPv4 and IPv6)."""
+    return (
+        f"/ip4/0.0.0.0/tcp/{port}",
+        f"/ip6/::/tcp/{port}",
+        f"/ip4/0.0.0.0/udp/{port}/quic-v1",
+        f"/ip6/::/udp/{port}/quic-v1",
+    )
