@@ -70,6 +70,7 @@ from network.records import (
 from network.rejection import Accepted, Rejection
 from network.settings import listen_addresses, network_values
 from network.state import NetworkState, derive_state, next_unit
+from network.trust import TrustPolicy
 from network.validate import ValidationContext, authorised, validate
 from network.validate import context as validation_context
 
@@ -122,6 +123,9 @@ class NodeConfig:
     max_skew_s: int = 600
     # Units at or above this index are never handed out (None: no limit).
     unit_limit: int | None = None
+    # The verification protocol's root of trust (PROTOCOL §11). None: the legacy
+    # two-account quorum, until the node publishes commits, reveals and audits itself.
+    trust: TrustPolicy | None = None
     # A node with peers waits this long at most for a first head before computing.
     sync_timeout_s: float = 20.0
 
@@ -738,6 +742,17 @@ class Node:
 
     # --- publishing ----------------------------------------------------------------
 
+    def publish(self, signed: SignedRecord) -> str | Rejection:
+        """Validate a record signed by this node's key, store it durably and announce it.
+
+        Returns its CID, or the Rejection (nothing stored) when it does not validate.
+        """
+        with self._lock:
+            verdict = validate(signed, self._context())
+        if isinstance(verdict, Rejection):
+            return verdict
+        return self._add_own(signed)
+
     def _add_own(self, signed: SignedRecord) -> str:
         """Store our record and its outbox entry durably, then announce it."""
         row = stored_record(signed)
@@ -819,7 +834,7 @@ class Node:
         with self._lock:
             if self._state is None:
                 valid = [Accepted(record=s, cid=c) for c, s in self._records.items()]
-                self._state = derive_state(valid, self.params)
+                self._state = derive_state(valid, self.params, trust=self.config.trust)
             return self._state
 
     def status(self) -> NodeStatus:
