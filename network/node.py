@@ -60,9 +60,11 @@ from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
 from network.records import (
     MAX_CANDIDATES,
+    RECHECK_FACTOR,
     CheckRecord,
     DelegationRecord,
     DisputeRecord,
+    RecheckRecord,
     SignedRecord,
     WorkRecord,
     candidate_list_bytes,
@@ -71,7 +73,7 @@ from network.rejection import Accepted, Rejection
 from network.settings import listen_addresses, network_values
 from network.state import NetworkState, derive_state, next_unit
 from network.trust import TrustPolicy
-from network.validate import ValidationContext, authorised, validate
+from network.validate import ValidationContext, authorised, recheck, validate
 from network.validate import context as validation_context
 
 log = logging.getLogger("hailstone.node")
@@ -299,6 +301,8 @@ class Node:
         # and served round-robin so one peer's flood cannot starve the rest
         self._fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
         self._inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        # candidates others reported, to re-check exactly: (work CID, candidate)
+        self._rechecks: queue.Queue[tuple[str, int]] = queue.Queue()
         # sync: heads and head pages of each peer that we hold completely
         self._peer_heads: dict[str, str] = {}
         self._peer_pages: dict[str, set[str]] = {}
@@ -358,6 +362,9 @@ class Node:
             for s in self._records.values()
             if s.kind in ("check", "dispute") and s.record.node == self.node_pub
         }
+        t = threading.Thread(target=self._recheck_loop, name="hailstone-recheck", daemon=True)
+        t.start()
+        self._threads.append(t)
         # Several fetchers, so one record that no peer serves cannot hold up the rest.
         for i in range(FETCH_THREADS):
             t = threading.Thread(target=self._fetch_loop, name=f"hailstone-fetch-{i}", daemon=True)
@@ -689,6 +696,36 @@ class Node:
         # (validation accepts a dispute only once its work record is known)
         if isinstance(record, DisputeRecord) and record.account != self.account_pub:
             self._queue_confirm(cid, record)
+        if isinstance(record, WorkRecord) and record.account != self.account_pub:
+            for candidate in record.candidates:
+                if self._rechecks.qsize() < MAX_CONFIRM_TASKS:
+                    self._rechecks.put((cid, candidate))
+            if record.has_candidates:
+                self._event("candidate", f"unit {record.unit}: {record.candidate_count} reported")
+
+    def _recheck_loop(self) -> None:
+        """Re-check reported candidates exactly with a far larger bound and publish the
+        outcome as a signed record (PROTOCOL §2, §6 recheck)."""
+        bound = RECHECK_FACTOR * self.params.exact_step_bound
+        while not self._stop.is_set():
+            try:
+                work_cid, candidate = self._rechecks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            fell, steps = recheck(candidate, bound)
+            rec = RecheckRecord(
+                work_cid=work_cid,
+                candidate=candidate,
+                bound=bound,
+                fell=fell,
+                steps=steps,
+                node=self.node_pub,
+                account=self.account_pub,
+                created=int(self._clock()),
+            )
+            self._add_own(codec.sign(rec, self.node_key))
+            outcome = f"fell after {steps}" if fell else f"still stands after {bound}"
+            self._event("candidate", f"re-check: {candidate} {outcome} odd steps")
 
     def _queue_confirm(self, dispute_cid: str, dispute: DisputeRecord) -> None:
         key = (dispute.work_cid, dispute.block)

@@ -332,6 +332,9 @@ class CommitRecord:
         return self.node
 
 
+# A re-check iterates a candidate exactly with at least this many times the unit's
+# exact_step_bound ("a far larger bound", PROTOCOL §2).
+RECHECK_FACTOR = 16
 MAX_BEACON_LISTED = 48  # commits and reveals one beacon round attests to (keeps it under 4 KiB)
 
 
@@ -365,6 +368,44 @@ class BeaconRecord:
             _check_text("listed CID", c, MAX_CID_CHARS, printable_ascii=True)
         if list(self.listed) != sorted(set(self.listed)):
             raise ValueError("listed must be sorted and distinct")
+        _check_bytes("node", self.node, KEY_BYTES)
+        _check_bytes("account", self.account, KEY_BYTES)
+        _check_created(self.created)
+
+    @property
+    def signer(self) -> bytes:
+        return self.node
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecheckRecord:
+    """A node iterated a reported candidate exactly with a far larger bound.
+
+    `fell` with `steps`: the candidate fell below itself after exactly `steps` odd
+    steps (validation repeats that, so the claim is proven). Not `fell`: it still
+    stood after `bound` odd steps (`steps` is 0); a signed observation, raised to the
+    user. Signed by the node key.
+    """
+
+    KIND: ClassVar[str] = "recheck"
+
+    work_cid: str
+    candidate: int
+    bound: int
+    fell: bool
+    steps: int
+    node: bytes
+    account: bytes
+    created: int
+
+    def __post_init__(self) -> None:
+        _check_text("work_cid", self.work_cid, MAX_CID_CHARS, printable_ascii=True)
+        _check_uint("candidate", self.candidate, MAX_BIG_UINT)
+        _check_uint("bound", self.bound, MAX_COUNT)
+        _check_bool("fell", self.fell)
+        _check_uint("steps", self.steps, MAX_COUNT)
+        if self.fell != (self.steps > 0) or self.steps > self.bound:
+            raise ValueError("steps is 1..bound when the candidate fell, else 0")
         _check_bytes("node", self.node, KEY_BYTES)
         _check_bytes("account", self.account, KEY_BYTES)
         _check_created(self.created)
@@ -456,7 +497,16 @@ class DisputeRecord:
         return self.node
 
 
-Record = AccountRecord | DelegationRecord | WorkRecord | CommitRecord | CheckRecord | DisputeRecord
+Record = (
+    AccountRecord
+    | DelegationRecord
+    | WorkRecord
+    | CommitRecord
+    | BeaconRecord
+    | RecheckRecord
+    | CheckRecord
+    | DisputeRecord
+)
 RECORD_TYPES: dict[str, type] = {
     t.KIND: t
     for t in (
@@ -465,6 +515,7 @@ RECORD_TYPES: dict[str, type] = {
         WorkRecord,
         CommitRecord,
         BeaconRecord,
+        RecheckRecord,
         CheckRecord,
         DisputeRecord,
     )

@@ -115,6 +115,28 @@ class RootReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Recheck:
+    """One account's exact re-check of a candidate (network.records.RecheckRecord).
+
+    Attributes:
+        candidate: the number.
+        fell: it fell below itself after `steps` odd steps (validation proved it);
+            otherwise it still stood after `bound` odd steps.
+        steps: odd steps until it fell (0 if it did not).
+        bound: odd steps the re-check allowed.
+        account: who re-checked.
+        cid: the re-check record.
+    """
+
+    candidate: int
+    fell: bool
+    steps: int
+    bound: int
+    account: bytes
+    cid: str
+
+
+@dataclass(frozen=True, slots=True)
 class UnitStatus:
     """What the network knows about one unit.
 
@@ -134,6 +156,7 @@ class UnitStatus:
             committed, revealed, paired, verified, conflicting, withheld, candidate).
         reopened: under a trust policy, a slashed account had revealed on this unit,
             which is now judged without it (backtracking).
+        rechecks: counted re-checks of its candidates with a far larger bound.
     """
 
     unit: int
@@ -148,6 +171,7 @@ class UnitStatus:
     candidate_reports: tuple[str, ...] = ()
     phase: str = ""
     reopened: bool = False
+    rechecks: tuple[Recheck, ...] = ()
 
     def reporters(self) -> frozenset[bytes]:
         """Every account with a counted report on this unit."""
@@ -332,6 +356,7 @@ def derive_state(
     by_kind["dispute"] = {}
     by_kind["commit"] = {}
     by_kind["beacon"] = {}
+    by_kind["recheck"] = {}
     for item in records:
         payload = item.record.record
         bucket = by_kind.get(payload.KIND)
@@ -356,6 +381,16 @@ def derive_state(
             work[cid] = w
         else:
             ignored.add(cid)
+
+    rechecks_by_unit: dict[int, list[Recheck]] = {}
+    for cid, r in sorted_items["recheck"]:
+        target = work.get(r.work_cid)
+        if target is None or not counts(r):
+            ignored.add(cid)
+            continue
+        rechecks_by_unit.setdefault(target.unit, []).append(
+            Recheck(r.candidate, r.fell, r.steps, r.bound, r.account, cid)
+        )
 
     # Candidates (before disputes remove anything): a counted report of a candidate keeps
     # its unit from being verified, whatever else is said about the unit. A proven-wrong
@@ -483,6 +518,7 @@ def derive_state(
             candidate_count=candidate_count,
             candidate_reports=tuple(sorted(candidate_cids)),
             phase=tally.phase if tally is not None else "",
+            rechecks=tuple(sorted(rechecks_by_unit.get(unit, ()), key=lambda r: r.cid)),
             reopened=tally.reopened if tally is not None else False,
         )
 

@@ -36,11 +36,13 @@ from network import codec
 from network import rejection as R
 from network.ipfs.cid import is_valid_cid
 from network.records import (
+    RECHECK_FACTOR,
     BeaconRecord,
     CheckRecord,
     CommitRecord,
     DelegationRecord,
     DisputeRecord,
+    RecheckRecord,
     SignedRecord,
     WorkRecord,
 )
@@ -201,6 +203,43 @@ def _validate_commit(c: CommitRecord | BeaconRecord, ctx: ValidationContext) -> 
     return authorised(ctx, c.account, c.node, c.created)
 
 
+# Odd steps validation repeats to prove a re-check's "fell after n steps" (a few
+# seconds of exact Python arithmetic at most); longer claims are refused, not trusted.
+MAX_RECHECK_VERIFY_STEPS = 1 << 24
+
+
+def _validate_recheck(r: RecheckRecord, ctx: ValidationContext) -> Rejection | None:
+    denied = authorised(ctx, r.account, r.node, r.created)
+    if denied is not None:
+        return denied
+    work = ctx.works.get(r.work_cid)
+    if work is None:
+        return Rejection(R.UNKNOWN_WORK, f"work record {r.work_cid} is not known yet")
+    p = work.params
+    lo, hi = p.unit_range(work.unit)
+    listed = r.candidate in work.candidates
+    unlisted_ok = work.extra_candidates > 0 and lo <= r.candidate < hi
+    if not (listed or unlisted_ok) or not sieve.load(p.sieve_k).is_tested(r.candidate):
+        return Rejection(R.BAD_CANDIDATE, f"{r.candidate} is not a candidate of that work")
+    if r.bound < RECHECK_FACTOR * p.exact_step_bound:
+        return Rejection(
+            R.BAD_FIELD, f"a re-check needs a bound of at least {RECHECK_FACTOR} x exact_step_bound"
+        )
+    if r.fell and ctx.recheck_candidates:
+        if r.steps > MAX_RECHECK_VERIFY_STEPS:
+            return Rejection(R.BAD_FIELD, f"{r.steps} steps is too long to verify here")
+        g = reference.glide(r.candidate, r.steps)
+        if not (g.fell and g.odd_steps == r.steps):
+            return Rejection(R.BAD_CANDIDATE, f"{r.candidate} does not fall after {r.steps} steps")
+    return None
+
+
+def recheck(candidate: int, bound: int) -> tuple[bool, int]:
+    """Iterate a candidate exactly up to `bound` odd steps: (fell, steps until it fell)."""
+    g = reference.glide(candidate, bound)
+    return g.fell, g.odd_steps if g.fell else 0
+
+
 def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> Rejection | None:
     denied = authorised(ctx, r.account, r.node, r.created)
     if denied is not None:
@@ -244,6 +283,8 @@ def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection
     verdict: Rejection | None = None
     if isinstance(record, WorkRecord):
         verdict = _validate_work(record, ctx)
+    elif isinstance(record, RecheckRecord):
+        verdict = _validate_recheck(record, ctx)
     elif isinstance(record, CommitRecord | BeaconRecord):
         verdict = _validate_commit(record, ctx)
     elif isinstance(record, CheckRecord | DisputeRecord):

@@ -23,13 +23,15 @@ from network import rejection as R
 from network.ipfs.cid import cid_for_bytes
 from network.records import (
     MAX_CANDIDATES,
+    RECHECK_FACTOR,
     DelegationRecord,
+    RecheckRecord,
     WorkRecord,
     candidate_list_bytes,
 )
 from network.rejection import Accepted
 from network.state import CANDIDATE, VERIFIED, derive_state
-from network.validate import context, validate
+from network.validate import context, recheck, validate
 
 T0 = 1_750_000_000
 EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
@@ -175,3 +177,44 @@ def test_verify_exits_non_zero_with_a_line_and_a_json_field_when_a_candidate_sta
     fine = _verify("27", "--exact-step-bound", "64", "--backend", "reference", "--json")
     assert fine.returncode == 0, fine.stderr
     assert json.loads(fine.stdout)["candidates_found"] == 0
+
+
+def _recheck_record(work_cid: str, candidate: int, bound: int, fell: bool, steps: int, who=2):
+    acc, node = PEOPLE[who]
+    rec = RecheckRecord(
+        work_cid=work_cid,
+        candidate=candidate,
+        bound=bound,
+        fell=fell,
+        steps=steps,
+        node=bytes(node.verify_key),
+        account=bytes(acc.verify_key),
+        created=T0 + 300,
+    )
+    return codec.sign(rec, node)
+
+
+def test_candidates_are_rechecked_with_a_far_larger_bound_and_the_outcome_is_proven():
+    report = _report(FEW, 4, 0)
+    signed = codec.sign(report, PEOPLE[0][1])
+    work_cid = codec.record_cid(signed)
+    candidate = report.candidates[0]
+    bound = RECHECK_FACTOR * FEW.exact_step_bound
+    fell, steps = recheck(candidate, bound)
+    assert fell and FEW.exact_step_bound < steps <= bound  # it does fall, later
+    delegations = [d.record.record for d in _delegations()]
+    ctx = context(T0 + 400, delegations, (FEW,), works={work_cid: report})
+    ok = validate(_recheck_record(work_cid, candidate, bound, fell, steps), ctx)
+    assert isinstance(ok, Accepted)
+    # A wrong step count, a small bound or a number that is no candidate are refused.
+    wrong = validate(_recheck_record(work_cid, candidate, bound, True, steps - 1), ctx)
+    assert wrong.reason_code == R.BAD_CANDIDATE
+    small = validate(_recheck_record(work_cid, candidate, FEW.exact_step_bound, False, 0), ctx)
+    assert small.reason_code == R.BAD_FIELD
+    other = validate(_recheck_record(work_cid, candidate + 4, bound, False, 0), ctx)
+    assert other.reason_code == R.BAD_CANDIDATE
+    # The state shows the re-check on the unit, which stays a candidate unit.
+    records = [*_delegations(), Accepted(record=signed, cid=work_cid), ok]
+    unit4 = derive_state(records, FEW).units[4]
+    assert unit4.status == CANDIDATE
+    assert [(r.candidate, r.fell, r.steps) for r in unit4.rechecks] == [(candidate, True, steps)]

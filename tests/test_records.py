@@ -23,6 +23,7 @@ from network.records import (
     CommitRecord,
     DelegationRecord,
     DisputeRecord,
+    RecheckRecord,
     SignedRecord,
     WorkRecord,
 )
@@ -71,6 +72,19 @@ def golden_records() -> dict[str, tuple[object, SigningKey]]:
         "beacon": (
             BeaconRecord(
                 round=7, value=bytes([12]) * 32, listed=(WORK_CID,), node=N, account=A, created=T
+            ),
+            NODE,
+        ),
+        "recheck": (
+            RecheckRecord(
+                work_cid=WORK_CID,
+                candidate=(1 << 71) + 27,
+                bound=1 << 26,
+                fell=True,
+                steps=41,
+                node=N,
+                account=A,
+                created=T,
             ),
             NODE,
         ),
@@ -176,6 +190,21 @@ GOLDEN = {
         "59a986a07bfb36e7b1eb0f8bca743b46d7c0c44688725b06591df19b6347d377"
         "eaf34fbd3c0d2c9a14ff718818539af0c8a1a7ba0ba0a9b1f800a3dd0188a103",
         "bafkreidg33xlpjawbpn5yu3gh6tmucbzooo2umlds6mh2t2nrfv73orqki",
+    ),
+    "recheck": (
+        (
+            "85677265636865636b02a86466656c6cf5646e6f6465582029acbae141bccaf0b22e1a94d34d0bc7361e526d"
+            "0bfe12c89794bc9322966dd765626f756e641a040000006573746570731829676163636f756e74582003a107"
+            "bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b867637265617465641a684ee1806877"
+            "6f726b5f636964783b6261666b726569676832616b69736361696c6463716162737967336466723663687533"
+            "66677072656769796d73636b376537617161347335327a796963616e646964617465c2498000000000000000"
+            "1b582029acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd758403ad2b154ed333a"
+            "241cdb82373ebcaa35154dbd7ed8e6b83bac38c9dd54a865d77cabf5f525cb0598fa9d5f7a477e9353568889"
+            "b46a13e0cb011daec2939e6304"
+        ),
+        "3ad2b154ed333a241cdb82373ebcaa35154dbd7ed8e6b83bac38c9dd54a865d7"
+        "7cabf5f525cb0598fa9d5f7a477e9353568889b46a13e0cb011daec2939e6304",
+        "bafkreifffhzgpgsr65zgxtlizij4uklzamagdoetybjy75st6o63i3o7m4",
     ),
     "check": (
         (
