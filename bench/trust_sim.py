@@ -70,16 +70,22 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=300)
     p.add_argument("--byzantine", type=float, default=0.3)
     p.add_argument("--seeds", type=int, default=20)
+    p.add_argument("--first-seed", type=int, default=1)
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--overhead-shares", default="0,0.1,0.3,0.45")
     p.add_argument("--max-ticks", type=int, default=2000)
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="append each run's JSON here")
+    p.add_argument("--table", type=Path, default=None, help="only print the table of a --out file")
     args = p.parse_args()
+    if args.table is not None:
+        rows = [json.loads(line) for line in args.table.read_text().splitlines() if line]
+        print(table(rows))
+        return 1 if sum(r["falsely_verified"] + r["honest_lost"] for r in rows) else 0
     jobs = [
         (args.nodes, args.byzantine, s, seed, args.max_ticks)
         for s in args.strategies.split(",")
-        for seed in range(1, args.seeds + 1)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     for share in (float(x) for x in args.overhead_shares.split(",") if x):
         strategy = "honest" if share == 0 else "mixed"
