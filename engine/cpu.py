@@ -36,7 +36,7 @@ _U128_MAX = (1 << 128) - 1
 # Blocks that reach this high are left to the exact path entirely.
 _FAST_RANGE_LIMIT = 1 << 127
 _DEFER_CAPACITY = 1024
-# Survivors gathered per pass of the kernel's two-lane loop.
+# Survivors gathered per pass of the kernel's three-lane loop.
 _CHUNK = 4096
 
 # Kernel status codes
@@ -73,11 +73,12 @@ def _run_range(
 ):  # pragma: no cover - compiled; tested through CpuBackend against the reference
     """Fast path over [lo, lo + length) (lo as two limbs, length < 2**62).
 
-    Two numbers are in flight at once (lanes a and b), so the CPU overlaps their
-    dependency chains (tzcnt -> 128-bit shift -> 3x+1): +31 % on one core. The two
-    lanes' code is written out twice on purpose: moving the step or the lane
-    start into helper functions measured 20-40 % slower (numba's tuple returns
-    and the extra dispatch stay in the hot loop). Lanes finish out of order, so
+    Three numbers are in flight at once (lanes a, b and c), so the CPU overlaps
+    their dependency chains (tzcnt -> 128-bit shift -> 3x+1): two lanes measured
+    +31 % on one core over one, a third +4 % more, a fourth and fifth lost again
+    (registers run out). The lanes' code is written out three times on purpose:
+    moving the step or the lane start into helper functions measured 20-40 %
+    slower (numba's tuple returns and the extra dispatch stay in the hot loop). Lanes finish out of order, so
     the maximum follows the explicit tie rule (larger value, or equal value and
     smaller n), each lane tracks its own peak from the block maximum at its
     start, and a jump is taken only when its bound is strictly below that
@@ -95,7 +96,7 @@ def _run_range(
     tested = u0
     odd_total = u0
     n_def = 0
-    cap = deferred.shape[0] - 2  # room for both lanes to defer while draining
+    cap = deferred.shape[0] - 3  # room for every lane to defer while draining
     status = _DONE
     resume = length
     first_off = np.int64(lo_lo & mod_mask)
@@ -138,6 +139,7 @@ def _run_range(
             pos = 0
             a_on = False
             b_on = False
+            c_on = False
             loading = True
             an_hi = u0
             an_lo = u0
@@ -155,6 +157,14 @@ def _run_range(
             bpk_hi = u0
             bpk_lo = u0
             b_set = False
+            cn_hi = u0
+            cn_lo = u0
+            cx_hi = u0
+            cx_lo = u0
+            c_st = u0
+            cpk_hi = u0
+            cpk_lo = u0
+            c_set = False
             while True:
                 if not a_on and loading and pos < m:
                     t = buf[pos]
@@ -198,7 +208,28 @@ def _run_range(
                     bpk_lo = max_lo
                     b_set = False
                     b_on = True
-                if not a_on and not b_on:
+                if not c_on and loading and pos < m:
+                    t = buf[pos]
+                    pos += 1
+                    r = np.uint64(residues[t])
+                    cn_lo = p_lo + r
+                    cn_hi = p_hi + (u1 if cn_lo < p_lo else u0)
+                    cx_hi = cn_hi
+                    cx_lo = cn_lo
+                    c_st = u0
+                    c = jump_c[t]
+                    if c != NO_JUMP and a_fits:
+                        coef = pow3[amax_c[t]] << (kk - np.uint64(amax_j[t]))
+                        g_hi, g_lo = mul_add_64(a_lo, coef, bmax)
+                        g_hi, g_lo = triple_plus_one(g_hi, g_lo)
+                        if g_hi < max_hi or (g_hi == max_hi and g_lo < max_lo):
+                            cx_hi, cx_lo = mul_add_64(a_lo, pow3[c], jump_d[t])
+                            c_st = np.uint64(c)
+                    cpk_hi = max_hi
+                    cpk_lo = max_lo
+                    c_set = False
+                    c_on = True
+                if not a_on and not b_on and not c_on:
                     break
                 if a_on:
                     ax_hi, ax_lo = strip_twos(ax_hi, ax_lo)
@@ -272,6 +303,42 @@ def _run_range(
                             bpk_hi = bx_hi
                             bpk_lo = bx_lo
                             b_set = True
+                if c_on:
+                    cx_hi, cx_lo = strip_twos(cx_hi, cx_lo)
+                    if cx_hi < cn_hi or (cx_hi == cn_hi and cx_lo < cn_lo):
+                        c_on = False
+                        tested += u1
+                        odd_total += c_st
+                        if c_set and (
+                            cpk_hi > max_hi
+                            or (cpk_hi == max_hi and cpk_lo > max_lo)
+                            or (
+                                cpk_hi == max_hi
+                                and cpk_lo == max_lo
+                                and (cn_hi < maxn_hi or (cn_hi == maxn_hi and cn_lo < maxn_lo))
+                            )
+                        ):
+                            max_hi = cpk_hi
+                            max_lo = cpk_lo
+                            maxn_hi = cn_hi
+                            maxn_lo = cn_lo
+                    elif (
+                        c_st >= step_bound or cx_hi > lim_hi or (cx_hi == lim_hi and cx_lo > lim_lo)
+                    ):
+                        c_on = False
+                        tested += u1
+                        deferred[n_def, 0] = cn_hi
+                        deferred[n_def, 1] = cn_lo
+                        n_def += 1
+                        if n_def >= cap:
+                            loading = False
+                    else:
+                        cx_hi, cx_lo = triple_plus_one(cx_hi, cx_lo)
+                        c_st += u1
+                        if cx_hi > cpk_hi or (cx_hi == cpk_hi and cx_lo >= cpk_lo):
+                            cpk_hi = cx_hi
+                            cpk_lo = cx_lo
+                            c_set = True
             if not loading and pos < m:
                 status = _DEFER_FULL
                 resume = np.int64(residues[buf[pos]]) + base_off - first_off
