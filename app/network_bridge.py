@@ -30,47 +30,45 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import Assignment, BlockEvidence, Params, UnitResult
 from engine.files import write_atomic
 
-# The contributor session (shared with the headless node) and its events.
-from network.contributor import BatchDone as BatchDone
-from network.contributor import BatchStarted as BatchStarted
-from network.contributor import BlockTaskDone as BlockTaskDone
-from network.contributor import BlockTaskStarted as BlockTaskStarted
-from network.contributor import ContributorSession as ContributorSession
-from network.contributor import Failed as Failed
-from network.contributor import GpuFailed as GpuFailed
-from network.contributor import NextTurn as NextTurn
-from network.contributor import NodeWork as NodeWork
-from network.contributor import NoGpu as NoGpu
-from network.contributor import Progress as Progress
-from network.contributor import StateChanged as StateChanged
-from network.contributor import StoreFailed as StoreFailed
-from network.contributor import UnitDone as UnitDone
-from network.contributor import UnitStarted as UnitStarted
-from network.contributor import Wait as Wait
-from network.contributor import claim_renew_interval_s
+# The network layer reaches the app only through network.facade, and the rest of
+# the app only through this module (import-linter contracts in pyproject.toml).
+from network import facade
+from network.facade import DEFAULT_KUBO_API as DEFAULT_KUBO_API
+from network.facade import MIN_KDF_LIMITS as MIN_KDF_LIMITS
+from network.facade import NETWORK_SETTINGS as NETWORK_SETTINGS
+from network.facade import QUORUM as QUORUM
+from network.facade import BatchDone as BatchDone
+from network.facade import BatchStarted as BatchStarted
+from network.facade import BlockTaskDone as BlockTaskDone
+from network.facade import BlockTaskStarted as BlockTaskStarted
+from network.facade import ContributorSession as ContributorSession
+from network.facade import Failed as Failed
+from network.facade import GpuFailed as GpuFailed
+from network.facade import NextTurn as NextTurn
+from network.facade import NodeWork as NodeWork
+from network.facade import NoGpu as NoGpu
+from network.facade import Progress as Progress
+from network.facade import StateChanged as StateChanged
+from network.facade import StoreFailed as StoreFailed
+from network.facade import UnitDone as UnitDone
+from network.facade import UnitStarted as UnitStarted
+from network.facade import Wait as Wait
+from network.facade import claim_renew_interval_s
 
 # One profile folder for the app and the CLI (and the move of an old GUI profile).
-from network.profile_dir import default_data_dir as default_data_dir
-from network.profile_dir import last_migration as last_migration
-from network.profile_dir import legacy_gui_data_dir as legacy_gui_data_dir
+from network.facade import default_data_dir as default_data_dir
+from network.facade import last_migration as last_migration
+from network.facade import legacy_gui_data_dir as legacy_gui_data_dir
 
-# The network layer's settings reach the rest of the app only through this module
-# (re-exported; the import-linter contract in pyproject.toml keeps it the one seam).
-from network.settings import DEFAULT_KUBO_API as DEFAULT_KUBO_API
-from network.settings import NETWORK_SETTINGS as NETWORK_SETTINGS
+if TYPE_CHECKING:
+    from network.facade import Node, NodeConfig
 
 log = logging.getLogger(__name__)
-
-# How many matching results from distinct accounts verify a unit (and earn credit).
-try:
-    from network.state import QUORUM
-except ImportError:  # pragma: no cover - the network layer is optional
-    QUORUM = 2
 
 SOLO_STATE_FILE = "solo_units.json"
 # Where an older app kept its network units' root, time and backend (the work
@@ -422,23 +420,8 @@ def classify_start_failure(
 
 
 def taken_names(data_dir: Path, params: Params) -> dict[str, bytes]:
-    """Normalised username -> owning account, from the ledger in `data_dir` (if any).
-
-    Reads the account records the ledger holds and applies network.usernames'
-    ownership rule (through the derived state). Empty when there is no ledger.
-    """
-    from network.ledger import LEDGER_FILENAME, Ledger, LedgerError
-    from network.state import derive_state
-
-    if not (Path(data_dir) / LEDGER_FILENAME).is_file():
-        return {}
-    try:
-        with Ledger.in_dir(data_dir) as ledger:
-            records = [r for r in ledger.valid_records() if r.record.kind == "account"]
-    except LedgerError as exc:
-        log.warning("cannot read the ledger for usernames: %s", exc)
-        return {}
-    return dict(derive_state(records, params).name_owners)
+    """Normalised username -> owning account, from the ledger in `data_dir` (if any)."""
+    return facade.taken_names(data_dir, params)
 
 
 class WorkBridge:
@@ -469,7 +452,7 @@ class WorkBridge:
         self._lock = threading.Lock()
         self._solo = SoloLedger(self.data_dir, params)
         self._legacy = LegacyUnits(self.data_dir, params)
-        self._node: Any = None
+        self._node: Node | None = None
         self._work: NodeWork | None = None  # the node's work, in the headless order
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
@@ -494,23 +477,19 @@ class WorkBridge:
             self._node_pending = False
 
     def _network_possible(self) -> bool:
-        try:
-            from network import node as _node  # noqa: F401
-            from network.identity import Profile
-        except ImportError as exc:
-            self.solo_reason = f"the network layer is not available ({exc})"
+        reason = facade.network_unavailable()
+        if reason:
+            self.solo_reason = reason
             return False
-        if not Profile(self.data_dir).has_account():
+        if not facade.Profile(self.data_dir).has_account():
             self.solo_reason = "this profile has no account"
             return False
         return True
 
-    def node_config(self) -> Any:
+    def node_config(self) -> NodeConfig:
         """The NodeConfig built from the settings and the overrides (as `main.py node`)."""
-        from network.node import NodeConfig
-
-        return NodeConfig.from_settings(
-            self.settings, data_dir=self.data_dir, params=self.params, **self.node_overrides
+        return facade.node_config(
+            self.data_dir, self.params, self.settings, **self.node_overrides
         )
 
     def start_network(self) -> StartFailure | None:
@@ -518,25 +497,14 @@ class WorkBridge:
         with self._lock:
             if not self._node_pending:
                 return None
-        node = None
+        node: Node | None = None
         failure = None
         try:
-            from network.identity import Profile
-            from network.node import Node
-
-            config = self.node_config()
-            profile = Profile(self.data_dir)
-            node = Node(config, profile, profile.ensure_node_key())
-            node.start()
+            node = facade.start_node(self.node_config())
         except Exception as exc:  # a node that cannot start must not stop the app
             log.warning("network node did not start", exc_info=True)
             failure = classify_start_failure(exc, self.settings, self.data_dir)
             self.solo_reason = f"the network node did not start ({type(exc).__name__}: {exc})"
-            if node is not None:
-                try:
-                    node.stop()
-                except Exception:
-                    log.exception("stopping a half-started node failed")
             node = None
         with self._lock:
             cancelled = self._cancelled
@@ -818,11 +786,7 @@ class WorkBridge:
 
 
 def accounts_available() -> bool:
-    """Whether network.identity (accounts and keys) can be used here."""
-    try:
-        import network.identity  # noqa: F401
-    except ImportError:
-        return False
+    """Whether accounts and keys can be used here (they are part of network/, always)."""
     return True
 
 
@@ -834,9 +798,7 @@ class Accounts:
     """
 
     def __init__(self, data_dir: Path, kdf_limits: Any = None) -> None:
-        from network.identity import Profile
-
-        self.profile = Profile(data_dir)
+        self.profile = facade.Profile(data_dir)
         self.kdf_limits = kdf_limits
 
     def has_account(self) -> bool:
@@ -869,16 +831,12 @@ class Accounts:
 
     def backup(self, out: Path) -> Any:
         """Write the whole profile to `out` (safe while the node runs; BackupError)."""
-        from network.backup import create_backup
-
-        return create_backup(self.profile.data_dir, Path(out))
+        return facade.create_backup(self.profile.data_dir, Path(out))
 
     @staticmethod
     def restore(backup: Path, target: Path) -> Any:
         """Unpack `backup` as a new profile in the empty folder `target` (BackupError)."""
-        from network.backup import restore_backup
-
-        return restore_backup(Path(backup), Path(target))
+        return facade.restore_backup(Path(backup), Path(target))
 
     def nodes(self) -> list[tuple[str, bool, bool]]:
         """(node key hex, revoked, is this machine) for every delegation I hold."""
@@ -897,7 +855,7 @@ class Accounts:
 
 def username_problem(raw: str, owners: Mapping[str, bytes]) -> str:
     """Why `raw` cannot be a new account's username ("" when it can)."""
-    from network.usernames import UsernameError, is_taken, normalize
+    from network.facade import UsernameError, is_taken, normalize
 
     if not raw.strip():
         return "Choose a username."
@@ -938,3 +896,23 @@ def passphrase_strength(passphrase: str) -> tuple[int, str]:
     if n < 8:
         score = 0
     return score, hints[score]
+
+
+def peer_for_demo(
+    data_dir: Path, params: Params, passphrase: str, unit_limit: int, listen: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """The screenshot demo's second volunteer: a new account and a started headless
+    node on loopback, with its runner (not started). Returns (node, runner)."""
+    profile = facade.Profile(data_dir)
+    profile.create("second-volunteer", passphrase, limits=facade.MIN_KDF_LIMITS)
+    config = facade.node_config(
+        data_dir,
+        params,
+        {},
+        listen=listen,
+        bootstrap=(),
+        unit_limit=unit_limit,
+        head_interval_s=1.0,
+        reannounce_interval_s=2.0,
+    )
+    return facade.headless_peer(config, cores=1)

@@ -29,25 +29,9 @@ class _Peer:
     def __init__(self, base: Path, params) -> None:
         import threading
 
-        from network import keystore
-        from network.identity import Profile
-        from network.node import Node, NodeConfig
-        from network.runner import NodeRunner
+        from app.network_bridge import peer_for_demo
 
-        profile = Profile(base / "peer")
-        profile.create("second-volunteer", PASS, limits=keystore.MIN)
-        config = NodeConfig(
-            data_dir=base / "peer",
-            params=params,
-            listen=LOOPBACK,
-            bootstrap=(),
-            unit_limit=DEMO_UNITS,
-            head_interval_s=1.0,
-            reannounce_interval_s=2.0,
-        )
-        self.node = Node(config, profile, profile.node_key())
-        self.node.start()
-        self.runner = NodeRunner(self.node, cores=1)
+        self.node, self.runner = peer_for_demo(base / "peer", params, PASS, DEMO_UNITS, LOOPBACK)
         self.thread = threading.Thread(target=self.runner.run, name="demo-peer", daemon=True)
         self.thread.start()
 
@@ -93,10 +77,8 @@ def main(out: str | Path, seconds: float = 20.0) -> int:
         saved.append(path)
 
     with tempfile.TemporaryDirectory(prefix="hailstone-demo-") as tmp:
-        try:
-            from network.keystore import MIN as limits
-        except ImportError:
-            limits = None
+        from app.network_bridge import MIN_KDF_LIMITS as limits
+
         peer = _Peer(Path(tmp), DEV)
         overrides = {
             "listen": LOOPBACK,
