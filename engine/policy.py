@@ -18,8 +18,9 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+import psutil
 
 from engine.settings import parse_window
 
@@ -204,75 +205,39 @@ def x11_idle_seconds(display: str | None = None) -> float | None:
         xlib.XCloseDisplay(dpy)
 
 
-def on_battery(power_supply: Path = Path("/sys/class/power_supply")) -> bool | None:
-    """True when running on battery, False on mains, None where unknown."""
-    if sys.platform == "win32":  # pragma: no cover - Windows only
+def on_battery() -> bool | None:
+    """True when running on battery, False on mains, None where unknown (no battery).
 
-        class SYSTEM_POWER_STATUS(ctypes.Structure):
-            _fields_ = [
-                ("ACLineStatus", ctypes.c_ubyte),
-                ("BatteryFlag", ctypes.c_ubyte),
-                ("BatteryLifePercent", ctypes.c_ubyte),
-                ("SystemStatusFlag", ctypes.c_ubyte),
-                ("BatteryLifeTime", ctypes.c_ulong),
-                ("BatteryFullLifeTime", ctypes.c_ulong),
-            ]
-
-        s = SYSTEM_POWER_STATUS()
-        if not ctypes.windll.kernel32.GetSystemPowerStatus(ctypes.byref(s)):
-            return None
-        return {0: True, 1: False}.get(s.ACLineStatus)
-    if sys.platform.startswith("linux"):
-        try:
-            supplies = list(power_supply.iterdir())
-        except OSError:
-            return None
-        saw_mains = False
-        for sup in supplies:
-            try:
-                kind = (sup / "type").read_text().strip()
-                if kind == "Mains":
-                    saw_mains = True
-                    if (sup / "online").read_text().strip() == "1":
-                        return False
-                elif kind == "Battery":
-                    if (sup / "status").read_text().strip() == "Discharging":
-                        return True
-            except OSError:
-                continue
-        return True if saw_mains else None
-    return None  # macOS: pmset parsing left out; the rule simply does not apply
+    psutil reads each platform's own source (Linux sysfs, Windows
+    GetSystemPowerStatus, macOS IOKit's power sources), so macOS is covered too.
+    """
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError, RuntimeError):
+        return None  # a platform psutil has no battery sensor for
+    return battery_state(battery)
 
 
-def running_programs(proc: Path = Path("/proc")) -> frozenset[str] | None:
-    """Names of running programs, or None where this platform is not supported."""
-    if sys.platform.startswith("linux"):
-        names = set()
-        try:
-            entries = list(proc.iterdir())
-        except OSError:
-            return None
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                names.add((entry / "comm").read_text().strip())
-            except OSError:
-                continue  # the process ended meanwhile
-        return frozenset(names)
-    if sys.platform == "win32":  # pragma: no cover - Windows only
-        try:
-            out = subprocess.run(
-                ["tasklist", "/fo", "csv", "/nh"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return frozenset(line.split('","')[0].strip('"') for line in out.splitlines() if line)
-    return None  # macOS and others: not probed (would need ps parsing)
+def battery_state(battery: Any) -> bool | None:
+    """On battery (True), on mains (False) or unknown (None) from psutil's reading
+    (`psutil.sensors_battery()`: None without a battery)."""
+    if battery is None or battery.power_plugged is None:
+        return None
+    return not battery.power_plugged
+
+
+def running_programs() -> frozenset[str] | None:
+    """Names of running programs (psutil: Linux, Windows, macOS, BSD), or None where
+    processes cannot be listed."""
+    try:
+        names = {
+            p.info["name"]
+            for p in psutil.process_iter(["name"])
+            if p.info.get("name")  # None: a process we may not inspect
+        }
+    except (psutil.Error, OSError):
+        return None
+    return frozenset(names)
 
 
 def probe(programs_needed: bool = True) -> Situation:
