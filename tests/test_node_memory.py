@@ -1,0 +1,160 @@
+"""The node's rate limits, fetch backoff and timeouts, over the in-memory IpfsNode.
+
+`network.ipfs.memory` stands in for kubo here (real kubo stays in
+tests/test_network_nodes.py and tests/test_ipfs_embedded.py); the node, its
+ledger (SQLite), its records and signatures are real.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from engine import DEV
+from network import node as node_module
+from network import rejection as R
+from network import wire
+from network.ipfs import IpfsError, IpfsTimeout, IpfsTooLarge, IpfsUnavailable, cid_for_bytes
+from network.ipfs.memory import MemorySwarm
+from network.node import PEER_BURST, Node, NodeConfig
+from tests.netutil import make_profile, wait_until
+
+FETCH_TIMEOUT_S = 0.2
+
+
+@pytest.fixture
+def swarm() -> MemorySwarm:
+    return MemorySwarm()
+
+
+@pytest.fixture
+def net(tmp_path, swarm):
+    """A started node on the swarm and a peer connected to it."""
+    profile = make_profile(tmp_path / "me", "memory")
+    ipfs = swarm.node("me")
+    config = NodeConfig(
+        data_dir=tmp_path / "me", params=DEV, listen=(), bootstrap=(),
+        fetch_timeout_s=FETCH_TIMEOUT_S,
+    )
+    node = Node(config, profile, profile.node_key(), ipfs=ipfs)
+    node.start()
+    peer = swarm.node("peer")
+    peer.connect(ipfs.addresses()[0])
+    try:
+        yield node, peer
+    finally:
+        node.stop()
+
+
+def _records_topic(node: Node) -> str:
+    return wire.topics(node.config.network_name)["records"]
+
+
+def _announce(peer, node: Node, cid: str) -> None:
+    # A record too big to travel inline is announced by its CID and fetched.
+    peer.publish(_records_topic(node), wire.encode_announcement(b"x" * 5000, cid))
+
+
+def _drain(node: Node) -> None:
+    for _ in range(200):
+        node.poll(0.05)
+        if all(sub._queue.empty() for sub in node._subs.values()):
+            node.poll(0.05)
+            return
+
+
+def _fetched(node: Node) -> int:
+    return node.status().fetch.done + node.status().fetch.failed
+
+
+# ---- the in-memory node keeps the interface's contract ----------------------------
+
+
+def test_memory_node_blocks_pubsub_limits_and_close(swarm):
+    a, b = swarm.node(), swarm.node()
+    data = b"hailstone"
+    cid = a.add(data)
+    assert cid == cid_for_bytes(data)
+    with pytest.raises(IpfsTimeout):
+        b.get(cid, 0.01, 100)  # not connected: nobody serves it
+    b.connect(a.addresses()[0])
+    assert b.get(cid, 1.0, 100) == data and b.peers() == [a.peer_id()]
+    with pytest.raises(IpfsTooLarge):
+        b.get(cid, 1.0, 3)
+    with pytest.raises(IpfsError):
+        b.get("not-a-cid", 1.0, 100)
+    sub = b.subscribe("t")
+    a.publish("t", b"hello")
+    msg = sub.next_message(1.0)
+    assert (msg.from_peer, msg.data, msg.topic) == (a.peer_id(), b"hello", "t")
+    assert sub.next_message(0.0) is None
+    swarm.hold(cid)
+    with pytest.raises(IpfsTimeout):
+        b.get(cid, 0.01, 100)
+    swarm.release(cid)
+    assert b.get(cid, 1.0, 100) == data
+    a.close()
+    with pytest.raises(IpfsUnavailable):
+        a.add(b"more")
+    assert b.peers() == []
+
+
+# ---- the node above it ----------------------------------------------------------------
+
+
+def test_a_flooding_peer_is_rate_limited_beyond_its_burst(net):
+    node, peer = net
+    before = node.status().rejected_by_reason.get(R.RATE_LIMITED, 0)
+    flood = 3 * int(PEER_BURST)
+    for i in range(flood):
+        peer.publish(_records_topic(node), b"junk %d" % i)
+    _drain(node)
+    limited = node.status().rejected_by_reason.get(R.RATE_LIMITED, 0) - before
+    # The bucket holds PEER_BURST and refills at PEER_RATE_PER_S: in the time the
+    # flood took to handle, at most that many more got through.
+    assert 0 < limited <= flood - PEER_BURST
+    other = node.status().rejected_by_reason
+    assert sum(other.values()) >= flood  # every message got a verdict, none was lost
+
+
+def test_a_fetch_that_times_out_backs_off_and_the_fetcher_goes_on(net, swarm):
+    node, peer = net
+    missing = cid_for_bytes(os.urandom(32))  # nobody holds it
+    _announce(peer, node, missing)
+    _drain(node)
+    wait_until(lambda: node.status().fetch.timeouts == 1, 30, "the fetch to time out")
+    gets = [c for _p, c in swarm.gets if c == missing]
+    assert gets == [missing]
+    # Announced again at once: it failed too recently to be fetched again.
+    _announce(peer, node, missing)
+    _drain(node)
+    # A record announced after it is fetched: the fetcher survived the timeout, and
+    # the repeated announcement was never queued before it.
+    present = peer.add(b"some record bytes")
+    _announce(peer, node, present)
+    _drain(node)
+    wait_until(lambda: node.status().fetch.done >= 1, 30, "the next fetch to finish")
+    assert [c for _p, c in swarm.gets if c == missing] == [missing]
+
+
+def test_after_the_backoff_a_failed_fetch_is_tried_again(net, swarm, monkeypatch):
+    node, peer = net
+    monkeypatch.setattr(node_module, "FETCH_BACKOFF_S", 0.0)
+    missing = cid_for_bytes(os.urandom(32))
+    _announce(peer, node, missing)
+    _drain(node)
+    wait_until(lambda: node.status().fetch.timeouts == 1, 30, "the first timeout")
+    # The peer now has it: the next announcement fetches it again, and it arrives.
+    data = os.urandom(64)
+    missing_again = peer.add(data)
+    assert missing_again != missing
+    swarm.hold(missing_again)
+    _announce(peer, node, missing_again)
+    _drain(node)
+    wait_until(lambda: node.status().fetch.timeouts == 2, 30, "a held object times out")
+    swarm.release(missing_again)
+    _announce(peer, node, missing_again)
+    _drain(node)
+    wait_until(lambda: node.status().fetch.done >= 1, 30, "fetched after the backoff")
+    assert [c for _p, c in swarm.gets].count(missing_again) == 2
