@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -45,6 +46,7 @@ from engine import (
 from engine.files import write_atomic
 from network import codec, wire
 from network import rejection as R
+from network import trust as T
 from network.fetchqueue import FetchCounters, FetchQueue
 from network.identity import Profile
 from network.ipfs import (
@@ -59,9 +61,13 @@ from network.ipfs import (
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
 from network.records import (
+    MAX_BEACON_LISTED,
     MAX_CANDIDATES,
+    MAX_SEEN_COMMITS,
     RECHECK_FACTOR,
+    BeaconRecord,
     CheckRecord,
+    CommitRecord,
     DelegationRecord,
     DisputeRecord,
     RecheckRecord,
@@ -96,6 +102,7 @@ FETCH_GIVE_UP = 3
 MAX_REMEMBERED = 50_000
 MAX_PEERS_TRACKED = 10_000
 HOUSEKEEPING_INTERVAL_S = 60.0
+TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 # Dispute confirmations waiting for the compute loop.
 MAX_CONFIRM_TASKS = 1000
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
@@ -214,6 +221,16 @@ class NodeStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class _Taken:
+    """A unit another account already committed on, given to next_unit as a claim."""
+
+    unit: int
+    node: bytes
+    account: bytes
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class NodeEvent:
     """Something the node did or saw: kind is accepted, rejected, published, peers, warning."""
 
@@ -309,6 +326,10 @@ class Node:
         self._heads_processed = 0
         self._my_pages: list[str] = []
         self._last_head_cid = ""
+        self._last_trust = 0.0
+        self._beacon_listed: set[str] = set()
+        self._beacon_round = 0
+        self._roles: dict[int, bytes] = {}  # unit -> the reporter we compute it to check
         # compute-side work
         self._confirm_tasks: deque[BlockTask] = deque()
         self._confirming: set[tuple[str, int]] = set()
@@ -472,6 +493,9 @@ class Node:
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
             self._last_housekeeping = now
             self._housekeeping()
+        if self.config.trust is not None and now - self._last_trust >= TRUST_INTERVAL_S:
+            self._last_trust = now
+            self._trust_tick()
 
     def _housekeeping(self) -> None:
         """Forget what must not grow without bound."""
@@ -926,10 +950,12 @@ class Node:
             now = self._clock()
             claims = self.ledger.active_claims(now)
             unit = self._resumable_unit(st, claims, now)
+            if unit is None and self.config.trust is not None:
+                unit = self._checker_duty(st)
             if unit is None:
                 unit = next_unit(
                     st,
-                    claims,
+                    [*claims, *self._committed_units(st)],
                     self.account_pub,
                     now,
                     my_node=self.node_pub,
@@ -939,6 +965,19 @@ class Node:
                 return None
         self.claim(unit)
         return Assignment.of_unit(self.params, unit, self.config.data_dir / "checkpoints")
+
+    def _committed_units(self, st: NetworkState) -> list[Any]:
+        """Under the trust protocol, units with a live commit already have a reporter
+        (their drawn checker takes it from there): shown to next_unit as claimed."""
+        if st.trust is None:
+            return []
+        units = {
+            c.unit
+            for _cid, c in self._by_kind("commit")
+            if c.account not in st.trust.slashed and c.unit > st.frontier
+        }
+        units |= {u for u in range(st.frontier, st.frontier + 1) if self._reveal_path(u).exists()}
+        return [_Taken(u, bytes(32), u.to_bytes(32, "big"), float("inf")) for u in sorted(units)]
 
     def _resumable_unit(self, st: NetworkState, claims, now: float) -> int | None:
         folder = self.config.data_dir / "checkpoints"
@@ -1001,6 +1040,7 @@ class Node:
             except IpfsError as exc:
                 self._event("warning", f"candidate list not stored in IPFS yet: {exc}")
             self._save_evidence(candidates_cid, listing)
+        nonce = os.urandom(32)
         record = WorkRecord.from_unit_result(
             result,
             self.params,
@@ -1010,7 +1050,25 @@ class Node:
             int(self._clock()),
             evidence_cid=evidence_cid,
             candidates_cid=candidates_cid,
+            nonce=nonce,
         )
+        if self.config.trust is not None:
+            # Commit-reveal (PROTOCOL §11, T1): the root is bound now, revealed once the
+            # partner is bound too (_trust_tick).
+            commit = CommitRecord(
+                unit=assignment.unit,
+                commitment=T.commitment(assignment.unit, record.root, self.node_pub, nonce),
+                node=self.node_pub,
+                account=self.account_pub,
+                created=int(self._clock()),
+            )
+            write_atomic(
+                self._reveal_path(assignment.unit), codec.encode(codec.sign(record, self.node_key))
+            )
+            cid = self._add_own(codec.sign(commit, self.node_key))
+            self._spot_budget += self.config.spot_check_share * self.params.blocks_per_unit
+            self._event("committed", f"unit {assignment.unit}", cid)
+            return cid
         if record.has_candidates:
             self._event(
                 "candidate", f"unit {assignment.unit}: {record.candidate_count} candidate(s)"
@@ -1036,6 +1094,170 @@ class Node:
                 except (OSError, IpfsError):
                     pass
 
+    # --- the verification protocol (PROTOCOL §11), with NodeConfig.trust ---------------
+
+    def _reveal_path(self, unit: int) -> Path:
+        return self.config.data_dir / "reveals" / f"{self.params.name}-unit{unit}.rec"
+
+    def _by_kind(self, kind: str) -> list[tuple[str, Any]]:
+        with self._lock:
+            return [(c, s.record) for c, s in sorted(self._records.items()) if s.kind == kind]
+
+    def _trust_tick(self) -> None:
+        """Reveal what is due, and publish a beacon round if this is a beacon account."""
+        st = self.state()
+        policy = self.config.trust
+        commits: dict[int, dict[bytes, str]] = {}
+        for cid, c in self._by_kind("commit"):
+            commits.setdefault(c.unit, {}).setdefault(c.account, cid)
+        works: dict[int, list[WorkRecord]] = {}
+        for _cid, w in self._by_kind("work"):
+            works.setdefault(w.unit, []).append(w)
+        folder = self._reveal_path(0).parent
+        for path in sorted(folder.glob(f"{self.params.name}-unit*.rec")) if folder.is_dir() else ():
+            parsed = codec.parse(path.read_bytes())
+            if isinstance(parsed, Rejection) or not isinstance(parsed.record, WorkRecord):
+                continue
+            template = parsed.record
+            unit = template.unit
+            due = self._reveal_due(st, template, commits.get(unit, {}), works.get(unit, []))
+            if due is None:
+                continue
+            record = dataclasses.replace(template, seen_commits=due, created=int(self._clock()))
+            cid = self._add_own(codec.sign(record, self.node_key))
+            self._event("published", f"unit {unit} revealed", cid)
+            path.unlink(missing_ok=True)
+        if self.account_pub in policy.beacons:
+            self._publish_beacon(commits, works)
+
+    def _reveal_due(
+        self,
+        st: NetworkState,
+        template: WorkRecord,
+        commits: dict[bytes, str],
+        works: list[WorkRecord],
+    ) -> tuple[str, ...] | None:
+        """The commits to list if our reveal of this unit is due now, else None: due once
+        one of our drawn checkers committed, or once a reporter that drew us (or the one
+        we check) revealed our root listing our commit (T4)."""
+        unit, k = template.unit, self.config.trust.check_rank
+        mine = commits.get(self.account_pub)
+        if mine is None or st.trust is None:
+            return None
+        others = {a: c for a, c in commits.items() if a != self.account_pub}
+        drawn = st.trust.ranking(unit, b"check", (self.account_pub,))[:k]
+        waiting = [
+            w.account
+            for w in works
+            if w.account != self.account_pub
+            and w.root == template.root
+            and mine in w.seen_commits
+            and self.account_pub in st.trust.ranking(unit, b"check", (w.account,))[:k]
+        ]
+        if not (waiting or any(a in others for a in drawn)):
+            return None
+        partners = [*waiting, self._roles.get(unit), *drawn]
+        first = [others[a] for a in partners if a in others]
+        rest = sorted(c for c in others.values() if c not in first)
+        return tuple(sorted(dict.fromkeys([*first, *rest][:MAX_SEEN_COMMITS])))
+
+    def _publish_beacon(self, commits: dict[int, dict[bytes, str]], works) -> None:
+        if not self._beacon_round:
+            mine = [b.round for _c, b in self._by_kind("beacon") if b.account == self.account_pub]
+            self._beacon_round = max(mine, default=0)
+            for _c, b in self._by_kind("beacon"):
+                self._beacon_listed.update(b.listed)
+        fresh = sorted(
+            {c for per in commits.values() for c in per.values()}
+            | {c for c, _w in self._by_kind("work")}
+        )
+        fresh = [c for c in fresh if c not in self._beacon_listed]
+        while fresh:
+            chunk, fresh = fresh[:MAX_BEACON_LISTED], fresh[MAX_BEACON_LISTED:]
+            self._beacon_round += 1
+            rec = BeaconRecord(
+                round=self._beacon_round,
+                value=os.urandom(32),
+                listed=tuple(chunk),
+                node=self.node_pub,
+                account=self.account_pub,
+                created=int(self._clock()),
+            )
+            self._add_own(codec.sign(rec, self.node_key))
+            self._beacon_listed.update(chunk)
+
+    def _checker_duty(self, st: NetworkState) -> int | None:
+        """The lowest unit whose earliest reporter drew us as its best checker not yet
+        bound, while that reporter's root is still sealed (T4)."""
+        if st.trust is None:
+            return None
+        k = self.config.trust.check_rank
+        commits: dict[int, list[tuple[int, str, bytes]]] = {}
+        for cid, c in self._by_kind("commit"):
+            if c.account not in st.trust.slashed:
+                commits.setdefault(c.unit, []).append((c.created, cid, c.account))
+        revealed = {(w.unit, w.account) for _c, w in self._by_kind("work")}
+        for unit in sorted(commits):
+            tally = st.trust.units.get(unit)
+            if tally is None or tally.seed is None or tally.phase in (T.PAIRED, T.VERIFIED):
+                continue
+            accounts = {a for _t, _c, a in commits[unit]}
+            if self.account_pub in accounts or self._reveal_path(unit).exists():
+                continue
+            reporter = min(commits[unit])[2]
+            if (unit, reporter) in revealed:
+                continue
+            order = st.trust.ranking(unit, b"check", (reporter,))[:k]
+            todo = [a for a in order if a not in accounts]
+            if todo and todo[0] == self.account_pub:
+                self._roles[unit] = reporter
+                return unit
+        return None
+
+    def _audit_duty(self, st: NetworkState) -> BlockTask | None:
+        """A drawn audit of a paired unit: its drawn block, not one we choose (T5)."""
+        if st.trust is None:
+            return None
+        rank = self.config.trust.audit_rank
+        for unit, tally in sorted(st.trust.units.items()):
+            if tally.phase not in (T.PAIRED, T.WITHHELD):
+                continue
+            pair = (tally.reporter, tally.checker)
+            if self.account_pub not in st.trust.ranking(unit, b"audit", pair)[:rank]:
+                continue
+            for cid, w in self._by_kind("work"):
+                if w.unit != unit or w.account != tally.reporter or cid in self._checked:
+                    continue
+                leaves = self._fetch_evidence(w)
+                self._checked.add(cid)
+                block = T.audit_block(tally.seed, self.account_pub, self.params.blocks_per_unit)
+                if leaves is None:
+                    # Withheld (or wrong) evidence is a fault on the record, not a retry.
+                    rec = CheckRecord(
+                        work_cid=cid,
+                        block=block,
+                        leaf=bytes(32),
+                        match=False,
+                        node=self.node_pub,
+                        account=self.account_pub,
+                        created=int(self._clock()),
+                        unavailable=True,
+                    )
+                    self._add_own(codec.sign(rec, self.node_key))
+                    continue
+                lo, _ = self.params.unit_range(unit)
+                blo = lo + block * self.params.block_size
+                return BlockTask(
+                    "spot-check",
+                    cid,
+                    block,
+                    blo,
+                    blo + self.params.block_size,
+                    leaves[block],
+                    tuple(merkle_proof(leaves, block)),
+                )
+        return None
+
     def next_block_task(self, *, idle: bool = False) -> BlockTask | None:
         """A dispute to confirm, else a spot-check when the budget allows, else None.
 
@@ -1044,6 +1266,10 @@ class Node:
         """
         if self._confirm_tasks:
             return self._confirm_tasks.popleft()
+        if self.config.trust is not None:
+            audit = self._audit_duty(self.state())
+            if audit is not None:
+                return audit
         if self._spot_budget < 1.0 and not idle:
             return None
         task = self._choose_spot_check()

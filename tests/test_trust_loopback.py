@@ -22,6 +22,8 @@ import pytest
 from engine.evidence import merkle_proof, merkle_root
 from engine.job import verify_range
 from engine.params import Params
+from engine.reference import run_block
+from engine.sieve import load
 from network import codec
 from network import trust as T
 from network.node import Node, NodeConfig
@@ -277,6 +279,59 @@ def test_colluders_cannot_verify_a_fabricated_root_and_a_proven_fraud_reopens_th
             assert w0 in st.units[0].roots[0].work_cids  # no honest record deleted
             assert st.record_count >= before + 1
             assert st.frontier == 0
+    finally:
+        for p in reversed(peers):
+            p.stop()
+
+
+def _compute(peer: Peer, assignment) -> None:
+    """What the compute loop does with an assignment: the real engine, then submit."""
+    result = verify_range(PARAMS, assignment.lo, assignment.hi, backend="reference")
+    peer.node.submit_unit(assignment, result)
+
+
+def test_nodes_run_the_protocol_commit_reveal_beacon_drawn_checker_and_audit(tmp_path):
+    # The node itself commits, reveals when its partner is bound, publishes beacon
+    # rounds (olive), takes its checker duty from the draw and its audit duty too.
+    names = ("olive", "hank", "dora")
+    for n in names:
+        PROFILES[n] = make_profile(tmp_path / n, n)
+    acct = {n: PROFILES[n].account_public_key() for n in names}
+    policy = T.TrustPolicy(
+        genesis=frozenset({acct["olive"], acct["hank"]}), beacons=frozenset({acct["olive"]})
+    )
+    olive = Peer(tmp_path, "olive", [], policy).start()
+    hank, dora = (Peer(tmp_path, n, [olive.address], policy).start() for n in names[1:])
+    peers = [olive, hank, dora]
+    try:
+        _everywhere(peers, "delegations everywhere", lambda st: len(st.accounts) == 3)
+        first = dora.node.next_assignment()
+        assert first is not None and first.unit == 0
+        _compute(dora, first)  # a commit, not yet a work record
+        _everywhere(
+            peers,
+            "unit 0 committed and drawn",
+            lambda st: st.units.get(0) is not None and st.trust.units[0].seed is not None,
+        )
+        assert not any(p.node.state().units[0].roots for p in peers)
+        # Whoever the draw ranks first among dora's checkers takes the duty.
+        st = olive.node.state()
+        checker = next(p for p in peers if p.acct == st.trust.ranking(0, b"check", (dora.acct,))[0])
+        duty = wait_until(checker.node.next_assignment, 30, "the checker's duty")
+        assert duty.unit == 0
+        _compute(checker, duty)
+        _everywhere(peers, "the pair formed", lambda st: st.units[0].phase == T.PAIRED)
+        pair = (dora.acct, checker.acct)
+        auditor = next(
+            p for p in peers if p.acct == olive.node.state().trust.ranking(0, b"audit", pair)[0]
+        )
+        task = wait_until(lambda: auditor.node.next_block_task(), 60, "the auditor's duty")
+        evidence = run_block(load(PARAMS.sieve_k), task.lo, task.hi, PARAMS.exact_step_bound)
+        auditor.node.submit_block(task, evidence)
+        _everywhere(
+            peers, "unit 0 verified by the protocol", lambda st: st.status_of(0) == VERIFIED
+        )
+        assert olive.node.state().account_weight(dora.acct) == 1
     finally:
         for p in reversed(peers):
             p.stop()
