@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,7 @@ class NodeConfig:
             # Empty means kubo's public bootstrap peers.
             "bootstrap": tuple(s["bootstrap"]) or DEFAULT_BOOTSTRAP,
             "spot_check_share": float(s["spot_check_share"]),
+            "trust": trust_policy(s["trust_genesis"], s["trust_beacons"]),
         }
         fields.update(overrides)
         return cls(**fields)
@@ -218,6 +219,34 @@ class NodeStatus:
             "state": state,
             "fetch": None if self.fetch is None else dataclasses.asdict(self.fetch),
         }
+
+
+def trust_policy(genesis: Iterable[str], beacons: Iterable[str]) -> TrustPolicy | None:
+    """The verification protocol's root of trust from account keys in hex; None when no
+    genesis account is named (the protocol is off).
+
+    Raises:
+        ValueError: a key that is not 64 hex digits, or beacons without genesis keys.
+    """
+
+    def keys(values: Iterable[str], what: str) -> frozenset[bytes]:
+        out = set()
+        for v in values:
+            try:
+                key = bytes.fromhex(v.strip())
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise ValueError(f"{what} key {v.strip()[:70]!r} is not 64 hex digits")
+            out.add(key)
+        return frozenset(out)
+
+    g, b = keys(genesis, "genesis"), keys(beacons, "beacon")
+    if not g:
+        if b:
+            raise ValueError("beacon accounts are named but no genesis account")
+        return None
+    return TrustPolicy(genesis=g, beacons=b)
 
 
 @dataclass(frozen=True, slots=True)

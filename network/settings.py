@@ -67,6 +67,27 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         maximum=0.5,
         group="Network",
     ),
+    Setting(
+        "trust_genesis",
+        "str_list",
+        (),
+        "Root of trust: genesis accounts",
+        "Account keys (64 hex digits, separated by ';') that carry weight from the start "
+        "under the verification protocol (docs/PROTOCOL.md §11). Empty: the protocol is "
+        "off and units count as verified by the two-account quorum.",
+        restart=True,
+        group="Network",
+    ),
+    Setting(
+        "trust_beacons",
+        "str_list",
+        (),
+        "Root of trust: beacon accounts",
+        "Account keys (64 hex digits, separated by ';') whose nodes publish the beacon "
+        "rounds that seed the draw of checkers and auditors.",
+        restart=True,
+        group="Network",
+    ),
 )
 
 

@@ -436,3 +436,24 @@ def test_a_false_accusation_costs_the_accuser_all_weight():
 def test_policy_refuses_nonsense():
     with pytest.raises(ValueError):
         T.TrustPolicy(check_rank=0)
+
+
+def test_the_root_of_trust_comes_from_the_settings_explicitly():
+    from pathlib import Path
+
+    from network.node import NodeConfig, trust_policy
+
+    g, b = GENESIS[0].acct, BEACON.acct
+    cfg = NodeConfig.from_settings(
+        {"trust_genesis": [g.hex()], "trust_beacons": [b.hex()]},
+        data_dir=Path("/nonexistent"),
+        params=PARAMS,
+    )
+    assert cfg.trust is not None
+    assert cfg.trust.genesis == frozenset({g}) and cfg.trust.beacons == frozenset({b})
+    off = NodeConfig.from_settings({}, data_dir=Path("/nonexistent"), params=PARAMS)
+    assert off.trust is None  # no genesis account named: the protocol is off
+    with pytest.raises(ValueError, match="64 hex"):
+        trust_policy(["abc"], [])
+    with pytest.raises(ValueError, match="no genesis"):
+        trust_policy([], [b.hex()])
