@@ -25,12 +25,13 @@ import os
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cachetools import FIFOCache, LRUCache
 from nacl.signing import SigningKey
 
 from engine import (
@@ -107,6 +108,12 @@ TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 MAX_CONFIRM_TASKS = 1000
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
 MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
+# Others' evidence is fetched ahead of the compute loop (which never waits on IPFS):
+# this many fetches at a time, and this many results held until used.
+EVIDENCE_AHEAD = 2
+MAX_EVIDENCE_HELD = 32
+# What `_evidence_for` says while a fetch is on its way.
+_PENDING = "pending"
 
 _RECORD = "record"
 _HEAD = "head"
@@ -135,6 +142,9 @@ class NodeConfig:
     # The verification protocol's root of trust (PROTOCOL §11). None: the legacy
     # two-account quorum, until the node publishes commits, reveals and audits itself.
     trust: TrustPolicy | None = None
+    # A unit without a pair this long after its draw hands the reporter role to the next
+    # committer (weighted first), so a reporter that never reveals holds it one round.
+    trust_stall_s: float = 600.0
     # A node with peers waits this long at most for a first head before computing.
     sync_timeout_s: float = 20.0
 
@@ -328,10 +338,14 @@ class Node:
         self._clock = clock
         self._param_sets = (config.params, *extra_param_sets)
         self._lock = threading.RLock()
+        # Serialises record writes (ledger, then the in-memory tables); taken before
+        # `_lock`, never inside it, and never held by readers.
+        self._store_lock = threading.RLock()
         self._ipfs = ipfs
         self._ledger: Ledger | None = None
         self._subs: dict[str, Subscription] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        # Per-peer rate buckets; the least recently heard peer is forgotten first.
+        self._buckets: LRUCache[str, _Bucket] = LRUCache(MAX_PEERS_TRACKED)
         # parsed records, by CID, and the indexes validation needs
         self._records: dict[str, SignedRecord] = {}
         self._delegations: list[DelegationRecord] = []
@@ -341,8 +355,8 @@ class Node:
         self._pending: dict[str, tuple[bytes, str, float]] = {}
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
         # CIDs we refused (not fetched again) and CIDs whose fetch failed (retry later)
-        self._rejected: OrderedDict[str, None] = OrderedDict()
-        self._failed: dict[str, tuple[float, int]] = {}
+        self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
+        self._failed: FIFOCache[str, tuple[float, int]] = FIFOCache(MAX_REMEMBERED)
         # fetching: (kind, cid, peer) jobs, done off the network loop, queued per peer
         # and served round-robin so one peer's flood cannot starve the rest
         self._fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
@@ -359,11 +373,17 @@ class Node:
         self._beacon_listed: set[str] = set()
         self._beacon_round = 0
         self._roles: dict[int, bytes] = {}  # unit -> the reporter we compute it to check
+        self._seeded_at: dict[int, float] = {}  # unit -> when we first saw its draw
         # compute-side work
         self._confirm_tasks: deque[BlockTask] = deque()
         self._confirming: set[tuple[str, int]] = set()
         self._checked: set[str] = set()
         self._evidence_retry: dict[str, float] = {}
+        # work CID -> its leaves (None: unavailable or not matching its root), fetched
+        # by the evidence thread; the CIDs asked for and not answered yet
+        self._evidence: LRUCache[str, list[bytes] | None] = LRUCache(MAX_EVIDENCE_HELD)
+        self._evidence_asked: set[str] = set()
+        self._evidence_wanted: queue.Queue[str] = queue.Queue()
         self._spot_budget = 0.0
         # timers
         self._last_head = 0.0
@@ -413,6 +433,9 @@ class Node:
             if s.kind in ("check", "dispute") and s.record.node == self.node_pub
         }
         t = threading.Thread(target=self._recheck_loop, name="hailstone-recheck", daemon=True)
+        t.start()
+        self._threads.append(t)
+        t = threading.Thread(target=self._evidence_loop, name="hailstone-evidence", daemon=True)
         t.start()
         self._threads.append(t)
         # Several fetchers, so one record that no peer serves cannot hold up the rest.
@@ -536,8 +559,6 @@ class Node:
         with self._lock:
             for cid in [c for c, (_, _, since) in self._pending.items() if since < cutoff]:
                 del self._pending[cid]
-            if len(self._buckets) > MAX_PEERS_TRACKED:
-                self._buckets.clear()
             connected = set(self._safe_peers())
             for table in (self._peer_heads, self._peer_pages):
                 for peer in [p for p in table if p not in connected]:
@@ -633,8 +654,6 @@ class Node:
             _, attempts = self._failed.get(cid, (0.0, 0))
             delay = min(FETCH_BACKOFF_MAX_S, FETCH_BACKOFF_S * 2**attempts)
             self._failed[cid] = (time.monotonic() + delay, attempts + 1)
-            if len(self._failed) > MAX_REMEMBERED:
-                self._failed.pop(next(iter(self._failed)))
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
@@ -667,12 +686,17 @@ class Node:
                 self._event("acknowledged", f"{acked} of our records reached {peer}")
             unresolved = False
             for cid in missing:
-                if cid in self._rejected:
+                with self._lock:  # a fetcher thread: shared tables only under the lock
+                    refused = cid in self._rejected
+                    waiting = (
+                        cid in self._pending or self._failed.get(cid, (0.0, 0))[1] < FETCH_GIVE_UP
+                    )
+                if refused:
                     continue  # refused once: nothing to wait for
                 if self._worth_fetching(cid):
                     self._want(_RECORD, cid)
                     unresolved = True
-                elif cid in self._pending or self._failed.get(cid, (0.0, 0))[1] < FETCH_GIVE_UP:
+                elif waiting:
                     unresolved = True
             if unresolved:
                 complete = False
@@ -697,16 +721,24 @@ class Node:
             self._reject(signed, source)
             return signed
         cid = codec.record_cid(data)
-        with self._lock:
-            if cid in self._records:
-                return None
-            verdict = validate(signed, self._context())
-            if isinstance(verdict, Rejection):
-                if verdict.reason_code in (R.NO_DELEGATION, R.UNKNOWN_WORK):
+        # Lock discipline: `_store_lock` makes check → validate → store → cache one
+        # step among record writers; `_lock` (the in-memory tables, which readers such
+        # as state() and the compute loop take) is never held across the ledger's
+        # fsync'd write. Order: `_store_lock` first, then `_lock`, never the reverse.
+        with self._store_lock:
+            with self._lock:
+                if cid in self._records:
+                    return None
+                verdict = validate(signed, self._context())
+                if isinstance(verdict, Rejection) and verdict.reason_code in (
+                    R.NO_DELEGATION,
+                    R.UNKNOWN_WORK,
+                ):
                     # May simply have arrived before its delegation or work record.
                     if len(self._pending) < MAX_PENDING:
                         self._pending[cid] = (data, source, time.monotonic())
                     return verdict
+            if isinstance(verdict, Rejection):
                 self._remember_rejected(cid)
                 self._reject(verdict, source)
                 return verdict
@@ -717,7 +749,8 @@ class Node:
                 self._event("warning", f"cannot store {cid}: {exc}")
                 return None
             self._cache(cid, signed)
-            self._pending.pop(cid, None)
+            with self._lock:
+                self._pending.pop(cid, None)
         # Our head lists every record we hold, so we must be able to serve each one.
         try:
             self.ipfs.add(data)
@@ -739,8 +772,6 @@ class Node:
     def _remember_rejected(self, cid: str) -> None:
         with self._lock:
             self._rejected[cid] = None
-            if len(self._rejected) > MAX_REMEMBERED:
-                self._rejected.popitem(last=False)
 
     def _after_accept(self, signed: SignedRecord, cid: str) -> None:
         if signed.kind in ("delegation", "work"):
@@ -846,11 +877,9 @@ class Node:
     def _add_own(self, signed: SignedRecord) -> str:
         """Store our record and its outbox entry durably, then announce it."""
         row = stored_record(signed)
-        with self._lock:
-            if self.ledger.add_own_record(row):
-                self._cache(row.cid, signed)
-            elif row.cid not in self._records:
-                self._cache(row.cid, signed)
+        with self._store_lock:  # not `_lock`: the write below fsyncs (see ingest)
+            self.ledger.add_own_record(row)
+            self._cache(row.cid, signed)
         self._announce(row.cid, row.data)
         return row.cid
 
@@ -1215,6 +1244,16 @@ class Node:
             self._add_own(codec.sign(rec, self.node_key))
             self._beacon_listed.update(chunk)
 
+    def checker_duty(self) -> Assignment | None:
+        """The unit the draw asks this node to check now (claimed), or None; the
+        compute loop gets it first from next_assignment."""
+        with self._lock:
+            unit = self._checker_duty(self.state())
+        if unit is None:
+            return None
+        self.claim(unit)
+        return Assignment.of_unit(self.params, unit, self.config.data_dir / "checkpoints")
+
     def _checker_duty(self, st: NetworkState) -> int | None:
         """The lowest unit whose earliest reporter drew us as its best checker not yet
         bound, while that reporter's root is still sealed (T4)."""
@@ -1233,15 +1272,31 @@ class Node:
             accounts = {a for _t, _c, a in commits[unit]}
             if self.account_pub in accounts or self._reveal_path(unit).exists():
                 continue
-            reporter = min(commits[unit])[2]
+            reporter = self._round_reporter(st, unit, commits[unit])
             if (unit, reporter) in revealed:
                 continue
             order = st.trust.ranking(unit, b"check", (reporter,))[:k]
             todo = [a for a in order if a not in accounts]
+            # Only the best-ranked checker computes; the next ones only if it never
+            # committed (the round then passes to a committer that can still pair).
+            if order and order[0] in accounts:
+                continue
             if todo and todo[0] == self.account_pub:
                 self._roles[unit] = reporter
                 return unit
         return None
+
+    def _round_reporter(
+        self, st: NetworkState, unit: int, commits: list[tuple[int, str, bytes]]
+    ) -> bytes:
+        """Round 0 is the earliest committer; every trust_stall_s without a pair the next
+        one, weighted committers before fresh ones, in turn."""
+        now = time.monotonic()
+        since = self._seeded_at.setdefault(unit, now)
+        weights = st.trust.unit_weights.get(unit, {})
+        by_time = list(dict.fromkeys(a for _t, _c, a in sorted(commits)))
+        order = by_time[:1] + sorted(by_time[1:], key=lambda a: weights.get(a, 0) <= 0)
+        return order[int((now - since) // self.config.trust_stall_s) % len(order)]
 
     def _audit_duty(self, st: NetworkState) -> BlockTask | None:
         """A drawn audit of a paired unit: its drawn block, not one we choose (T5)."""
@@ -1257,7 +1312,9 @@ class Node:
             for cid, w in self._by_kind("work"):
                 if w.unit != unit or w.account != tally.reporter or cid in self._checked:
                     continue
-                leaves = self._fetch_evidence(w)
+                leaves = self._evidence_for(cid)
+                if leaves == _PENDING:
+                    continue  # asked for; a later call finds it
                 self._checked.add(cid)
                 block = T.audit_block(tally.seed, self.account_pub, self.params.blocks_per_unit)
                 if leaves is None:
@@ -1319,7 +1376,9 @@ class Node:
             entry = st.units.get(w.unit)
             if entry is None or cid in entry.removed:
                 continue
-            leaves = self._fetch_evidence(w)
+            leaves = self._evidence_for(cid)
+            if leaves == _PENDING:
+                continue  # asked for; a later call finds it
             if leaves is None:
                 # unreachable or not matching its root: try again later, never forget it
                 self._evidence_retry[cid] = now + FETCH_BACKOFF_MAX_S
@@ -1346,6 +1405,37 @@ class Node:
                 tuple(merkle_proof(leaves, block)),
             )
         return None
+
+    def _evidence_for(self, cid: str) -> list[bytes] | None | str:
+        """The leaves of work `cid` if the evidence thread has them (None: unavailable),
+        else `_PENDING`, asking for them (at most EVIDENCE_AHEAD at a time).
+
+        The compute loop calls this: it never waits on IPFS itself."""
+        with self._lock:
+            if cid in self._evidence:
+                return self._evidence.pop(cid)
+            if cid not in self._evidence_asked and len(self._evidence_asked) < EVIDENCE_AHEAD:
+                self._evidence_asked.add(cid)
+                self._evidence_wanted.put(cid)
+        return _PENDING
+
+    def _evidence_loop(self) -> None:
+        """Fetch the evidence the compute loop asked for, off the compute loop."""
+        while not self._stop.is_set():
+            try:
+                cid = self._evidence_wanted.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self._lock:
+                w = self._works.get(cid)
+            try:
+                leaves = self._fetch_evidence(w) if w is not None else None
+            except Exception:  # noqa: BLE001 - the thread must outlive anything a peer sends
+                log.exception("fetching the evidence of %s failed", cid)
+                leaves = None
+            with self._lock:
+                self._evidence[cid] = leaves
+                self._evidence_asked.discard(cid)
 
     def _fetch_evidence(self, w: WorkRecord) -> list[bytes] | None:
         try:

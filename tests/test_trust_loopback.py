@@ -48,7 +48,7 @@ EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 class Peer:
     """A Node with its own profile and kubo repo, polled on a thread."""
 
-    def __init__(self, base: Path, name: str, peers: list[str], policy: T.TrustPolicy):
+    def __init__(self, base: Path, name: str, peers: list[str], policy: T.TrustPolicy, **config):
         self.profile = PROFILES[name]
         cfg = NodeConfig(
             data_dir=base / name,
@@ -59,6 +59,7 @@ class Peer:
             head_interval_s=1.0,
             reannounce_interval_s=2.0,
             trust=policy,
+            **config,
         )
         self.key = self.profile.node_key()
         self.node = Node(cfg, self.profile, self.key)
@@ -332,6 +333,63 @@ def test_nodes_run_the_protocol_commit_reveal_beacon_drawn_checker_and_audit(tmp
             peers, "unit 0 verified by the protocol", lambda st: st.status_of(0) == VERIFIED
         )
         assert olive.node.state().account_weight(dora.acct) == 1
+    finally:
+        for p in reversed(peers):
+            p.stop()
+
+
+def test_a_reporter_that_never_reveals_holds_its_unit_for_one_round_only(tmp_path):
+    names = ("olive", "hank", "gina", "dora")
+    for n in names:
+        PROFILES[n] = make_profile(tmp_path / n, n)
+    acct = {n: PROFILES[n].account_public_key() for n in names}
+    policy = T.TrustPolicy(
+        genesis=frozenset({acct["olive"], acct["hank"], acct["gina"]}),
+        beacons=frozenset({acct["olive"]}),
+    )
+    olive = Peer(tmp_path, "olive", [], policy, trust_stall_s=3.0).start()
+    others = [
+        Peer(tmp_path, n, [olive.address], policy, trust_stall_s=3.0).start() for n in names[1:]
+    ]
+    dora = others[-1]
+    peers = [olive, *others]
+    try:
+        _everywhere(peers, "delegations everywhere", lambda st: len(st.accounts) == 4)
+        first = dora.node.next_assignment()
+        _compute(dora, first)
+        # dora withholds its reveal: the pending reveal is gone, only the commit is out.
+        dora.node._reveal_path(0).unlink()
+        _everywhere(
+            peers,
+            "unit 0 drawn",
+            lambda st: (
+                st.trust is not None and 0 in st.trust.units and st.trust.units[0].seed is not None
+            ),
+        )
+        honest = peers[:3]
+
+        def step() -> bool:
+            for p in honest:
+                duty = p.node.checker_duty()
+                if duty is not None:
+                    _compute(p, duty)
+                task = p.node.next_block_task()
+                if task is not None:
+                    evidence = run_block(
+                        load(PARAMS.sieve_k), task.lo, task.hi, PARAMS.exact_step_bound
+                    )
+                    p.node.submit_block(task, evidence)
+            return all(p.node.state().status_of(0) == VERIFIED for p in peers)
+
+        wait_until(step, 120, "the next round's pair to verify unit 0 without dora")
+        st = olive.node.state()
+        assert dora.acct not in (st.trust.units[0].reporter, st.trust.units[0].checker)
+        assert not any(
+            w.account == dora.acct
+            for r in st.units[0].roots
+            for w in [r]
+            if dora.acct in r.accounts
+        )
     finally:
         for p in reversed(peers):
             p.stop()
