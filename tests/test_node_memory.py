@@ -158,3 +158,89 @@ def test_after_the_backoff_a_failed_fetch_is_tried_again(net, swarm, monkeypatch
     _drain(node)
     wait_until(lambda: node.status().fetch.done >= 1, 30, "fetched after the backoff")
     assert [c for _p, c in swarm.gets].count(missing_again) == 2
+
+
+def test_a_slow_record_write_does_not_block_the_nodes_readers(net, tmp_path, monkeypatch):
+    """No lock readers need is held across the ledger's fsync'd write: while one record
+    is being written (held here), state(), status() and the compute side answer."""
+    import threading
+
+    from network import codec
+
+    node, _peer = net
+    other = make_profile(tmp_path / "other", "other")
+    account = next(s for s in other.local_records() if s.kind == "account")
+    entered, release = threading.Event(), threading.Event()
+    real = node.ledger.add_record
+
+    def slow_write(row):
+        entered.set()
+        release.wait(60)
+        return real(row)
+
+    monkeypatch.setattr(node.ledger, "add_record", slow_write)
+    before = node.status().records
+    writer = threading.Thread(target=node.ingest, args=(codec.encode(account), "test"))
+    writer.start()
+    try:
+        assert entered.wait(30)
+        answers: list[object] = []
+        reader = threading.Thread(
+            target=lambda: answers.extend(
+                [node.state(), node.status(), node.my_units(), node.next_block_task(idle=True)]
+            )
+        )
+        reader.start()
+        reader.join(30)
+        assert not reader.is_alive(), "a reader waited for the ledger write"
+        assert len(answers) == 4
+        assert answers[1].records == before  # held only once it is durable
+    finally:
+        release.set()
+        writer.join(30)
+    assert node.status().records == before + 1
+
+
+def test_spot_check_selection_never_waits_on_ipfs(net, swarm, tmp_path):
+    """The compute loop asks for a spot-check; the evidence is fetched on the node's
+    evidence thread, and the task comes once it is there (held here until released)."""
+    import dataclasses
+    import threading
+
+    from engine import verify_range
+
+    node, _peer = net
+    # A held fetch waits for the release (not the fixture's short deadline).
+    node.config = dataclasses.replace(node.config, fetch_timeout_s=60.0)
+    other_profile = make_profile(tmp_path / "other", "other")
+    other_ipfs = swarm.node("other")
+    other = Node(
+        NodeConfig(data_dir=tmp_path / "other", params=DEV, listen=(), bootstrap=()),
+        other_profile, other_profile.node_key(), ipfs=other_ipfs,
+    )
+    other.start()
+    try:
+        other_ipfs.connect(node.ipfs.addresses()[0])
+        other._reannounce()  # its identity records again, now that it is connected
+        a = other.next_assignment()
+        work_cid = other.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
+        evidence_cid = other.work_record(work_cid).evidence_cid
+        wait_until(lambda: node.poll(0.05) is not None and node.work_record(work_cid),
+                   30, "the work record to arrive")
+        callers: list[tuple[str, str]] = []
+        real_get = node.ipfs.get
+
+        def get(cid, timeout, max_bytes):
+            callers.append((threading.current_thread().name, cid))
+            return real_get(cid, timeout, max_bytes)
+
+        node.ipfs.get = get
+        swarm.hold(evidence_cid)
+        assert node.next_block_task(idle=True) is None  # asked for, not waited for
+        wait_until(lambda: ("hailstone-evidence", evidence_cid) in callers, 30, "the fetch")
+        swarm.release(evidence_cid)
+        task = wait_until(lambda: node.next_block_task(idle=True), 30, "the spot-check")
+        assert (task.purpose, task.work_cid) == ("spot-check", work_cid)
+        assert all(name == "hailstone-evidence" for name, c in callers if c == evidence_cid)
+    finally:
+        other.stop()
