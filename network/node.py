@@ -27,11 +27,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cachetools import FIFOCache, LRUCache
+from cachetools import FIFOCache
 from nacl.signing import SigningKey
 
 from engine import (
@@ -61,6 +61,8 @@ from network.ipfs import (
 )
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
+from network.nodeparts.evidence import PENDING, EvidenceFetcher
+from network.nodeparts.ratelimit import PeerRateLimiter
 from network.records import (
     MAX_BEACON_LISTED,
     MAX_CANDIDATES,
@@ -86,9 +88,6 @@ from network.validate import context as validation_context
 log = logging.getLogger("hailstone.node")
 
 
-# Messages a single peer may send per second (token bucket, with a burst).
-PEER_RATE_PER_S = 200.0
-PEER_BURST = 1000.0
 # Records waiting for their delegation or work record to arrive, and for how long.
 MAX_PENDING = 2000
 PENDING_TTL_S = 600.0
@@ -99,21 +98,14 @@ FETCH_THREADS = 4
 FETCH_BACKOFF_S = 5.0
 FETCH_BACKOFF_MAX_S = 600.0
 FETCH_GIVE_UP = 3
-# How many refused or failed CIDs are remembered, and peers rate-limited.
+# How many refused or failed CIDs are remembered.
 MAX_REMEMBERED = 50_000
-MAX_PEERS_TRACKED = 10_000
 HOUSEKEEPING_INTERVAL_S = 60.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 # Dispute confirmations waiting for the compute loop.
 MAX_CONFIRM_TASKS = 1000
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
 MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
-# Others' evidence is fetched ahead of the compute loop (which never waits on IPFS):
-# this many fetches at a time, and this many results held until used.
-EVIDENCE_AHEAD = 2
-MAX_EVIDENCE_HELD = 32
-# What `_evidence_for` says while a fetch is on its way.
-_PENDING = "pending"
 
 _RECORD = "record"
 _HEAD = "head"
@@ -278,21 +270,6 @@ class NodeEvent:
     cid: str | None = None
 
 
-@dataclass
-class _Bucket:
-    tokens: float = PEER_BURST
-    stamp: float = field(default_factory=time.monotonic)
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(PEER_BURST, self.tokens + (now - self.stamp) * PEER_RATE_PER_S)
-        self.stamp = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
-
-
 def state_digest(st: NetworkState) -> str:
     """A short fingerprint of what the state shows: equal digests, equal views."""
     h = hashlib.sha256()
@@ -344,8 +321,8 @@ class Node:
         self._ipfs = ipfs
         self._ledger: Ledger | None = None
         self._subs: dict[str, Subscription] = {}
-        # Per-peer rate buckets; the least recently heard peer is forgotten first.
-        self._buckets: LRUCache[str, _Bucket] = LRUCache(MAX_PEERS_TRACKED)
+        # Jobs with their own data and lock (network/nodeparts/).
+        self._rates = PeerRateLimiter()
         # parsed records, by CID, and the indexes validation needs
         self._records: dict[str, SignedRecord] = {}
         self._delegations: list[DelegationRecord] = []
@@ -379,11 +356,8 @@ class Node:
         self._confirming: set[tuple[str, int]] = set()
         self._checked: set[str] = set()
         self._evidence_retry: dict[str, float] = {}
-        # work CID -> its leaves (None: unavailable or not matching its root), fetched
-        # by the evidence thread; the CIDs asked for and not answered yet
-        self._evidence: LRUCache[str, list[bytes] | None] = LRUCache(MAX_EVIDENCE_HELD)
-        self._evidence_asked: set[str] = set()
-        self._evidence_wanted: queue.Queue[str] = queue.Queue()
+        # Others' evidence, fetched on its own thread (the compute loop never waits).
+        self._evidence = EvidenceFetcher(self._fetch_evidence_of)
         self._spot_budget = 0.0
         # timers
         self._last_head = 0.0
@@ -435,9 +409,7 @@ class Node:
         t = threading.Thread(target=self._recheck_loop, name="hailstone-recheck", daemon=True)
         t.start()
         self._threads.append(t)
-        t = threading.Thread(target=self._evidence_loop, name="hailstone-evidence", daemon=True)
-        t.start()
-        self._threads.append(t)
+        self._evidence.start()
         # Several fetchers, so one record that no peer serves cannot hold up the rest.
         for i in range(FETCH_THREADS):
             t = threading.Thread(target=self._fetch_loop, name=f"hailstone-fetch-{i}", daemon=True)
@@ -468,6 +440,7 @@ class Node:
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
         self._stop.set()
+        self._evidence.stop(timeout_s=self.config.fetch_timeout_s + 5)
         for t in self._threads:
             t.join(timeout=self.config.fetch_timeout_s + 5)
         self._threads.clear()
@@ -565,8 +538,7 @@ class Node:
                     del table[peer]
 
     def _on_message(self, peer: str, data: bytes) -> None:
-        bucket = self._buckets.setdefault(peer, _Bucket())
-        if not bucket.take():
+        if not self._rates.allow(peer):
             self._reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
             return
         msg = wire.decode_message(data)
@@ -1312,8 +1284,8 @@ class Node:
             for cid, w in self._by_kind("work"):
                 if w.unit != unit or w.account != tally.reporter or cid in self._checked:
                     continue
-                leaves = self._evidence_for(cid)
-                if leaves == _PENDING:
+                leaves = self._evidence.result(cid)
+                if leaves is PENDING:
                     continue  # asked for; a later call finds it
                 self._checked.add(cid)
                 block = T.audit_block(tally.seed, self.account_pub, self.params.blocks_per_unit)
@@ -1376,8 +1348,8 @@ class Node:
             entry = st.units.get(w.unit)
             if entry is None or cid in entry.removed:
                 continue
-            leaves = self._evidence_for(cid)
-            if leaves == _PENDING:
+            leaves = self._evidence.result(cid)
+            if leaves is PENDING:
                 continue  # asked for; a later call finds it
             if leaves is None:
                 # unreachable or not matching its root: try again later, never forget it
@@ -1406,36 +1378,11 @@ class Node:
             )
         return None
 
-    def _evidence_for(self, cid: str) -> list[bytes] | None | str:
-        """The leaves of work `cid` if the evidence thread has them (None: unavailable),
-        else `_PENDING`, asking for them (at most EVIDENCE_AHEAD at a time).
-
-        The compute loop calls this: it never waits on IPFS itself."""
+    def _fetch_evidence_of(self, cid: str) -> list[bytes] | None:
+        """The evidence fetcher's job (its own thread): the leaves of work `cid`."""
         with self._lock:
-            if cid in self._evidence:
-                return self._evidence.pop(cid)
-            if cid not in self._evidence_asked and len(self._evidence_asked) < EVIDENCE_AHEAD:
-                self._evidence_asked.add(cid)
-                self._evidence_wanted.put(cid)
-        return _PENDING
-
-    def _evidence_loop(self) -> None:
-        """Fetch the evidence the compute loop asked for, off the compute loop."""
-        while not self._stop.is_set():
-            try:
-                cid = self._evidence_wanted.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            with self._lock:
-                w = self._works.get(cid)
-            try:
-                leaves = self._fetch_evidence(w) if w is not None else None
-            except Exception:  # noqa: BLE001 - the thread must outlive anything a peer sends
-                log.exception("fetching the evidence of %s failed", cid)
-                leaves = None
-            with self._lock:
-                self._evidence[cid] = leaves
-                self._evidence_asked.discard(cid)
+            w = self._works.get(cid)
+        return self._fetch_evidence(w) if w is not None else None
 
     def _fetch_evidence(self, w: WorkRecord) -> list[bytes] | None:
         try:

@@ -1,0 +1,89 @@
+"""The node's parts on their own (network/nodeparts/): deterministic, with a clock
+or a fetch function passed in."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from network.nodeparts.evidence import PENDING, EvidenceFetcher
+from network.nodeparts.ratelimit import PeerRateLimiter
+from tests.netutil import wait_until
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_peer_gets_its_burst_then_its_rate():
+    clock = Clock()
+    limits = PeerRateLimiter(rate_per_s=10.0, burst=5.0, clock=clock)
+    assert [limits.allow("p") for _ in range(6)] == [True] * 5 + [False]
+    assert limits.allow("q")  # another peer has its own bucket
+    clock.now += 0.25  # 2.5 tokens back
+    assert [limits.allow("p") for _ in range(3)] == [True, True, False]
+    clock.now += 3600  # never more than the burst
+    assert sum(limits.allow("p") for _ in range(10)) == 5
+
+
+def test_the_peer_table_is_bounded_and_forgets_the_least_recent():
+    clock = Clock()
+    limits = PeerRateLimiter(rate_per_s=1.0, burst=1.0, max_peers=2, clock=clock)
+    assert limits.allow("a") and limits.allow("b")
+    assert not limits.allow("a")  # a is now the most recent, b the least
+    assert limits.allow("c")  # b is forgotten
+    assert len(limits) == 2
+    assert not limits.allow("a")  # a's empty bucket was kept
+    assert limits.allow("b")  # b starts again with a full bucket
+
+
+def test_bad_limits_are_refused():
+    with pytest.raises(ValueError):
+        PeerRateLimiter(rate_per_s=0.0)
+
+
+def test_evidence_is_fetched_on_its_own_thread_a_few_at_a_time():
+    gate = threading.Event()
+    calls: list[tuple[str, str]] = []
+
+    def fetch(cid: str):
+        calls.append((threading.current_thread().name, cid))
+        gate.wait(30)
+        if cid == "broken":
+            raise RuntimeError("a peer sent nonsense")
+        return None if cid == "gone" else [cid.encode()]
+
+    def take(cid: str):
+        box: list = []
+
+        def ready() -> bool:
+            r = f.result(cid)
+            if r is PENDING:
+                return False
+            box.append(r)
+            return True
+
+        wait_until(ready, 30, f"the evidence of {cid}")
+        return box[0]
+
+    f = EvidenceFetcher(fetch, ahead=2)
+    f.start()
+    try:
+        assert f.result("w1") is PENDING and f.result("w2") is PENDING
+        assert f.result("w3") is PENDING  # not even asked: two are on their way
+        wait_until(lambda: calls, 30, "the first fetch")
+        assert "w3" not in {c for _n, c in calls}
+        gate.set()
+        assert take("w1") == [b"w1"] and take("w2") == [b"w2"] and take("w3") == [b"w3"]
+        assert take("gone") is None  # could not be had
+        assert take("broken") is None  # the thread survives a failing fetch
+        assert take("w4") == [b"w4"]
+        assert {name for name, _ in calls} == {"hailstone-evidence"}
+    finally:
+        gate.set()
+        f.stop(30)
