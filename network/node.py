@@ -61,6 +61,7 @@ from network.ipfs import (
 )
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
+from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.evidence import PENDING, EvidenceFetcher
 from network.nodeparts.ratelimit import PeerRateLimiter
 from network.records import (
@@ -93,11 +94,6 @@ MAX_PENDING = 2000
 PENDING_TTL_S = 600.0
 MAX_FETCH_QUEUE = 10_000
 FETCH_THREADS = 4
-# A failed fetch is retried after FETCH_BACKOFF_S * 2**attempts (capped); after
-# FETCH_GIVE_UP attempts a head no longer waits for it.
-FETCH_BACKOFF_S = 5.0
-FETCH_BACKOFF_MAX_S = 600.0
-FETCH_GIVE_UP = 3
 # How many refused or failed CIDs are remembered.
 MAX_REMEMBERED = 50_000
 HOUSEKEEPING_INTERVAL_S = 60.0
@@ -333,7 +329,7 @@ class Node:
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
         # CIDs we refused (not fetched again) and CIDs whose fetch failed (retry later)
         self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
-        self._failed: FIFOCache[str, tuple[float, int]] = FIFOCache(MAX_REMEMBERED)
+        self._backoff = FetchBackoff()  # failed fetches and when to try them again
         # fetching: (kind, cid, peer) jobs, done off the network loop, queued per peer
         # and served round-robin so one peer's flood cannot starve the rest
         self._fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
@@ -583,8 +579,7 @@ class Node:
         with self._lock:
             if cid in self._records or cid in self._rejected or cid in self._pending:
                 return False
-            failed = self._failed.get(cid)
-            return failed is None or failed[0] <= time.monotonic()
+        return self._backoff.due(cid)
 
     def _want(self, kind: str, cid: str, peer: str = "") -> None:
         """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
@@ -606,8 +601,7 @@ class Node:
                     # counts against the peer that wanted it fetched (FetchQueue).
                     data = self.ipfs.get(cid, self.config.fetch_timeout_s, codec.MAX_RECORD_BYTES)
                     self._inbox.put((data, "fetch"))
-                with self._lock:
-                    self._failed.pop(cid, None)
+                self._backoff.succeeded(cid)
                 ok = True
             except IpfsTimeout as exc:
                 timed_out = True
@@ -622,10 +616,7 @@ class Node:
                 self._fetches.done(queue_peer, ok=ok, timed_out=timed_out)
 
     def _note_failure(self, cid: str) -> None:
-        with self._lock:
-            _, attempts = self._failed.get(cid, (0.0, 0))
-            delay = min(FETCH_BACKOFF_MAX_S, FETCH_BACKOFF_S * 2**attempts)
-            self._failed[cid] = (time.monotonic() + delay, attempts + 1)
+        self._backoff.failed(cid)
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
@@ -660,9 +651,8 @@ class Node:
             for cid in missing:
                 with self._lock:  # a fetcher thread: shared tables only under the lock
                     refused = cid in self._rejected
-                    waiting = (
-                        cid in self._pending or self._failed.get(cid, (0.0, 0))[1] < FETCH_GIVE_UP
-                    )
+                    waiting = cid in self._pending
+                waiting = waiting or self._backoff.still_trying(cid)
                 if refused:
                     continue  # refused once: nothing to wait for
                 if self._worth_fetching(cid):
@@ -1353,7 +1343,7 @@ class Node:
                 continue  # asked for; a later call finds it
             if leaves is None:
                 # unreachable or not matching its root: try again later, never forget it
-                self._evidence_retry[cid] = now + FETCH_BACKOFF_MAX_S
+                self._evidence_retry[cid] = now + self._backoff.max_s
                 continue
             self._checked.add(cid)
             # The reporter cannot predict our key nor our current head: it cannot

@@ -12,12 +12,12 @@ import os
 import pytest
 
 from engine import DEV
-from network import node as node_module
 from network import rejection as R
 from network import wire
 from network.ipfs import IpfsError, IpfsTimeout, IpfsTooLarge, IpfsUnavailable, cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.node import Node, NodeConfig
+from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.ratelimit import PEER_BURST, PEER_RATE_PER_S, PeerRateLimiter
 from tests.netutil import make_profile, wait_until
 
@@ -141,9 +141,9 @@ def test_a_fetch_that_times_out_backs_off_and_the_fetcher_goes_on(net, swarm):
     assert [c for _p, c in swarm.gets if c == missing] == [missing]
 
 
-def test_after_the_backoff_a_failed_fetch_is_tried_again(net, swarm, monkeypatch):
+def test_after_the_backoff_a_failed_fetch_is_tried_again(net, swarm):
     node, peer = net
-    monkeypatch.setattr(node_module, "FETCH_BACKOFF_S", 0.0)
+    node._backoff = FetchBackoff(base_s=0.0)  # due again at once (its timing: test_nodeparts)
     missing = cid_for_bytes(os.urandom(32))
     _announce(peer, node, missing)
     _drain(node)

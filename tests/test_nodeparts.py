@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.evidence import PENDING, EvidenceFetcher
 from network.nodeparts.ratelimit import PeerRateLimiter
 from tests.netutil import wait_until
@@ -87,3 +88,26 @@ def test_evidence_is_fetched_on_its_own_thread_a_few_at_a_time():
     finally:
         gate.set()
         f.stop(30)
+
+
+def test_a_failed_fetch_waits_twice_as_long_each_time_up_to_the_cap():
+    clock = Clock()
+    b = FetchBackoff(base_s=5.0, max_s=12.0, give_up=3, clock=clock)
+    assert b.due("c") and b.still_trying("c")
+    assert [b.failed("c") for _ in range(4)] == [5.0, 10.0, 12.0, 12.0]
+    assert not b.due("c") and not b.still_trying("c")
+    clock.now += 11.9
+    assert not b.due("c")
+    clock.now += 0.1
+    assert b.due("c")
+    b.succeeded("c")
+    assert b.still_trying("c") and b.failed("c") == 5.0  # forgotten: from the start
+
+
+def test_the_backoff_table_is_bounded():
+    clock = Clock()
+    b = FetchBackoff(base_s=5.0, max_remembered=2, clock=clock)
+    for cid in ("a", "b", "c"):
+        b.failed(cid)
+    assert b.due("a")  # the oldest failure was forgotten
+    assert not b.due("b") and not b.due("c")
