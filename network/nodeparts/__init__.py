@@ -1,7 +1,11 @@
 """The node's jobs, one module each, behind the `network.node.Node` facade.
 
 - `ratelimit.py`: per-peer message rate limits (token buckets, bounded);
+- `backoff.py`: failed fetches and when to try them again;
 - `evidence.py`: others' evidence fetched ahead of the compute loop.
+
+Still inside `Node` (network/node.py): the record store and validation, head
+sync, publishing and the outbox, claims and the unit planner, the trust duties.
 
 Each part owns its data and its lock; `Node` wires them together.
 """
