@@ -87,7 +87,12 @@ def _lower_predecessor(
     """Rules P and H at one prefix: v is the low part of a value whose lift is
     3^c * 2^(k-s) * h + v. True if some word of transports (total d <= c odd
     steps, t steps; the empty word only if allow_empty) gives a predecessor
-    P < r whose lifted coefficient 3^(c-d) * 2^(k-s+t) is at most 2^k."""
+    P < r whose lifted coefficient 3^(c-d) * 2^(k-s+t) is at most 2^k.
+
+    Depth-first over words: each push adds d >= 1 (so depth <= c) and at most
+    two transports match one value (2 mod 3 and 182 mod 243; 4 mod 9 and
+    10 mod 81 exclude them and each other), so the stack holds <= c + 2 <= k + 2
+    entries. Values stay below 3^k * 2^7 < 2^64 for k <= 32."""
     stack_v[0] = v
     stack_d[0] = 0
     stack_t[0] = 0
