@@ -1176,8 +1176,12 @@ class Node:
         ]
         if not (waiting or any(a in others for a in drawn)):
             return None
+        # The earliest reporters waiting on us first (copies of their root come later
+        # and must not crowd our drawn partners out of the listed commits).
+        earliest = {w.account: w.created for w in works}
+        waiting = sorted(set(waiting), key=lambda a: (earliest[a], a))[:2]
         partners = [*waiting, self._roles.get(unit), *drawn]
-        first = [others[a] for a in partners if a in others]
+        first = list(dict.fromkeys(others[a] for a in partners if a in others))
         rest = sorted(c for c in others.values() if c not in first)
         return tuple(sorted(dict.fromkeys([*first, *rest][:MAX_SEEN_COMMITS])))
 

@@ -291,15 +291,24 @@ class Simulation:
         # List the partners' commits first (the reporter I check, my drawn checkers):
         # a flood of other commits must not push them out of the 8 a reveal can list.
         commits = self._commits_on(unit)
+        # The earliest reporters waiting on us first (copies of their root come later
+        # and must not crowd them or our drawn partners out of the 8 listed).
+        waiting = sorted(
+            self._waiting_on_me(a, unit), key=lambda acct: self.commit_tick[commits[acct]]
+        )[:2]
         partners = [
-            *self._waiting_on_me(a, unit),
+            *waiting,
             a.role.get(unit),
-            *self._ranking(unit, b"check", (a.acct,))[: self.policy.check_rank],
             *self._ranking(unit, b"check", ())[: self.policy.check_rank + 1],
+            *self._ranking(unit, b"check", (a.acct,))[: self.policy.check_rank],
         ]
-        first = [commits[p] for p in partners if p is not None and p in commits and p != a.acct]
+        first = list(
+            dict.fromkeys(
+                commits[p] for p in partners if p is not None and p in commits and p != a.acct
+            )
+        )
         rest = sorted(c for acct, c in commits.items() if acct != a.acct and c not in first)
-        others = sorted(dict.fromkeys([*first, *rest][:8]))
+        others = sorted([*first, *rest][:8])
         res = self._result(unit)
         w = WorkRecord(
             params=PARAMS,
