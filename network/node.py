@@ -63,6 +63,7 @@ from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.ledger import Ledger, LedgerError, stored_record
 from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.evidence import PENDING, EvidenceFetcher
+from network.nodeparts.heads import HeadBook
 from network.nodeparts.ratelimit import PeerRateLimiter
 from network.records import (
     MAX_BEACON_LISTED,
@@ -337,11 +338,7 @@ class Node:
         # candidates others reported, to re-check exactly: (work CID, candidate)
         self._rechecks: queue.Queue[tuple[str, int]] = queue.Queue()
         # sync: heads and head pages of each peer that we hold completely
-        self._peer_heads: dict[str, str] = {}
-        self._peer_pages: dict[str, set[str]] = {}
-        self._heads_processed = 0
-        self._my_pages: list[str] = []
-        self._last_head_cid = ""
+        self._heads = HeadBook()  # our head's pages, and how far we follow each peer's
         self._last_trust = 0.0
         self._beacon_listed: set[str] = set()
         self._beacon_round = 0
@@ -425,13 +422,10 @@ class Node:
             return True
         if time.monotonic() - self._started_at > self.config.sync_timeout_s:
             return True
+        if self._heads.heads_completed == 0:
+            return False
         with self._lock:
-            return (
-                self._heads_processed > 0
-                and self._fetches.empty()
-                and self._inbox.empty()
-                and not self._pending
-            )
+            return self._fetches.empty() and self._inbox.empty() and not self._pending
 
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
@@ -528,10 +522,8 @@ class Node:
         with self._lock:
             for cid in [c for c, (_, _, since) in self._pending.items() if since < cutoff]:
                 del self._pending[cid]
-            connected = set(self._safe_peers())
-            for table in (self._peer_heads, self._peer_pages):
-                for peer in [p for p in table if p not in connected]:
-                    del table[peer]
+        # (asked outside the lock: an IPFS call)
+        self._heads.forget_peers_except(self._safe_peers())
 
     def _on_message(self, peer: str, data: bytes) -> None:
         if not self._rates.allow(peer):
@@ -569,10 +561,8 @@ class Node:
     def _on_head(self, head: wire.Head, peer: str) -> None:
         # A head we already hold completely needs nothing; any other is fetched
         # again, so records whose fetch failed are retried at the next announcement.
-        with self._lock:
-            if self._peer_heads.get(peer) == head.head:
-                return
-        self._want(_HEAD, head.head, peer)
+        if not self._heads.holds(peer, head.head):
+            self._want(_HEAD, head.head, peer)
 
     def _worth_fetching(self, cid: str) -> bool:
         """Not held, not refused, not pending, and not failed too recently."""
@@ -626,8 +616,7 @@ class Node:
         if isinstance(index, Rejection):
             self._reject(index, peer)
             return
-        with self._lock:
-            held = set(self._peer_pages.get(peer, ()))
+        held = self._heads.pages_held(peer)
         complete = True
         for page_cid in index:
             if page_cid in held:
@@ -668,11 +657,7 @@ class Node:
             self.ledger.note_peer_head(peer, head_cid)
         except LedgerError as exc:
             self._event("warning", f"ledger: {exc}")
-        with self._lock:
-            self._peer_pages[peer] = held
-            if complete:
-                self._peer_heads[peer] = head_cid
-                self._heads_processed += 1
+        self._heads.followed(peer, head_cid, held, complete)
 
     # --- ingesting records ---------------------------------------------------------
 
@@ -866,21 +851,17 @@ class Node:
     def _publish_head(self) -> None:
         """Add our head pages and index to IPFS (only what changed) and announce the head."""
         try:
-            cids = self.ledger.heads_list()
-            pages = wire.head_pages(cids)
-            page_cids = [cid_for_bytes(p) for p in pages]
-            for i, (page, page_cid) in enumerate(zip(pages, page_cids, strict=True)):
-                if i >= len(self._my_pages) or self._my_pages[i] != page_cid:
-                    self.ipfs.add(page)
-            self._my_pages = page_cids
-            index = wire.encode_head_index(page_cids)
-            head_cid = cid_for_bytes(index)
-            if head_cid != self._last_head_cid:
-                self.ipfs.add(index)
-                self._last_head_cid = head_cid
-            msg = wire.sign_head(wire.Head(self.node_pub, head_cid, len(cids)), self.node_key)
+            head = self._heads.our_head(self.ledger.heads_list())
+        except LedgerError as exc:
+            self._event("warning", f"could not publish head: {exc}")
+            return
+        try:
+            for obj in head.new_objects:
+                self.ipfs.add(obj)
+            msg = wire.sign_head(wire.Head(self.node_pub, head.head_cid, head.count), self.node_key)
             self.ipfs.publish(self._topic("heads"), msg)
-        except (IpfsError, LedgerError) as exc:
+        except IpfsError as exc:
+            self._heads.forget_ours()  # everything is offered again next time
             self._event("warning", f"could not publish head: {exc}")
 
     def _dial_peers(self) -> None:
@@ -1356,7 +1337,7 @@ class Node:
                 b"hailstone/spot/v1\x00"
                 + cid.encode()
                 + self.node_pub
-                + self._last_head_cid.encode()
+                + self._heads.last_head_cid.encode()
             ).digest()
             block = int.from_bytes(seed[:8], "big") % len(leaves)
             lo, _ = self.params.unit_range(w.unit)

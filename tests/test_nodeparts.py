@@ -111,3 +111,41 @@ def test_the_backoff_table_is_bounded():
         b.failed(cid)
     assert b.due("a")  # the oldest failure was forgotten
     assert not b.due("b") and not b.due("c")
+
+
+def _cids(n: int) -> list[str]:
+    from network.ipfs import cid_for_bytes
+
+    return sorted(cid_for_bytes(b"record %d" % i) for i in range(n))
+
+
+def test_our_head_offers_only_what_changed():
+    from network import wire
+    from network.nodeparts.heads import HeadBook
+
+    book = HeadBook()
+    assert book.last_head_cid == ""
+    first = book.our_head(_cids(10))
+    assert len(first.new_objects) == wire.HEAD_PAGES + 1  # every page and the index
+    assert first.count == 10 and book.last_head_cid == first.head_cid
+    again = book.our_head(_cids(10))
+    assert again.head_cid == first.head_cid and again.new_objects == ()
+    more = book.our_head(_cids(11))  # one more record: its page and a new index
+    assert more.head_cid != first.head_cid and len(more.new_objects) == 2
+    book.forget_ours()  # an add failed: everything is offered again
+    assert len(book.our_head(_cids(11)).new_objects) == wire.HEAD_PAGES + 1
+
+
+def test_peer_heads_are_followed_until_held_completely():
+    from network.nodeparts.heads import HeadBook
+
+    book = HeadBook()
+    assert not book.holds("p", "h1") and book.pages_held("p") == set()
+    book.followed("p", "h1", {"page-a"}, complete=False)
+    assert not book.holds("p", "h1") and book.pages_held("p") == {"page-a"}
+    assert book.heads_completed == 0
+    book.followed("p", "h1", {"page-a", "page-b"}, complete=True)
+    assert book.holds("p", "h1") and not book.holds("p", "h2")
+    assert book.heads_completed == 1
+    book.forget_peers_except(["q"])
+    assert not book.holds("p", "h1") and book.pages_held("p") == set()
