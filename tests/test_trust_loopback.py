@@ -41,7 +41,11 @@ pytestmark = pytest.mark.network
 
 PARAMS = Params.custom(name="trust-loop", unit_bits=10, block_bits=4, sieve_k=4)
 BLOCKS = PARAMS.blocks_per_unit
-T0 = int(time.time())  # records made now (after the profiles delegated their nodes)
+# The records' time base, taken when each test starts (the fixture below): records
+# are dated T0 + 10 s and later, after the test's profiles delegated their nodes. A
+# T0 taken at import was minutes old by the time a long suite reached these tests,
+# so the records predated their delegations and were refused.
+T0 = int(time.time())
 EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
@@ -100,6 +104,12 @@ class Peer:
 
 
 PROFILES: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _records_dated_from_now() -> None:
+    global T0
+    T0 = int(time.time())
 
 
 class Unit:
