@@ -202,6 +202,11 @@ class NodeStatus:
     state_digest: str = ""
     leaderboard: tuple[tuple[str, int], ...] = ()
     fetch: FetchCounters | None = None
+    # The verification protocol (PROTOCOL §11): this account's weight (None: no
+    # policy), units per phase, and units holding a reported candidate.
+    account_weight: int | None = None
+    phases: tuple[tuple[str, int], ...] = ()
+    candidate_units: tuple[int, ...] = ()
 
     def to_json(self, state: str) -> dict:
         return {
@@ -217,7 +222,21 @@ class NodeStatus:
             "outbox": self.outbox,
             "state": state,
             "fetch": None if self.fetch is None else dataclasses.asdict(self.fetch),
+            "account_weight": self.account_weight,
+            "phases": dict(self.phases),
+            "candidate_units": list(self.candidate_units),
         }
+
+
+def _phase_counts(st: NetworkState) -> tuple[tuple[str, int], ...]:
+    """Units per phase under the trust protocol, else per status (for the status file)."""
+    counts: dict[str, int] = {}
+    for u in st.units.values():
+        key = u.phase or u.status
+        if u.reopened:
+            counts["reopened"] = counts.get("reopened", 0) + 1
+        counts[key] = counts.get(key, 0) + 1
+    return tuple(sorted(counts.items()))
 
 
 def trust_policy(genesis: Iterable[str], beacons: Iterable[str]) -> TrustPolicy | None:
@@ -923,6 +942,9 @@ class Node:
             state_digest=state_digest(st),
             leaderboard=tuple((e.display_name, e.units_credited) for e in st.leaderboard),
             fetch=self._fetches.counters(),
+            account_weight=st.account_weight(self.account_pub),
+            phases=_phase_counts(st),
+            candidate_units=tuple(u.unit for u in st.candidate_units),
         )
 
     def my_units(self) -> list[tuple[int, str, str]]:

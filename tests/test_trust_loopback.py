@@ -343,6 +343,9 @@ def test_nodes_run_the_protocol_commit_reveal_beacon_drawn_checker_and_audit(tmp
             peers, "unit 0 verified by the protocol", lambda st: st.status_of(0) == VERIFIED
         )
         assert olive.node.state().account_weight(dora.acct) == 1
+        status = dora.node.status().to_json("running")  # what the status file shows
+        assert status["account_weight"] == 1 and status["phases"].get("verified") == 1
+        assert status["candidate_units"] == [] and status["fetch"]["failed"] >= 0
     finally:
         for p in reversed(peers):
             p.stop()
