@@ -139,7 +139,7 @@ class Tray:
             "computing": f"Computing at {fmt_rate(rate)}",
             "syncing": "Catching up with the network…",
         }.get(state, state.capitalize())
-        if reason and state in ("waiting", "paused", "error"):
+        if reason and state in ("waiting", "paused", "error", "preparing"):
             text += f" ({reason})"
         return f"Hailstone — {text}"
 

@@ -431,6 +431,7 @@ class DashboardPage(QWidget):
             "paused": "Paused",
             "waiting": "Waiting",
             "syncing": "Catching up with the network…",
+            "preparing": "Getting ready",
             "idle": "Idle",
             "error": "Stopped by an error",
             "stopped": "Not running",

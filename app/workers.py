@@ -72,7 +72,7 @@ class EngineWorker(QObject):
         block_task_started(BlockTask), block_task_done(BlockTaskDone): a block of
             someone else's record (spot-check, dispute confirmation) in network mode.
         state_changed(state, reason): state is "computing", "paused", "waiting",
-            "syncing", "idle", "error" or "stopped"; reason is a short phrase.
+            "preparing", "syncing", "idle", "error" or "stopped"; reason is a short phrase.
         warning(code, detail), error(code, detail): for app/messages.py.
         batch_started(): just before a batch runs (tests count batches).
     """

@@ -261,6 +261,24 @@ def load(k: int, progress: Progress | None = None) -> Sieve:
         return sieve
 
 
+def ready(k: int) -> bool:
+    """True when `load(k)` will not have to build: loaded, or a cache file of the
+    right size is there (its digest is checked by `load`, not here)."""
+    with _lock:
+        if k in _loaded:
+            return True
+    try:
+        with _cache_path(k).open("rb") as f:
+            header = f.read(_HEADER.size)
+    except OSError:
+        return False
+    if len(header) != _HEADER.size:
+        return False
+    magic, k_file, _zero, count, *_ = _HEADER.unpack(header)
+    size = _HEADER.size + 32 + count * sum(np.dtype(dt).itemsize for _, dt in _ARRAYS)
+    return magic == _CACHE_MAGIC and k_file == k and _cache_path(k).stat().st_size == size
+
+
 def forget_loaded() -> None:
     """Drop in-memory sieves (tests use this to exercise the disk cache)."""
     with _lock:

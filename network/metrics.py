@@ -42,7 +42,7 @@ log = logging.getLogger("hailstone.metrics")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
-RUNNER_STATES = ("computing", "idle", "paused", "syncing", "error")
+RUNNER_STATES = ("computing", "idle", "paused", "preparing", "syncing", "error")
 
 # Every metric this module exports (counter names without their _total suffix).
 METRIC_NAMES = (

@@ -181,8 +181,10 @@ class NodeRunner:
 
     def _on_event(self, event: Event) -> None:
         match event:
-            case StateChanged(state=state):
+            case StateChanged(state=state, reason=reason):
                 self.state = _METRIC_STATE.get(state, state)
+                if state == "preparing":
+                    self._say(reason)
             case UnitStarted(assignment=a):
                 self.current = a
                 self.blocks_done = event.resumed_blocks

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import Assignment, BackendUnavailable, Params, make_backend, verify_range
+from engine import Assignment, BackendUnavailable, Params, make_backend, sieve, verify_range
 from engine.cpu import CpuBackend
+from engine.sieve import load as load_sieve
 from network.contributor import (
     BatchDone,
     BlockTaskDone,
@@ -404,6 +405,7 @@ def test_each_turn_ends_with_next_turn_and_waits_map_to_states(tmp_path):
 
 
 def test_a_batch_then_the_unit(tmp_path):
+    load_sieve(PARAMS.sieve_k)  # built or read: the session has nothing to prepare
     source = Source(tmp_path)
     s = ContributorSession(PARAMS, source)
     first = _turns(s)
@@ -414,6 +416,25 @@ def test_a_batch_then_the_unit(tmp_path):
     done = [e for e in _turns(s, BLOCKS - 1) if isinstance(e, UnitDone)]
     assert [(d.unit, d.root_hex, d.cid) for d in done] == [(0, _root(0).hex(), "cid-0")]
     assert s.close()[-1] == NextTurn(None)
+
+
+def test_the_first_start_says_it_builds_the_sieve_before_computing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HAILSTONE_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    sieve.forget_loaded()
+    try:
+        s = ContributorSession(PARAMS, Source(tmp_path))
+        first = _turns(s)
+        preparing = StateChanged("preparing", "building the sieve, once (about a minute)")
+        assert first.index(preparing) < [type(e).__name__ for e in first].index("BatchStarted")
+        assert sieve.ready(PARAMS.sieve_k)  # built, cached: the next start says nothing
+        s.close()
+        sieve.forget_loaded()
+        second = ContributorSession(PARAMS, Source(tmp_path / "b"))
+        again = _turns(second)
+        second.close()
+        assert all(getattr(e, "state", "") != "preparing" for e in again)
+    finally:
+        sieve.forget_loaded()
 
 
 def test_a_throttled_session_rests_after_each_batch(tmp_path):

@@ -17,7 +17,8 @@ class StateChanged:
     """The session's state changed.
 
     state: "computing", "paused" (by the user), "waiting" (a policy reason, say on
-    battery), "syncing" (the node starts or catches up), "idle" (nothing open),
+    battery), "preparing" (building the sieve on the first start), "syncing" (the
+    node starts or catches up), "idle" (nothing open),
     "error" (a failure; see the event before it) or "stopped".
     reason: a short phrase for a status line ("cpu", "paused by you", ...).
     """

@@ -35,6 +35,7 @@ from typing import Any
 from engine import Assignment, BackendUnavailable, BlockEvidence, DutyCycle, Params, Verifier
 from engine import make_backend as _make_backend
 from engine.job import Backend
+from engine.sieve import ready as sieve_ready
 from network.contributor.events import (
     BatchDone,
     BatchStarted,
@@ -304,6 +305,9 @@ class ContributorSession:
     def _ensure_backend(self, cmd: _Commands) -> Iterator[Event]:
         if self._backend is not None:
             return
+        if not sieve_ready(self.params.sieve_k):
+            # The first start on a machine builds the sieve (k = 31: about a minute).
+            yield from self._set_state("preparing", "building the sieve, once (about a minute)")
         if cmd.gpu_enabled and not self._gpu_refused:
             # Every listed GPU (all when none are listed), one worker thread each.
             try:
