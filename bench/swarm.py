@@ -1,0 +1,562 @@
+"""A swarm of real nodes on loopback, driven through scenarios and measured.
+
+    .venv/bin/python bench/swarm.py --nodes 16 --scenario steady --out swarm.json
+
+Starts N `main.py node` processes (embedded kubo, 127.0.0.1 only, dev parameters,
+--unit-limit, --no-bootstrap), each with its own profile and given 1-3 earlier nodes
+as --peer (a sparse graph: discovery and relaying are real), then runs one scenario:
+
+- steady:    every node computes; time until all agree (one state digest, the same
+             record count, frontier at the limit, outboxes empty);
+- churn:     kill -9 and restart a fifth of the nodes every --churn-interval seconds
+             while they compute (--churn-rounds times);
+- partition: SIGSTOP a third of the nodes for --partition-s while the rest compute,
+             then SIGCONT; time to heal;
+- hostile:   a rogue node in this process floods garbage, oversized, tampered,
+             forged and replayed records, claims for every unit and heads that point
+             at missing content, while the honest nodes compute;
+- late:      after agreement, --late nodes join with one peer each; time to catch up.
+
+Every scenario ends with an idle window (CPU, RSS, loopback bytes per node), a ledger
+audit (results lost, reported twice, units computed by more accounts than needed) and
+a SIGTERM of every node, timed. Every wait is bounded by its own limit and by
+--stop-by (UTC HH:MM): past it the harness stops everything. Every process it
+started is killed at the end, on error and on Ctrl-C. The JSON report goes to stdout
+and --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.netutil import free_port, make_profile  # noqa: E402
+
+# Each verified unit needs two accounts' reports (PROTOCOL §5); more is waste.
+REPORTS_NEEDED = 2
+
+
+class Deadline(Exception):
+    """--stop-by has passed: stop everything now."""
+
+
+class Clock:
+    """The harness's one time limit (--stop-by), checked by every wait."""
+
+    def __init__(self, stop_by: float | None) -> None:
+        self.stop_by = stop_by
+
+    def left(self) -> float:
+        return float("inf") if self.stop_by is None else self.stop_by - time.time()
+
+    def check(self) -> None:
+        if self.left() <= 0:
+            raise Deadline("--stop-by reached")
+
+    def sleep(self, seconds: float) -> None:
+        self.check()
+        time.sleep(max(0.0, min(seconds, self.left())))
+        self.check()
+
+
+class Member:
+    """One `main.py node` child process with its profile and status file."""
+
+    def __init__(self, base: Path, name: str, unit_limit: int, claim_ttl: int) -> None:
+        self.name = name
+        self.data_dir = base / name
+        self.status_file = base / f"{name}.json"
+        self.log_file = base / f"{name}.log"
+        self.port = free_port()
+        self.unit_limit = unit_limit
+        self.claim_ttl = claim_ttl
+        self.peers: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self.stopped = False  # SIGSTOPped
+        self.starts = 0
+        make_profile(self.data_dir, name)
+
+    def start(self) -> None:
+        args = [
+            sys.executable, str(ROOT / "main.py"), "node",
+            "--data-dir", str(self.data_dir), "--params", "dev",
+            "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--no-bootstrap",
+            "--status-file", str(self.status_file), "--cores", "1",
+            "--unit-limit", str(self.unit_limit), "--claim-ttl", str(self.claim_ttl),
+            *[a for p in self.peers for a in ("--peer", p)],
+        ]
+        with contextlib.suppress(FileNotFoundError):
+            self.status_file.unlink()
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def address(self) -> str | None:
+        listen = self.status().get("listen") or []
+        return listen[0] if listen else None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            self.proc = None
+        self.stopped = False
+
+
+class Swarm:
+    def __init__(self, base: Path, n: int, unit_limit: int, claim_ttl: int, clock: Clock,
+                 seed: int) -> None:
+        self.base = base
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.unit_limit = unit_limit
+        self.claim_ttl = claim_ttl
+        self.members: list[Member] = []
+        self.events: list[dict] = []
+        self.t0 = time.monotonic()
+        self._add(n)
+
+    def _add(self, n: int) -> list[Member]:
+        new = [Member(self.base, f"n{len(self.members) + i:03d}", self.unit_limit, self.claim_ttl)
+               for i in range(n)]
+        self.members.extend(new)
+        return new
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+    def note(self, what: str, **kw) -> None:
+        self.events.append({"t": self.now(), "what": what, **kw})
+        print(f"[{self.now():7.1f}] {what} {kw if kw else ''}", file=sys.stderr, flush=True)
+
+    def wait(self, predicate, timeout: float, poll: float = 1.0) -> float | None:
+        """Seconds until `predicate()` held, or None after `timeout` (or --stop-by)."""
+        start = time.monotonic()
+        while True:
+            if predicate():
+                return round(time.monotonic() - start, 1)
+            if time.monotonic() - start > timeout:
+                return None
+            self.clock.sleep(poll)
+
+    def start_members(self, members: list[Member], batch: int = 4) -> None:
+        """Start in batches, each node given 1-3 peers among the nodes already up."""
+        queue = list(members)
+        while queue:
+            # the very first node starts alone: the others need its address
+            size = batch if any(m.alive() for m in self.members) else 1
+            group, queue = queue[:size], queue[size:]
+            up = [a for m in self.members if m.alive() and (a := m.address())]
+            for m in group:
+                if up and not m.peers:
+                    m.peers = self.rng.sample(up, self.rng.randint(1, min(3, len(up))))
+                m.start()
+            got = self.wait(lambda g=group: all(m.address() or not m.alive() for m in g), 120, 0.5)
+            dead = [m.name for m in group if not m.alive()]
+            if got is None or dead:
+                raise RuntimeError(f"nodes did not start: {dead or [m.name for m in group]}")
+
+    def live(self) -> list[Member]:
+        return [m for m in self.members if m.alive() and not m.stopped]
+
+    def agreed(self, members: list[Member] | None = None) -> bool:
+        members = members if members is not None else self.members
+        statuses = [m.status() for m in members]
+        return (
+            all(s.get("frontier") == self.unit_limit and s.get("outbox") == 0 for s in statuses)
+            and len({s.get("state_digest") for s in statuses}) == 1
+            and len({s.get("records") for s in statuses}) == 1
+        )
+
+    def first_done(self) -> bool:
+        return any(m.status().get("frontier") == self.unit_limit for m in self.live())
+
+    def close(self) -> None:
+        for m in self.members:
+            if m.stopped:
+                m.signal(signal.SIGCONT)
+            m.kill9()
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+def _lo_bytes() -> int:
+    for line in Path("/proc/net/dev").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name.strip() == "lo":
+            fields = rest.split()
+            return int(fields[0]) + int(fields[8])
+    return 0
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)} if values else {}
+
+
+def idle_window(swarm: Swarm, seconds: float) -> dict:
+    """CPU (% of one core) and RSS (MiB) per node, loopback bytes per node per minute."""
+    procs = {}
+    for m in swarm.live():
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(m.proc.pid)
+            t = p.cpu_times()
+            procs[m.name] = (p, t.user + t.system)
+    lo0, t0 = _lo_bytes(), time.monotonic()
+    load0 = os.getloadavg()
+    swarm.clock.sleep(seconds)
+    elapsed = time.monotonic() - t0
+    lo = _lo_bytes() - lo0
+    cpu, rss = [], []
+    for p, c0 in procs.values():
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            cpu.append(100 * (t.user + t.system - c0) / elapsed)
+            rss.append(p.memory_info().rss / 2**20)
+    return {
+        "seconds": round(elapsed, 1),
+        "cpu_percent_of_core": _spread(cpu),
+        "rss_mib": _spread(rss),
+        # all loopback traffic (other programs' too): an upper bound on gossip
+        "loopback_bytes_per_node_per_min": round(lo / max(1, len(procs)) / elapsed * 60),
+        "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+
+def rss_now(members: list[Member]) -> dict[str, float]:
+    out = {}
+    for m in members:
+        with contextlib.suppress(psutil.Error, AttributeError):
+            out[m.name] = psutil.Process(m.proc.pid).memory_info().rss / 2**20
+    return out
+
+
+def audit(swarm: Swarm) -> dict:
+    """Results lost (a node's own work record missing from another node's ledger),
+    reported twice (one account, one unit, two work records) and extra reports."""
+    own: dict[str, set[str]] = {}
+    have: dict[str, set[str]] = {}
+    works: dict[str, tuple[bytes, int]] = {}
+    account_of: dict[str, bytes] = {}
+    for m in swarm.members:
+        path = m.data_dir / "ledger.sqlite3"
+        if not path.exists():
+            continue
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("SELECT cid, account, unit, source FROM records WHERE kind = 'work'").fetchall()
+        finally:
+            conn.close()
+        have[m.name] = {cid for cid, *_ in rows}
+        for cid, account, unit, _ in rows:
+            works[cid] = (bytes(account), unit)
+        own[m.name] = set()
+        from network.identity import Profile
+
+        account_of[m.name] = Profile(m.data_dir).account_public_key()
+        own[m.name] = {cid for cid, account, _, _ in rows if bytes(account) == account_of[m.name]}
+    lost = sorted({cid for mine in own.values() for cid in mine
+                   for other in have.values() if cid not in other})
+    per_account_unit: dict[tuple[bytes, int], int] = {}
+    accounts_per_unit: dict[int, set[bytes]] = {}
+    for account, unit in works.values():
+        per_account_unit[(account, unit)] = per_account_unit.get((account, unit), 0) + 1
+        accounts_per_unit.setdefault(unit, set()).add(account)
+    return {
+        "work_records": len(works),
+        "units": len(accounts_per_unit),
+        "results_lost": len(lost),
+        "reported_twice": sum(c - 1 for c in per_account_unit.values() if c > 1),
+        "extra_reports": sum(max(0, len(a) - REPORTS_NEEDED) for a in accounts_per_unit.values()),
+        "records_per_node": _spread([len(h) for h in have.values()]),
+    }
+
+
+def sigterm_all(swarm: Swarm, limit: float) -> dict:
+    """SIGTERM every node at once; seconds until each exited (killed past `limit`)."""
+    started = time.monotonic()
+    running = [m for m in swarm.members if m.alive()]
+    for m in running:
+        if m.stopped:
+            m.signal(signal.SIGCONT)
+            m.stopped = False
+        m.signal(signal.SIGTERM)
+    times, codes, killed = [], [], 0
+    for m in running:
+        left = max(0.1, limit - (time.monotonic() - started))
+        try:
+            codes.append(m.proc.wait(timeout=left))
+            times.append(time.monotonic() - started)
+        except subprocess.TimeoutExpired:
+            killed += 1
+            m.kill9()
+    return {"seconds": _spread(times), "killed_after_limit": killed,
+            "nonzero_exits": sum(1 for c in codes if c)}
+
+
+# --- the rogue ------------------------------------------------------------------------
+
+
+class Rogue:
+    """A node in this process that floods the honest ones (bounded rate and time)."""
+
+    def __init__(self, swarm: Swarm, peers: list[str], rate: float, oversize_kib: int) -> None:
+        from engine import DEV
+        from tests.netutil import InProcessNode
+
+        self.swarm = swarm
+        self.rate = rate
+        self.oversize = oversize_kib * 1024
+        self.inner = InProcessNode(swarm.base, "rogue", peers)
+        self.topics = __import__("network.wire", fromlist=["topics"]).topics(DEV.name)
+        self.sent: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def flood(self, seconds: float) -> None:
+        self._thread = threading.Thread(target=self._run, args=(seconds,), daemon=True)
+        self._thread.start()
+
+    def _payloads(self) -> list[tuple[str, str, bytes]]:
+        import dataclasses
+
+        from network import codec, wire
+        from network.ipfs.cid import cid_for_bytes
+
+        node = self.inner.node
+        out: list[tuple[str, str, bytes]] = [
+            ("garbage", "records", os.urandom(200)),
+            ("garbage_cbor", "records", wire.encode_announcement(b"\xa1garbage", "x")),
+            ("oversized", "records", os.urandom(self.oversize)),
+            ("missing_head", "heads", wire.sign_head(
+                wire.Head(node.node_pub, cid_for_bytes(os.urandom(32)), 10**6), node.node_key)),
+        ]
+        works = node.ledger.records(kind="work")
+        if works:
+            w = self.swarm.rng.choice(works)
+            signed = codec.parse(w.data)
+            tampered = bytearray(w.data)
+            tampered[len(tampered) // 2] ^= 0x01
+            forged_sig = node.node_key.sign(codec.signed_bytes(signed.record)).signature
+            out += [
+                ("tampered", "records", wire.encode_announcement(bytes(tampered), "x")),
+                ("forged", "records", wire.encode_announcement(
+                    codec.encode(dataclasses.replace(signed, signature=forged_sig)), "x")),
+                ("replayed", "records", wire.encode_announcement(w.data, w.cid)),
+            ]
+        return out
+
+    def _run(self, seconds: float) -> None:
+        node = self.inner.node
+        end = time.monotonic() + seconds
+        unit = 0
+        while not self._stop.is_set() and time.monotonic() < end and self.swarm.clock.left() > 0:
+            tick = time.monotonic()
+            for kind, topic, payload in self._payloads():
+                node.ipfs.publish(self.topics[topic], payload)
+                self.sent[kind] = self.sent.get(kind, 0) + 1
+            # a claim on every unit, one more each tick
+            with contextlib.suppress(Exception):
+                node.claim(unit % (self.swarm.unit_limit + 50))
+                self.sent["claim"] = self.sent.get("claim", 0) + 1
+            unit += 1
+            self._stop.wait(max(0.0, 1.0 / self.rate - (time.monotonic() - tick)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.inner.stop()
+
+
+# --- scenarios ------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, base: Path) -> dict:
+    stop_by = None
+    if args.stop_by:
+        hh, mm = map(int, args.stop_by.split(":"))
+        today = dt.datetime.now(dt.UTC)
+        stop_by = today.replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
+        if stop_by <= time.time():
+            raise SystemExit(f"--stop-by {args.stop_by} UTC has passed")
+    clock = Clock(stop_by)
+    report: dict = {
+        "scenario": args.scenario, "nodes": args.nodes, "unit_limit": args.unit_limit,
+        "cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    swarm = Swarm(base, args.nodes, args.unit_limit, args.claim_ttl, clock, args.seed)
+    rogue: Rogue | None = None
+    try:
+        t = time.monotonic()
+        swarm.start_members(swarm.members)
+        report["start_s"] = round(time.monotonic() - t, 1)
+        swarm.note("all started")
+        scenario_t0 = time.monotonic()
+        baseline_rss = rss_now(swarm.members)
+
+        if args.scenario == "churn":
+            kills = 0
+            for r in range(args.churn_rounds):
+                if swarm.wait(swarm.agreed, args.churn_interval) is not None:
+                    break
+                victims = swarm.rng.sample(swarm.members, max(1, len(swarm.members) // 5))
+                for m in victims:
+                    m.kill9()
+                    kills += 1
+                swarm.note("killed", round=r, nodes=[m.name for m in victims])
+                swarm.start_members(victims)
+            report["kills"] = kills
+        elif args.scenario == "partition":
+            swarm.clock.sleep(5)
+            cut = swarm.rng.sample(swarm.members[1:], max(1, len(swarm.members) // 3))
+            for m in cut:
+                m.signal(signal.SIGSTOP)
+                m.stopped = True
+            swarm.note("stopped", nodes=[m.name for m in cut])
+            rest = [m for m in swarm.members if m not in cut]
+            report["rest_agreed_during_partition_s"] = swarm.wait(
+                lambda: swarm.agreed(rest), args.partition_s)
+            swarm.clock.sleep(max(0.0, args.partition_s - (time.monotonic() - scenario_t0)))
+            for m in cut:
+                m.signal(signal.SIGCONT)
+                m.stopped = False
+            swarm.note("resumed")
+            scenario_t0 = time.monotonic()  # heal time counts from the resume
+        elif args.scenario == "hostile":
+            rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
+                          args.flood_rate, args.oversize_kib)
+            rogue.start()
+            rogue.flood(args.flood_s)
+            swarm.note("flood started")
+
+        done = swarm.wait(swarm.first_done, args.timeout)
+        report["first_node_at_limit_s"] = None if done is None else round(
+            time.monotonic() - scenario_t0, 1)
+        agreed = swarm.wait(swarm.agreed, args.timeout, poll=2.0)
+        report["agreed"] = agreed is not None
+        report["agreed_after_first_at_limit_s"] = agreed
+        report["agreed_after_scenario_start_s"] = (
+            None if agreed is None else round(time.monotonic() - scenario_t0, 1))
+        swarm.note("agreement", seconds=agreed)
+        if rogue is not None:
+            peak = rss_now(swarm.members)
+            report["rss_growth_under_flood_mib"] = _spread(
+                [peak[k] - baseline_rss[k] for k in peak if k in baseline_rss])
+            report["flood_sent"] = dict(rogue.sent)
+            rogue.stop()
+            rogue = None
+            report["rejected_per_node"] = _spread(
+                [m.status().get("rejected", 0) for m in swarm.members])
+
+        if args.scenario == "late" and agreed is not None:
+            t_late = time.monotonic()
+            joiners = swarm._add(args.late)
+            report["records_before_late"] = swarm.members[0].status().get("records")
+            swarm.start_members(joiners)
+            caught = swarm.wait(lambda: swarm.agreed(), args.timeout)
+            report["late_joiners"] = args.late
+            report["late_caught_up_s"] = None if caught is None else round(time.monotonic() - t_late, 1)
+
+        if args.idle_s > 0:
+            report["idle"] = idle_window(swarm, args.idle_s)
+        report["sigterm"] = sigterm_all(swarm, args.sigterm_limit)
+        report["audit"] = audit(swarm)
+        report["restarts"] = sum(m.starts - 1 for m in swarm.members)
+    except Deadline:
+        report["stopped_by_deadline"] = True
+    except KeyboardInterrupt:
+        report["interrupted"] = True
+    finally:
+        if rogue is not None:
+            with contextlib.suppress(Exception):
+                rogue.stop()
+        swarm.close()
+        report["events"] = swarm.events
+        report["wall_s"] = swarm.now()
+    return report
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=8)
+    p.add_argument("--scenario", choices=("steady", "churn", "partition", "hostile", "late"),
+                   default="steady")
+    p.add_argument("--unit-limit", type=int, default=8)
+    p.add_argument("--claim-ttl", type=int, default=30)
+    p.add_argument("--timeout", type=float, default=240, help="each wait's limit (s)")
+    p.add_argument("--idle-s", type=float, default=30)
+    p.add_argument("--sigterm-limit", type=float, default=60)
+    p.add_argument("--churn-interval", type=float, default=60)
+    p.add_argument("--churn-rounds", type=int, default=3)
+    p.add_argument("--partition-s", type=float, default=120)
+    p.add_argument("--flood-s", type=float, default=60)
+    p.add_argument("--flood-rate", type=float, default=20, help="rounds of payloads per second")
+    p.add_argument("--oversize-kib", type=int, default=256)
+    p.add_argument("--late", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--stop-by", help="UTC HH:MM: stop everything at this time")
+    p.add_argument("--base", type=Path, help="folder for the profiles (default: a new temp folder)")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--keep", action="store_true", help="keep the profiles and logs")
+    args = p.parse_args(argv)
+    import tempfile
+
+    base = args.base or Path(tempfile.mkdtemp(prefix="swarm-"))
+    base.mkdir(parents=True, exist_ok=True)
+    # SIGTERM to the harness: unwind through the finally that kills every node
+    signal.signal(signal.SIGTERM, _interrupt)
+    report = run(args, base)
+    report["base"] = str(base)
+    if args.base is None and report.get("agreed") and not args.keep:
+        shutil.rmtree(base, ignore_errors=True)  # kept when something went wrong
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0 if report.get("agreed") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
