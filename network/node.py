@@ -99,6 +99,10 @@ FETCH_THREADS = 4
 MAX_REMEMBERED = 50_000
 HOUSEKEEPING_INTERVAL_S = 60.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
+# An idle node spot-checks a work only while fewer accounts than this have checked it:
+# every idle node checking every work made check records (and evidence fetches) grow
+# with nodes x works (bench/swarm.py: 370 checks for 50 works at 16 nodes).
+IDLE_CHECKERS = 2
 # Dispute confirmations waiting for the compute loop.
 MAX_CONFIRM_TASKS = 1000
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
@@ -367,6 +371,7 @@ class Node:
         self._confirm_tasks: deque[BlockTask] = deque()
         self._confirming: set[tuple[str, int]] = set()
         self._checked: set[str] = set()
+        self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._evidence_retry: dict[str, float] = {}
         # Others' evidence, fetched on its own thread (the compute loop never waits).
         self._evidence = EvidenceFetcher(self._fetch_evidence_of)
@@ -733,6 +738,8 @@ class Node:
                 self._delegations.append(signed.record)
             elif isinstance(signed.record, WorkRecord):
                 self._works[cid] = signed.record
+            elif isinstance(signed.record, CheckRecord):
+                self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
             self._state = None
 
     def _remember_rejected(self, cid: str) -> None:
@@ -1327,18 +1334,24 @@ class Node:
                 return audit
         if self._spot_budget < 1.0 and not idle:
             return None
-        task = self._choose_spot_check()
-        if task is not None and not idle:
+        # Budgeted checks pick any work; checks beyond the budget (idle) only the
+        # works that fewer than IDLE_CHECKERS accounts have checked.
+        budgeted = self._spot_budget >= 1.0
+        task = self._choose_spot_check(well_checked_too=budgeted)
+        if task is not None and budgeted:
             self._spot_budget -= 1.0
         return task
 
-    def _choose_spot_check(self) -> BlockTask | None:
+    def _choose_spot_check(self, *, well_checked_too: bool = True) -> BlockTask | None:
         st = self.state()
         now = time.monotonic()
         with self._lock:
             works = sorted(self._works.items())
+            checked_by = {cid: len(a) for cid, a in self._checkers.items()}
         for cid, w in works:
             if w.account == self.account_pub or cid in self._checked or w.params != self.params:
+                continue
+            if not well_checked_too and checked_by.get(cid, 0) >= IDLE_CHECKERS:
                 continue
             if self._evidence_retry.get(cid, 0.0) > now:
                 continue

@@ -1,0 +1,71 @@
+"""An idle node spot-checks only works that few accounts have checked (node.py
+IDLE_CHECKERS), over the in-memory IpfsNode with real records, signatures and blocks.
+
+Found by bench/swarm.py: every idle node checked every other account's work, so check
+records and evidence fetches grew with nodes x works (370 checks for 50 works at 16
+nodes) and kept idle nodes busy.
+"""
+
+from __future__ import annotations
+
+from engine import DEV, verify_range
+from engine.cpu import CpuBackend
+from network.ipfs.memory import MemorySwarm
+from network.node import IDLE_CHECKERS, Node, NodeConfig
+from tests.netutil import make_profile, wait_until
+
+
+def _node(tmp_path, swarm: MemorySwarm, name: str, started: list[Node]) -> Node:
+    profile = make_profile(tmp_path / name, name)
+    ipfs = swarm.node(name)
+    node = Node(
+        NodeConfig(data_dir=tmp_path / name, params=DEV, listen=(), bootstrap=()),
+        profile, profile.node_key(), ipfs=ipfs,
+    )
+    node.start()
+    for other in started:  # a full mesh: every node serves every other's blocks
+        ipfs.connect(other.ipfs.addresses()[0])
+    started.append(node)
+    for n in started:
+        n._reannounce()  # identity records again, now that they are connected
+    return node
+
+
+def _poll_all(nodes: list[Node]) -> None:
+    for n in nodes:
+        n.poll(0.02)
+
+
+def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
+    assert IDLE_CHECKERS == 2
+    swarm = MemorySwarm()
+    nodes: list[Node] = []
+    try:
+        me = _node(tmp_path, swarm, "myself", nodes)
+        reporter = _node(tmp_path, swarm, "reporter", nodes)
+        checkers = [_node(tmp_path, swarm, f"checker{i}", nodes) for i in range(IDLE_CHECKERS)]
+        a = reporter.next_assignment()
+        work_cid = reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
+        evidence_cid = reporter.work_record(work_cid).evidence_cid
+        backend = CpuBackend(DEV)
+        for c in checkers:  # each checks one block of the work, for real
+            task = wait_until(lambda c=c: _poll_all(nodes) or c.next_block_task(idle=True),
+                              60, f"{c.config.data_dir.name}'s spot-check")
+            assert task.work_cid == work_cid
+            c.submit_block(task, backend.run_block(task.lo, task.hi))
+        wait_until(lambda: _poll_all(nodes) or len(me._checkers.get(work_cid, ())) == IDLE_CHECKERS,
+                   60, "both checks to reach me")
+        asked = len(swarm.gets)
+        for _ in range(10):
+            _poll_all(nodes)
+            assert me.next_block_task(idle=True) is None
+        # Idle, it did not even ask for the evidence of a work checked twice already.
+        assert not [g for g in swarm.gets[asked:] if g == (me.ipfs.peer_id(), evidence_cid)]
+        # A budgeted check still picks any work: which one stays unpredictable.
+        me._spot_budget = 1.0
+        task = wait_until(lambda: _poll_all(nodes) or me.next_block_task(idle=True),
+                          60, "the budgeted spot-check")
+        assert task.work_cid == work_cid and me._spot_budget == 0.0
+    finally:
+        for n in nodes:
+            n.stop()
