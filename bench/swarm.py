@@ -15,6 +15,7 @@ as --peer (a sparse graph: discovery and relaying are real), then runs one scena
 - hostile:   a rogue node in this process floods garbage, oversized, tampered,
              forged and replayed records, claims for every unit and heads that point
              at missing content, while the honest nodes compute;
+- mixed:     hostile and churn at once (the test suite's short run);
 - late:      after agreement, --late nodes join with one peer each; time to catch up.
 
 Every scenario ends with an idle window (CPU, RSS, loopback bytes per node), a ledger
@@ -432,11 +433,16 @@ def run(args: argparse.Namespace, base: Path) -> dict:
         scenario_t0 = time.monotonic()
         baseline_rss = rss_now(swarm.members)
 
-        if args.scenario == "churn":
+        if args.scenario in ("hostile", "mixed"):
+            rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
+                          args.flood_rate, args.oversize_kib)
+            rogue.start()
+            rogue.flood(args.flood_s)
+            swarm.note("flood started")
+        if args.scenario in ("churn", "mixed"):
             kills = 0
             for r in range(args.churn_rounds):
-                if swarm.wait(swarm.agreed, args.churn_interval) is not None:
-                    break
+                swarm.clock.sleep(args.churn_interval)
                 victims = swarm.rng.sample(swarm.members, max(1, len(swarm.members) // 5))
                 for m in victims:
                     m.kill9()
@@ -460,12 +466,6 @@ def run(args: argparse.Namespace, base: Path) -> dict:
                 m.stopped = False
             swarm.note("resumed")
             scenario_t0 = time.monotonic()  # heal time counts from the resume
-        elif args.scenario == "hostile":
-            rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
-                          args.flood_rate, args.oversize_kib)
-            rogue.start()
-            rogue.flood(args.flood_s)
-            swarm.note("flood started")
 
         done = swarm.wait(swarm.first_done, args.timeout)
         report["first_node_at_limit_s"] = None if done is None else round(
@@ -521,7 +521,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=8)
-    p.add_argument("--scenario", choices=("steady", "churn", "partition", "hostile", "late"),
+    p.add_argument("--scenario", choices=("steady", "churn", "partition", "hostile", "late", "mixed"),
                    default="steady")
     p.add_argument("--unit-limit", type=int, default=8)
     p.add_argument("--claim-ttl", type=int, default=30)
