@@ -91,9 +91,8 @@ def main() -> int:
         strategy = "honest" if share == 0 else "mixed"
         if share == args.byzantine and strategy in args.strategies.split(","):
             continue
-        jobs += [
-            (args.nodes, share, strategy, seed, args.max_ticks) for seed in range(1, args.seeds + 1)
-        ]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        jobs += [(args.nodes, share, strategy, seed, args.max_ticks) for seed in seeds]
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for row in pool.map(_one, jobs):
