@@ -85,6 +85,7 @@ def main() -> int:
     jobs = [
         (args.nodes, args.byzantine, s, seed, args.max_ticks)
         for s in args.strategies.split(",")
+        if s
         for seed in range(args.first_seed, args.first_seed + args.seeds)
     ]
     for share in (float(x) for x in args.overhead_shares.split(",") if x):
