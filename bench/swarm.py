@@ -316,14 +316,16 @@ def sigterm_all(swarm: Swarm, limit: float) -> dict:
             m.stopped = False
         m.signal(signal.SIGTERM)
     times, codes, killed = [], [], 0
-    for m in running:
-        left = max(0.1, limit - (time.monotonic() - started))
-        try:
-            codes.append(m.proc.wait(timeout=left))
+    waiting = list(running)
+    while waiting and time.monotonic() - started < limit:
+        for m in [m for m in waiting if m.proc.poll() is not None]:
+            codes.append(m.proc.returncode)
             times.append(time.monotonic() - started)
-        except subprocess.TimeoutExpired:
-            killed += 1
-            m.kill9()
+            waiting.remove(m)
+        time.sleep(0.05)
+    for m in waiting:
+        killed += 1
+        m.kill9()
     return {"seconds": _spread(times), "killed_after_limit": killed,
             "nonzero_exits": sum(1 for c in codes if c)}
 
