@@ -95,9 +95,16 @@ class Checkpoint:
                 self._file.write(json.dumps(self._header) + "\n")
             else:
                 self._terminate_torn_line()
-        self._file.write("".join(b.to_json_line() + "\n" for b in blocks))
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write("".join(b.to_json_line() + "\n" for b in blocks))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            # A full disk: the handle's buffer still holds lines the caller will
+            # write again, so flushing it later (at close) would fail the same way.
+            # Drop it; the next append reopens the file and ends any torn line.
+            self._drop_handle()
+            raise
 
     def _terminate_torn_line(self) -> None:
         # A torn line from a crash would swallow the next record: end it first.
@@ -108,9 +115,18 @@ class Checkpoint:
             self._file.write("\n")
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._drop_handle()
+
+    def _drop_handle(self) -> None:
+        """Close the file; lines a failed write left in its buffer are not durable
+        (the caller was told by that write's error), so a failing flush is dropped."""
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError:
+            pass  # the file is closed all the same (io closes after a failed flush)
 
     def remove(self) -> None:
         """Delete the checkpoint once its result is safely stored elsewhere."""
