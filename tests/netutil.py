@@ -117,10 +117,12 @@ class NodeProcess:
 class InProcessNode:
     """A Node in the test process, polled on a thread (for forged or rogue traffic)."""
 
-    def __init__(self, base: Path, name: str, peers: list[str], **config) -> None:
-        self.profile = make_profile(base / name, name)
+    def __init__(
+        self, base: Path, name: str, peers: list[str], *, profile=None, params=DEV, **config
+    ) -> None:
+        self.profile = profile if profile is not None else make_profile(base / name, name)
         cfg = NodeConfig(
-            data_dir=base / name, params=DEV, listen=("/ip4/127.0.0.1/tcp/0",),
+            data_dir=base / name, params=params, listen=("/ip4/127.0.0.1/tcp/0",),
             peers=tuple(peers), bootstrap=(), head_interval_s=1.0, reannounce_interval_s=2.0,
             **config,
         )

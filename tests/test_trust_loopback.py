@@ -13,7 +13,6 @@ no record deleted.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from engine.reference import run_block
 from engine.sieve import load
 from network import codec
 from network import trust as T
-from network.node import Node, NodeConfig
 from network.records import (
     BeaconRecord,
     CheckRecord,
@@ -35,7 +33,7 @@ from network.records import (
     WorkRecord,
 )
 from network.state import VERIFIED
-from tests.netutil import make_profile, wait_until
+from tests.netutil import InProcessNode, make_profile, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -49,42 +47,15 @@ T0 = int(time.time())
 EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
-class Peer:
-    """A Node with its own profile and kubo repo, polled on a thread."""
+class Peer(InProcessNode):
+    """A Node with its own profile and kubo repo, polled on a thread, running `policy`."""
 
     def __init__(self, base: Path, name: str, peers: list[str], policy: T.TrustPolicy, **config):
-        self.profile = PROFILES[name]
-        cfg = NodeConfig(
-            data_dir=base / name,
-            params=PARAMS,
-            listen=("/ip4/127.0.0.1/tcp/0",),
-            peers=tuple(peers),
-            bootstrap=(),
-            head_interval_s=1.0,
-            reannounce_interval_s=2.0,
-            trust=policy,
-            **config,
-        )
+        super().__init__(base, name, peers, profile=PROFILES[name], params=PARAMS, trust=policy,
+                         **config)  # fmt: skip
         self.key = self.profile.node_key()
-        self.node = Node(cfg, self.profile, self.key)
         self.acct = self.profile.account_public_key()
         self.node_pub = bytes(self.key.verify_key)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.node.poll(0.2)
-
-    def start(self) -> Peer:
-        self.node.start()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self.node.stop()
 
     @property
     def address(self) -> str:
