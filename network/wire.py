@@ -4,7 +4,7 @@ Three pubsub topics per network (the network is named by its parameter set,
 so dev and production nodes never mix):
 
     /hailstone/<network>/records/1   an announcement: the record inline, or its CID
-    /hailstone/<network>/claims/1    a node's signed claim on a unit, with an expiry
+    /hailstone/<network>/claims/1    a node's signed claim on a unit: expiry, blocks done
     /hailstone/<network>/heads/1     a node's signed head: the CID of its sorted record list
 
 Every message is deterministic CBOR (as in network/codec.py) of a map with a
@@ -32,8 +32,13 @@ WIRE_VERSION = 1
 INLINE_LIMIT = 4096
 # No gossip message of ours is larger than this; bigger ones are dropped unread.
 MAX_WIRE_BYTES = 16 * 1024
-# Longest claim a node may make (seconds); longer expiries are cut to this.
-MAX_CLAIM_TTL = 6 * 3600
+# Longest claim a node may make (seconds); longer expiries are cut to this. A claim
+# that shows no progress lapses at its expiry, so this bounds how long a stalled (or
+# squatting) claim keeps a unit closed: four default TTLs (900 s), renewed every third.
+MAX_CLAIM_TTL = 3600
+# `done` (blocks of the unit finished) fits any parameter set: unit_bits - block_bits
+# is at most 44 (engine/params.py); the node checks it against its own set.
+MAX_CLAIM_DONE = 1 << 44
 # A head is an index of HEAD_PAGES page CIDs; page i lists the held record CIDs
 # whose page_of() is i, so a new record changes one page, and a node can list
 # about HEAD_PAGES * 17,000 records before a page reaches MAX_HEAD_BYTES.
@@ -63,13 +68,18 @@ class Announcement:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A node's claim on a unit until `expires` (unix seconds)."""
+    """A node's claim on a unit until `expires` (unix seconds), `done` blocks finished.
+
+    `done` is 0 in a first claim and grows in renewals; only a renewal that shows
+    progress extends the claim (network.ledger.Ledger.put_claim).
+    """
 
     unit: int
     node: bytes
     account: bytes
     expires: int
     signature: bytes = b""
+    done: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +99,11 @@ def _dumps(obj: Any) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+_CLAIM_KEYS = ("v", "t", "unit", "node", "account", "expires")
+
+
 def _claim_body(c: Claim) -> dict:
-    return {
+    body = {
         "v": WIRE_VERSION,
         "t": "claim",
         "unit": c.unit,
@@ -98,6 +111,11 @@ def _claim_body(c: Claim) -> dict:
         "account": c.account,
         "expires": c.expires,
     }
+    # done = 0 is left out: such a claim is byte-for-byte a claim of the first wire
+    # format, which nodes from before the field accept (they refuse any other key).
+    if c.done:
+        body["done"] = c.done
+    return body
 
 
 def _head_body(h: Head) -> dict:
@@ -111,6 +129,8 @@ def encode_announcement(record_bytes: bytes, cid: str) -> bytes:
 
 
 def sign_claim(claim: Claim, key: SigningKey) -> bytes:
+    if not 0 <= claim.done <= MAX_CLAIM_DONE:
+        raise ValueError(f"claim done {claim.done} out of range")
     body = _claim_body(claim)
     sig = key.sign(CLAIM_DOMAIN + _dumps(body)).signature
     return _dumps({**body, "sig": sig})
@@ -120,6 +140,14 @@ def sign_head(head: Head, key: SigningKey) -> bytes:
     body = _head_body(head)
     sig = key.sign(HEAD_DOMAIN + _dumps(body)).signature
     return _dumps({**body, "sig": sig})
+
+
+def claim_beyond_unit(claim: Claim, blocks_per_unit: int) -> Rejection | None:
+    """A claim whose `done` exceeds the unit's blocks (of the receiver's parameter set)
+    is refused: it would buy extensions with progress nobody can make."""
+    if claim.done > blocks_per_unit:
+        return Rejection(R.MALFORMED, f"claim done {claim.done} > {blocks_per_unit} blocks")
+    return None
 
 
 def page_of(cid: str) -> int:
@@ -205,7 +233,11 @@ def decode_message(data: bytes) -> Message | Rejection:
             return Announcement(cid=cid)
         return Rejection(R.MALFORMED, "bad announcement")
     if kind == "claim":
-        body = {k: obj.get(k) for k in ("v", "t", "unit", "node", "account", "expires")}
+        # "done" is optional (a claim without it has done = 0); when present it is
+        # 1..MAX_CLAIM_DONE, so each claim has exactly one encoding.
+        keys = (*_CLAIM_KEYS, "done") if "done" in obj else _CLAIM_KEYS
+        body = {k: obj.get(k) for k in keys}
+        done = body.get("done", 0)
         ok = (
             set(obj) == set(body) | {"sig"}
             and isinstance(body["unit"], int)
@@ -214,12 +246,17 @@ def decode_message(data: bytes) -> Message | Rejection:
             and _is_key(body["account"])
             and isinstance(body["expires"], int)
             and 0 <= body["expires"] < 2**63
+            and isinstance(done, int)
+            and not isinstance(done, bool)
+            and (0 < done <= MAX_CLAIM_DONE if "done" in body else True)
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad claim")
         if not _verify(CLAIM_DOMAIN, body, body["node"], obj["sig"]):
             return Rejection(R.BAD_SIGNATURE, "claim signature does not verify")
-        return Claim(body["unit"], body["node"], body["account"], body["expires"], obj["sig"])
+        return Claim(
+            body["unit"], body["node"], body["account"], body["expires"], obj["sig"], done
+        )
     if kind == "head":
         body = {k: obj.get(k) for k in ("v", "t", "node", "head", "count")}
         ok = (

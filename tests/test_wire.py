@@ -47,6 +47,54 @@ def test_claims_round_trip_and_forgeries_fail() -> None:
     assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
 
 
+def _signed_body(body: dict, key: SigningKey = KEY) -> bytes:
+    """A claim signed over any body (what a hand-made or older node would send)."""
+    sig = key.sign(wire.CLAIM_DOMAIN + cbor2.dumps(body, canonical=True)).signature
+    return cbor2.dumps({**body, "sig": sig}, canonical=True)
+
+
+def _body(**extra) -> dict:
+    return {"v": 1, "t": "claim", "unit": 7, "node": NODE, "account": ACCOUNT,
+            "expires": 1_800_000_000, **extra}
+
+
+def test_claims_carry_blocks_done_and_round_trip() -> None:
+    for done in (1, 255, 4096, wire.MAX_CLAIM_DONE):
+        got = wire.decode_message(wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 99, done=done), KEY))
+        assert isinstance(got, wire.Claim) and (got.unit, got.expires, got.done) == (7, 99, done)
+    # Progress is signed: raising it after signing breaks the signature.
+    obj = cbor2.loads(wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 99, done=3), KEY))
+    obj["done"] = 4000
+    assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
+
+
+def test_a_claim_without_done_is_the_old_format_and_reads_as_done_zero() -> None:
+    # A claim from a node of the first wire format (no "done" key) still decodes.
+    old = _signed_body(_body())
+    got = wire.decode_message(old)
+    assert isinstance(got, wire.Claim) and got.done == 0 and got.unit == 7
+    # And ours with done = 0 is exactly that message, so old nodes accept it.
+    assert wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 1_800_000_000), KEY) == old
+
+
+@pytest.mark.parametrize(
+    "done", [0, -1, wire.MAX_CLAIM_DONE + 1, 2**64, True, 1.5, "3", b"\x01", None, [1]]
+)
+def test_a_claims_done_is_bound_checked(done) -> None:
+    # done = 0 must be left out (one encoding per claim); the rest are out of range or
+    # not integers. Signed correctly, so only the bounds refuse them.
+    verdict = wire.decode_message(_signed_body(_body(done=done)))
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
+    with pytest.raises(ValueError):
+        wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 99, done=-1), KEY)
+
+
+def test_a_claims_done_beyond_the_units_blocks_is_refused() -> None:
+    claim = wire.Claim(7, NODE, ACCOUNT, 99, done=4097)
+    assert wire.claim_beyond_unit(claim, 4096).reason_code == R.MALFORMED
+    assert wire.claim_beyond_unit(wire.Claim(7, NODE, ACCOUNT, 99, done=4096), 4096) is None
+
+
 def test_heads_round_trip_and_need_a_real_cid() -> None:
     head = wire.Head(NODE, CID, 12)
     got = wire.decode_message(wire.sign_head(head, KEY))
