@@ -84,7 +84,11 @@ class ValidRecord(Protocol):
 
 
 class ClaimLike(Protocol):
-    """A claim as the ledger keeps it (network.ledger.ClaimRow fits)."""
+    """A claim as the ledger keeps it (network.ledger.ClaimRow fits).
+
+    It may also carry `first_seen` (unix seconds: its account's first claim on the
+    unit), which caps how long it counts (`claim_in_force`).
+    """
 
     @property
     def unit(self) -> int: ...
@@ -672,6 +676,22 @@ def _display_name(accounts: Mapping[bytes, AccountEntry], account: bytes) -> str
 
 CLAIMS_PER_WEIGHT = 8  # one more counted claim per this much earned weight
 FRONTIER_WORKERS = 2  # claims by this many accounts close the frontier unit to others
+# A claim keeps others off its unit for at most this long after its account's first
+# claim on that unit was seen, however it is renewed (with real or faked progress) or
+# re-made (PROTOCOL §8, "Claims"). 4 h: the slowest setting on one measured core (5 %
+# CPU share at 6.2e9 numbers/s) takes 59 min per production unit, so this leaves a
+# core four times slower room to finish; a unit's honest time at full speed is 3 min.
+MAX_CLAIM_HOLD_S = 4 * 3600
+
+
+def claim_in_force(c: ClaimLike, now: float, max_hold: float = MAX_CLAIM_HOLD_S) -> bool:
+    """Whether a claim still keeps others off its unit at `now`: unexpired, and held
+    less than `max_hold` since its account's first claim on the unit (`first_seen`,
+    when the claim carries it; synthetic claims without it only expire)."""
+    if c.expires_at <= now:
+        return False
+    first_seen = getattr(c, "first_seen", None)
+    return first_seen is None or now < first_seen + max_hold
 
 
 def claim_limit(state: NetworkState, account: bytes) -> int:
@@ -688,12 +708,14 @@ def next_unit(
     *,
     my_node: bytes | None = None,
     unit_limit: int | None = None,
+    max_hold: float = MAX_CLAIM_HOLD_S,
 ) -> int | None:
     """The lowest unit this account should compute next, or None.
 
     A unit qualifies when it is not verified, this account has no counted report on
-    it (never our own second result), and nobody else holds an unexpired claim on it
-    (a claim whose account has already reported the unit no longer counts). Claims
+    it (never our own second result), and nobody else holds a claim in force on it
+    (`claim_in_force`: unexpired and held less than `max_hold`; a claim whose account
+    has already reported the unit no longer counts). Claims
     count per account, at most `claim_limit` of each account's (its lowest units).
     The frontier unit stays open until FRONTIER_WORKERS accounts (weighted ones, under
     a trust policy) claim it.
@@ -706,6 +728,7 @@ def next_unit(
         now: the current time, unix seconds (claims expire at `expires_at`).
         my_node: this node's key, to tell our claims from our other nodes' claims.
         unit_limit: units at or above this index are not handed out.
+        max_hold: seconds a claim counts after its `first_seen` (the simulator scales it).
 
     Returns:
         The unit index, or None when no unit below `unit_limit` qualifies.
@@ -714,7 +737,7 @@ def next_unit(
     reporters = state.reporters_by_unit
     per_account: dict[bytes, list[ClaimLike]] = {}
     for c in claims:
-        if c.expires_at <= now:
+        if not claim_in_force(c, now, max_hold):
             continue
         # A claim is done once its account has reported the unit: from then on it
         # must not keep others from giving the second result.

@@ -381,6 +381,45 @@ def test_a_claim_stops_blocking_once_its_account_reported_the_unit():
     assert next_unit(s, daves, CAROL.acct, now=10) == 3
 
 
+@dataclass(frozen=True)
+class HeldClaim(Claim):
+    first_seen: float = 0.0
+
+
+def test_a_claim_counts_at_most_max_hold_after_its_accounts_first_claim():
+    from network.state import MAX_CLAIM_HOLD_S, claim_in_force
+
+    s = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
+    # Dave has held unit 2 since t=1000 and keeps renewing (the expiry stays ahead).
+    far = 1000 + 10 * MAX_CLAIM_HOLD_S
+    held = [HeldClaim(2, DAVE.node_pub, DAVE.acct, far, first_seen=1000.0)]
+    assert next_unit(s, held, CAROL.acct, now=1000 + MAX_CLAIM_HOLD_S - 1) == 3
+    # From MAX_CLAIM_HOLD_S on the unit is open again, although the claim is unexpired.
+    assert next_unit(s, held, CAROL.acct, now=1000 + MAX_CLAIM_HOLD_S) == 2
+    assert not claim_in_force(held[0], 1000 + MAX_CLAIM_HOLD_S)
+    assert claim_in_force(held[0], 1000 + MAX_CLAIM_HOLD_S - 1)
+    # The cap is a parameter (the simulator counts in ticks).
+    assert next_unit(s, held, CAROL.acct, now=1010, max_hold=10) == 2
+    # A capped claim does not use up the account's one counted claim: its next unit counts.
+    moved = [*held, HeldClaim(4, DAVE.node_pub, DAVE.acct, far, first_seen=far - 5)]
+    assert next_unit(s, moved, CAROL.acct, now=1000 + MAX_CLAIM_HOLD_S) == 2
+    others = [Claim(2, ALICE.node_pub, ALICE.acct, far), Claim(3, BOB.node_pub, BOB.acct, far)]
+    assert next_unit(s, moved + others, CAROL.acct, now=far - 1) == 5  # Dave's 4 counts
+    # Claims without first_seen (the node's synthetic "committed" claims) only expire.
+    assert claim_in_force(Claim(2, DAVE.node_pub, DAVE.acct, far), far - 1)
+
+
+def test_the_hold_cap_opens_the_frontier_to_a_squatting_pair():
+    # Without a trust policy two accounts close the frontier; the cap reopens it.
+    from network.state import MAX_CLAIM_HOLD_S
+
+    s = state_of(work(ALICE, 0), work(BOB, 0))
+    pair = [HeldClaim(1, DAVE.node_pub, DAVE.acct, 1e12, first_seen=0.0),
+            HeldClaim(1, BOB.node_pub, BOB.acct, 1e12, first_seen=0.0)]
+    assert next_unit(s, pair, CAROL.acct, now=MAX_CLAIM_HOLD_S - 1) == 2
+    assert next_unit(s, pair, CAROL.acct, now=MAX_CLAIM_HOLD_S) == 1
+
+
 def test_next_unit_on_an_empty_network_is_unit_zero():
     assert next_unit(state_of(), [], ALICE.acct, now=0) == 0
 
