@@ -36,6 +36,12 @@ LEDGER_FILENAME = "ledger.sqlite3"
 RECENT_REJECTIONS_KEPT = 200
 # Detail strings from the network are untrusted; keep the log small.
 MAX_DETAIL_CHARS = 300
+# A claim hold (when an account first claimed a unit) is kept this long, while no
+# claim of that account on that unit is stored, and dropped sooner once the unit is
+# verified (`forget_claim_holds`). A day is six times MAX_CLAIM_HOLD_S: a hold is
+# never forgotten while it can still cap anything a re-claim could win back, and
+# the table holds one small row per (account, unit) claimed in a day.
+CLAIM_HOLD_KEEP_S = 24 * 3600
 # Rejections are counted in memory and written at most this often (and at close): one
 # fsync'd write per rejected message capped a flood's cost at the disk (7.4 ms each,
 # 134/s, below one peer's rate allowance). A kill -9 loses at most this many seconds
@@ -147,9 +153,29 @@ _V1 = (
     )""",
 )
 
+# Version 2: claims carry the blocks done and when progress was last seen (a renewal
+# extends a claim only with progress), and claim_holds remembers when each account's
+# first claim on a unit was seen (network.state.MAX_CLAIM_HOLD_S counts from there;
+# it outlives the claim, so a re-claim does not reset it). A claim already stored
+# counts as first seen at its last renewal: the best the old file knows.
+_V2 = (
+    "ALTER TABLE claims ADD COLUMN done INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE claims ADD COLUMN progress_at REAL NOT NULL DEFAULT 0",
+    "UPDATE claims SET progress_at = received_at",
+    """CREATE TABLE claim_holds (
+        account BLOB NOT NULL,
+        unit INTEGER NOT NULL,
+        first_seen REAL NOT NULL,
+        PRIMARY KEY (account, unit)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX claim_holds_first_seen ON claim_holds(first_seen)",
+    """INSERT OR IGNORE INTO claim_holds (account, unit, first_seen)
+        SELECT account, unit, min(received_at) FROM claims GROUP BY account, unit""",
+)
+
 # MIGRATIONS[i] takes the schema from version i to version i + 1. Never edit an entry
 # that has shipped; append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -216,7 +242,14 @@ class OutboxEntry:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRow:
-    """A claim on a unit: `node` (of `account`) works on `unit` until `expires_at`."""
+    """A claim on a unit: `node` (of `account`) works on `unit` until `expires_at`.
+
+    Attributes:
+        done: the most blocks of the unit any of its claims said were done.
+        progress_at: when `done` last grew (or the claim was first stored).
+        first_seen: when this account's first claim on this unit was seen (None if
+            that was forgotten), for network.state.claim_in_force.
+    """
 
     claim_id: str
     unit: int
@@ -224,6 +257,37 @@ class ClaimRow:
     account: bytes
     expires_at: float
     received_at: float
+    done: int = 0
+    progress_at: float = 0.0
+    first_seen: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTerms:
+    """What a stored claim holds: its unit, expiry, blocks done and last progress."""
+
+    unit: int
+    expires_at: float
+    done: int
+    progress_at: float
+
+
+def renewed_claim(prior: ClaimTerms | None, claim: ClaimTerms) -> ClaimTerms:
+    """The terms a node's claim is stored with, given its stored one (`prior`).
+
+    A claim on a new unit (or the node's first) is taken as it is. A renewal on the
+    same unit extends the expiry (never shortens it) only when it shows progress,
+    `done` above the stored one; otherwise the stored terms stay, so a claim renewed
+    without progress lapses at the expiry it already had (PROTOCOL §8, "Claims").
+    `claim.progress_at` is when the claim arrived.
+    """
+    if prior is None or prior.unit != claim.unit:
+        return claim
+    if claim.done > prior.done:
+        return ClaimTerms(
+            claim.unit, max(prior.expires_at, claim.expires_at), claim.done, claim.progress_at
+        )
+    return prior
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,34 +686,93 @@ class Ledger:
         account: bytes,
         expires_at: float,
         received_at: float | None = None,
-    ) -> None:
-        """Store a claim. A known `claim_id` on the same unit is extended (a renewal,
-        never shortened); on another unit it is replaced (the claimant moved on)."""
+        done: int = 0,
+    ) -> ClaimTerms:
+        """Store a claim under the renewal rule of `renewed_claim`: a known `claim_id` on
+        the same unit is extended only by a renewal with more blocks `done`; on another
+        unit it is replaced (the claimant moved on). The first claim of `account` on
+        `unit` is remembered (claim_holds) beyond the claim itself.
+
+        Returns:
+            The terms stored (expiry, done, progress_at).
+        """
         if not 0 <= unit < 1 << 63:
             raise LedgerError(BAD_ARGUMENT, f"claim for unit {unit} out of range")
+        if not 0 <= done < 1 << 63:
+            raise LedgerError(BAD_ARGUMENT, f"claim done {done} out of range")
         when = self._clock() if received_at is None else received_at
-        self._write(
-            lambda c: c.execute(
-                "INSERT INTO claims (claim_id, unit, node, account, expires_at, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET"
-                " expires_at = CASE WHEN claims.unit = excluded.unit"
-                " THEN max(claims.expires_at, excluded.expires_at) ELSE excluded.expires_at END,"
-                " unit = excluded.unit, received_at = excluded.received_at",
-                (claim_id, unit, bytes(node), bytes(account), float(expires_at), when),
+        node, account = bytes(node), bytes(account)
+
+        def fn(c: sqlite3.Connection) -> ClaimTerms:
+            row = c.execute(
+                "SELECT unit, expires_at, done, progress_at FROM claims WHERE claim_id = ?",
+                (claim_id,),
+            ).fetchone()
+            prior = None if row is None else ClaimTerms(*row)
+            terms = renewed_claim(prior, ClaimTerms(unit, float(expires_at), done, when))
+            c.execute(
+                "INSERT INTO claims"
+                " (claim_id, unit, node, account, expires_at, received_at, done, progress_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET"
+                " unit = excluded.unit, expires_at = excluded.expires_at,"
+                " received_at = excluded.received_at, done = excluded.done,"
+                " progress_at = excluded.progress_at",
+                (
+                    claim_id,
+                    unit,
+                    node,
+                    account,
+                    terms.expires_at,
+                    when,
+                    terms.done,
+                    terms.progress_at,
+                ),
             )
-        )
+            c.execute(
+                "INSERT OR IGNORE INTO claim_holds (account, unit, first_seen) VALUES (?, ?, ?)",
+                (account, unit, when),
+            )
+            return terms
+
+        return self._write(fn)
 
     def active_claims(self, now: float | None = None) -> list[ClaimRow]:
-        """Claims that have not expired at `now`, by unit then claim id."""
+        """Claims that have not expired at `now`, by unit then claim id, each with its
+        account's first-seen time on the unit."""
         t = self._clock() if now is None else now
         rows = self._read(
             lambda c: c.execute(
-                "SELECT claim_id, unit, node, account, expires_at, received_at FROM claims"
-                " WHERE expires_at > ? ORDER BY unit, claim_id",
+                "SELECT c.claim_id, c.unit, c.node, c.account, c.expires_at, c.received_at,"
+                " c.done, c.progress_at, h.first_seen FROM claims c LEFT JOIN claim_holds h"
+                " ON h.account = c.account AND h.unit = c.unit"
+                " WHERE c.expires_at > ? ORDER BY c.unit, c.claim_id",
                 (t,),
             ).fetchall()
         )
-        return [ClaimRow(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5]) for r in rows]
+        return [
+            ClaimRow(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
+    def claim_first_seen(self, account: bytes, unit: int) -> float | None:
+        """When `account`'s first claim on `unit` was seen (None: never, or forgotten)."""
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT first_seen FROM claim_holds WHERE account = ? AND unit = ?",
+                (bytes(account), unit),
+            ).fetchone()
+        )
+        return None if row is None else row[0]
+
+    def forget_claim_holds(self, units: Iterable[int]) -> int:
+        """Drop the first-seen times on `units` (verified: nobody needs to claim them);
+        returns how many were dropped."""
+        wanted = sorted({u for u in units if 0 <= u < 1 << 63})
+        return self._write(
+            lambda c: sum(
+                c.execute("DELETE FROM claim_holds WHERE unit = ?", (u,)).rowcount for u in wanted
+            )
+        )
 
     def drop_claim(self, claim_id: str) -> bool:
         """Forget a claim (our unit is done or abandoned); False if it was not known."""
@@ -658,11 +781,21 @@ class Ledger:
         )
 
     def expire_claims(self, now: float | None = None) -> int:
-        """Delete claims that expired at or before `now`; returns how many."""
+        """Delete claims that expired at or before `now`, and claim holds older than
+        CLAIM_HOLD_KEEP_S that no stored claim needs; returns how many claims."""
         t = self._clock() if now is None else now
-        return self._write(
-            lambda c: c.execute("DELETE FROM claims WHERE expires_at <= ?", (t,)).rowcount
-        )
+
+        def fn(c: sqlite3.Connection) -> int:
+            n = c.execute("DELETE FROM claims WHERE expires_at <= ?", (t,)).rowcount
+            c.execute(
+                "DELETE FROM claim_holds WHERE first_seen <= ? AND NOT EXISTS"
+                " (SELECT 1 FROM claims WHERE claims.account = claim_holds.account"
+                " AND claims.unit = claim_holds.unit)",
+                (t - CLAIM_HOLD_KEEP_S,),
+            )
+            return n
+
+        return self._write(fn)
 
     # --- rejections -----------------------------------------------------------------
 

@@ -10,7 +10,9 @@ from nacl.signing import SigningKey
 from engine.params import Params
 from network import codec
 from network.ledger import (
+    CLAIM_HOLD_KEEP_S,
     LEDGER_FILENAME,
+    MIGRATIONS,
     RECENT_REJECTIONS_KEPT,
     SCHEMA_VERSION,
     Ledger,
@@ -191,9 +193,9 @@ def test_claims_expire(ledger):
     ledger.put_claim("c2", 5, node, account, expires_at=200.0)
     assert [c.unit for c in ledger.active_claims(now=50.0)] == [4, 5]
     assert [c.unit for c in ledger.active_claims(now=100.0)] == [5]  # expiry is exclusive
-    # Renewing extends; an older renewal never shortens a claim.
-    ledger.put_claim("c1", 4, node, account, expires_at=300.0)
-    ledger.put_claim("c1", 4, node, account, expires_at=150.0)
+    # Renewing with progress extends; an older renewal never shortens a claim.
+    ledger.put_claim("c1", 4, node, account, expires_at=300.0, done=1)
+    ledger.put_claim("c1", 4, node, account, expires_at=150.0, done=2)
     assert [(c.unit, c.expires_at) for c in ledger.active_claims(now=250.0)] == [(4, 300.0)]
     assert ledger.expire_claims(now=250.0) == 1
     assert [c.claim_id for c in ledger.active_claims(now=0.0)] == ["c1"]
@@ -268,3 +270,140 @@ def test_a_node_holds_one_claim_a_new_unit_replaces_the_old(tmp_path):
         assert [(c.unit, c.expires_at) for c in ledger.active_claims(1000.0)] == [(5, 2000.0)]
         ledger.put_claim("n1", 6, node, account, 1200.0)  # moved on: unit 5 is free again
         assert [(c.unit, c.expires_at) for c in ledger.active_claims(1000.0)] == [(6, 1200.0)]
+
+
+def test_a_renewal_without_progress_keeps_the_old_expiry(tmp_path):
+    with Ledger(tmp_path / "l.sqlite3", clock=lambda: 1000.0) as ledger:
+        node, account = b"\x01" * 32, b"\x02" * 32
+        ledger.put_claim("n1", 5, node, account, 1900.0, received_at=1000.0)
+        # Renewed every 300 s showing 10 blocks done each time: extended each time.
+        for i, t in enumerate((1300.0, 1600.0), start=1):
+            terms = ledger.put_claim("n1", 5, node, account, t + 900, received_at=t, done=10 * i)
+            assert (terms.expires_at, terms.done, terms.progress_at) == (t + 900, 10 * i, t)
+        # Then it stalls: renewals with the same (or a lower) done keep 2500.
+        for t, done in ((1900.0, 20), (2200.0, 20), (2400.0, 3)):
+            terms = ledger.put_claim("n1", 5, node, account, t + 900, received_at=t, done=done)
+            assert (terms.expires_at, terms.done, terms.progress_at) == (2500.0, 20, 1600.0)
+        (row,) = ledger.active_claims(2499.0)
+        assert (row.expires_at, row.done, row.progress_at, row.received_at) == (
+            2500.0, 20, 1600.0, 2400.0)
+        # So it lapses within one TTL of its last progress.
+        assert ledger.active_claims(2500.0) == []
+        # Progress again after the lapse (the row is still stored) revives it.
+        ledger.put_claim("n1", 5, node, account, 3500.0, received_at=2600.0, done=21)
+        assert [c.expires_at for c in ledger.active_claims(2600.0)] == [3500.0]
+
+
+def test_the_first_claim_of_an_account_on_a_unit_survives_expiry_and_reclaims(tmp_path):
+    with Ledger(tmp_path / "l.sqlite3", clock=lambda: 0.0) as ledger:
+        node, other_node, account = b"\x01" * 32, b"\x03" * 32, b"\x02" * 32
+        ledger.put_claim("n1", 5, node, account, 1900.0, received_at=1000.0)
+        assert ledger.claim_first_seen(account, 5) == 1000.0
+        # The claim lapses and is expired away; the node claims unit 6, then 5 again,
+        # and the account's other node claims 5 too: first seen stays 1000.
+        assert ledger.expire_claims(now=2000.0) == 1
+        ledger.put_claim("n1", 6, node, account, 2900.0, received_at=2000.0)
+        ledger.put_claim("n1", 5, node, account, 3900.0, received_at=3000.0)
+        ledger.put_claim("n2", 5, other_node, account, 3900.0, received_at=3100.0)
+        assert ledger.claim_first_seen(account, 5) == 1000.0
+        assert ledger.claim_first_seen(account, 6) == 2000.0
+        assert [(c.claim_id, c.first_seen) for c in ledger.active_claims(3200.0)] == [
+            ("n1", 1000.0), ("n2", 1000.0)]
+        # Another account's first claim on the unit is its own.
+        ledger.put_claim("n3", 5, b"\x04" * 32, b"\x05" * 32, 3900.0, received_at=3150.0)
+        assert ledger.claim_first_seen(b"\x05" * 32, 5) == 3150.0
+
+
+def test_a_reclaim_does_not_reset_the_hold_cap_in_next_unit(tmp_path):
+    from network.state import MAX_CLAIM_HOLD_S, next_unit
+
+    with Ledger(tmp_path / "l.sqlite3", clock=lambda: 0.0) as ledger:
+        ledger.add_records([_delegation(), _work(0)])
+        st = derive_state(ledger.valid_records(), PARAMS)
+        me = _pub(ACCOUNT)  # reported unit 0 (the frontier): its next unit is 1
+        squatter, node = b"\x02" * 32, b"\x01" * 32
+        ledger.put_claim("s", 1, node, squatter, 1000.0 + 900, received_at=1000.0)
+        # The squatter renews with faked progress, and now and then drops the claim
+        # and makes it afresh (as after a lapse): unit 1 stays closed...
+        t, done = 1000.0, 0
+        while t + 300 < 1000.0 + MAX_CLAIM_HOLD_S:
+            t, done = t + 300, done + 1
+            ledger.put_claim("s", 1, node, squatter, t + 900, received_at=t, done=done)
+            if done % 7 == 0:
+                ledger.drop_claim("s")
+                ledger.put_claim("s", 1, node, squatter, t + 900, received_at=t)
+            assert next_unit(st, ledger.active_claims(t), me, t) == 2
+        # ...until MAX_CLAIM_HOLD_S after its first claim, whatever it does after that.
+        end = 1000.0 + MAX_CLAIM_HOLD_S
+        ledger.drop_claim("s")
+        ledger.put_claim("s", 1, node, squatter, end + 900, received_at=end - 1)
+        assert next_unit(st, ledger.active_claims(end - 1), me, end - 1) == 2
+        ledger.put_claim("s", 1, node, squatter, end + 900, received_at=end, done=done + 1)
+        (claim,) = ledger.active_claims(end)
+        assert claim.first_seen == 1000.0 and claim.expires_at > end
+        assert next_unit(st, [claim], me, end) == 1
+
+
+def test_claim_holds_are_pruned_after_a_day_or_once_the_unit_is_verified(tmp_path):
+    with Ledger(tmp_path / "l.sqlite3", clock=lambda: 0.0) as ledger:
+        node, account = b"\x01" * 32, b"\x02" * 32
+        ledger.put_claim("n1", 5, node, account, 1900.0, received_at=1000.0)
+        ledger.put_claim("n1", 6, node, account, 1900.0 + CLAIM_HOLD_KEEP_S, received_at=1000.0)
+        ledger.put_claim("n2", 7, b"\x03" * 32, account, 1900.0, received_at=1000.0)
+        # A day later: unit 5's hold (no claim left on it) goes; unit 6's claim still
+        # stands, so its hold stays however old it is.
+        ledger.expire_claims(now=1000.0 + CLAIM_HOLD_KEEP_S)
+        assert ledger.claim_first_seen(account, 5) is None
+        assert ledger.claim_first_seen(account, 6) == 1000.0
+        assert ledger.claim_first_seen(account, 7) is None
+        ledger.put_claim("n2", 7, b"\x03" * 32, account, 99_999_999.0, received_at=2000.0)
+        assert ledger.forget_claim_holds([7, 8]) == 1
+        assert ledger.claim_first_seen(account, 7) is None
+
+
+def _v1_file(path) -> None:
+    """A ledger file as the first schema wrote it: MIGRATIONS[0] (shipped, never
+    edited) and rows written with that version's statements."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("COMMIT")
+    rec = _delegation()
+    conn.execute(
+        "INSERT INTO records (cid, kind, bytes, signer, account, unit, received_at, source)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (rec.cid, rec.kind, rec.data, rec.signer, rec.account, rec.unit, 500.0, None),
+    )
+    for claim_id, unit, node, received in (("a", 4, b"\x01" * 32, 900.0), ("b", 4, b"\x03" * 32, 950.0)):
+        conn.execute(
+            "INSERT INTO claims (claim_id, unit, node, account, expires_at, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET"
+            " expires_at = CASE WHEN claims.unit = excluded.unit"
+            " THEN max(claims.expires_at, excluded.expires_at) ELSE excluded.expires_at END,"
+            " unit = excluded.unit, received_at = excluded.received_at",
+            (claim_id, unit, node, b"\x02" * 32, 2000.0, received),
+        )
+    conn.close()
+
+
+def test_a_version_1_ledger_file_is_migrated_with_its_claims(tmp_path):
+    path = tmp_path / LEDGER_FILENAME
+    _v1_file(path)
+    with Ledger(path, clock=lambda: 1000.0) as led:
+        assert led.schema_version() == SCHEMA_VERSION == 2
+        assert led.heads_list() == [_delegation().cid]
+        rows = led.active_claims(1000.0)
+        # Old claims: done 0, progress and first seen at their last renewal (the best
+        # the old file knows; one account, so its earliest claim on unit 4).
+        assert [(c.claim_id, c.done, c.progress_at, c.first_seen) for c in rows] == [
+            ("a", 0, 900.0, 900.0), ("b", 0, 950.0, 900.0)]
+        # And the new rules apply to them at once.
+        led.put_claim("a", 4, b"\x01" * 32, b"\x02" * 32, 5000.0)
+        assert led.active_claims(1999.0)[0].expires_at == 2000.0
+        led.put_claim("a", 4, b"\x01" * 32, b"\x02" * 32, 5000.0, done=1)
+        assert led.active_claims(1999.0)[0].expires_at == 5000.0
+    with Ledger(path) as led:  # a second open finds version 2 and changes nothing
+        assert led.schema_version() == 2 and len(led.active_claims(0.0)) == 2
