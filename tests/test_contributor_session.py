@@ -580,3 +580,55 @@ def test_block_task_done_says_whether_the_leaf_agrees(tmp_path):
     assert [d.agrees for d in done] == [True, False]
     assert [d.cid for d in done] == ["check-3", "check-3"]
     s.close()
+
+
+def test_every_renewal_shows_the_checkpoints_progress(tmp_path):
+    # The node's claim reads `done` from the unit's checkpoint (checkpoint_blocks_done);
+    # a renewal comes after a batch was checkpointed, so each one shows more blocks
+    # and extends the claim (PROTOCOL §8, "Claims").
+    from engine import unit_checkpoint_path
+    from network.contributor.work import checkpoint_blocks_done
+
+    class Renewing(Source):
+        def __init__(self) -> None:
+            super().__init__(tmp_path, renew_s=0.0)
+            self.shown: list[int] = []
+
+        def renew_claim(self, unit: int) -> None:
+            super().renew_claim(unit)
+            self.shown.append(checkpoint_blocks_done(unit_checkpoint_path(tmp_path, PARAMS, 0)))
+
+    source = Renewing()
+    s = ContributorSession(PARAMS, source, clock=iter(range(10**6)).__next__)
+    for _ in range(BLOCKS + 2):
+        _turns(s)
+        if source.published:
+            break
+    assert source.published == [(0, _root(0))]
+    assert source.shown == list(range(1, BLOCKS + 1))
+
+
+def test_checkpoint_blocks_done_counts_whole_distinct_blocks(tmp_path):
+    from engine import unit_checkpoint_path
+    from network.contributor.work import checkpoint_blocks_done
+
+    path = unit_checkpoint_path(tmp_path, PARAMS, 0)
+    assert checkpoint_blocks_done(path) == 0  # no file
+    # The real checkpoint format, written by a real run.
+    verify_range(PARAMS, *PARAMS.unit_range(0), backend="cpu", checkpoint=path)
+    lines = path.read_bytes().split(b"\n")
+    assert checkpoint_blocks_done(path) == BLOCKS == len(lines) - 2
+    # A block written twice (a retried write after a full disk) counts once; a torn
+    # last line does not count; a torn line ended by a later write neither.
+    torn = [lines[0], lines[1], lines[1], lines[2][:9], lines[3], lines[4][:5]]
+    path.write_bytes(b"\n".join(torn))
+    assert checkpoint_blocks_done(path) == 2
+
+
+def test_claims_are_renewed_within_the_longest_claim_peers_accept():
+    from network.contributor.work import claim_renew_interval_s
+    from network.wire import MAX_CLAIM_TTL
+
+    assert claim_renew_interval_s(900) == 300
+    assert claim_renew_interval_s(10 * MAX_CLAIM_TTL) == MAX_CLAIM_TTL / 3
+    assert claim_renew_interval_s(1) == 5.0
