@@ -11,7 +11,9 @@ Honest roots, leaves and Merkle proofs come from the real engine
 What is simulated: time (ticks), compute delays (a unit takes UNIT_TICKS, a block one
 tick), churn (an honest node is offline for a tick with probability `churn`), and the
 network: a record reaches everyone at the end of the tick it was made (no ledger,
-no IPFS; fetch jamming is a node concern, network/ipfs, not modelled here).
+no IPFS; fetch jamming is a node concern, network/ipfs, not modelled here). Claims
+follow the ledger's rules (network.ledger.renewed_claim: a renewal extends only with
+progress; one claim per node) and next_unit's hold cap, both scaled to ticks.
 
 The observer is an honest node that recomputes every disputed block itself (its
 confirmed/refuted sets), as every honest node does (PROTOCOL §8, "Disputes").
@@ -35,6 +37,7 @@ from engine.job import verify_range
 from engine.params import Params
 from network import codec
 from network import trust as T
+from network.ledger import ClaimTerms, renewed_claim
 from network.records import (
     BeaconRecord,
     CheckRecord,
@@ -44,7 +47,7 @@ from network.records import (
     WorkRecord,
 )
 from network.rejection import Accepted
-from network.state import VERIFIED, NetworkState, derive_state, next_unit
+from network.state import VERIFIED, NetworkState, claim_in_force, derive_state, next_unit
 from network.validate import context, validate
 
 # Byzantine strategies (PROTOCOL §11 threat model). The fraction is of blocks faked.
@@ -73,6 +76,12 @@ UNIT_TICKS = 4  # a full unit takes this many ticks; one block (an audit) takes 
 # An unpaired unit this long after its round began: the next committer is the reporter.
 STALL_TICKS = 5 * UNIT_TICKS
 GENESIS_WEIGHT = 4  # earned weight catches up after four matched units
+# Claims in ticks: a claim lasts CLAIM_TTL_TICKS (an honest unit finishes within it),
+# and counts at most CLAIM_HOLD_TICKS after its account's first claim on the unit
+# (network.state.MAX_CLAIM_HOLD_S: several honest unit times; 0 on the command line
+# turns the cap off, to compare).
+CLAIM_TTL_TICKS = UNIT_TICKS + 2
+CLAIM_HOLD_TICKS = 5 * UNIT_TICKS
 EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
@@ -82,6 +91,9 @@ class Claim:
     node: bytes
     account: bytes
     expires_at: float
+    done: int = 0
+    progress_at: float = 0.0
+    first_seen: float | None = None
 
 
 @dataclass
@@ -121,6 +133,7 @@ class Simulation:
         seed: int,
         units: int,
         churn: float = 0.05,
+        claim_hold: int = CLAIM_HOLD_TICKS,
     ) -> None:
         if strategy not in STRATEGIES and strategy != "honest":
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -159,7 +172,15 @@ class Simulation:
         self.evidence: dict[bytes, list[bytes]] = {}  # root -> leaves, as its author serves them
         self.withheld: set[bytes] = set()
         self.beacon_round = 0
-        self.claims: list[Claim] = []
+        # One claim per node key (as the ledger keeps them), and each account's first
+        # claim per unit (the ledger's claim_holds).
+        self.claims: dict[bytes, Claim] = {}
+        self.first_seen: dict[tuple[bytes, int], int] = {}
+        self.claim_hold = float(claim_hold) if claim_hold > 0 else float("inf")
+        # Byzantine claims: (account, unit) -> ticks in force; and the longest a claim
+        # stayed in force after its last progress.
+        self.squat_ticks: dict[tuple[bytes, int], int] = {}
+        self.squat_stalled_max = 0
         self.confirmed: set[str] = set()
         self.refuted: set[str] = set()
         self.disputed_works: set[str] = set()
@@ -558,16 +579,52 @@ class Simulation:
                 if self._live_commits(u)
             ]
         taken = self._taken
-        claimed = {c.unit for c in self.claims}
+        claims = self._claims_in_force()
+        claimed = {c.unit for c in claims}
         if len(taken) + len(claimed - {c.unit for c in taken}) >= self.units - st.frontier:
             return None  # nothing free (a shortcut; next_unit decides otherwise)
         unit = next_unit(
-            st, [*self.claims, *taken], a.acct, self.now, my_node=a.node_pub, unit_limit=self.units
+            st,
+            [*claims, *taken],
+            a.acct,
+            self.now,
+            my_node=a.node_pub,
+            unit_limit=self.units,
+            max_hold=self.claim_hold,
         )
         if unit is None or unit in a.committed or self._live_commits(unit):
             return None
-        self.claims.append(Claim(unit, a.node_pub, a.acct, self.now + UNIT_TICKS + 2))
+        self._put_claim(a, unit, 0)
         return ("compute", unit, None)
+
+    def _claims_in_force(self) -> list[Claim]:
+        return [c for c in self.claims.values() if claim_in_force(c, self.now, self.claim_hold)]
+
+    def _put_claim(self, a: Actor, unit: int, done: int) -> Claim:
+        """A claim of `a`'s node, stored as a ledger stores it (renewed_claim)."""
+        prior = self.claims.get(a.node_pub)
+        old = None if prior is None else ClaimTerms(*_terms(prior))
+        t = renewed_claim(old, ClaimTerms(unit, self.now + CLAIM_TTL_TICKS, done, self.now))
+        first = self.first_seen.setdefault((a.acct, unit), self.now)
+        claim = Claim(unit, a.node_pub, a.acct, t.expires_at, t.done, t.progress_at, first)
+        self.claims[a.node_pub] = claim
+        return claim
+
+    def _squat_target(self, a: Actor) -> int | None:
+        """The unit a squatter holds: its own while its claim counts, else the lowest
+        unverified unit that nobody's claim holds and it has not held before (its
+        first claim there would not count again)."""
+        mine = self.claims.get(a.node_pub)
+        if mine is not None and claim_in_force(mine, self.now, self.claim_hold):
+            return mine.unit
+        held = {c.unit for c in self._claims_in_force()}
+        for u in range(self.state.frontier, self.units):
+            if u in held or self.state.status_of(u) == VERIFIED:
+                continue
+            first = self.first_seen.get((a.acct, u))
+            if first is None or self.now < first + self.claim_hold:
+                return u
+        return None
 
     def _choose(self, a: Actor) -> tuple | None:
         s = self._striking(a)
@@ -583,8 +640,8 @@ class Simulation:
             )
             return ("copy", seen[0][1]) if seen else None
         if s == "squat":
-            free = [u for u in range(self.state.frontier, self.units) if u not in a.committed]
-            return ("squat", free[0]) if free else None
+            unit = self._squat_target(a)
+            return ("squat", unit) if unit is not None else None
         return self._checker_duty(a) or self._audit_duty(a) or self._first_report(a)
 
     # --- one tick ------------------------------------------------------------------------
@@ -604,11 +661,20 @@ class Simulation:
             if w.unit not in a.committed:
                 self._commit(a, w.unit, w.root, None)
         elif kind == "squat":
+            # A claim renewed every tick, never reporting. Half the squatters fake
+            # progress (one more block each renewal, a new claim once "done" runs out,
+            # which is taken as it is); the other half renew without progress, and
+            # claim afresh once the claim lapsed.
             unit = a.task[1]
-            for u in range(unit, min(self.units, unit + 8)):
-                self.claims.append(Claim(u, a.node_pub, a.acct, self.now + 10**6))
-            if unit not in a.committed:
-                self._commit(a, unit, self.rng.randbytes(32), None)
+            mine = self.claims.get(a.node_pub)
+            lying = a.index % 2 == 1
+            done = 0
+            if mine is not None and mine.unit == unit and mine.expires_at > self.now:
+                done = mine.done + 1 if lying else mine.done
+                if done > BLOCKS:
+                    del self.claims[a.node_pub]
+                    done = 0
+            self._put_claim(a, unit, done)
         if a.strategy == "sybil" and kind == "compute":
             # A flood of fresh accounts: a new key after every result.
             a.account, a.node = self._key(), self._key()
@@ -650,7 +716,7 @@ class Simulation:
                 if a.honest and self._rereveal_due(a, unit):
                     self._reveal(a, unit)
                 continue
-            if self._striking(a) in ("withhold_reveal", "squat"):
+            if self._striking(a) == "withhold_reveal":
                 continue
             if a.strategy == "copy" or self._reveal_due(a, unit):
                 self._reveal(a, unit)
@@ -698,7 +764,8 @@ class Simulation:
                     self._start(a, task)
             self._housekeeping(a)
         self._publish_beacon()
-        self.claims = [c for c in self.claims if c.expires_at > self.now]
+        self._count_squats()
+        self.claims = {n: c for n, c in self.claims.items() if c.expires_at > self.now}
         self.state = self._derive()
         for unit, tally in self.state.trust.units.items():
             if tally.seed is not None:
@@ -718,6 +785,14 @@ class Simulation:
             if acct in self.fraud_at:
                 self.detected.append(self.now - self.fraud_at.pop(acct))
         self.now += 1
+
+    def _count_squats(self) -> None:
+        """How long Byzantine claims keep units closed (each account, each unit)."""
+        for c in self._claims_in_force():
+            if c.account in self.byzantine_accounts and self.state.status_of(c.unit) != VERIFIED:
+                key = (c.account, c.unit)
+                self.squat_ticks[key] = self.squat_ticks.get(key, 0) + 1
+                self.squat_stalled_max = max(self.squat_stalled_max, self.now - c.progress_at)
 
     def _quiet(self) -> bool:
         """Drained: every unit verified and no honest node has an audit left to do."""
@@ -776,6 +851,14 @@ class Simulation:
                 "count": len(self.detected),
             },
             "units_reopened": sum(1 for t in st.trust.units.values() if t.reopened),
+            # Byzantine claims in force on unverified units: the most ticks one
+            # account held one unit, and the most ticks one claim stayed in force
+            # after its last progress (bounded by the hold cap and the claim TTL).
+            "claims": {
+                "squatted_units": len({u for _a, u in self.squat_ticks}),
+                "longest_hold": max(self.squat_ticks.values(), default=0),
+                "longest_without_progress": self.squat_stalled_max,
+            },
             "slashed": len(st.trust.slashed),
             "frontier": st.frontier,
         }
@@ -789,10 +872,11 @@ def simulate(
     units: int | None = None,
     max_ticks: int = 600,
     churn: float = 0.05,
+    claim_hold: int = CLAIM_HOLD_TICKS,
 ) -> dict:
     """Run one simulation to drain (or max_ticks) and return its figures."""
     n_units = units if units is not None else max(8, nodes // 3)
-    return Simulation(nodes, byzantine, strategy, seed, n_units, churn).run(max_ticks)
+    return Simulation(nodes, byzantine, strategy, seed, n_units, churn, claim_hold).run(max_ticks)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -810,6 +894,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--units", type=int, default=None, help="units to verify (default nodes/3)")
     p.add_argument("--max-ticks", type=int, default=600)
     p.add_argument("--churn", type=float, default=0.05, help="chance an honest node skips a tick")
+    p.add_argument(
+        "--claim-hold",
+        type=int,
+        default=CLAIM_HOLD_TICKS,
+        help=f"ticks a claim counts after its account's first claim on the unit "
+        f"(default {CLAIM_HOLD_TICKS}; 0: no cap, to compare)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_simulate)
 
@@ -824,6 +915,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             args.units,
             args.max_ticks,
             args.churn,
+            args.claim_hold,
         )
     except ValueError as exc:
         print(f"hailstone: {exc}", file=sys.stderr)
@@ -834,3 +926,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         for key, value in out.items():
             print(f"{key:<18} {value}")
     return 0
+
+
+def _terms(c: Claim) -> tuple[int, float, int, float]:
+    return (c.unit, c.expires_at, c.done, c.progress_at)
