@@ -1,5 +1,5 @@
 """A peer's older head still queued is skipped once a newer one is announced
-(network/node.py `_newest_head`), over the in-memory IpfsNode.
+(network/nodeparts/sync.py `_newest_head`), over the in-memory IpfsNode.
 
 Found by bench/swarm.py: at 16 nodes each peer's head every 5 s queued ~600 stale
 head fetches per node, so our outbox's acknowledgements (read from peers' heads)
@@ -28,9 +28,9 @@ def test_a_stale_queued_head_is_not_fetched(tmp_path) -> None:
     newest = peer.add(b"the newest head")
     key = bytes(32)
     # both announced before any fetcher runs: both queued, in order
-    node._on_head(wire.Head(key, stale, 2), "peer")
-    node._on_head(wire.Head(key, newest, 3), "peer")
-    assert node._fetches.counters().backlog == 2
+    node._sync.on_head(wire.Head(key, stale, 2), "peer")
+    node._sync.on_head(wire.Head(key, newest, 3), "peer")
+    assert node._sync.fetches.counters().backlog == 2
     node.start()
     peer.connect(node.ipfs.addresses()[0])
     me = node.ipfs.peer_id()

@@ -1,5 +1,6 @@
-"""An idle node spot-checks only works that few accounts have checked (node.py
-IDLE_CHECKERS), over the in-memory IpfsNode with real records, signatures and blocks.
+"""An idle node spot-checks only works that few accounts have checked
+(network/nodeparts/checks.py IDLE_CHECKERS), over the in-memory IpfsNode with real
+records, signatures and blocks.
 
 Found by bench/swarm.py: every idle node checked every other account's work, so check
 records and evidence fetches grew with nodes x works (370 checks for 50 works at 16
@@ -53,7 +54,7 @@ def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
                               60, f"{c.config.data_dir.name}'s spot-check")
             assert task.work_cid == work_cid
             c.submit_block(task, backend.run_block(task.lo, task.hi))
-        wait_until(lambda: _poll_all(nodes) or len(me._checkers.get(work_cid, ())) == IDLE_CHECKERS,
+        wait_until(lambda: _poll_all(nodes) or len(me._store.checkers(work_cid)) == IDLE_CHECKERS,
                    60, "both checks to reach me")
         asked = len(swarm.gets)
         for _ in range(10):
@@ -62,10 +63,10 @@ def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
         # Idle, it did not even ask for the evidence of a work checked twice already.
         assert not [g for g in swarm.gets[asked:] if g == (me.ipfs.peer_id(), evidence_cid)]
         # A budgeted check still picks any work: which one stays unpredictable.
-        me._spot_budget = 1.0
+        me._checks.spot_budget = 1.0
         task = wait_until(lambda: _poll_all(nodes) or me.next_block_task(idle=True),
                           60, "the budgeted spot-check")
-        assert task.work_cid == work_cid and me._spot_budget == 0.0
+        assert task.work_cid == work_cid and me._checks.spot_budget == 0.0
     finally:
         for n in nodes:
             n.stop()

@@ -108,7 +108,7 @@ def test_a_flooding_peer_is_rate_limited_beyond_its_burst(net):
     node, peer = net
     # The node's limiter with a clock that stands still: no token comes back, so the
     # count is exact (the limiter's refill is tested in tests/test_nodeparts.py).
-    node._rates = PeerRateLimiter(rate_per_s=PEER_RATE_PER_S, burst=PEER_BURST, clock=lambda: 0.0)
+    node._sync.rates = PeerRateLimiter(rate_per_s=PEER_RATE_PER_S, burst=PEER_BURST, clock=lambda: 0.0)
     before = dict(node.status().rejected_by_reason)
     flood = int(PEER_BURST) + 50
     for i in range(flood):
@@ -143,7 +143,7 @@ def test_a_fetch_that_times_out_backs_off_and_the_fetcher_goes_on(net, swarm):
 
 def test_after_the_backoff_a_failed_fetch_is_tried_again(net, swarm):
     node, peer = net
-    node._backoff = FetchBackoff(base_s=0.0)  # due again at once (its timing: test_nodeparts)
+    node._sync.backoff = FetchBackoff(base_s=0.0)  # due again at once (its timing: test_nodeparts)
     missing = cid_for_bytes(os.urandom(32))
     _announce(peer, node, missing)
     _drain(node)

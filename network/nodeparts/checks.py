@@ -1,0 +1,364 @@
+"""Others' work we recompute: spot-checks, drawn audits, dispute confirmations, and
+exact re-checks of reported candidates.
+
+The compute loop asks `next_block_task()`: a dispute to confirm first, then (under
+the trust protocol) a drawn audit, then a spot-check when the budget allows (every
+unit we report earns `spot_check_share` of a unit's blocks; an idle node checks
+without budget, but only works fewer than IDLE_CHECKERS accounts checked). It runs
+the block and hands the result to `submit_block`: a check record, or a dispute on
+a mismatch. The evidence a check needs is fetched on EvidenceFetcher's own thread
+(evidence.py), so the compute loop never waits for IPFS. Candidates that others
+report are re-checked on `recheck_loop`'s thread.
+
+Lock discipline: `_lock` guards the confirmations queue, filled on the network loop
+(`note_accepted`) and drained by the compute loop; it is never held across an IPFS
+call or a ledger write. The spot-check budget, `_checked` and `_evidence_retry` are
+the compute loop's alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine import BlockEvidence, merkle_proof, merkle_root
+from network import trust as T
+from network.ipfs import MAX_OBJECT_BYTES, IpfsError
+from network.nodeparts.evidence import PENDING, EvidenceFetcher
+from network.nodeparts.services import Services
+from network.nodeparts.store import RecordStore
+from network.records import (
+    RECHECK_FACTOR,
+    CheckRecord,
+    DisputeRecord,
+    RecheckRecord,
+    SignedRecord,
+    WorkRecord,
+)
+from network.state import NetworkState
+from network.trust import TrustPolicy
+from network.validate import recheck
+
+# An idle node spot-checks a work only while fewer accounts than this have checked it:
+# every idle node checking every work made check records (and evidence fetches) grow
+# with nodes x works (bench/swarm.py: 370 checks for 50 works at 16 nodes).
+IDLE_CHECKERS = 2
+# Dispute confirmations (and candidate re-checks) waiting for their thread.
+MAX_CONFIRM_TASKS = 1000
+# Evidence objects: one 32-byte leaf per block, in one IPFS object.
+MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class BlockTask:
+    """One block of someone else's work to recompute.
+
+    `purpose` is "spot-check" (we chose the block) or "confirm" (a dispute names it).
+    """
+
+    purpose: str
+    work_cid: str
+    block: int
+    lo: int
+    hi: int
+    claimed_leaf: bytes | None
+    proof: tuple[bytes, ...]
+    dispute_cid: str | None = None
+    disputed_leaf: bytes | None = None
+
+
+class BlockChecks:
+    """Chooses blocks of others' work to recompute, and publishes the outcomes.
+
+    Args:
+        services: identity, IPFS, clock and events.
+        store: the records held and the derived state.
+        add_own: stores and announces one of our records (Publisher.add_own).
+        head_cid: our current head's CID (it seeds our spot-check draws).
+        trust: the verification protocol's policy (None: no drawn audits).
+        spot_check_share: blocks checked per block reported.
+        fetch_timeout_s: the evidence get's deadline.
+        evidence_retry_s: how long unreachable evidence is left alone.
+
+    Attributes:
+        spot_budget: spot-checks earned and not yet run.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        store: RecordStore,
+        add_own: Callable[[SignedRecord], str],
+        head_cid: Callable[[], str],
+        *,
+        trust: TrustPolicy | None,
+        spot_check_share: float,
+        fetch_timeout_s: float,
+        evidence_retry_s: float,
+    ) -> None:
+        self._services = services
+        self._store = store
+        self._add_own = add_own
+        self._head_cid = head_cid
+        self._trust = trust
+        self._share = spot_check_share
+        self._timeout_s = fetch_timeout_s
+        self._retry_s = evidence_retry_s
+        self._lock = threading.Lock()
+        self._confirm_tasks: deque[BlockTask] = deque()
+        self._confirming: set[tuple[str, int]] = set()
+        self._rechecks: queue.Queue[tuple[str, int]] = queue.Queue()  # (work CID, candidate)
+        self._checked: set[str] = set()
+        self._evidence_retry: dict[str, float] = {}
+        self._evidence = EvidenceFetcher(self._fetch_evidence_of)
+        self.spot_budget = 0.0
+
+    def start(self, checked: set[str]) -> None:
+        """Start the evidence fetcher; `checked`: works we checked before a restart."""
+        self._checked = set(checked)
+        self._evidence.start()
+
+    def stop(self, timeout_s: float) -> None:
+        self._evidence.stop(timeout_s=timeout_s)
+
+    def earn(self) -> None:
+        """One unit reported: its share of spot-checks is earned."""
+        self.spot_budget += self._share * self._services.params.blocks_per_unit
+
+    # --- what arrives (network loop) ----------------------------------------------------
+
+    def note_accepted(self, signed: SignedRecord, cid: str) -> None:
+        """Queue a confirmation for others' disputes, a re-check for their candidates."""
+        record, me = signed.record, self._services.account_pub
+        # (validation accepts a dispute only once its work record is known)
+        if isinstance(record, DisputeRecord) and record.account != me:
+            self._queue_confirm(cid, record)
+        if isinstance(record, WorkRecord) and record.account != me:
+            for candidate in record.candidates:
+                if self._rechecks.qsize() < MAX_CONFIRM_TASKS:
+                    self._rechecks.put((cid, candidate))
+            if record.has_candidates:
+                self._services.event(
+                    "candidate", f"unit {record.unit}: {record.candidate_count} reported"
+                )
+
+    def _queue_confirm(self, dispute_cid: str, d: DisputeRecord) -> None:
+        params = self._services.params
+        work = self._store.work(d.work_cid)
+        if work is None or work.params != params or work.account == self._services.account_pub:
+            return
+        lo, _ = params.unit_range(work.unit)
+        blo = lo + d.block * params.block_size
+        task = BlockTask(
+            "confirm",
+            d.work_cid,
+            d.block,
+            blo,
+            blo + params.block_size,
+            d.claimed_leaf,
+            d.proof,
+            dispute_cid,
+            d.recomputed_leaf,
+        )
+        key = (d.work_cid, d.block)
+        with self._lock:
+            # One recomputation per block, however many disputes name it.
+            if key in self._confirming or len(self._confirm_tasks) >= MAX_CONFIRM_TASKS:
+                return
+            self._confirming.add(key)
+            self._confirm_tasks.append(task)
+
+    def recheck_loop(self, stop: threading.Event) -> None:
+        """Re-check reported candidates exactly with a far larger bound and publish the
+        outcome as a signed record (PROTOCOL §2, §6 recheck)."""
+        services = self._services
+        bound = RECHECK_FACTOR * services.params.exact_step_bound
+        while not stop.is_set():
+            try:
+                work_cid, candidate = self._rechecks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            fell, steps = recheck(candidate, bound)
+            rec = RecheckRecord(
+                work_cid=work_cid,
+                candidate=candidate,
+                bound=bound,
+                fell=fell,
+                steps=steps,
+                node=services.node_pub,
+                account=services.account_pub,
+                created=services.now(),
+            )
+            self._add_own(services.sign(rec))
+            outcome = f"fell after {steps}" if fell else f"still stands after {bound}"
+            services.event("candidate", f"re-check: {candidate} {outcome} odd steps")
+
+    # --- the compute loop ----------------------------------------------------------------
+
+    def next_block_task(self, *, idle: bool = False) -> BlockTask | None:
+        """A dispute to confirm, else a drawn audit, else a spot-check when the budget
+        allows, else None.
+
+        An idle node (no unit to compute) spot-checks without budget: checking is
+        then the most useful thing its cores can do.
+        """
+        with self._lock:
+            if self._confirm_tasks:
+                return self._confirm_tasks.popleft()
+        if self._trust is not None:
+            audit = self._audit_duty(self._store.state())
+            if audit is not None:
+                return audit
+        if self.spot_budget < 1.0 and not idle:
+            return None
+        # Budgeted checks pick any work; checks beyond the budget (idle) only the
+        # works that fewer than IDLE_CHECKERS accounts have checked.
+        budgeted = self.spot_budget >= 1.0
+        task = self._choose_spot_check(well_checked_too=budgeted)
+        if task is not None and budgeted:
+            self.spot_budget -= 1.0
+        return task
+
+    def _audit_duty(self, st: NetworkState) -> BlockTask | None:
+        """A drawn audit of a paired unit: its drawn block, not one we choose (T5)."""
+        if st.trust is None:
+            return None
+        services = self._services
+        me = services.account_pub
+        for unit, tally in sorted(st.trust.units.items()):
+            if tally.phase not in (T.PAIRED, T.WITHHELD):
+                continue
+            pair = (tally.reporter, tally.checker)
+            if me not in st.trust.ranking(unit, b"audit", pair)[: self._trust.audit_rank]:
+                continue
+            for cid, w in self._store.by_kind("work"):
+                if w.unit != unit or w.account != tally.reporter or cid in self._checked:
+                    continue
+                leaves = self._evidence.result(cid)
+                if leaves is PENDING:
+                    continue  # asked for; a later call finds it
+                self._checked.add(cid)
+                block = T.audit_block(tally.seed, me, services.params.blocks_per_unit)
+                if leaves is None:
+                    # Withheld (or wrong) evidence is a fault on the record, not a retry.
+                    rec = CheckRecord(
+                        work_cid=cid,
+                        block=block,
+                        leaf=bytes(32),
+                        match=False,
+                        node=services.node_pub,
+                        account=me,
+                        created=services.now(),
+                        unavailable=True,
+                    )
+                    self._add_own(services.sign(rec))
+                    continue
+                return self._spot_task(cid, unit, block, leaves)
+        return None
+
+    def _choose_spot_check(self, *, well_checked_too: bool = True) -> BlockTask | None:
+        services = self._services
+        st = self._store.state()
+        now = time.monotonic()
+        for cid, w in self._store.works():
+            if w.account == services.account_pub or cid in self._checked:
+                continue
+            if w.params != services.params:
+                continue
+            if not well_checked_too and len(self._store.checkers(cid)) >= IDLE_CHECKERS:
+                continue
+            if self._evidence_retry.get(cid, 0.0) > now:
+                continue
+            entry = st.units.get(w.unit)
+            if entry is None or cid in entry.removed:
+                continue
+            leaves = self._evidence.result(cid)
+            if leaves is PENDING:
+                continue  # asked for; a later call finds it
+            if leaves is None:
+                # unreachable or not matching its root: try again later, never forget it
+                self._evidence_retry[cid] = now + self._retry_s
+                continue
+            self._checked.add(cid)
+            # The reporter cannot predict our key nor our current head: it cannot
+            # know which block we will recompute.
+            seed = hashlib.sha256(
+                b"hailstone/spot/v1\x00"
+                + cid.encode()
+                + services.node_pub
+                + self._head_cid().encode()
+            ).digest()
+            block = int.from_bytes(seed[:8], "big") % len(leaves)
+            return self._spot_task(cid, w.unit, block, leaves)
+        return None
+
+    def _spot_task(self, cid: str, unit: int, block: int, leaves: list[bytes]) -> BlockTask:
+        params = self._services.params
+        lo, _ = params.unit_range(unit)
+        blo = lo + block * params.block_size
+        return BlockTask(
+            "spot-check",
+            cid,
+            block,
+            blo,
+            blo + params.block_size,
+            leaves[block],
+            tuple(merkle_proof(leaves, block)),
+        )
+
+    def _fetch_evidence_of(self, cid: str) -> list[bytes] | None:
+        """The evidence fetcher's job (its own thread): the leaves of work `cid`, or
+        None when unreachable or not matching the record's root."""
+        w = self._store.work(cid)
+        if w is None:
+            return None
+        try:
+            data = self._services.ipfs.get(w.evidence_cid, self._timeout_s, MAX_EVIDENCE_BYTES)
+        except IpfsError as exc:
+            self._services.event("warning", f"evidence {w.evidence_cid} unavailable: {exc}")
+            return None
+        n = self._services.params.blocks_per_unit
+        if len(data) != 32 * n:
+            return None
+        leaves = [data[i * 32 : (i + 1) * 32] for i in range(n)]
+        if merkle_root(leaves) != w.root:
+            return None
+        return leaves
+
+    def submit_block(self, task: BlockTask, evidence: BlockEvidence) -> str:
+        """Publish the outcome of a recomputed block: a check, or a dispute on mismatch."""
+        services = self._services
+        leaf = evidence.leaf()
+        now = services.now()
+        if task.purpose == "confirm" or leaf == task.claimed_leaf:
+            # A check says whether the work's leaf (proven against its root) stands. For
+            # a dispute we were asked to confirm, match=False with our leaf equal to the
+            # dispute's confirms it.
+            record: CheckRecord | DisputeRecord = CheckRecord(
+                work_cid=task.work_cid,
+                block=task.block,
+                leaf=leaf,
+                match=leaf == task.claimed_leaf,
+                node=services.node_pub,
+                account=services.account_pub,
+                created=now,
+            )
+        else:
+            record = DisputeRecord(
+                work_cid=task.work_cid,
+                block=task.block,
+                recomputed_leaf=leaf,
+                claimed_leaf=task.claimed_leaf,
+                proof=task.proof,
+                node=services.node_pub,
+                account=services.account_pub,
+                created=now,
+            )
+        cid = self._add_own(services.sign(record))
+        services.event("published", f"{record.KIND} on block {task.block} of {task.work_cid}", cid)
+        return cid

@@ -1,0 +1,285 @@
+"""The unit planner: which unit the compute loop gets next, claims, and our results.
+
+`next_assignment` resumes our own checkpoint first, then (under the trust protocol)
+a unit the draw asks us to check, then the lowest unit `network.state.next_unit`
+gives, and claims it on the network. `submit_unit` turns a finished unit into a
+signed work record (under the trust protocol a commit, the record sealed in a file
+until its reveal, trustduty.py) with its evidence served and kept.
+
+Runs on the compute loop, and makes no blocking IPFS call: reads come from the
+store, a claim is a pubsub publish and evidence an IPFS `add` (both local).
+
+Lock discipline: `_lock` serialises choosing a unit (two compute workers must not
+pick the same one); it is held across ledger reads and checkpoint file renames,
+never across a ledger write or an IPFS call (the claim is made after it is released).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import Assignment, UnitResult, checkpoint_unit, unit_checkpoint_path
+from engine.files import write_atomic
+from network import codec
+from network import trust as T
+from network.ipfs import cid_for_bytes
+from network.ledger import ClaimRow
+from network.nodeparts.publisher import Publisher
+from network.nodeparts.services import Services
+from network.nodeparts.store import RecordStore
+from network.nodeparts.sync import claim_id
+from network.nodeparts.trustduty import reveal_path
+from network.records import MAX_CANDIDATES, CommitRecord, WorkRecord, candidate_list_bytes
+from network.state import NetworkState, next_unit
+from network.trust import TrustPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    """A unit another account already committed on, given to next_unit as a claim."""
+
+    unit: int
+    node: bytes
+    account: bytes
+    expires_at: float
+
+
+class Planner:
+    """Chooses, claims and reports units.
+
+    Args:
+        services: identity, ledger, clock and events.
+        store: the records held and the derived state.
+        publisher: stores and announces our records, claims and evidence.
+        data_dir: the profile's data folder (checkpoints and reveals live under it).
+        trust: the verification protocol's policy (None: two-account quorum).
+        claim_ttl_s: how long a claim holds.
+        unit_limit: units at or above this index are never handed out.
+        trust_stall_s: how long a reporter holds a round without a pair.
+        on_submitted: called once per unit reported (the spot-check budget grows).
+
+    Attributes:
+        roles: unit -> the reporter we compute it to check (read by trustduty.py).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        store: RecordStore,
+        publisher: Publisher,
+        *,
+        data_dir: Path,
+        trust: TrustPolicy | None,
+        claim_ttl_s: int,
+        unit_limit: int | None,
+        trust_stall_s: float,
+        on_submitted: Callable[[], None],
+    ) -> None:
+        self._services = services
+        self._store = store
+        self._publisher = publisher
+        self._data_dir = data_dir
+        self._trust = trust
+        self._claim_ttl_s = claim_ttl_s
+        self._unit_limit = unit_limit
+        self._trust_stall_s = trust_stall_s
+        self._on_submitted = on_submitted
+        self._lock = threading.Lock()
+        self.roles: dict[int, bytes] = {}
+        self._seeded_at: dict[int, float] = {}  # unit -> when we first saw its draw
+
+    @property
+    def _checkpoints(self) -> Path:
+        return self._data_dir / "checkpoints"
+
+    def checkpoint_path(self, unit: int) -> Path:
+        return unit_checkpoint_path(self._checkpoints, self._services.params, unit)
+
+    def _reveal_path(self, unit: int) -> Path:
+        return reveal_path(self._data_dir, self._services.params.name, unit)
+
+    # --- choosing a unit -------------------------------------------------------------
+
+    def next_assignment(self) -> Assignment | None:
+        """Claim and return the next unit to compute (resuming our own checkpoint first)."""
+        services = self._services
+        with self._lock:
+            st = self._store.state()
+            now = services.clock()
+            claims = services.ledger.active_claims(now)
+            unit = self._resumable_unit(st, claims, now)
+            if unit is None and self._trust is not None:
+                unit = self._checker_duty(st)
+            if unit is None:
+                unit = next_unit(
+                    st,
+                    [*claims, *self._committed_units(st)],
+                    services.account_pub,
+                    now,
+                    my_node=services.node_pub,
+                    unit_limit=self._unit_limit,
+                )
+            if unit is None:
+                return None
+        self.claim(unit)
+        return Assignment.of_unit(services.params, unit, self._checkpoints)
+
+    def checker_duty(self) -> Assignment | None:
+        """The unit the draw asks this node to check now (claimed), or None; the
+        compute loop gets it first from next_assignment."""
+        with self._lock:
+            unit = self._checker_duty(self._store.state())
+        if unit is None:
+            return None
+        self.claim(unit)
+        return Assignment.of_unit(self._services.params, unit, self._checkpoints)
+
+    def claim(self, unit: int) -> None:
+        """Publish (or renew) our claim on `unit` for claim_ttl_s."""
+        expires = self._services.now() + self._claim_ttl_s
+        self._publisher.publish_claim(unit, claim_id(self._services.node_pub), expires)
+
+    def _committed_units(self, st: NetworkState) -> list[_Taken]:
+        """Under the trust protocol, units with a live commit already have a reporter
+        (their drawn checker takes it from there): shown to next_unit as claimed."""
+        if st.trust is None:
+            return []
+        units = {
+            c.unit
+            for _cid, c in self._store.by_kind("commit")
+            if c.account not in st.trust.slashed and c.unit > st.frontier
+        }
+        units |= {u for u in range(st.frontier, st.frontier + 1) if self._reveal_path(u).exists()}
+        return [_Taken(u, bytes(32), u.to_bytes(32, "big"), float("inf")) for u in sorted(units)]
+
+    def _resumable_unit(
+        self, st: NetworkState, claims: Iterable[ClaimRow], now: float
+    ) -> int | None:
+        """A unit we have a checkpoint of that still needs us, lowest first."""
+        services = self._services
+        if not self._checkpoints.is_dir():
+            return None
+        others = {
+            c.unit
+            for c in claims
+            if c.node != services.node_pub
+            and c.expires_at > now
+            and not (c.unit in st.units and c.account in st.units[c.unit].reporters())
+        }
+        for path in sorted(self._checkpoints.glob(f"{services.params.name}-unit*.ckpt")):
+            unit = checkpoint_unit(path, services.params)
+            if unit is None:
+                continue
+            if path != self.checkpoint_path(unit):
+                try:  # an older name for the same unit's checkpoint
+                    path.replace(self.checkpoint_path(unit))
+                except OSError:
+                    continue
+            entry = st.units.get(unit)
+            mine = entry is not None and services.account_pub in entry.reporters()
+            if self._unit_limit is not None and unit >= self._unit_limit:
+                continue
+            if st.status_of(unit) != "verified" and not mine and unit not in others:
+                return unit
+        return None
+
+    def _checker_duty(self, st: NetworkState) -> int | None:
+        """The lowest unit whose earliest reporter drew us as its best checker not yet
+        bound, while that reporter's root is still sealed (T4)."""
+        if st.trust is None:
+            return None
+        me = self._services.account_pub
+        k = self._trust.check_rank
+        commits: dict[int, list[tuple[int, str, bytes]]] = {}
+        for cid, c in self._store.by_kind("commit"):
+            if c.account not in st.trust.slashed:
+                commits.setdefault(c.unit, []).append((c.created, cid, c.account))
+        revealed = {(w.unit, w.account) for _c, w in self._store.by_kind("work")}
+        for unit in sorted(commits):
+            tally = st.trust.units.get(unit)
+            if tally is None or tally.seed is None or tally.phase in (T.PAIRED, T.VERIFIED):
+                continue
+            accounts = {a for _t, _c, a in commits[unit]}
+            if me in accounts or self._reveal_path(unit).exists():
+                continue
+            reporter = self._round_reporter(st, unit, commits[unit])
+            if (unit, reporter) in revealed:
+                continue
+            order = st.trust.ranking(unit, b"check", (reporter,))[:k]
+            todo = [a for a in order if a not in accounts]
+            # Only the best-ranked checker computes; the next ones only if it never
+            # committed (the round then passes to a committer that can still pair).
+            if order and order[0] in accounts:
+                continue
+            if todo and todo[0] == me:
+                self.roles[unit] = reporter
+                return unit
+        return None
+
+    def _round_reporter(
+        self, st: NetworkState, unit: int, commits: list[tuple[int, str, bytes]]
+    ) -> bytes:
+        """Round 0 is the earliest committer; every trust_stall_s without a pair the next
+        one, weighted committers before fresh ones, in turn."""
+        now = time.monotonic()
+        since = self._seeded_at.setdefault(unit, now)
+        weights = st.trust.unit_weights.get(unit, {})
+        by_time = list(dict.fromkeys(a for _t, _c, a in sorted(commits)))
+        order = by_time[:1] + sorted(by_time[1:], key=lambda a: weights.get(a, 0) <= 0)
+        return order[int((now - since) // self._trust_stall_s) % len(order)]
+
+    # --- reporting a unit ------------------------------------------------------------
+
+    def submit_unit(self, assignment: Assignment, result: UnitResult) -> str:
+        """Sign the unit's work record, store it durably, publish it. Returns its CID."""
+        services, publisher = self._services, self._publisher
+        evidence = b"".join(result.leaves)
+        evidence_cid = cid_for_bytes(evidence)
+        publisher.add_evidence(evidence_cid, evidence, "evidence")
+        candidates_cid = None
+        if len(result.candidates) > MAX_CANDIDATES:
+            # More candidates than a record lists: the full list is its own object,
+            # kept and served like the evidence, so no report is ever lost.
+            listing = candidate_list_bytes(result.candidates)
+            candidates_cid = cid_for_bytes(listing)
+            publisher.add_evidence(candidates_cid, listing, "candidate list")
+        nonce = os.urandom(32)
+        record = WorkRecord.from_unit_result(
+            result,
+            services.params,
+            assignment.unit,
+            services.node_pub,
+            services.account_pub,
+            services.now(),
+            evidence_cid=evidence_cid,
+            candidates_cid=candidates_cid,
+            nonce=nonce,
+        )
+        if self._trust is not None:
+            # Commit-reveal (PROTOCOL §11, T1): the root is bound now, revealed once the
+            # partner is bound too (TrustDuty.tick).
+            commit = CommitRecord(
+                unit=assignment.unit,
+                commitment=T.commitment(assignment.unit, record.root, services.node_pub, nonce),
+                node=services.node_pub,
+                account=services.account_pub,
+                created=services.now(),
+            )
+            write_atomic(self._reveal_path(assignment.unit), codec.encode(services.sign(record)))
+            cid = publisher.add_own(services.sign(commit))
+            self._on_submitted()
+            services.event("committed", f"unit {assignment.unit}", cid)
+            return cid
+        if record.has_candidates:
+            services.event(
+                "candidate", f"unit {assignment.unit}: {record.candidate_count} candidate(s)"
+            )
+        cid = publisher.add_own(services.sign(record))
+        self._on_submitted()
+        services.event("published", f"unit {assignment.unit}", cid)
+        return cid

@@ -1,0 +1,132 @@
+"""Gossip out: our records, our head, our claims, and our evidence.
+
+Every record we make is written to the ledger's outbox (durably, through the store)
+before it is announced, and re-announced every `reannounce_interval_s` until a
+peer's head lists it (sync.py acknowledges it then). Our head lists every record we
+hold, in pages (heads.py): only changed pages are added to IPFS again. Our evidence
+(and long candidate lists) are also kept as files, so they can be served again
+after an IPFS repo loss.
+
+Lock discipline: the publisher has no lock of its own and keeps no state but the
+evidence folder; the store serialises its ledger writes, the head book locks
+itself, and no lock is held across an IPFS call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.files import write_atomic
+from network import wire
+from network.ipfs import IpfsError
+from network.ledger import LedgerError
+from network.nodeparts.heads import HeadBook
+from network.nodeparts.services import Services
+from network.nodeparts.store import RecordStore
+from network.records import SignedRecord
+from network.rejection import Rejection
+
+
+class Publisher:
+    """Stores and announces our records; publishes our head, claims and evidence.
+
+    Args:
+        services: identity, ledger, IPFS, clock and events.
+        store: where our records are stored (ledger and memory) first.
+        heads: our head's pages (shared with sync).
+        evidence_dir: where our evidence objects are kept as files.
+    """
+
+    def __init__(
+        self, services: Services, store: RecordStore, heads: HeadBook, *, evidence_dir: Path
+    ) -> None:
+        self._services = services
+        self._store = store
+        self._heads = heads
+        self._evidence_dir = evidence_dir
+
+    def publish(self, signed: SignedRecord) -> str | Rejection:
+        """Validate a record signed by this node's key, store it durably and announce it.
+
+        Returns its CID, or the Rejection (nothing stored) when it does not validate.
+        """
+        verdict = self._store.check(signed)
+        if isinstance(verdict, Rejection):
+            return verdict
+        return self.add_own(signed)
+
+    def add_own(self, signed: SignedRecord) -> str:
+        """Store our record and its outbox entry durably, then announce it."""
+        row = self._store.store_own(signed)
+        self._announce(row.cid, row.data)
+        return row.cid
+
+    def _announce(self, cid: str, data: bytes) -> None:
+        ipfs = self._services.ipfs
+        try:
+            ipfs.add(data)
+            ipfs.publish(self._services.topic("records"), wire.encode_announcement(data, cid))
+            self._services.ledger.mark_published(cid)
+        except (IpfsError, LedgerError) as exc:
+            # Stays in the outbox; the next re-announce tries again.
+            self._services.event("warning", f"could not publish {cid}: {exc}")
+
+    def reannounce(self) -> None:
+        """Announce every outbox entry again (those no peer's head lists yet)."""
+        try:
+            entries = self._services.ledger.outbox()
+        except LedgerError as exc:
+            self._services.event("warning", f"ledger: {exc}")
+            return
+        for entry in entries:
+            self._announce(entry.cid, entry.data)
+
+    def publish_head(self) -> None:
+        """Add our head pages and index to IPFS (only what changed) and announce the head."""
+        services = self._services
+        try:
+            head = self._heads.our_head(services.ledger.heads_list())
+        except LedgerError as exc:
+            services.event("warning", f"could not publish head: {exc}")
+            return
+        try:
+            for obj in head.new_objects:
+                services.ipfs.add(obj)
+            msg = wire.sign_head(
+                wire.Head(services.node_pub, head.head_cid, head.count), services.node_key
+            )
+            services.ipfs.publish(services.topic("heads"), msg)
+        except IpfsError as exc:
+            self._heads.forget_ours()  # everything is offered again next time
+            services.event("warning", f"could not publish head: {exc}")
+
+    def publish_claim(self, unit: int, claim_id: str, expires: int) -> None:
+        """Store our claim on `unit` and announce it (a failure is only a warning)."""
+        services = self._services
+        c = wire.Claim(unit, services.node_pub, services.account_pub, expires)
+        try:
+            services.ledger.put_claim(
+                claim_id, unit, services.node_pub, services.account_pub, expires
+            )
+            services.ipfs.publish(services.topic("claims"), wire.sign_claim(c, services.node_key))
+        except (IpfsError, LedgerError) as exc:
+            services.event("warning", f"could not publish claim on unit {unit}: {exc}")
+
+    def add_evidence(self, cid: str, data: bytes, what: str) -> None:
+        """Serve one of our evidence objects (`what` names it in a warning) and keep
+        it as a file; IPFS's `add` is local, so this never waits for a peer."""
+        try:
+            self._services.ipfs.add(data)
+        except IpfsError as exc:
+            self._services.event("warning", f"{what} not stored in IPFS yet: {exc}")
+        # Our own leaves, kept so we can serve them again after an IPFS repo loss.
+        write_atomic(self._evidence_dir / cid, data)
+
+    def republish_evidence(self) -> None:
+        """Add every kept evidence file to IPFS again (at start)."""
+        if self._evidence_dir.is_dir():
+            for path in self._evidence_dir.iterdir():
+                try:
+                    self._services.ipfs.add(path.read_bytes())
+                except (OSError, IpfsError):
+                    pass

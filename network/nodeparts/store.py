@@ -1,0 +1,252 @@
+"""The record store: every valid record the node holds, and the derived state.
+
+Each record is parsed once and kept in memory by CID, with the delegations and work
+records indexed as they arrive, so validation and `derive_state` never re-parse the
+ledger. Records that arrive before their delegation or work record wait in `pending`
+(bounded, retried when one of those arrives, forgotten after PENDING_TTL_S); CIDs we
+refused are remembered (bounded) so they are not fetched again.
+
+Lock discipline: `_lock` guards the in-memory tables; readers (state(), the planner,
+fetcher threads) take it briefly. `_write_lock` makes check → validate → ledger →
+cache one step among writers; it is taken before `_lock`, never inside it. `_lock`
+is never held across the ledger's fsync'd write, and neither lock across an IPFS
+call (ingest adds the record to IPFS after releasing both).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from cachetools import FIFOCache
+
+from engine import Params
+from network import codec
+from network import rejection as R
+from network.ipfs import IpfsError
+from network.ledger import LedgerError, StoredRecord, stored_record
+from network.nodeparts.services import Services
+from network.records import CheckRecord, DelegationRecord, SignedRecord, WorkRecord
+from network.rejection import Accepted, Rejection
+from network.state import NetworkState, derive_state
+from network.trust import TrustPolicy
+from network.validate import ValidationContext, authorised, validate
+from network.validate import context as validation_context
+
+# Records waiting for their delegation or work record to arrive, and for how long.
+MAX_PENDING = 2000
+PENDING_TTL_S = 600.0
+# How many refused CIDs are remembered.
+MAX_REMEMBERED = 50_000
+
+AcceptListener = Callable[[SignedRecord, str], None]
+
+
+class RecordStore:
+    """Validated records by CID, the derived state, pending and refused records.
+
+    Args:
+        services: identity, ledger, IPFS, clock and events.
+        param_sets: parameter sets work may use (ours first).
+        trust: the verification protocol's policy for derive_state (None: quorum).
+        max_skew_s: how far a record's `created` may lie ahead of our clock.
+        on_accept: called after a record from the network is stored (no lock held).
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        param_sets: tuple[Params, ...],
+        trust: TrustPolicy | None,
+        max_skew_s: int,
+        on_accept: AcceptListener,
+    ) -> None:
+        self._services = services
+        self._params = services.params
+        self._param_sets = param_sets
+        self._trust = trust
+        self._max_skew_s = max_skew_s
+        self._on_accept = on_accept
+        self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
+        self._records: dict[str, SignedRecord] = {}
+        self._delegations: list[DelegationRecord] = []
+        self._works: dict[str, WorkRecord] = {}
+        self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
+        self._state: NetworkState | None = None
+        # held until their delegation or work arrives: cid -> (bytes, source, since)
+        self._pending: dict[str, tuple[bytes, str, float]] = {}
+        self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
+
+    # --- writing ---------------------------------------------------------------------
+
+    def load(self, rows: Iterable[StoredRecord]) -> None:
+        """Hold the ledger's records (validated when stored: parsed, never re-validated)."""
+        for row in rows:
+            signed = codec.parse(row.data)
+            if not isinstance(signed, Rejection):
+                self._cache(row.cid, signed)
+
+    def ingest(self, data: bytes, source: str) -> Accepted | Rejection | None:
+        """Parse, validate and store one record. Returns None for a known record."""
+        services = self._services
+        signed = codec.parse(data)
+        if isinstance(signed, Rejection):
+            services.reject(signed, source)
+            return signed
+        cid = codec.record_cid(data)
+        with self._write_lock:
+            with self._lock:
+                if cid in self._records:
+                    return None
+                verdict = validate(signed, self._context())
+                if isinstance(verdict, Rejection) and verdict.reason_code in (
+                    R.NO_DELEGATION,
+                    R.UNKNOWN_WORK,
+                ):
+                    # May simply have arrived before its delegation or work record.
+                    if len(self._pending) < MAX_PENDING:
+                        self._pending[cid] = (data, source, time.monotonic())
+                    return verdict
+            if isinstance(verdict, Rejection):
+                with self._lock:
+                    self._rejected[cid] = None
+                services.reject(verdict, source)
+                return verdict
+            try:
+                services.ledger.add_record(stored_record(signed, source))
+            except LedgerError as exc:
+                # Not stored, so not held: a peer's head will offer it again.
+                services.event("warning", f"cannot store {cid}: {exc}")
+                return None
+            self._cache(cid, signed)
+            with self._lock:
+                self._pending.pop(cid, None)
+        # Our head lists every record we hold, so we must be able to serve each one.
+        try:
+            services.ipfs.add(data)
+        except IpfsError as exc:
+            services.event("warning", f"cannot store {cid} in IPFS: {exc}")
+        services.event("accepted", f"{signed.kind} from {source}", cid)
+        if signed.kind in ("delegation", "work"):
+            self._retry_pending()
+        self._on_accept(signed, cid)
+        return verdict
+
+    def store_own(self, signed: SignedRecord) -> StoredRecord:
+        """Store our own record and its outbox entry durably (not yet announced).
+
+        Raises:
+            LedgerError: the ledger could not write it (nothing is held then).
+        """
+        row = stored_record(signed)
+        with self._write_lock:  # not `_lock`: the write below fsyncs
+            self._services.ledger.add_own_record(row)
+            self._cache(row.cid, signed)
+        return row
+
+    def _cache(self, cid: str, signed: SignedRecord) -> None:
+        with self._lock:
+            self._records[cid] = signed
+            if isinstance(signed.record, DelegationRecord):
+                self._delegations.append(signed.record)
+            elif isinstance(signed.record, WorkRecord):
+                self._works[cid] = signed.record
+            elif isinstance(signed.record, CheckRecord):
+                self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
+            self._state = None
+
+    def _retry_pending(self) -> None:
+        with self._lock:
+            waiting = [(data, source) for data, source, _ in self._pending.values()]
+            self._pending.clear()
+        for data, source in waiting:
+            self.ingest(data, source)
+
+    def forget_pending(self, older_than: float) -> None:
+        """Drop records pending since before `older_than` (time.monotonic())."""
+        with self._lock:
+            for cid in [c for c, (_, _, since) in self._pending.items() if since < older_than]:
+                del self._pending[cid]
+
+    # --- reading ---------------------------------------------------------------------
+
+    def _context(self) -> ValidationContext:
+        """What validation consults; call with `_lock` held."""
+        return validation_context(
+            self._services.now(),
+            self._delegations,
+            self._param_sets,
+            max_skew_s=self._max_skew_s,
+            works=self._works,
+        )
+
+    def check(self, signed: SignedRecord) -> Accepted | Rejection:
+        """Validate a record against what we hold (nothing is stored)."""
+        with self._lock:
+            return validate(signed, self._context())
+
+    def authorised(self, account: bytes, node: bytes, at: int) -> Rejection | None:
+        """None if `account` had delegated `node` at time `at` (as far as we know)."""
+        with self._lock:
+            return authorised(self._context(), account, node, at)
+
+    def state(self) -> NetworkState:
+        """The derived network state (cached until a record arrives)."""
+        with self._lock:
+            if self._state is None:
+                valid = [Accepted(record=s, cid=c) for c, s in self._records.items()]
+                self._state = derive_state(valid, self._params, trust=self._trust)
+            return self._state
+
+    def by_kind(self, kind: str) -> list[tuple[str, object]]:
+        """(CID, payload) of every held record of `kind`, by CID."""
+        with self._lock:
+            return [(c, s.record) for c, s in sorted(self._records.items()) if s.kind == kind]
+
+    def work(self, cid: str) -> WorkRecord | None:
+        with self._lock:
+            return self._works.get(cid)
+
+    def works(self) -> list[tuple[str, WorkRecord]]:
+        """Every held work record, by CID."""
+        with self._lock:
+            return sorted(self._works.items())
+
+    def checkers(self, work_cid: str) -> frozenset[bytes]:
+        """The accounts whose check records of `work_cid` we hold."""
+        with self._lock:
+            return frozenset(self._checkers.get(work_cid, ()))
+
+    def checked_by_node(self, node: bytes) -> set[str]:
+        """Work CIDs that `node` checked or disputed (our own, after a restart)."""
+        with self._lock:
+            return {
+                s.record.work_cid
+                for s in self._records.values()
+                if s.kind in ("check", "dispute") and s.record.node == node
+            }
+
+    def holds(self, cid: str) -> bool:
+        with self._lock:
+            return cid in self._records
+
+    def refused(self, cid: str) -> bool:
+        with self._lock:
+            return cid in self._rejected
+
+    def is_pending(self, cid: str) -> bool:
+        with self._lock:
+            return cid in self._pending
+
+    def known(self, cid: str) -> bool:
+        """Held, refused or pending: nothing to fetch."""
+        with self._lock:
+            return cid in self._records or cid in self._rejected or cid in self._pending
+
+    def counts(self) -> tuple[int, int]:
+        """(records held, records pending)."""
+        with self._lock:
+            return len(self._records), len(self._pending)

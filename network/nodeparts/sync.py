@@ -1,0 +1,239 @@
+"""Gossip in: messages to records, claims and heads; fetchers for what peers list.
+
+The network loop hands each message to `on_message` (rate-limited per peer): an
+inline record goes to the store, an announced CID or a peer's head is queued for
+the fetcher threads (`fetch_loop`), a claim goes to the ledger (held until its
+node's delegation arrives). Fetches are queued per peer and served round-robin
+(network/fetchqueue.py), so one peer's flood cannot starve the rest; a failed
+fetch backs off (backoff.py); a peer's head is followed page by page (heads.py),
+and only its newest announced head is fetched. Fetched records land in `inbox`,
+which the network loop drains into the store, so validation stays on one thread.
+
+Lock discipline: `_lock` guards the newest-head table and the claims waiting for
+their delegation; it is held only for those lookups, never across an IPFS get or
+a ledger write. The store, the backoff, the fetch queue and the head book lock
+themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+
+from cachetools import FIFOCache
+
+from network import codec, wire
+from network import rejection as R
+from network.fetchqueue import FetchQueue
+from network.ipfs import IpfsError, IpfsTimeout
+from network.ledger import LedgerError
+from network.nodeparts.backoff import FetchBackoff
+from network.nodeparts.heads import HeadBook
+from network.nodeparts.ratelimit import PeerRateLimiter
+from network.nodeparts.services import Services
+from network.nodeparts.store import MAX_PENDING, MAX_REMEMBERED, RecordStore
+from network.rejection import Rejection
+
+log = logging.getLogger("hailstone.node")
+
+MAX_FETCH_QUEUE = 10_000
+RECORD = "record"
+HEAD = "head"
+
+
+def claim_id(node: bytes) -> str:
+    """A node holds one claim at a time: a new claim replaces its previous one."""
+    return node.hex()
+
+
+class Sync:
+    """Messages in, fetches out, peers' heads followed.
+
+    Args:
+        services: identity, ledger, IPFS, clock and events.
+        store: where records go (and what we already hold or refused).
+        heads: how far we follow each peer's head (shared with the publisher).
+        fetch_timeout_s: every IPFS get's deadline.
+
+    Attributes:
+        rates, backoff, fetches: the per-peer limiter, the failed-fetch backoff and
+            the fetch queue (tests replace the first two before start()).
+        inbox: (record bytes, source) fetched, for the network loop to ingest.
+    """
+
+    def __init__(
+        self,
+        services: Services,
+        store: RecordStore,
+        heads: HeadBook,
+        *,
+        fetch_timeout_s: float,
+    ) -> None:
+        self._services = services
+        self._store = store
+        self._heads = heads
+        self._timeout_s = fetch_timeout_s
+        self.rates = PeerRateLimiter()
+        self.backoff = FetchBackoff()
+        # (kind, cid, peer) jobs, queued under the peer that announced or listed them
+        self.fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
+        self.inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        self._lock = threading.Lock()
+        # Each peer's newest announced head: a queued older one is skipped when its turn
+        # comes (bench/swarm.py at 16 nodes: a head every 5 s from each peer queued
+        # ~600 stale head fetches per node, delaying the acknowledgements of our
+        # outbox and so re-announcing it again and again).
+        self._newest_head: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
+        self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
+
+    def idle(self) -> bool:
+        """Nothing queued to fetch and nothing fetched waiting to be ingested."""
+        return self.fetches.empty() and self.inbox.empty()
+
+    # --- the network loop ------------------------------------------------------------
+
+    def on_message(self, peer: str, data: bytes) -> None:
+        """One gossip message from `peer` (never from ourselves)."""
+        if not self.rates.allow(peer):
+            self._services.reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
+            return
+        msg = wire.decode_message(data)
+        if isinstance(msg, Rejection):
+            self._services.reject(msg, peer)
+        elif isinstance(msg, wire.Announcement):
+            if msg.record is not None:
+                self._store.ingest(msg.record, peer)
+            elif msg.cid is not None and self.worth_fetching(msg.cid):
+                self.want(RECORD, msg.cid, peer)
+        elif isinstance(msg, wire.Claim):
+            self.on_claim(msg, peer)
+        elif isinstance(msg, wire.Head):
+            self.on_head(msg, peer)
+
+    def on_claim(self, claim: wire.Claim, peer: str) -> None:
+        now = self._services.now()
+        if self._store.authorised(claim.account, claim.node, now) is not None:
+            # Most often the claim outran the node's delegation record: hold it until
+            # the delegation arrives; an unauthorised claim simply never takes effect.
+            with self._lock:
+                self._claims_waiting.append((claim, peer))
+            return
+        expires = min(claim.expires, now + wire.MAX_CLAIM_TTL)
+        try:
+            self._services.ledger.put_claim(
+                claim_id(claim.node), claim.unit, claim.node, claim.account, expires
+            )
+        except LedgerError as exc:
+            self._services.event("warning", f"cannot store claim: {exc}")
+
+    def retry_claims(self) -> None:
+        """A delegation arrived: the claims that waited for one are judged again."""
+        with self._lock:
+            claims = list(self._claims_waiting)
+            self._claims_waiting.clear()
+        for claim, peer in claims:
+            if claim.expires > self._services.clock():
+                self.on_claim(claim, peer)
+
+    def on_head(self, head: wire.Head, peer: str) -> None:
+        # A head we already hold completely needs nothing; any other is fetched
+        # again, so records whose fetch failed are retried at the next announcement.
+        with self._lock:
+            self._newest_head[peer] = head.head
+        if not self._heads.holds(peer, head.head):
+            self.want(HEAD, head.head, peer)
+
+    def worth_fetching(self, cid: str) -> bool:
+        """Not held, not refused, not pending, and not failed too recently."""
+        return not self._store.known(cid) and self.backoff.due(cid)
+
+    def want(self, kind: str, cid: str, peer: str = "") -> None:
+        """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
+        self.fetches.put(peer, (kind, cid, peer))
+
+    # --- fetcher threads -------------------------------------------------------------
+
+    def fetch_loop(self, stop: threading.Event) -> None:
+        """Fetch wanted records and heads off the network loop (gets may block)."""
+        while not stop.is_set():
+            taken = self.fetches.get(timeout=0.2)
+            if taken is None:
+                continue
+            queue_peer, (kind, cid, peer) = taken
+            ok = timed_out = False
+            try:
+                if kind == HEAD:
+                    with self._lock:
+                        stale = self._newest_head.get(peer, cid) != cid
+                    if not stale:  # (a stale head counts as done: a newer one is queued)
+                        self._fetch_head(peer, cid)
+                else:
+                    # Every get has a hard deadline (fetch_timeout_s); a timed-out get
+                    # counts against the peer that wanted it fetched (FetchQueue).
+                    data = self._services.ipfs.get(cid, self._timeout_s, codec.MAX_RECORD_BYTES)
+                    self.inbox.put((data, "fetch"))
+                self.backoff.succeeded(cid)
+                ok = True
+            except IpfsTimeout as exc:
+                timed_out = True
+                self.backoff.failed(cid)
+                log.info("fetch %s timed out: %s", cid, exc)
+            except IpfsError as exc:
+                self.backoff.failed(cid)
+                log.info("fetch %s failed: %s", cid, exc)
+            except Exception:  # noqa: BLE001 - a fetcher must outlive anything a peer sends
+                log.exception("fetching %s failed", cid)
+            finally:
+                self.fetches.done(queue_peer, ok=ok, timed_out=timed_out)
+
+    def _fetch_head(self, peer: str, head_cid: str) -> None:
+        """Read a peer's head index and each of its pages we do not hold completely."""
+        ipfs, ledger = self._services.ipfs, self._services.ledger
+        index = wire.decode_head_index(ipfs.get(head_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
+        if isinstance(index, Rejection):
+            self._services.reject(index, peer)
+            return
+        held = self._heads.pages_held(peer)
+        complete = True
+        for page_cid in index:
+            if page_cid in held:
+                continue
+            page = wire.decode_cid_list(ipfs.get(page_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
+            if isinstance(page, Rejection):
+                self._services.reject(page, peer)
+                complete = False
+                continue
+            try:
+                acked = ledger.acknowledge(page, peer)
+                missing = ledger.missing(page)
+            except LedgerError as exc:
+                self._services.event("warning", f"ledger: {exc}")
+                return
+            if acked:
+                self._services.event("acknowledged", f"{acked} of our records reached {peer}")
+            if self._want_missing(missing):
+                complete = False
+            else:
+                held.add(page_cid)
+        try:
+            ledger.note_peer_head(peer, head_cid)
+        except LedgerError as exc:
+            self._services.event("warning", f"ledger: {exc}")
+        self._heads.followed(peer, head_cid, held, complete)
+
+    def _want_missing(self, missing: list[str]) -> bool:
+        """Queue what a head page lists and we lack; True if any is still unresolved
+        (queued, pending, or failed fewer than `give_up` times)."""
+        unresolved = False
+        for cid in missing:
+            if self._store.refused(cid):
+                continue  # refused once: nothing to wait for
+            waiting = self._store.is_pending(cid) or self.backoff.still_trying(cid)
+            if self.worth_fetching(cid):
+                self.want(RECORD, cid)
+                unresolved = True
+            elif waiting:
+                unresolved = True
+        return unresolved
