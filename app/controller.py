@@ -130,6 +130,7 @@ class AppController(QObject):
     _cmd_blocked = Signal(str)
     _cmd_gpu = Signal(bool, object)
     _cmd_net_start = Signal()
+    _cmd_net_limit = Signal(int)
 
     def __init__(
         self,
@@ -386,6 +387,7 @@ class AppController(QObject):
         n.warning.connect(self._on_network_warning)
         n.events.connect(self._on_network_events)
         self._cmd_net_start.connect(self.network.start)
+        self._cmd_net_limit.connect(self.network.set_bandwidth_limit)
         self._network_thread = WorkerThread(self.network, "hailstone-network")
         self._cmd_net_start.emit()
 
@@ -596,6 +598,14 @@ class AppController(QObject):
             self.apply_start_at_login(bool(value))
         elif key == "theme":
             theme.apply_scheme(str(value))
+        elif key == "bandwidth_limit_kib":
+            self._cmd_net_limit.emit(int(value))
+            limit = f"{int(value)} KiB/s each way" if value else "off"
+            self.note(
+                f"Bandwidth limit {limit}: Hailstone's own sending and fetching follow it "
+                "now; the IPFS node's low-traffic configuration follows at its next start.",
+                "preferences",
+            )
         elif key == "gpu_pause_programs":
             self._apply_gpu_programs()
             if self.running:

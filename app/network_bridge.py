@@ -38,10 +38,12 @@ from engine.files import write_atomic
 # The network layer reaches the app only through network.facade, and the rest of
 # the app only through this module (import-linter contracts in pyproject.toml).
 from network import facade
+from network.facade import BANDWIDTH_COVERAGE as BANDWIDTH_COVERAGE
 from network.facade import DEFAULT_KUBO_API as DEFAULT_KUBO_API
 from network.facade import MIN_KDF_LIMITS as MIN_KDF_LIMITS
 from network.facade import NETWORK_SETTINGS as NETWORK_SETTINGS
 from network.facade import QUORUM as QUORUM
+from network.facade import TRAFFIC_NOT_MEASURED as TRAFFIC_NOT_MEASURED
 from network.facade import BatchDone as BatchDone
 from network.facade import BatchStarted as BatchStarted
 from network.facade import BlockTaskDone as BlockTaskDone
@@ -139,6 +141,9 @@ class BridgeStatus:
     state: str = ""  # "starting", "syncing", "synced", "solo"
     sync_text: str = ""  # the sync state in words
     advice: str = ""  # what is going on and what the volunteer can do, in words
+    # What Hailstone itself sent and fetched (rates, the bandwidth limit), in words;
+    # "" when not counted (solo, starting).
+    traffic: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,7 +505,9 @@ class WorkBridge:
         node: Node | None = None
         failure = None
         try:
-            node = facade.start_node(self.node_config())
+            node = facade.start_node(
+                self.node_config(), bandwidth_limit_kib=self.bandwidth_limit_kib()
+            )
         except Exception as exc:  # a node that cannot start must not stop the app
             log.warning("network node did not start", exc_info=True)
             failure = classify_start_failure(exc, self.settings, self.data_dir)
@@ -521,6 +528,19 @@ class WorkBridge:
             except Exception:
                 log.exception("stopping a node started during quit failed")
         return failure
+
+    def bandwidth_limit_kib(self) -> int:
+        with self._lock:
+            return int(self.settings.get("bandwidth_limit_kib", 0))
+
+    def set_bandwidth_limit(self, kib: int) -> None:
+        """A new bandwidth limit (network thread): the running node paces by it at once,
+        a node that starts later starts with it."""
+        with self._lock:
+            self.settings["bandwidth_limit_kib"] = int(kib)
+        node = self._current_node()
+        if node is not None:
+            facade.set_bandwidth_limit(node, int(kib))
 
     def _solo_advice(self) -> str:
         if self.start_failure is None:
@@ -621,7 +641,13 @@ class WorkBridge:
             rejected=dict(s.rejected_by_reason),
             outbox=int(s.outbox),
             state="synced" if synced else "syncing",
+            traffic=self._traffic_text(node),
         )
+
+    @staticmethod
+    def _traffic_text(node: Any) -> str:
+        stats = facade.traffic(node)
+        return facade.describe_traffic(stats) if stats is not None else ""
 
     def snapshot(self) -> NetworkSnapshot:
         """Status, my units, leaderboard and username owners in one go (network thread)."""

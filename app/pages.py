@@ -45,6 +45,7 @@ from app.credit import credit_summary
 from app.eventlog import MAX_ENTRIES, Entry
 from app.formatting import fmt_count, fmt_duration, fmt_range, fmt_rate
 from app.messages import classify_exception
+from app.network_bridge import BANDWIDTH_COVERAGE, TRAFFIC_NOT_MEASURED
 from app.theme import plot_colours
 from app.widgets import ElidedLabel
 from app.workers import run_job
@@ -628,12 +629,19 @@ class NetworkPage(QWidget):
             ("records", "Ledger size (records)"),
             ("outbox", "Waiting to publish"),
             ("frontier", "Verified frontier (unit)"),
+            ("traffic", "Hailstone's traffic"),
         ):
             lab = QLabel("—")
             lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             self.fields[key] = lab
             form.addRow(title + ":", lab)
         lay.addLayout(form)
+        # Say what the figures and the limit cover, and what they do not.
+        self.traffic_note = QLabel(f"{TRAFFIC_NOT_MEASURED} {BANDWIDTH_COVERAGE}")
+        self.traffic_note.setWordWrap(True)
+        self.traffic_note.setObjectName("traffic_note")
+        self.traffic_note.setStyleSheet("color: palette(placeholder-text);")
+        lay.addWidget(self.traffic_note)
         lay.addWidget(QLabel("<b>Rejected records by reason</b>"))
         self.rejected = _table(["Reason", "Count"])
         self.rejected_note = QLabel("None so far: every record received was valid.")
@@ -654,6 +662,7 @@ class NetworkPage(QWidget):
         self.fields["records"].setText(str(s.records))
         self.fields["outbox"].setText(str(s.outbox))
         self.fields["frontier"].setText(str(s.frontier))
+        self.fields["traffic"].setText(s.traffic or "—")
         items = sorted(s.rejected.items(), key=lambda kv: -kv[1])
         self.rejected_note.setVisible(not items)
         self.rejected.setVisible(bool(items))  # an empty table explains nothing

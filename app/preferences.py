@@ -92,6 +92,8 @@ def make_editor(setting: Setting, value: Any, on_change: Any) -> QWidget:
         if setting.key == "cpu_cores":
             hi = min(hi, os.cpu_count() or 1)
             w.setSpecialValueText("automatic (all but one)")
+        if setting.key == "bandwidth_limit_kib":
+            w.setSpecialValueText("no limit")  # 0 KiB/s would read as "nothing goes"
         w.setRange(lo, hi)
         w.setValue(int(value))
         if setting.unit:

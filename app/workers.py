@@ -320,6 +320,15 @@ class NetworkWorker(QObject):
         self.status.emit(snap.status)
         self.snapshot.emit(snap)
 
+    @Slot(int)
+    def set_bandwidth_limit(self, kib: int) -> None:
+        """Pace the node at `kib` KiB/s each way from now on (0: no limit)."""
+        try:
+            self.bridge.set_bandwidth_limit(kib)
+        except Exception as exc:  # a failed change must not end the network loop
+            log.exception("changing the bandwidth limit failed")
+            self.warning.emit("network_warning", f"bandwidth limit not applied: {exc}")
+
     @Slot()
     def stop(self) -> None:
         self._stopped = True

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import Params
+from network.bandwidth import COVERAGE as BANDWIDTH_COVERAGE
+from network.bandwidth import NOT_MEASURED as TRAFFIC_NOT_MEASURED
 from network.contributor import (
     BatchDone,
     BatchStarted,
@@ -54,12 +56,15 @@ from network.usernames import UsernameError, is_taken, normalize
 
 if TYPE_CHECKING:  # types for annotations; the modules load when a function needs them
     from network.backup import BackupSummary
+    from network.ipfs.capped import TrafficStats
     from network.node import Node, NodeConfig
     from network.runner import NodeRunner
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BANDWIDTH_COVERAGE",
+    "TRAFFIC_NOT_MEASURED",
     "DEFAULT_KUBO_API",
     "MIN_KDF_LIMITS",
     "NETWORK_SETTINGS",
@@ -95,9 +100,12 @@ __all__ = [
     "network_unavailable",
     "node_config",
     "normalize",
+    "describe_traffic",
     "restore_backup",
+    "set_bandwidth_limit",
     "start_node",
     "taken_names",
+    "traffic",
 ]
 
 
@@ -120,17 +128,24 @@ def node_config(
     return NodeConfig.from_settings(settings, data_dir=Path(data_dir), params=params, **overrides)
 
 
-def start_node(config: NodeConfig) -> Node:
+def start_node(config: NodeConfig, *, bandwidth_limit_kib: int = 0) -> Node:
     """Open the profile's node key and start a node (seconds: IPFS, the ledger).
+
+    Its IPFS node is paced at `bandwidth_limit_kib` KiB/s each way (0: no limit;
+    `set_bandwidth_limit` changes it later), as `main.py node` does.
 
     Raises:
         whatever the start raises (IpfsError, LedgerError, OSError, KeystoreError);
         a half-started node is stopped first.
     """
+    from network.bandwidth import open_ipfs
     from network.node import Node
 
     profile = Profile(config.data_dir)
-    node = Node(config, profile, profile.ensure_node_key())
+    node_key = profile.ensure_node_key()
+    # Opened here, not in Node.start, so the node gets the paced wrapper (which it
+    # owns from now on: Node.stop closes it, also after a failed start).
+    node = Node(config, profile, node_key, ipfs=open_ipfs(config, bandwidth_limit_kib))
     try:
         node.start()
     except BaseException:
@@ -140,6 +155,30 @@ def start_node(config: NodeConfig) -> Node:
             log.exception("stopping a half-started node failed")
         raise
     return node
+
+
+def set_bandwidth_limit(node: Node, kib: int) -> None:
+    """Change a running node's bandwidth limit at once (KiB/s each way, 0: none)."""
+    from network.bandwidth import CappedIpfsNode, limit_bytes_s
+
+    ipfs = node.ipfs
+    if isinstance(ipfs, CappedIpfsNode):
+        ipfs.set_limit(limit_bytes_s(kib))
+
+
+def traffic(node: Node) -> TrafficStats | None:
+    """What the node sent and fetched (counted by Hailstone), or None if not counted."""
+    from network.bandwidth import CappedIpfsNode
+
+    ipfs = node.ipfs
+    return ipfs.traffic() if isinstance(ipfs, CappedIpfsNode) else None
+
+
+def describe_traffic(stats: TrafficStats) -> str:
+    """The rates each way, the limit and what waited for it, in one line."""
+    from network.bandwidth import describe
+
+    return describe(stats)
 
 
 def headless_peer(config: NodeConfig, *, cores: int = 1) -> tuple[Node, NodeRunner]:

@@ -21,6 +21,7 @@ from engine.settings import (
     effective_cores,
 )
 from network import logsetup
+from network.bandwidth import COVERAGE, open_ipfs
 from network.identity import Profile, default_data_dir, delegate
 from network.ipfs import IpfsError
 from network.keystore import KeystoreError
@@ -71,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--spot-check-share", type=float, default=None,
                    help="share of compute spent re-checking other accounts' blocks "
                    "(default: the spot_check_share setting, 0.02; at most 0.5)")
+    p.add_argument("--bandwidth-limit", type=int, default=None, metavar="KIB_S",
+                   help="pace what this node publishes and fetches to about KIB_S KiB/s each "
+                   "way; 0: no limit (default: the bandwidth_limit_kib setting, 0)")
     p.add_argument("--head-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--reannounce-interval", type=float, default=10.0, help=argparse.SUPPRESS)
     p.add_argument("--unit-limit", type=int, default=None, metavar="N",
@@ -125,6 +129,7 @@ class NodeOptions:
     cores: int
     share: float
     config: NodeConfig
+    bandwidth_limit_kib: int = 0
 
 
 def read_settings(data_dir: Path) -> SettingsStore:
@@ -173,6 +178,10 @@ def node_options(args: argparse.Namespace, settings: Mapping[str, Any], data_dir
         values["spot_check_share"] = _flag(
             declared["spot_check_share"], args.spot_check_share, "--spot-check-share"
         )
+    if getattr(args, "bandwidth_limit", None) is not None:
+        values["bandwidth_limit_kib"] = _flag(
+            declared["bandwidth_limit_kib"], args.bandwidth_limit, "--bandwidth-limit"
+        )
     overrides: dict[str, Any] = {
         "peers": tuple(args.peer),
         "claim_ttl_s": args.claim_ttl,
@@ -192,6 +201,7 @@ def node_options(args: argparse.Namespace, settings: Mapping[str, Any], data_dir
         cores=cores,
         share=values["cpu_share"] / 100.0,
         config=config,
+        bandwidth_limit_kib=int(values["bandwidth_limit_kib"]),
     )
 
 
@@ -236,18 +246,23 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     config = opts.config
     params = opts.params
-    node = Node(config, profile, node_key)
+    node: Node | None = None
     # A stop asked for while the node starts (seconds) is honoured once it has started.
     stop_asked: list[int] = []
     old = {s: signal.signal(s, lambda signum, _f: stop_asked.append(signum)) for s in STOP_SIGNALS}
     try:
+        # The IPFS node is opened here, paced by the bandwidth limit, and handed to
+        # the node (which owns it from then on, as when it opens one itself).
+        node = Node(config, profile, node_key, ipfs=open_ipfs(config, opts.bandwidth_limit_kib))
         node.start()
     except (IpfsError, LedgerError, OSError) as exc:
-        node.stop()
+        if node is not None:
+            node.stop()
         _restore(old)
         return _fail(f"cannot start the node: {exc}", FAILED)
     except BaseException:
-        node.stop()
+        if node is not None:
+            node.stop()
         _restore(old)
         raise
 
@@ -304,6 +319,8 @@ def cmd_node(args: argparse.Namespace) -> int:
     print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
     log.info("node %s started (%s parameters, %s backend, %d cores)",
              status.peer_id, params.name, opts.backend, cores)
+    if opts.bandwidth_limit_kib:
+        log.info("bandwidth limit %d KiB/s each way. %s", opts.bandwidth_limit_kib, COVERAGE)
     try:
         runner.run()
     finally:

@@ -57,6 +57,23 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         group="Network",
     ),
     Setting(
+        "bandwidth_limit_kib",
+        "int",
+        0,
+        "Bandwidth limit",
+        "Paces what Hailstone itself sends (the records, heads and claims it publishes) "
+        "and fetches (records, heads, evidence) to about this many KiB/s each way; "
+        "0: no limit. Applies at once; nothing is dropped, only delayed. Traffic the "
+        "IPFS node makes on its own (serving blocks to peers, passing on others' "
+        "gossip, the DHT) is not paced: with a limit, the built-in IPFS node runs a "
+        "low-traffic configuration from its next start (fewer connections, DHT client "
+        "only, no relaying for others).",
+        unit="KiB/s",
+        minimum=0,
+        maximum=1024 * 1024,
+        group="Network",
+    ),
+    Setting(
         "spot_check_share",
         "float",
         0.02,

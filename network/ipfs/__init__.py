@@ -53,6 +53,7 @@ def open_node(
     api_addr: str | None = None,
     mdns: bool = False,
     nat_portmap: bool = False,
+    low_traffic: bool = False,
 ) -> IpfsNode:
     """Start or connect to an IPFS node.
 
@@ -65,6 +66,8 @@ def open_node(
             (rpc only; that is the default).
         mdns: Local network discovery (embedded only).
         nat_portmap: UPnP/NAT-PMP port mapping (embedded only).
+        low_traffic: kubo's low-traffic options, for a bandwidth limit (embedded
+            only; a daemon's own configuration is its owner's).
 
     Returns:
         A running node; the caller closes it.
@@ -85,6 +88,7 @@ def open_node(
             bootstrap=tuple(bootstrap),
             mdns=mdns,
             nat_portmap=nat_portmap,
+            low_traffic=low_traffic,
         )
     if kind == "rpc":
         from network.ipfs.rpc import DEFAULT_API_ADDR, KuboRpcNode

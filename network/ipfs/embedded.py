@@ -292,13 +292,47 @@ def _uses_default_flatfs(repo: str) -> bool:
     return False
 
 
+# kubo's own background traffic, kept low while a bandwidth limit is set (the values of
+# kubo's "lowpower" profile, reproviding left on; network/ipfs/capped.py paces the rest):
+# a DHT client asks the DHT but answers no one's queries and stores no one's records,
+# fewer connections mean less gossip, identify and keep-alive traffic, and a node
+# that serves no AutoNAT checks and relays no one's connections carries no one else's
+# bytes.
+LOW_TRAFFIC_CONNMGR = {"Type": "basic", "LowWater": 20, "HighWater": 40, "GracePeriod": "1m0s"}
+
+
+def low_traffic_config(cfg: dict[str, Any], on: bool) -> None:
+    """Set (``on``) or undo kubo's low-traffic options in a parsed ``config``."""
+    routing = cfg.setdefault("Routing", {})
+    swarm = cfg.setdefault("Swarm", {})
+    autonat = cfg.setdefault("AutoNAT", {})
+    relay = swarm.setdefault("RelayService", {})
+    if on:
+        routing["Type"] = "dhtclient"
+        swarm["ConnMgr"] = dict(LOW_TRAFFIC_CONNMGR)
+        autonat["ServiceMode"] = "disabled"
+        relay["Enabled"] = False
+    else:  # back to kubo's defaults (absent keys)
+        routing.pop("Type", None)
+        swarm["ConnMgr"] = {}
+        autonat.pop("ServiceMode", None)
+        relay.pop("Enabled", None)
+
+
 def _configure_repo(
-    repo: str, *, listen: Sequence[str], bootstrap: Sequence[str], mdns: bool, nat_portmap: bool
+    repo: str,
+    *,
+    listen: Sequence[str],
+    bootstrap: Sequence[str],
+    mdns: bool,
+    nat_portmap: bool,
+    low_traffic: bool = False,
 ) -> None:
     """Apply the node options to the repo's kubo ``config`` file (atomically)."""
     path = os.path.join(repo, "config")
     with open(path, encoding="utf-8") as fh:
         cfg = json.load(fh)
+    low_traffic_config(cfg, low_traffic)
     cfg.setdefault("Addresses", {})["Swarm"] = list(listen)
     cfg["Bootstrap"] = list(bootstrap)
     cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = bool(mdns)
@@ -335,6 +369,8 @@ class EmbeddedIpfsNode(IpfsNode):
         nat_portmap: Ask the router for a port mapping (UPnP/NAT-PMP).
         start_timeout: Seconds allowed for creating and starting the node.
         call_timeout: Seconds allowed for connect, publish and other calls.
+        low_traffic: Run kubo's low-traffic options (:func:`low_traffic_config`),
+            for a node under a bandwidth limit.
 
     Raises:
         IpfsUnavailable: The library is missing, the repo is in use, or the node
@@ -351,7 +387,9 @@ class EmbeddedIpfsNode(IpfsNode):
         nat_portmap: bool = False,
         start_timeout: float = START_TIMEOUT_S,
         call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
+        low_traffic: bool = False,
     ) -> None:
+        self._low_traffic = low_traffic  # kubo's low-traffic options (a bandwidth limit)
         self._repo = os.path.realpath(os.fspath(repo_dir))
         log_dir: str | None = self._repo
         try:
@@ -433,6 +471,7 @@ class EmbeddedIpfsNode(IpfsNode):
                 bootstrap=bootstrap,
                 mdns=mdns,
                 nat_portmap=nat_portmap,
+                low_traffic=self._low_traffic,
             )
         except (OSError, ValueError, AttributeError) as exc:
             raise IpfsUnavailable(
