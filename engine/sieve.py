@@ -30,22 +30,21 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
-import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from engine import sieve_file
 from engine.files import write_atomic
 from engine.params import MOD9_KEPT
+from engine.sieve_file import CONFIRMED, DigestCheck
+from engine.sieve_file import cache_dir as cache_dir  # re-exported: network.doctor
 
-_CACHE_MAGIC = b"HSSIEVE2"
-# magic, k, 0, survivor count, bmax, survivors per residue mod 9; then the SHA-256
-# of header and tables, then the tables (see _ARRAYS)
-_HEADER = struct.Struct(">8sIIQQ9Q")  # the second I is zero: it aligns the tables to 8
+_CACHE_MAGIC = sieve_file.CACHE_MAGIC
+_HEADER = sieve_file.HEADER
 
 Progress = Callable[[float], None]
 
@@ -54,14 +53,12 @@ Progress = Callable[[float], None]
 NO_JUMP = 255
 
 
-def cache_dir() -> Path:
-    """Where sieve files live: $HAILSTONE_CACHE_DIR, else the user cache dir."""
-    override = os.environ.get("HAILSTONE_CACHE_DIR")
-    if override:
-        return Path(override)
-    import platformdirs
+class SieveDamaged(RuntimeError):
+    """The sieve file failed its SHA-256 check after its tables were in use.
 
-    return Path(platformdirs.user_cache_dir("hailstone", appauthor=False)) / "sieve"
+    Nothing computed from it was returned; the file is removed, so the next
+    load builds it again.
+    """
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -74,6 +71,7 @@ class Sieve:
         mod9_counts: mod9_counts[j] = number of survivors with r % 9 == j.
         jump_c, jump_d, amax_c, amax_j: the k-step jump (see module doc).
         bmax: max over all survivors of T^j(r) at odd positions j < k.
+        check: the cache file's digest check; `confirm()` waits for it.
     """
 
     k: int
@@ -84,6 +82,22 @@ class Sieve:
     amax_c: np.ndarray
     amax_j: np.ndarray
     bmax: int
+    check: DigestCheck = field(default=CONFIRMED, repr=False)
+
+    def confirm(self) -> None:
+        """Return once the tables are known to be exactly the cached file's; raise
+        SieveDamaged if they are not. Free after the first time.
+
+        A sieve from `load()` is confirmed already; one from `load_unconfirmed()`
+        may still be under its check, and whoever computes with it calls this
+        before any result leaves (CpuBackend.run_block does).
+        """
+        if not self.check.ok():
+            _discard_damaged(self)
+            raise SieveDamaged(
+                f"the sieve cache {_cache_path(self.k)} failed its SHA-256 check; nothing "
+                "computed from it was used, and it is rebuilt on the next start"
+            )
 
     @property
     def modulus(self) -> int:
@@ -173,11 +187,11 @@ def build_residues(k: int, progress: Progress | None = None) -> np.ndarray:
 
 
 def _cache_path(k: int) -> Path:
-    return cache_dir() / f"sieve-k{k}.bin"
+    return sieve_file.cache_path(k)
 
 
 # The cache holds the survivors and their jump tables ready to use, so a start
-# maps one file and hashes it (about 0.1 s at k = 31) instead of deriving the
+# maps one file and hashes it (about 0.18 s at k = 31) instead of deriving the
 # tables again (a few hundred ms). The u64 table comes first so that every
 # array is aligned in the file as in memory.
 _ARRAYS = (("jump_d", np.uint64), ("residues", np.uint32), ("jump_c", np.uint8),
@@ -195,47 +209,62 @@ def _write_cache(path: Path, sieve: Sieve) -> None:
     write_atomic(path, head + hashlib.sha256(head + body).digest() + body)
 
 
-def _read_cache(path: Path, k: int) -> Sieve | None:
-    """The cached sieve, or None if missing or not exactly right.
+def _read_cache(path: Path, k: int, *, confirmed: bool = True) -> Sieve | None:
+    """The cached sieve, or None if missing or not right.
 
     The file is mapped, not copied (the tables are 198 MiB at k = 31): the
     arrays are read-only views of the mapping, which lives as long as they do.
+    With `confirmed` the digest is checked before the sieve is returned (None
+    if it fails); without, the check runs on a thread and the sieve's
+    `confirm()` reports it. A check `sieve_file.start_early` began is reused.
     """
-    try:
-        with path.open("rb") as f:
-            if os.fstat(f.fileno()).st_size < _HEADER.size + 32:
-                return None
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):
+    early = sieve_file.take(path)
+    if early is not None:
+        mm, check = early
+    else:
+        mm = sieve_file.open_mapped(path)
+        if mm is None:
+            return None
+        check = None
+    layout = _parse_header(mm, k)
+    if layout is None:
+        if check is None:
+            mm.close()  # so that a rebuild may replace the file (Windows)
+        return None  # (a running check keeps the mapping until it ends)
+    if check is None:
+        check = DigestCheck(mm)
+    if confirmed and not check.ok():
+        mm.close()
         return None
-    sieve = _parse_cache(mm, k)
-    if sieve is None:
-        mm.close()  # so that a rebuild may replace the file (Windows)
-    return sieve
+    return _from_mapping(mm, k, layout, check)
 
 
-def _parse_cache(mm: mmap.mmap, k: int) -> Sieve | None:
+def _parse_header(mm: mmap.mmap, k: int) -> tuple[int, int, list[int]] | None:
+    """(survivor count, bmax, counts mod 9) when the header and size fit k, else None."""
     magic, k_file, zero, count, bmax, *mod9 = _HEADER.unpack_from(mm)
     if magic != _CACHE_MAGIC or k_file != k or zero or count > 1 << max(0, k - 2):
         return None
-    start = _HEADER.size + 32
-    sizes = [count * np.dtype(dt).itemsize for _, dt in _ARRAYS]
-    if len(mm) != start + sum(sizes):
-        return None
-    with memoryview(mm) as blob:
-        h = hashlib.sha256(blob[: _HEADER.size])
-        h.update(blob[start:])
-        if h.digest() != blob[_HEADER.size : start]:
-            return None
+    size = (
+        _HEADER.size
+        + sieve_file.DIGEST_SIZE
+        + count * sum(np.dtype(dt).itemsize for _, dt in _ARRAYS)
+    )
+    return (count, bmax, mod9) if len(mm) == size else None
+
+
+def _from_mapping(
+    mm: mmap.mmap, k: int, layout: tuple[int, int, list[int]], check: DigestCheck
+) -> Sieve:
+    count, bmax, mod9 = layout
     arrays = {}
-    offset = start
-    for (name, dt), size in zip(_ARRAYS, sizes, strict=True):
+    offset = _HEADER.size + sieve_file.DIGEST_SIZE
+    for name, dt in _ARRAYS:
         arrays[name] = np.frombuffer(mm, dtype=np.dtype(dt).newbyteorder("<"), count=count,
                                      offset=offset).astype(dt, copy=False)  # fmt: skip
-        offset += size
+        offset += count * np.dtype(dt).itemsize
     mod9_counts = np.array(mod9, dtype=np.int64)
     mod9_counts.setflags(write=False)
-    return Sieve(k=k, mod9_counts=mod9_counts, bmax=bmax, **arrays)
+    return Sieve(k=k, mod9_counts=mod9_counts, bmax=bmax, check=check, **arrays)
 
 
 _loaded: dict[int, Sieve] = {}
@@ -244,13 +273,36 @@ _lock = threading.Lock()
 
 def load(k: int, progress: Progress | None = None) -> Sieve:
     """The sieve for 2**k: from memory, else the verified cache, else built
-    (seconds to a minute, once; `progress(fraction)` hears about it)."""
+    (seconds to a minute, once; `progress(fraction)` hears about it).
+
+    The sieve returned is confirmed: a damaged cache file is rebuilt, never used.
+    """
+    while True:
+        sieve = _load(k, progress, confirmed=True)
+        try:
+            sieve.confirm()
+        except SieveDamaged:
+            continue  # an unconfirmed one from memory failed: it and its file are gone
+        return sieve
+
+
+def load_unconfirmed(k: int, progress: Progress | None = None) -> Sieve:
+    """Like `load`, but a cached file's digest may still be under check: the caller
+    calls `confirm()` before anything computed from the sieve leaves it.
+
+    This lets the CPU backend compute while the 198 MiB file is hashed on
+    another core (CLI start-up); SieveDamaged then fails the run instead.
+    """
+    return _load(k, progress, confirmed=False)
+
+
+def _load(k: int, progress: Progress | None, *, confirmed: bool) -> Sieve:
     with _lock:
         sieve = _loaded.get(k)
         if sieve is not None:
             return sieve
         path = _cache_path(k)
-        sieve = _read_cache(path, k)
+        sieve = _read_cache(path, k, confirmed=confirmed)
         if sieve is None:
             sieve = _from_residues(k, build_residues(k, progress))
             try:
@@ -259,6 +311,16 @@ def load(k: int, progress: Progress | None = None) -> Sieve:
                 pass  # a read-only or full cache dir only costs a rebuild next time
         _loaded[k] = sieve
         return sieve
+
+
+def _discard_damaged(sieve: Sieve) -> None:
+    """Forget a sieve whose file failed its check, and remove the file (once), so
+    that the next load builds it again rather than failing again."""
+    with _lock:
+        if _loaded.get(sieve.k) is sieve:
+            del _loaded[sieve.k]
+        if sieve.check.claim_cleanup():
+            _cache_path(sieve.k).unlink(missing_ok=True)
 
 
 def ready(k: int) -> bool:
