@@ -13,6 +13,7 @@ Rules, in order:
    (account, node) has `created <= t` and (`expires == 0` or `t < expires`), and no
    revocation of (account, node) has `created <= t`. Work must also use `params`
    (every field but the informational name). Everything else is ignored, not an error.
+   The delegation rule is `network.validate.Delegations`, the one validation uses.
 2. Disputes. A dispute against counted work W, block b (b < blocks per unit), is
    *confirmed* when its own node is delegated and either its CID is in
    `confirmed_dispute_cids` (this node recomputed block b and got the dispute's
@@ -34,19 +35,25 @@ Rules, in order:
 6. Usernames: network.usernames decides owners among current account records; the
    others are shown as ``name#xxxx``. Accounts without an account record show the
    first 8 hex digits of their key.
+
+`derive_state` runs one function per rule: `_counted_work` (1), `_disputes` (2),
+`_units` with `_root_reports` and `_quorum_status` or, under a trust policy,
+`_trust_verdicts` and `_trust_status` (3), `_frontier` (4), `_leaderboard` with its
+`_Tally` per account (5) and `_directory` (6); `_rechecks` and `_candidates` collect
+what the unit statuses list about candidates.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from engine.params import Params
 from network import trust as T
 from network import usernames
-from network.validate import dispute_is_proven
+from network.validate import Delegations, dispute_is_proven
 
 OPEN = "open"
 REPORTED_ONCE = "reported_once"
@@ -300,36 +307,61 @@ def params_key(p: Params) -> tuple:
 
 
 @dataclass(frozen=True, slots=True)
-class _Delegations:
-    """Delegation intervals per (account, node)."""
+class _Inputs:
+    """The records derive_state reads, by kind, each list sorted by CID (so nothing
+    downstream can depend on the input order or on duplicates)."""
 
-    grants: Mapping[tuple[bytes, bytes], tuple[tuple[int, int], ...]]
-    revoked_at: Mapping[tuple[bytes, bytes], int]
+    account: list[tuple[str, Any]]
+    delegation: list[tuple[str, Any]]
+    work: list[tuple[str, Any]]
+    check: list[tuple[str, Any]]
+    dispute: list[tuple[str, Any]]
+    commit: list[tuple[str, Any]]
+    beacon: list[tuple[str, Any]]
+    recheck: list[tuple[str, Any]]
 
-    def authorises(self, account: bytes, node: bytes, t: int) -> bool:
-        revoked = self.revoked_at.get((account, node))
-        if revoked is not None and revoked <= t:
-            return False
-        return any(
-            start <= t and (expires == 0 or t < expires)
-            for start, expires in self.grants.get((account, node), ())
-        )
+    @classmethod
+    def of(cls, records: Iterable[ValidRecord]) -> _Inputs:
+        by_kind: dict[str, dict[str, Any]] = {f.name: {} for f in fields(cls)}
+        for item in records:
+            payload = item.record.record
+            bucket = by_kind.get(payload.KIND)
+            if bucket is not None:
+                bucket[item.cid] = payload
+        return cls(**{k: sorted(v.items()) for k, v in by_kind.items()})
+
+    @property
+    def count(self) -> int:
+        return sum(len(getattr(self, f.name)) for f in fields(self))
 
 
-def _delegations(items: Iterable[tuple[str, Any]]) -> _Delegations:
-    grants: dict[tuple[bytes, bytes], set[tuple[int, int]]] = {}
-    revoked_at: dict[tuple[bytes, bytes], int] = {}
-    for _cid, d in items:
-        key = (d.account, d.node)
-        if d.revoked:
-            # The earliest revocation wins: revocation is permanent.
-            old = revoked_at.get(key)
-            revoked_at[key] = d.created if old is None else min(old, d.created)
-        else:
-            grants.setdefault(key, set()).add((d.created, d.expires))
-    return _Delegations(
-        grants={k: tuple(sorted(v)) for k, v in grants.items()}, revoked_at=revoked_at
-    )
+@dataclass(slots=True)
+class _Candidates:
+    """What counted reports say about one unit's candidates."""
+
+    listed: set[int] = field(default_factory=set)
+    count: int = 0
+    reports: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Disputes:
+    """Rule 2's outcome: the confirmed disputes, and what they removed per unit."""
+
+    confirmed: dict[str, Any]
+    removed: dict[int, list[str]]
+    by_unit: dict[int, list[str]]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One account's leaderboard counts (rule 5)."""
+
+    credited: int = 0
+    first: int = 0
+    second: int = 0
+    pending: int = 0
+    checks: int = 0
 
 
 def derive_state(
@@ -355,68 +387,31 @@ def derive_state(
     Returns:
         The derived NetworkState.
     """
-    by_kind: dict[str, dict[str, Any]] = {k: {} for k in ("account", "delegation", "work")}
-    by_kind["check"] = {}
-    by_kind["dispute"] = {}
-    by_kind["commit"] = {}
-    by_kind["beacon"] = {}
-    by_kind["recheck"] = {}
-    for item in records:
-        payload = item.record.record
-        bucket = by_kind.get(payload.KIND)
-        if bucket is not None:
-            bucket[item.cid] = payload
-    # From here on every iteration is over sorted keys, so the result cannot depend on
-    # the input order.
-    sorted_items = {k: sorted(v.items()) for k, v in by_kind.items()}
-    record_count = sum(len(v) for v in by_kind.values())
-    confirmed_local = frozenset(confirmed_dispute_cids)
-    deleg = _delegations(sorted_items["delegation"])
-    want = params_key(params)
+    inputs = _Inputs.of(records)
+    deleg = Delegations.of(d for _cid, d in inputs.delegation)
     blocks = params.blocks_per_unit
-    ignored: set[str] = set()
+    ignored: set[str] = set()  # every rule adds the records it does not count
 
     def counts(r: Any) -> bool:
         return deleg.authorises(r.account, r.node, r.created)
 
-    work: dict[str, Any] = {}
-    for cid, w in sorted_items["work"]:
-        if counts(w) and params_key(w.params) == want:
-            work[cid] = w
-        else:
-            ignored.add(cid)
-
-    rechecks_by_unit: dict[int, list[Recheck]] = {}
-    for cid, r in sorted_items["recheck"]:
-        target = work.get(r.work_cid)
-        if target is None or not counts(r):
-            ignored.add(cid)
-            continue
-        rechecks_by_unit.setdefault(target.unit, []).append(
-            Recheck(r.candidate, r.fell, r.steps, r.bound, r.account, cid)
-        )
-
-    # Candidates (before disputes remove anything): a counted report of a candidate keeps
-    # its unit from being verified, whatever else is said about the unit. A proven-wrong
-    # root does not make a listed number fall below itself; only a re-check would.
-    candidates_by_unit: dict[int, tuple[set[int], int, list[str]]] = {}
-    for cid, w in work.items():
-        if w.has_candidates:
-            listed, count, cids = candidates_by_unit.setdefault(w.unit, (set(), 0, []))
-            listed.update(w.candidates)
-            candidates_by_unit[w.unit] = (listed, max(count, w.candidate_count), cids + [cid])
-
+    work = _counted_work(inputs.work, counts, params, ignored)
+    rechecks = _rechecks(inputs.recheck, work, counts, ignored)
+    # Before disputes remove anything: a proven-wrong root does not make a listed
+    # number fall below itself; only a re-check would.
+    candidates = _candidates(work)
     checks: dict[str, Any] = {}
-    for cid, c in sorted_items["check"]:
+    for cid, c in inputs.check:
         if counts(c) and c.work_cid in work and c.block < blocks:
             checks[cid] = c
         else:
             ignored.add(cid)
 
     trust_state = None
+    confirmed_local = frozenset(confirmed_dispute_cids)
     if trust is not None:
         trust_state = _trust_verdicts(
-            sorted_items,
+            inputs,
             work,
             checks,
             counts,
@@ -429,13 +424,92 @@ def derive_state(
         # The trust rules judged disputes (refutations by this node win).
         confirmed_local = trust_state.frauds
 
-    # Disputes (rule 2).
+    disputes = _disputes(
+        inputs.dispute, work, checks, counts, blocks, confirmed_local, trust is None, ignored
+    )
+    units, quorum_members = _units(work, disputes, candidates, rechecks, trust_state)
+    frontier = _frontier(units)
+    accounts, owner_map = _directory(inputs.account, deleg, ignored)
+    return NetworkState(
+        params=params,
+        units=units,
+        frontier=frontier,
+        frontier_bound=params.start + frontier * params.unit_size,
+        leaderboard=_leaderboard(units, quorum_members, checks, accounts, params),
+        accounts=accounts,
+        name_owners=owner_map,
+        confirmed_disputes=frozenset(disputes.confirmed),
+        ignored=tuple(sorted(ignored)),
+        record_count=inputs.count,
+        trust=trust_state,
+    )
+
+
+def _counted_work(
+    items: list[tuple[str, Any]], counts: Callable[[Any], bool], params: Params, ignored: set[str]
+) -> dict[str, Any]:
+    """Rule 1: work from a delegated node on our parameter set (every field but the name)."""
+    want = params_key(params)
+    work: dict[str, Any] = {}
+    for cid, w in items:
+        if counts(w) and params_key(w.params) == want:
+            work[cid] = w
+        else:
+            ignored.add(cid)
+    return work
+
+
+def _rechecks(
+    items: list[tuple[str, Any]],
+    work: Mapping[str, Any],
+    counts: Callable[[Any], bool],
+    ignored: set[str],
+) -> dict[int, list[Recheck]]:
+    """Counted re-checks of counted work's candidates, per unit."""
+    by_unit: dict[int, list[Recheck]] = {}
+    for cid, r in items:
+        target = work.get(r.work_cid)
+        if target is None or not counts(r):
+            ignored.add(cid)
+            continue
+        by_unit.setdefault(target.unit, []).append(
+            Recheck(r.candidate, r.fell, r.steps, r.bound, r.account, cid)
+        )
+    return by_unit
+
+
+def _candidates(work: Mapping[str, Any]) -> dict[int, _Candidates]:
+    """A counted report of a candidate keeps its unit from being verified, whatever
+    else is said about the unit (PROTOCOL §2)."""
+    by_unit: dict[int, _Candidates] = {}
+    for cid, w in work.items():
+        if w.has_candidates:
+            c = by_unit.setdefault(w.unit, _Candidates())
+            c.listed.update(w.candidates)
+            c.count = max(c.count, w.candidate_count)
+            c.reports.append(cid)
+    return by_unit
+
+
+def _disputes(
+    items: list[tuple[str, Any]],
+    work: dict[str, Any],
+    checks: Mapping[str, Any],
+    counts: Callable[[Any], bool],
+    blocks: int,
+    confirmed_local: frozenset[str],
+    independent_checks_confirm: bool,
+    ignored: set[str],
+) -> _Disputes:
+    """Rule 2: confirmed disputes remove every counted work of their unit with the
+    disputed root (from `work`, in place). Without a trust policy a check from a third
+    account with the dispute's leaf confirms it too."""
     refuting: dict[tuple[str, int, bytes], set[bytes]] = {}
     for c in checks.values():
         if not c.match:
             refuting.setdefault((c.work_cid, c.block, c.leaf), set()).add(c.account)
     confirmed: dict[str, Any] = {}
-    for cid, d in sorted_items["dispute"]:
+    for cid, d in items:
         target = work.get(d.work_cid)
         if target is None or not counts(d) or d.block >= blocks or not dispute_is_proven(d, target):
             ignored.add(cid)
@@ -444,7 +518,7 @@ def derive_state(
             target.account,
             d.account,
         }
-        if cid in confirmed_local or (independent and trust is None):
+        if cid in confirmed_local or (independent and independent_checks_confirm):
             confirmed[cid] = d
     bad_roots: dict[tuple[int, bytes], list[str]] = {}
     for cid, d in confirmed.items():
@@ -455,85 +529,113 @@ def derive_state(
         if (w.unit, w.root) in bad_roots:
             removed.setdefault(w.unit, []).append(cid)
             del work[cid]
-    disputes_by_unit: dict[int, list[str]] = {}
+    by_unit: dict[int, list[str]] = {}
     for (unit, _root), cids in bad_roots.items():
-        disputes_by_unit.setdefault(unit, []).extend(cids)
+        by_unit.setdefault(unit, []).extend(cids)
+    return _Disputes(confirmed=confirmed, removed=removed, by_unit=by_unit)
 
-    # Quorum (rule 3). Reports of one account on one root count once, at the earliest.
+
+def _root_reports(work: Mapping[str, Any]) -> dict[int, tuple[RootReport, ...]]:
+    """Per unit, each remaining root with its distinct accounts in order of their
+    earliest report (one account's reports of one root count once, at the earliest)."""
     earliest: dict[tuple[int, bytes, bytes], tuple[int, str]] = {}
+    cids_per_root: dict[tuple[int, bytes], list[str]] = {}
     for cid, w in work.items():
         key = (w.unit, w.root, w.account)
         stamp = (w.created, cid)
         if key not in earliest or stamp < earliest[key]:
             earliest[key] = stamp
+        cids_per_root.setdefault((w.unit, w.root), []).append(cid)
     per_root: dict[tuple[int, bytes], list[tuple[tuple[int, str], bytes]]] = {}
     for (unit, root, account), stamp in earliest.items():
         per_root.setdefault((unit, root), []).append((stamp, account))
-    cids_per_root: dict[tuple[int, bytes], list[str]] = {}
-    for cid, w in work.items():
-        cids_per_root.setdefault((w.unit, w.root), []).append(cid)
-
-    units: dict[int, UnitStatus] = {}
-    all_units = {u for u, _ in per_root} | set(removed) | set(candidates_by_unit)
-    if trust_state is not None:
-        all_units |= set(trust_state.units)
-    quorum_members: dict[int, tuple[bytes, ...]] = {}
-    for unit in sorted(all_units):
-        roots = tuple(
+    by_unit: dict[int, list[RootReport]] = {}
+    for unit, root in sorted(per_root):
+        by_unit.setdefault(unit, []).append(
             RootReport(
                 root=root,
-                accounts=tuple(a for _stamp, a in sorted(per_root[(u, root)])),
-                work_cids=tuple(sorted(cids_per_root[(u, root)])),
+                accounts=tuple(a for _stamp, a in sorted(per_root[(unit, root)])),
+                work_cids=tuple(sorted(cids_per_root[(unit, root)])),
             )
-            for (u, root) in sorted(k for k in per_root if k[0] == unit)
         )
-        with_quorum = [r for r in roots if len(r.accounts) >= QUORUM]
-        disputed = unit in disputes_by_unit
-        verified_root = None
-        listed, candidate_count, candidate_cids = candidates_by_unit.get(unit, (set(), 0, []))
+    return {u: tuple(r) for u, r in by_unit.items()}
+
+
+def _units(
+    work: Mapping[str, Any],
+    disputes: _Disputes,
+    candidates: Mapping[int, _Candidates],
+    rechecks: Mapping[int, list[Recheck]],
+    trust_state: T.TrustState | None,
+) -> tuple[dict[int, UnitStatus], dict[int, tuple[bytes, ...]]]:
+    """Rule 3: each unit's status, and the accounts credited for each verified unit."""
+    reports = _root_reports(work)
+    all_units = set(reports) | set(disputes.removed) | set(candidates)
+    if trust_state is not None:
+        all_units |= set(trust_state.units)
+    units: dict[int, UnitStatus] = {}
+    quorum_members: dict[int, tuple[bytes, ...]] = {}
+    for unit in sorted(all_units):
+        roots = reports.get(unit, ())
+        disputed = unit in disputes.by_unit
+        cand = candidates.get(unit, _Candidates())
         tally = None if trust_state is None else trust_state.units.get(unit)
-        if candidate_count:
+        verified_root = None
+        if cand.count:
             status = CANDIDATE
         elif trust_state is not None:
             status, verified_root = _trust_status(tally, disputed, roots)
             if status == VERIFIED:
                 quorum_members[unit] = (tally.reporter, tally.checker)
-        elif len(with_quorum) == 1:
-            status = VERIFIED
-            verified_root = with_quorum[0].root
-            quorum_members[unit] = with_quorum[0].accounts[:QUORUM]
-        elif disputed:
-            status = DISPUTED
-        elif len(roots) >= 2:
-            status = CONFLICTING
-        elif roots:
-            status = REPORTED_ONCE
         else:
-            status = OPEN
+            status, verified_root = _quorum_status(disputed, roots)
+            if status == VERIFIED:
+                with_quorum = [r for r in roots if r.root == verified_root]
+                quorum_members[unit] = with_quorum[0].accounts[:QUORUM]
         units[unit] = UnitStatus(
             unit=unit,
             status=status,
             roots=roots,
             verified_root=verified_root,
             disputed=disputed,
-            disputes=tuple(sorted(disputes_by_unit.get(unit, ()))),
-            removed=tuple(sorted(removed.get(unit, ()))),
-            candidates=tuple(sorted(listed)),
-            candidate_count=candidate_count,
-            candidate_reports=tuple(sorted(candidate_cids)),
+            disputes=tuple(sorted(disputes.by_unit.get(unit, ()))),
+            removed=tuple(sorted(disputes.removed.get(unit, ()))),
+            candidates=tuple(sorted(cand.listed)),
+            candidate_count=cand.count,
+            candidate_reports=tuple(sorted(cand.reports)),
             phase=tally.phase if tally is not None else "",
-            rechecks=tuple(sorted(rechecks_by_unit.get(unit, ()), key=lambda r: r.cid)),
+            rechecks=tuple(sorted(rechecks.get(unit, ()), key=lambda r: r.cid)),
             reopened=tally.reopened if tally is not None else False,
         )
+    return units, quorum_members
 
-    # Frontier (rule 4).
+
+def _quorum_status(disputed: bool, roots: tuple[RootReport, ...]) -> tuple[str, bytes | None]:
+    """Rule 3 without a trust policy: verified when exactly one root has QUORUM accounts."""
+    with_quorum = [r for r in roots if len(r.accounts) >= QUORUM]
+    if len(with_quorum) == 1:
+        return VERIFIED, with_quorum[0].root
+    if disputed:
+        return DISPUTED, None
+    if len(roots) >= 2:
+        return CONFLICTING, None
+    return (REPORTED_ONCE if roots else OPEN), None
+
+
+def _frontier(units: Mapping[int, UnitStatus]) -> int:
+    """Rule 4: consecutive verified units from unit 0."""
     frontier = 0
     while units.get(frontier) is not None and units[frontier].status == VERIFIED:
         frontier += 1
+    return frontier
 
-    # Account directory (rule 6).
+
+def _directory(
+    items: list[tuple[str, Any]], deleg: Delegations, ignored: set[str]
+) -> tuple[dict[bytes, AccountEntry], dict[str, bytes]]:
+    """Rule 6: the account directory, and the owner of each normalised username."""
     claims = []
-    for cid, a in sorted_items["account"]:
+    for cid, a in items:
         try:
             usernames.normalize(a.username)
         except usernames.UsernameError:
@@ -564,63 +666,58 @@ def derive_state(
             revoked_nodes=tuple(sorted(revoked)),
             record_cid=claim.cid,
         )
+    return accounts, owner_map
 
-    # Leaderboard (rule 5).
-    tallies: dict[bytes, list[int]] = {}  # account -> [credited, first, second, pending, checks]
 
-    def tally(account: bytes) -> list[int]:
-        return tallies.setdefault(account, [0, 0, 0, 0, 0])
-
+def _leaderboard(
+    units: Mapping[int, UnitStatus],
+    quorum_members: Mapping[int, tuple[bytes, ...]],
+    checks: Mapping[str, Any],
+    accounts: Mapping[bytes, AccountEntry],
+    params: Params,
+) -> tuple[LeaderboardEntry, ...]:
+    """Rule 5: the quorum of each verified unit is credited (first and second report);
+    other reporters are listed; ranked by credited, first reports, then account key."""
+    tallies: dict[bytes, _Tally] = {}
     for unit, entry in units.items():
         members = quorum_members.get(unit, ())
         for position, account in enumerate(members):
-            t = tally(account)
-            t[0] += 1
-            t[1 + position] += 1
+            t = tallies.setdefault(account, _Tally())
+            t.credited += 1
+            if position == 0:
+                t.first += 1
+            else:
+                t.second += 1
         if entry.status != VERIFIED:
             for account in entry.reporters():
-                tally(account)[3] += 1
+                tallies.setdefault(account, _Tally()).pending += 1
         else:
             for account in entry.reporters() - set(members):
-                tally(account)  # listed, with nothing credited
+                tallies.setdefault(account, _Tally())  # listed, with nothing credited
     for c in checks.values():
-        tally(c.account)[4] += 1
-    ordered = sorted(tallies.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
-    leaderboard = tuple(
+        tallies.setdefault(c.account, _Tally()).checks += 1
+    ordered = sorted(tallies.items(), key=lambda kv: (-kv[1].credited, -kv[1].first, kv[0]))
+    return tuple(
         LeaderboardEntry(
             rank=i + 1,
             account=account,
             display_name=_display_name(accounts, account),
-            units_credited=t[0],
-            numbers_verified=t[0] * params.unit_size,
-            first_reports=t[1],
-            second_reports=t[2],
-            pending=t[3],
-            checks=t[4],
+            units_credited=t.credited,
+            numbers_verified=t.credited * params.unit_size,
+            first_reports=t.first,
+            second_reports=t.second,
+            pending=t.pending,
+            checks=t.checks,
         )
         for i, (account, t) in enumerate(ordered)
     )
 
-    return NetworkState(
-        params=params,
-        units=units,
-        frontier=frontier,
-        frontier_bound=params.start + frontier * params.unit_size,
-        leaderboard=leaderboard,
-        accounts=accounts,
-        name_owners=owner_map,
-        confirmed_disputes=frozenset(confirmed),
-        ignored=tuple(sorted(ignored)),
-        record_count=record_count,
-        trust=trust_state,
-    )
-
 
 def _trust_verdicts(
-    sorted_items: Mapping[str, list[tuple[str, Any]]],
+    inputs: _Inputs,
     work: Mapping[str, Any],
     checks: Mapping[str, Any],
-    counts: Any,
+    counts: Callable[[Any], bool],
     blocks: int,
     policy: T.TrustPolicy,
     confirmed_local: frozenset[str],
@@ -628,19 +725,17 @@ def _trust_verdicts(
     ignored: set[str],
 ) -> T.TrustState:
     """Collect the records the trust rules read (all counted) and run them."""
-    commits = {cid: c for cid, c in sorted_items["commit"] if counts(c)}
-    beacons = {
-        cid: b for cid, b in sorted_items["beacon"] if counts(b) and b.account in policy.beacons
-    }
+    commits = {cid: c for cid, c in inputs.commit if counts(c)}
+    beacons = {cid: b for cid, b in inputs.beacon if counts(b) and b.account in policy.beacons}
     disputes = {
         cid: d
-        for cid, d in sorted_items["dispute"]
+        for cid, d in inputs.dispute
         if d.work_cid in work
         and counts(d)
         and d.block < blocks
         and dispute_is_proven(d, work[d.work_cid])
     }
-    for cid, _ in sorted_items["commit"] + sorted_items["beacon"]:
+    for cid, _ in inputs.commit + inputs.beacon:
         if cid not in commits and cid not in beacons:
             ignored.add(cid)
     return T.evaluate(

@@ -48,7 +48,15 @@ from network.records import (
 )
 from network.rejection import Accepted, Rejection
 
-__all__ = ["Accepted", "Rejection", "ValidationContext", "validate", "odd_steps_band"]
+__all__ = [
+    "Accepted",
+    "Delegations",
+    "Rejection",
+    "ValidationContext",
+    "authorised",
+    "odd_steps_band",
+    "validate",
+]
 
 DEFAULT_MAX_SKEW_S = 600
 # Average odd steps per tested number allowed before a total is implausible.
@@ -80,14 +88,9 @@ class ValidationContext:
     recheck_candidates: bool = True
 
     @functools.cached_property
-    def _by_pair(self) -> dict[tuple[bytes, bytes], list[DelegationRecord]]:
-        index: dict[tuple[bytes, bytes], list[DelegationRecord]] = {}
-        for d in self.delegations:
-            index.setdefault((d.account, d.node), []).append(d)
-        return index
-
-    def delegations_for(self, account: bytes, node: bytes) -> list[DelegationRecord]:
-        return self._by_pair.get((account, node), [])
+    def delegation_index(self) -> Delegations:
+        """The context's delegations, indexed by (account, node) once."""
+        return Delegations.of(self.delegations)
 
 
 def context(
@@ -130,27 +133,63 @@ def odd_steps_band(params: Params, tested: int) -> tuple[int, int]:
     return tested * min_odd_steps(params.sieve_k), tested * MAX_MEAN_ODD_STEPS
 
 
+@dataclass(frozen=True, slots=True)
+class Delegations:
+    """The delegation rule, written once: validation (`authorised`) and the derived
+    state (network/state.py rule 1) both ask it.
+
+    `account` authorises `node` at time t when some delegation of that pair that is
+    not a revocation has created <= t and (expires == 0 or t < expires), and no
+    revocation of the pair has created <= t (revocation is permanent).
+
+    Attributes:
+        grants: (account, node) -> (created, expires) of each delegation, sorted.
+        revoked_at: (account, node) -> the earliest revocation's created.
+    """
+
+    grants: Mapping[tuple[bytes, bytes], tuple[tuple[int, int], ...]]
+    revoked_at: Mapping[tuple[bytes, bytes], int]
+
+    @classmethod
+    def of(cls, records: Iterable[DelegationRecord]) -> Delegations:
+        grants: dict[tuple[bytes, bytes], set[tuple[int, int]]] = {}
+        revoked_at: dict[tuple[bytes, bytes], int] = {}
+        for d in records:
+            key = (d.account, d.node)
+            if d.revoked:
+                old = revoked_at.get(key)
+                revoked_at[key] = d.created if old is None else min(old, d.created)
+            else:
+                grants.setdefault(key, set()).add((d.created, d.expires))
+        return cls(grants={k: tuple(sorted(v)) for k, v in grants.items()}, revoked_at=revoked_at)
+
+    def verdict(self, account: bytes, node: bytes, t: int) -> Rejection | None:
+        """None if `account` had delegated `node` at time `t`, else why not."""
+        started = [e for c, e in self.grants.get((account, node), ()) if c <= t]
+        if not started:
+            return Rejection(
+                R.NO_DELEGATION,
+                f"node {node.hex()[:16]} is not delegated by account {account.hex()[:16]} at {t}",
+            )
+        revoked = self.revoked_at.get((account, node))
+        if revoked is not None and revoked <= t:
+            return Rejection(
+                R.NODE_REVOKED,
+                f"node {node.hex()[:16]} was revoked at {revoked}, record created {t}",
+            )
+        if not any(e == 0 or t < e for e in started):
+            return Rejection(R.DELEGATION_EXPIRED, f"the delegation expired before {t}")
+        return None
+
+    def authorises(self, account: bytes, node: bytes, t: int) -> bool:
+        return self.verdict(account, node, t) is None
+
+
 def authorised(
     ctx: ValidationContext, account: bytes, node: bytes, created: int
 ) -> Rejection | None:
     """None if `account` had delegated `node` at time `created`, else why not."""
-    pair = ctx.delegations_for(account, node)
-    # A delegation authorises records from its own creation on (as network.state counts).
-    grants = [d for d in pair if not d.revoked and d.created <= created]
-    if not grants:
-        return Rejection(
-            R.NO_DELEGATION,
-            f"node {node.hex()[:16]} is not delegated by account {account.hex()[:16]} at {created}",
-        )
-    for d in pair:
-        if d.revoked and d.created <= created:
-            return Rejection(
-                R.NODE_REVOKED,
-                f"node {node.hex()[:16]} was revoked at {d.created}, record created {created}",
-            )
-    if not any(d.expires == 0 or created < d.expires for d in grants):
-        return Rejection(R.DELEGATION_EXPIRED, f"the delegation expired before {created}")
-    return None
+    return ctx.delegation_index.verdict(account, node, created)
 
 
 def _validate_work(w: WorkRecord, ctx: ValidationContext) -> Rejection | None:
