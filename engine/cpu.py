@@ -1,35 +1,35 @@
-"""CPU backend: numba kernels over 128-bit limbs, one block per call.
+"""CPU backend: the kernel over 128-bit limbs, one block per call, several on threads.
 
-The public `CpuBackend.run_block()` validates its range, runs the private
-kernel, and sends every number the kernel could not finish (a value that would
-pass 2**128, or more odd steps than the fast bound) through the exact
-reference path. The kernel is compiled with nogil=True, so several blocks run
+The public `CpuBackend.run_block()` validates its range, runs the kernel
+(engine/cpu_kernel.py), and sends every number the kernel could not finish (a
+value that would pass 2**128, or more odd steps than the fast bound) through
+the exact reference path. The kernel releases the GIL, so several blocks run
 on several cores from plain Python threads while the GUI stays live.
 
-Speed comes from the sieve (engine/sieve.py, k = 28 in production), the mod-9
-rule, and a k-step jump over the first k steps of each survivor: one
-multiply-add replaces about 18 odd steps. The jump is taken only when a
-precomputed bound proves that none of the skipped 3x+1 values can beat the
-block's current maximum; otherwise the number is iterated step by step, so
-the evidence is exactly that of the reference.
+The kernel comes in two forms with one definition (`select_kernel`): compiled
+ahead of time into a small library loaded without numba (engine/aot.py; built
+once by engine/aot_build.py where a C compiler is found), or compiled by numba
+in this process (the fallback). This module imports neither numba nor the
+kernel's module unless the JIT form is used.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
-from numba import njit
 
-from engine import reference
+from engine import aot, reference
 from engine.evidence import BlockEvidence
 from engine.params import MOD9_KEPT, Params
-from engine.sieve import NO_JUMP, Sieve
-from engine.sieve import load as load_sieve
-from engine.u128 import mul_add_64, strip_twos, triple_plus_one
+from engine.sieve import Sieve, load_unconfirmed
+
+log = logging.getLogger(__name__)
 
 _MASK64 = (1 << 64) - 1
 _U128_MAX = (1 << 128) - 1
@@ -46,362 +46,88 @@ _DEFER_FULL = 1
 _KEPT9 = np.zeros(9, dtype=np.uint8)
 _KEPT9[list(MOD9_KEPT)] = 1
 _POW3 = np.array([3**i for i in range(41)], dtype=np.uint64)
+for _a in (_KEPT9, _POW3):
+    _a.setflags(write=False)
+
+# (pos, length, step_bound, block maximum so far, its n, deferred, out, buf): one
+# kernel run over [pos, pos + length); see engine.cpu_kernel._run_range for `out`.
+KernelCall = Callable[[int, int, int, int, int, np.ndarray, np.ndarray, np.ndarray], None]
+
+KERNEL_MODES = ("auto", "aot", "jit")
 
 
-@njit(nogil=True, cache=True)
-def _run_range(
-    lo_hi,
-    lo_lo,
-    length,
-    residues,
-    jump_c,
-    jump_d,
-    amax_c,
-    amax_j,
-    bmax,
-    k,
-    step_bound,
-    max_hi,
-    max_lo,
-    maxn_hi,
-    maxn_lo,
-    kept9,
-    pow3,
-    deferred,
-    out,
-    buf,
-):  # pragma: no cover - compiled; tested through CpuBackend against the reference
-    """Fast path over [lo, lo + length) (lo as two limbs, length < 2**62).
+class Kernel(Protocol):
+    name: str  # "aot" or "jit"
 
-    Three numbers are in flight at once (lanes a, b and c), so the CPU overlaps
-    their dependency chains (tzcnt -> 128-bit shift -> 3x+1): two lanes measured
-    +31 % on one core over one, a third +4 % more, a fourth and fifth lost again
-    (registers run out). The lanes' code is written out three times on purpose:
-    moving the step or the lane start into helper functions measured 20-40 %
-    slower (numba's tuple returns and the extra dispatch stay in the hot loop). Lanes finish out of order, so
-    the maximum follows the explicit tie rule (larger value, or equal value and
-    smaller n), each lane tracks its own peak from the block maximum at its
-    start, and a jump is taken only when its bound is strictly below that
-    maximum. A deferred number's partial peak is dropped: the exact path decides.
+    def bind(self, sieve: Sieve, kept9: np.ndarray, pow3: np.ndarray) -> KernelCall: ...
 
-    out receives: tested, odd_steps, max_hi, max_lo, maxn_hi, maxn_lo,
-    number deferred, status, resume offset (numbers before it are done).
+
+_selected: dict[str, Kernel] = {}
+_select_lock = threading.Lock()
+
+
+def select_kernel(mode: str | None = None, announce: Callable[[str], None] | None = None) -> Kernel:
+    """The kernel this process runs, chosen once per mode.
+
+    `mode` (default $HAILSTONE_KERNEL, else "auto"): "auto" takes the
+    ahead-of-time library when a valid one is there, builds it once when it is
+    absent and a C compiler is found (a few seconds; `announce` hears about it),
+    and otherwise uses numba's JIT; "aot" insists on the library (RuntimeError if
+    there can be none); "jit" never looks for it.
     """
-    u0 = np.uint64(0)
-    u1 = np.uint64(1)
-    lim_hi = np.uint64(0x5555555555555555)
-    lim_lo = np.uint64(0x5555555555555554)
-    kk = np.uint64(k)
-    mod_mask = (u1 << kk) - u1
-    tested = u0
-    odd_total = u0
-    n_def = 0
-    cap = deferred.shape[0] - 3  # room for every lane to defer while draining
-    status = _DONE
-    resume = length
-    first_off = np.int64(lo_lo & mod_mask)
-    p_lo = lo_lo - np.uint64(first_off)
-    p_hi = lo_hi
-    end_off = np.int64(length) + first_off
-    period = 0
-    done = False
-    while not done:
-        base_off = np.int64(period) << np.int64(k)
-        a_off = first_off - base_off
-        if a_off < 0:
-            a_off = 0
-        b_off = end_off - base_off
-        if b_off > (np.int64(1) << np.int64(k)):
-            b_off = np.int64(1) << np.int64(k)
-        else:
-            done = True
-        i0 = np.searchsorted(residues, np.uint32(a_off))
-        i1 = (
-            np.searchsorted(residues, np.uint32(b_off))
-            if b_off < (np.int64(1) << np.int64(k))
-            else residues.shape[0]
-        )
-        p9 = ((p_hi % np.uint64(9)) * np.uint64(7) + p_lo % np.uint64(9)) % np.uint64(9)
-        a_fits = (p_hi >> kk) == 0
-        a_lo = (p_lo >> kk) | (p_hi << (np.uint64(64) - kk))
-        chunk = buf.shape[0]
-        for cs in range(i0, i1, chunk):
-            if n_def >= cap:
-                # no room to defer: let the caller empty the buffer, then resume here
-                status = _DEFER_FULL
-                resume = np.int64(residues[cs]) + base_off - first_off
-                break
-            # the kept survivors of this chunk, gathered without a branch
-            m = 0
-            for t in range(cs, min(cs + chunk, i1)):
-                buf[m] = t
-                m += kept9[(p9 + np.uint64(residues[t]) % np.uint64(9)) % np.uint64(9)]
-            pos = 0
-            a_on = False
-            b_on = False
-            c_on = False
-            loading = True
-            an_hi = u0
-            an_lo = u0
-            ax_hi = u0
-            ax_lo = u0
-            a_st = u0
-            apk_hi = u0
-            apk_lo = u0
-            a_set = False
-            bn_hi = u0
-            bn_lo = u0
-            bx_hi = u0
-            bx_lo = u0
-            b_st = u0
-            bpk_hi = u0
-            bpk_lo = u0
-            b_set = False
-            cn_hi = u0
-            cn_lo = u0
-            cx_hi = u0
-            cx_lo = u0
-            c_st = u0
-            cpk_hi = u0
-            cpk_lo = u0
-            c_set = False
-            while True:
-                if not a_on and loading and pos < m:
-                    t = buf[pos]
-                    pos += 1
-                    r = np.uint64(residues[t])
-                    an_lo = p_lo + r
-                    an_hi = p_hi + (u1 if an_lo < p_lo else u0)
-                    ax_hi = an_hi
-                    ax_lo = an_lo
-                    a_st = u0
-                    c = jump_c[t]
-                    if c != NO_JUMP and a_fits:
-                        coef = pow3[amax_c[t]] << (kk - np.uint64(amax_j[t]))
-                        g_hi, g_lo = mul_add_64(a_lo, coef, bmax)
-                        g_hi, g_lo = triple_plus_one(g_hi, g_lo)
-                        if g_hi < max_hi or (g_hi == max_hi and g_lo < max_lo):
-                            ax_hi, ax_lo = mul_add_64(a_lo, pow3[c], jump_d[t])
-                            a_st = np.uint64(c)
-                    apk_hi = max_hi
-                    apk_lo = max_lo
-                    a_set = False
-                    a_on = True
-                if not b_on and loading and pos < m:
-                    t = buf[pos]
-                    pos += 1
-                    r = np.uint64(residues[t])
-                    bn_lo = p_lo + r
-                    bn_hi = p_hi + (u1 if bn_lo < p_lo else u0)
-                    bx_hi = bn_hi
-                    bx_lo = bn_lo
-                    b_st = u0
-                    c = jump_c[t]
-                    if c != NO_JUMP and a_fits:
-                        coef = pow3[amax_c[t]] << (kk - np.uint64(amax_j[t]))
-                        g_hi, g_lo = mul_add_64(a_lo, coef, bmax)
-                        g_hi, g_lo = triple_plus_one(g_hi, g_lo)
-                        if g_hi < max_hi or (g_hi == max_hi and g_lo < max_lo):
-                            bx_hi, bx_lo = mul_add_64(a_lo, pow3[c], jump_d[t])
-                            b_st = np.uint64(c)
-                    bpk_hi = max_hi
-                    bpk_lo = max_lo
-                    b_set = False
-                    b_on = True
-                if not c_on and loading and pos < m:
-                    t = buf[pos]
-                    pos += 1
-                    r = np.uint64(residues[t])
-                    cn_lo = p_lo + r
-                    cn_hi = p_hi + (u1 if cn_lo < p_lo else u0)
-                    cx_hi = cn_hi
-                    cx_lo = cn_lo
-                    c_st = u0
-                    c = jump_c[t]
-                    if c != NO_JUMP and a_fits:
-                        coef = pow3[amax_c[t]] << (kk - np.uint64(amax_j[t]))
-                        g_hi, g_lo = mul_add_64(a_lo, coef, bmax)
-                        g_hi, g_lo = triple_plus_one(g_hi, g_lo)
-                        if g_hi < max_hi or (g_hi == max_hi and g_lo < max_lo):
-                            cx_hi, cx_lo = mul_add_64(a_lo, pow3[c], jump_d[t])
-                            c_st = np.uint64(c)
-                    cpk_hi = max_hi
-                    cpk_lo = max_lo
-                    c_set = False
-                    c_on = True
-                if not a_on and not b_on and not c_on:
-                    break
-                if a_on:
-                    ax_hi, ax_lo = strip_twos(ax_hi, ax_lo)
-                    if ax_hi < an_hi or (ax_hi == an_hi and ax_lo < an_lo):
-                        a_on = False
-                        tested += u1
-                        odd_total += a_st
-                        if a_set and (
-                            apk_hi > max_hi
-                            or (apk_hi == max_hi and apk_lo > max_lo)
-                            or (
-                                apk_hi == max_hi
-                                and apk_lo == max_lo
-                                and (an_hi < maxn_hi or (an_hi == maxn_hi and an_lo < maxn_lo))
-                            )
-                        ):
-                            max_hi = apk_hi
-                            max_lo = apk_lo
-                            maxn_hi = an_hi
-                            maxn_lo = an_lo
-                    elif (
-                        a_st >= step_bound or ax_hi > lim_hi or (ax_hi == lim_hi and ax_lo > lim_lo)
-                    ):
-                        a_on = False
-                        tested += u1
-                        deferred[n_def, 0] = an_hi
-                        deferred[n_def, 1] = an_lo
-                        n_def += 1
-                        if n_def >= cap:
-                            loading = False
-                    else:
-                        ax_hi, ax_lo = triple_plus_one(ax_hi, ax_lo)
-                        a_st += u1
-                        if ax_hi > apk_hi or (ax_hi == apk_hi and ax_lo >= apk_lo):
-                            apk_hi = ax_hi
-                            apk_lo = ax_lo
-                            a_set = True
-                if b_on:
-                    bx_hi, bx_lo = strip_twos(bx_hi, bx_lo)
-                    if bx_hi < bn_hi or (bx_hi == bn_hi and bx_lo < bn_lo):
-                        b_on = False
-                        tested += u1
-                        odd_total += b_st
-                        if b_set and (
-                            bpk_hi > max_hi
-                            or (bpk_hi == max_hi and bpk_lo > max_lo)
-                            or (
-                                bpk_hi == max_hi
-                                and bpk_lo == max_lo
-                                and (bn_hi < maxn_hi or (bn_hi == maxn_hi and bn_lo < maxn_lo))
-                            )
-                        ):
-                            max_hi = bpk_hi
-                            max_lo = bpk_lo
-                            maxn_hi = bn_hi
-                            maxn_lo = bn_lo
-                    elif (
-                        b_st >= step_bound or bx_hi > lim_hi or (bx_hi == lim_hi and bx_lo > lim_lo)
-                    ):
-                        b_on = False
-                        tested += u1
-                        deferred[n_def, 0] = bn_hi
-                        deferred[n_def, 1] = bn_lo
-                        n_def += 1
-                        if n_def >= cap:
-                            loading = False
-                    else:
-                        bx_hi, bx_lo = triple_plus_one(bx_hi, bx_lo)
-                        b_st += u1
-                        if bx_hi > bpk_hi or (bx_hi == bpk_hi and bx_lo >= bpk_lo):
-                            bpk_hi = bx_hi
-                            bpk_lo = bx_lo
-                            b_set = True
-                if c_on:
-                    cx_hi, cx_lo = strip_twos(cx_hi, cx_lo)
-                    if cx_hi < cn_hi or (cx_hi == cn_hi and cx_lo < cn_lo):
-                        c_on = False
-                        tested += u1
-                        odd_total += c_st
-                        if c_set and (
-                            cpk_hi > max_hi
-                            or (cpk_hi == max_hi and cpk_lo > max_lo)
-                            or (
-                                cpk_hi == max_hi
-                                and cpk_lo == max_lo
-                                and (cn_hi < maxn_hi or (cn_hi == maxn_hi and cn_lo < maxn_lo))
-                            )
-                        ):
-                            max_hi = cpk_hi
-                            max_lo = cpk_lo
-                            maxn_hi = cn_hi
-                            maxn_lo = cn_lo
-                    elif (
-                        c_st >= step_bound or cx_hi > lim_hi or (cx_hi == lim_hi and cx_lo > lim_lo)
-                    ):
-                        c_on = False
-                        tested += u1
-                        deferred[n_def, 0] = cn_hi
-                        deferred[n_def, 1] = cn_lo
-                        n_def += 1
-                        if n_def >= cap:
-                            loading = False
-                    else:
-                        cx_hi, cx_lo = triple_plus_one(cx_hi, cx_lo)
-                        c_st += u1
-                        if cx_hi > cpk_hi or (cx_hi == cpk_hi and cx_lo >= cpk_lo):
-                            cpk_hi = cx_hi
-                            cpk_lo = cx_lo
-                            c_set = True
-            if not loading and pos < m:
-                status = _DEFER_FULL
-                resume = np.int64(residues[buf[pos]]) + base_off - first_off
-                break
-        if status == _DEFER_FULL:
-            break
-        new_lo = p_lo + (u1 << kk)
-        if new_lo < p_lo:
-            p_hi += u1
-        p_lo = new_lo
-        period += 1
-    out[0] = tested
-    out[1] = odd_total
-    out[2] = max_hi
-    out[3] = max_lo
-    out[4] = maxn_hi
-    out[5] = maxn_lo
-    out[6] = np.uint64(n_def)
-    out[7] = np.uint64(status)
-    out[8] = np.uint64(resume)
+    mode = mode or os.environ.get("HAILSTONE_KERNEL") or "auto"
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {', '.join(KERNEL_MODES)}, not {mode!r}")
+    with _select_lock:
+        kernel = _selected.get(mode)
+        if kernel is None:
+            kernel = _select(mode, announce)
+            _selected[mode] = kernel
+        return kernel
 
 
-def load_kernel_in_background() -> threading.Thread:
-    """Load the kernel from numba's cache on a thread of its own, now.
+def _select(mode: str, announce: Callable[[str], None] | None) -> Kernel:
+    if mode != "jit":
+        kernel = aot.load()
+        if kernel is None and aot.why_not() == "absent" and aot.can_build():
+            (announce or log.info)(
+                "compiling the CPU kernel ahead of time (once; it is cached for later runs)"
+            )
+            from engine import aot_build
 
-    Numba's first call in a process spends about 0.12 s setting up its typing
-    registries; started before the sieve is read, that overlaps with reading and
-    hashing the sieve file on a second core (CLI start-up). A later call of the
-    kernel waits for this one through numba's compiler lock, then reuses it.
-    """
-    thread = threading.Thread(target=_load_kernel, name="hailstone-kernel-load", daemon=True)
-    thread.start()
-    return thread
+            try:
+                aot_build.build()
+            except aot_build.AotBuildError as exc:
+                log.warning("using numba's JIT kernel: %s", exc)
+            kernel = aot.load(refresh=True)
+        if kernel is not None:
+            return kernel
+        if mode == "aot":
+            raise RuntimeError(f"no ahead-of-time CPU kernel: {aot.why_not()}")
+    from engine.cpu_kernel import JitKernel
 
-
-def _load_kernel() -> None:
-    # Argument types exactly as in run_block (read-only aligned tables), so the
-    # overload loaded here is the one run_block calls; an empty range does no work.
-    def table(dtype) -> np.ndarray:
-        a = np.zeros(1, dtype=dtype)
-        a.setflags(write=False)
-        return a
-
-    try:
-        _run_range(
-            np.uint64(0), np.uint64(0), np.int64(0), table(np.uint32), table(np.uint8),
-            table(np.uint64), table(np.uint8), table(np.uint8), np.uint64(0), 2,
-            np.uint64(1), np.uint64(0), np.uint64(0), np.uint64(0), np.uint64(0), _KEPT9,
-            _POW3, np.zeros((_DEFER_CAPACITY, 2), dtype=np.uint64),
-            np.zeros(9, dtype=np.uint64), np.empty(_CHUNK, dtype=np.int64),
-        )  # fmt: skip
-    except Exception:  # noqa: BLE001 - only a head start: the first block loads it anyway
-        logging.getLogger(__name__).debug("kernel pre-load failed", exc_info=True)
+    return JitKernel()
 
 
 class CpuBackend:
-    """Runs blocks on the CPU with numba; exact fallback through engine.reference."""
+    """Runs blocks on the CPU; exact fallback through engine.reference.
+
+    Without a `sieve`, the parameter set's sieve is taken even while its file's
+    digest is still being checked: every block waits for that check before its
+    evidence is returned (Sieve.confirm), so a damaged file fails the run
+    (SieveDamaged) and nothing computed from it leaves. `kernel` defaults to
+    `select_kernel()`.
+    """
 
     name = "cpu"
 
-    def __init__(self, params: Params, sieve: Sieve | None = None) -> None:
+    def __init__(
+        self, params: Params, sieve: Sieve | None = None, kernel: Kernel | None = None
+    ) -> None:
         self.params = params
-        self.sieve = sieve if sieve is not None else load_sieve(params.sieve_k)
+        self.sieve = sieve if sieve is not None else load_unconfirmed(params.sieve_k)
+        self.kernel = kernel if kernel is not None else select_kernel()
+        self._call = self.kernel.bind(self.sieve, _KEPT9, _POW3)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
 
@@ -417,8 +143,9 @@ class CpuBackend:
         if hi - lo >= 1 << 62:
             raise ValueError("a block must be shorter than 2**62 integers")
         if hi > _FAST_RANGE_LIMIT:
-            return reference.run_block(self.sieve, lo, hi, self.params.exact_step_bound)
-        s = self.sieve
+            exact = reference.run_block(self.sieve, lo, hi, self.params.exact_step_bound)
+            self.sieve.confirm()
+            return exact
         acc = reference.EvidenceAccumulator()
         deferred = np.zeros((_DEFER_CAPACITY, 2), dtype=np.uint64)
         out = np.zeros(9, dtype=np.uint64)
@@ -426,28 +153,7 @@ class CpuBackend:
         pos = lo
         while pos < hi:
             thr = min(acc.max_value, _U128_MAX)
-            _run_range(
-                np.uint64(pos >> 64),
-                np.uint64(pos & _MASK64),
-                np.int64(hi - pos),
-                s.residues,
-                s.jump_c,
-                s.jump_d,
-                s.amax_c,
-                s.amax_j,
-                np.uint64(s.bmax),
-                s.k,
-                np.uint64(self.params.step_bound),
-                np.uint64(thr >> 64),
-                np.uint64(thr & _MASK64),
-                np.uint64(acc.max_n >> 64),
-                np.uint64(acc.max_n & _MASK64),
-                _KEPT9,
-                _POW3,
-                deferred,
-                out,
-                buf,
-            )
+            self._call(pos, hi - pos, self.params.step_bound, thr, acc.max_n, deferred, out, buf)
             fast_n = (int(out[4]) << 64) | int(out[5])
             if fast_n:  # the tie rule lives in offer_max
                 acc.offer_max((int(out[2]) << 64) | int(out[3]), fast_n)
@@ -460,6 +166,8 @@ class CpuBackend:
             if int(out[7]) == _DONE:
                 break
             pos += int(out[8])
+        # Nothing computed from the tables leaves before their file is confirmed.
+        self.sieve.confirm()
         return acc.finish(lo, hi)
 
     def run_blocks(self, ranges: Sequence[tuple[int, int]], cores: int) -> list[BlockEvidence]:

@@ -188,13 +188,14 @@ def test_kernel_preload_loads_the_overload_run_block_uses() -> None:
     import sys
 
     code = (
-        "from engine import cpu\n"
+        "from engine import cpu, cpu_kernel\n"
         "from engine.params import Params\n"
-        "cpu.load_kernel_in_background().join()\n"
-        "assert len(cpu._run_range.signatures) == 1, cpu._run_range.signatures\n"
-        "b = cpu.CpuBackend(Params.custom(sieve_k=8))\n"
+        "cpu_kernel.load_kernel_in_background().join()\n"
+        "sigs = cpu_kernel._run_range.signatures\n"
+        "assert len(sigs) == 1, sigs\n"
+        "b = cpu.CpuBackend(Params.custom(sieve_k=8), kernel=cpu.select_kernel('jit'))\n"
         "b.run_block(2**71, 2**71 + 5000)\n"
-        "assert len(cpu._run_range.signatures) == 1, cpu._run_range.signatures\n"
+        "assert len(cpu_kernel._run_range.signatures) == 1, cpu_kernel._run_range.signatures\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
