@@ -1,24 +1,10 @@
 """The network node: gossip in, records out, one shared state.
 
 `Node` is Qt-free and thread-safe. It is a façade: each job lives in its own part
-under network/nodeparts/ (one class each, with its own data and lock), and `Node`
-wires them together and keeps the one public API that the runner, the contributor
-session, the facade, the simulator, bench/ and the tests use:
-
-- store.py (RecordStore): the records held, validation, pending and refused CIDs,
-  the derived state;
-- sync.py (Sync): gossip in (rate-limited), claims, fetcher threads, peers' heads;
-- publisher.py (Publisher): our records through the outbox, our head, our claims,
-  our evidence files;
-- planner.py (Planner): the next unit (resume, checker duty, next_unit), claims,
-  `submit_unit`;
-- checks.py (BlockChecks): spot-checks, drawn audits, dispute confirmations,
-  candidate re-checks, `submit_block`;
-- trustduty.py (TrustDuty): reveals due and beacon rounds (PROTOCOL §11);
-- heads.py, backoff.py, ratelimit.py, evidence.py: the smaller tools they share;
-- services.py (Services): identity, the ledger and IPFS, the clock, events;
-- config.py (NodeConfig) and status.py (NodeStatus, NodeEvent): the node's types,
-  re-exported here.
+under network/nodeparts/ (one class each, with its own data and lock; the map is in
+network/nodeparts/__init__.py), and `Node` wires them together, runs the network
+loop (`poll`) and keeps the one public API that the runner, the contributor session,
+the facade, the simulator, bench/ and the tests use.
 
 Two loops drive it:
 
@@ -67,7 +53,7 @@ from network.nodeparts.services import Services
 from network.nodeparts.status import NodeEvent, NodeStatus, phase_counts, state_digest
 from network.nodeparts.store import PENDING_TTL_S, RecordStore
 from network.nodeparts.sync import Sync, claim_id
-from network.nodeparts.trustduty import TrustDuty
+from network.nodeparts.trustduty import TrustDuty, reveal_path
 from network.records import SignedRecord, WorkRecord
 from network.rejection import Accepted, Rejection
 from network.state import NetworkState
@@ -75,18 +61,8 @@ from network.state import NetworkState
 log = logging.getLogger("hailstone.node")
 
 # Names callers import from here (the parts define them).
-__all__ = [
-    "IDLE_CHECKERS",
-    "Assignment",
-    "BlockTask",
-    "Node",
-    "NodeConfig",
-    "NodeEvent",
-    "NodeStatus",
-    "claim_id",
-    "state_digest",
-    "trust_policy",
-]
+__all__ = ["IDLE_CHECKERS", "Assignment", "BlockTask", "Node", "NodeConfig", "NodeEvent"]
+__all__ += ["NodeStatus", "claim_id", "state_digest", "trust_policy"]
 
 FETCH_THREADS = 4
 HOUSEKEEPING_INTERVAL_S = 60.0
@@ -119,8 +95,9 @@ class Node:
         self.account_pub = profile.account_public_key()
         self._lock = threading.RLock()  # the event log (events, _fresh)
         self._subs: dict[str, Subscription] = {}
-        services = Services(config.params, node_key, self.account_pub, clock, self._event)
-        services.opened_ipfs = ipfs
+        services = Services(
+            config.params, node_key, self.account_pub, clock, self._event, opened_ipfs=ipfs
+        )
         self._services = services
         self._heads = HeadBook()  # our head's pages, and how far we follow each peer's
         self._store = RecordStore(
@@ -467,4 +444,4 @@ class Node:
 
     def _reveal_path(self, unit: int) -> Path:
         """Where our sealed work record of `unit` waits for its reveal (trust protocol)."""
-        return self._planner._reveal_path(unit)
+        return reveal_path(self.config.data_dir, self.params.name, unit)
