@@ -764,6 +764,14 @@ class Ledger:
         )
         return None if row is None else row[0]
 
+    def claim_hold_units(self) -> list[int]:
+        """The units some claim hold is kept for, ascending (to forget verified ones)."""
+        return self._read(
+            lambda c: [
+                r[0] for r in c.execute("SELECT DISTINCT unit FROM claim_holds ORDER BY unit")
+            ]
+        )
+
     def forget_claim_holds(self, units: Iterable[int]) -> int:
         """Drop the first-seen times on `units` (verified: nobody needs to claim them);
         returns how many were dropped."""

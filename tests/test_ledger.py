@@ -357,7 +357,9 @@ def test_claim_holds_are_pruned_after_a_day_or_once_the_unit_is_verified(tmp_pat
         assert ledger.claim_first_seen(account, 6) == 1000.0
         assert ledger.claim_first_seen(account, 7) is None
         ledger.put_claim("n2", 7, b"\x03" * 32, account, 99_999_999.0, received_at=2000.0)
+        assert ledger.claim_hold_units() == [6, 7]
         assert ledger.forget_claim_holds([7, 8]) == 1
+        assert ledger.claim_hold_units() == [6]
         assert ledger.claim_first_seen(account, 7) is None
 
 
