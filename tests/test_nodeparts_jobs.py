@@ -1,0 +1,355 @@
+"""The node's jobs in isolation (network/nodeparts/: store, sync, publisher, planner,
+checks, trust duty) and the one delegation rule, over the in-memory IpfsNode and a
+real ledger; no Node, no threads, a clock that stands still.
+
+The whole node over the same IpfsNode: tests/test_node_memory.py; over kubo:
+tests/test_network_nodes.py.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from network import codec, wire
+from network import rejection as R
+from network.ipfs import cid_for_bytes
+from network.ipfs.memory import MemorySwarm
+from network.ledger import Ledger, stored_record
+from network.nodeparts.checks import BlockChecks
+from network.nodeparts.heads import HeadBook
+from network.nodeparts.planner import Planner
+from network.nodeparts.publisher import Publisher
+from network.nodeparts.services import Services
+from network.nodeparts.store import RecordStore
+from network.nodeparts.sync import Sync
+from network.nodeparts.trustduty import TrustDuty
+from network.records import CommitRecord, DelegationRecord
+from network.rejection import Accepted, Rejection
+from network.state import derive_state
+from network.trust import TrustPolicy
+from network.validate import Delegations, authorised, context
+from tests.test_state import ALICE, BOB, CAROL, DAVE, PARAMS, T0, Person, delegation, dispute, work
+
+NOW = T0 + 1000
+
+
+class Parts:
+    """One node's services and store, with what the store reported accepted."""
+
+    def __init__(self, tmp_path, swarm: MemorySwarm, me: Person = ALICE) -> None:
+        self.events: list[tuple[str, str, str | None]] = []
+        self.accepted: list[str] = []
+        self.services = Services(
+            PARAMS, me.node, me.acct, lambda: NOW, lambda k, d, c: self.events.append((k, d, c))
+        )
+        self.services.opened_ledger = Ledger.in_dir(tmp_path, clock=lambda: NOW)
+        self.services.opened_ipfs = swarm.node("me")
+        self.listeners = []
+        self.store = RecordStore(
+            self.services,
+            param_sets=(PARAMS,),
+            trust=None,
+            max_skew_s=600,
+            on_accept=self._accepted,
+        )
+
+    def _accepted(self, signed, cid: str) -> None:
+        self.accepted.append(cid)
+        for listener in self.listeners:
+            listener(signed, cid)
+
+    def close(self) -> None:
+        self.services.ledger.close()
+
+
+@pytest.fixture
+def parts(tmp_path):
+    p = Parts(tmp_path, MemorySwarm())
+    yield p
+    p.close()
+
+
+def _bytes(accepted: Accepted) -> bytes:
+    return codec.encode(accepted.record)
+
+
+def _commit(p: Person, unit: int = 0, created: int = T0 + 10) -> Accepted:
+    rec = CommitRecord(
+        unit=unit, commitment=bytes(32), node=p.node_pub, account=p.acct, created=created
+    )
+    signed = codec.sign(rec, p.node)
+    return Accepted(record=signed, cid=codec.record_cid(signed))
+
+
+# ---- the delegation rule, once for validation and the state ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("records", "t", "reason"),
+    [
+        ((), T0, R.NO_DELEGATION),
+        (((T0, 0, False),), T0 - 1, R.NO_DELEGATION),  # before the delegation
+        (((T0, 0, False),), T0, None),
+        (((T0, T0 + 5, False),), T0 + 5, R.DELEGATION_EXPIRED),
+        (((T0, T0 + 5, False), (T0 + 1, 0, False)), T0 + 9, None),  # a later grant
+        (((T0, 0, False), (T0 + 3, 0, True)), T0 + 2, None),
+        (((T0, 0, False), (T0 + 3, 0, True)), T0 + 3, R.NODE_REVOKED),
+        (((T0, 0, False), (T0 + 3, 0, True), (T0 + 4, 0, False)), T0 + 9, R.NODE_REVOKED),
+    ],
+)
+def test_validation_and_the_state_share_one_delegation_rule(records, t, reason) -> None:
+    delegations = [
+        DelegationRecord(
+            account=ALICE.acct, node=ALICE.node_pub, created=c, expires=e, revoked=revoked
+        )
+        for c, e, revoked in records
+    ]
+    verdict = Delegations.of(delegations).verdict(ALICE.acct, ALICE.node_pub, t)
+    assert (None if verdict is None else verdict.reason_code) == reason
+    via_context = authorised(context(t, delegations), ALICE.acct, ALICE.node_pub, t)
+    assert (None if via_context is None else via_context.reason_code) == reason
+    # The state counts a record exactly when validation would accept its signer.
+    signed = [codec.sign(d, ALICE.account) for d in delegations]
+    signed = [Accepted(record=s, cid=codec.record_cid(s)) for s in signed]
+    w = work(ALICE, 0, created=t)
+    st = derive_state([*signed, w], PARAMS)
+    assert (w.cid in st.ignored) == (reason is not None)
+
+
+# ---- RecordStore ------------------------------------------------------------------------
+
+
+def test_a_record_before_its_delegation_waits_and_is_stored_when_it_arrives(parts) -> None:
+    commit, deleg = _commit(BOB), delegation(BOB)
+    verdict = parts.store.ingest(_bytes(commit), "peer")
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.NO_DELEGATION
+    assert parts.store.is_pending(commit.cid) and not parts.store.refused(commit.cid)
+    assert parts.store.counts() == (0, 1)
+    assert isinstance(parts.store.ingest(_bytes(deleg), "peer"), Accepted)
+    assert parts.store.holds(commit.cid) and parts.store.holds(deleg.cid)
+    assert parts.store.counts() == (2, 0)
+    assert sorted(parts.accepted) == sorted([commit.cid, deleg.cid])
+    assert parts.store.state().record_count == 2  # the cached state was dropped
+    assert parts.store.ingest(_bytes(commit), "peer") is None  # known: nothing happens
+    # Both are in the ledger and served from IPFS (our head lists them).
+    assert {r.cid for r in parts.services.ledger.records()} == {commit.cid, deleg.cid}
+    assert parts.services.ipfs.get(commit.cid, 1.0, 10_000) == _bytes(commit)
+
+
+def test_a_refused_record_is_counted_and_remembered(parts) -> None:
+    parts.store.ingest(_bytes(delegation(BOB)), "peer")
+    future = _commit(BOB, created=NOW + 3600)  # beyond the allowed clock skew
+    verdict = parts.store.ingest(_bytes(future), "peer")
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.FROM_FUTURE
+    assert parts.store.refused(future.cid) and parts.store.known(future.cid)
+    assert not parts.store.holds(future.cid)
+    assert parts.services.ledger.rejection_counts() == {R.FROM_FUTURE: 1}
+    # A record that does not even parse is counted too, but there is no CID to remember.
+    assert isinstance(parts.store.ingest(b"not a record", "peer"), Rejection)
+    assert sum(parts.services.ledger.rejection_counts().values()) == 2
+
+
+def test_pending_records_are_forgotten_only_when_old(parts) -> None:
+    commit = _commit(BOB)
+    parts.store.ingest(_bytes(commit), "peer")
+    parts.store.forget_pending(older_than=0.0)
+    assert parts.store.is_pending(commit.cid)
+    parts.store.forget_pending(older_than=time.monotonic() + 1.0)
+    assert not parts.store.is_pending(commit.cid)
+
+
+# ---- Sync -------------------------------------------------------------------------------
+
+
+def test_a_claim_that_outran_its_delegation_takes_effect_when_it_arrives(parts) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    parts.listeners.append(lambda signed, _cid: sync.retry_claims())
+    claim = wire.sign_claim(wire.Claim(3, BOB.node_pub, BOB.acct, NOW + 300), BOB.node)
+    sync.on_message("peer", claim)
+    assert parts.services.ledger.active_claims(NOW) == []
+    parts.store.ingest(_bytes(delegation(BOB)), "peer")
+    assert [(c.unit, c.account) for c in parts.services.ledger.active_claims(NOW)] == [
+        (3, BOB.acct)
+    ]
+
+
+def test_an_announced_cid_is_queued_once_and_held_records_are_not(parts) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    deleg = delegation(BOB)
+    parts.store.ingest(_bytes(deleg), "peer")
+    unknown = cid_for_bytes(b"a record nobody sent us yet")
+    too_long_to_inline = bytes(wire.INLINE_LIMIT + 1)  # so the CID travels alone
+    for cid in (unknown, deleg.cid):
+        sync.on_message("peer", wire.encode_announcement(too_long_to_inline, cid))
+    assert sync.fetches.counters().backlog == 1
+    assert not sync.idle()
+
+
+# ---- Publisher --------------------------------------------------------------------------
+
+
+def test_our_record_is_in_the_outbox_before_it_is_announced(parts, tmp_path) -> None:
+    publisher = Publisher(
+        parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "evidence"
+    )
+    deleg = delegation(ALICE)
+    cid = publisher.add_own(deleg.record)
+    assert cid == deleg.cid and parts.store.holds(cid)
+    ipfs = parts.services.ipfs
+    assert [t for t, _m in ipfs.published] == [parts.services.topic("records")]
+    ledger = parts.services.ledger
+    assert [(e.cid, e.publish_count) for e in ledger.outbox()] == [(cid, 1)]
+    publisher.reannounce()  # no peer's head lists it yet: announced again
+    assert len(ipfs.published) == 2
+    ledger.acknowledge([cid], "peer")
+    publisher.reannounce()  # a peer has it: never again
+    assert len(ipfs.published) == 2 and ledger.outbox() == []
+    # A record that does not validate is refused and nothing is stored.
+    refused = publisher.publish(_commit(CAROL).record)
+    assert isinstance(refused, Rejection) and not parts.store.holds(_commit(CAROL).cid)
+
+
+def test_our_head_is_published_and_only_changes_are_added_again(parts, tmp_path) -> None:
+    heads = HeadBook()
+    publisher = Publisher(parts.services, parts.store, heads, evidence_dir=tmp_path / "ev")
+    publisher.add_own(delegation(ALICE).record)
+    publisher.publish_head()
+    publisher.publish_head()
+    ipfs = parts.services.ipfs
+    topics = [t for t, _m in ipfs.published]
+    assert topics.count(parts.services.topic("heads")) == 2
+    assert heads.last_head_cid  # the spot-check seed now follows our head
+
+
+def test_evidence_is_kept_as_a_file_and_served_again(parts, tmp_path) -> None:
+    folder = tmp_path / "evidence"
+    publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=folder)
+    data = bytes(range(64))
+    cid = parts.services.ipfs.add(data)
+    publisher.add_evidence(cid, data, "evidence")
+    assert (folder / cid).read_bytes() == data
+    fresh = MemorySwarm().node("after-a-repo-loss")
+    parts.services.opened_ipfs = fresh
+    publisher.republish_evidence()
+    assert fresh.get(cid, 1.0, 100) == data
+
+
+# ---- BlockChecks ------------------------------------------------------------------------
+
+
+def test_disputes_naming_one_block_are_confirmed_once(parts) -> None:
+    checks = BlockChecks(
+        parts.services,
+        parts.store,
+        lambda signed: "",
+        lambda: "",
+        trust=None,
+        spot_check_share=0.0,
+        fetch_timeout_s=1.0,
+        evidence_retry_s=60.0,
+    )
+    target = work(BOB, 0)
+    parts.store.load([stored_record(target.record)])
+    first, second = dispute(CAROL, target, 1, 7), dispute(CAROL, target, 1, 8)
+    other = dispute(CAROL, target, 2, 7)
+    for d in (first, second, other):
+        checks.note_accepted(d.record, d.cid)
+    tasks = [checks.next_block_task() for _ in range(3)]
+    assert [(t.purpose, t.block, t.dispute_cid) for t in tasks[:2]] == [
+        ("confirm", 1, first.cid),
+        ("confirm", 2, other.cid),
+    ]
+    assert tasks[2] is None  # no budget, not idle: nothing more
+    lo, _ = PARAMS.unit_range(0)
+    assert (tasks[0].lo, tasks[0].hi) == (lo + PARAMS.block_size, lo + 2 * PARAMS.block_size)
+
+
+def test_the_spot_check_budget_grows_with_each_unit_reported(parts) -> None:
+    checks = BlockChecks(
+        parts.services,
+        parts.store,
+        lambda signed: "",
+        lambda: "",
+        trust=None,
+        spot_check_share=0.5,
+        fetch_timeout_s=1.0,
+        evidence_retry_s=60.0,
+    )
+    checks.earn()
+    assert checks.spot_budget == 0.5 * PARAMS.blocks_per_unit
+    # Budget but nothing to check (no one else's work): no task, the budget is kept.
+    assert checks.next_block_task() is None
+    assert checks.spot_budget == 0.5 * PARAMS.blocks_per_unit
+
+
+# ---- Planner ----------------------------------------------------------------------------
+
+
+def _planner(parts: Parts, data_dir) -> Planner:
+    publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=data_dir / "ev")
+    return Planner(
+        parts.services,
+        parts.store,
+        publisher,
+        data_dir=data_dir,
+        trust=None,
+        claim_ttl_s=900,
+        unit_limit=None,
+        trust_stall_s=600.0,
+        on_submitted=lambda: None,
+    )
+
+
+def test_the_planner_resumes_our_checkpoint_first_and_claims_what_it_hands_out(
+    parts, tmp_path
+) -> None:
+    planner = _planner(parts, tmp_path)
+    first = planner.next_assignment()
+    assert first is not None and first.unit == 0
+    claims = parts.services.ledger.active_claims(NOW)
+    assert [(c.unit, c.node, c.expires_at) for c in claims] == [(0, ALICE.node_pub, NOW + 900)]
+    assert [t for t, _m in parts.services.ipfs.published] == [parts.services.topic("claims")]
+    # A checkpoint under the older name: resumed first, and moved to the current name.
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / f"{PARAMS.name}-unit5.ckpt").write_bytes(b"")
+    resumed = planner.next_assignment()
+    assert resumed is not None and resumed.unit == 5
+    assert planner.checkpoint_path(5).exists()
+    # One claim per node: the newest replaces the older.
+    assert [c.unit for c in parts.services.ledger.active_claims(NOW)] == [5]
+
+
+def test_the_planner_leaves_units_others_claimed(parts, tmp_path) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    # The frontier unit is open until two accounts claim it; any other unit, one.
+    for p, unit in ((BOB, 0), (CAROL, 0), (DAVE, 1)):
+        parts.store.ingest(_bytes(delegation(p)), "peer")
+        sync.on_claim(wire.Claim(unit, p.node_pub, p.acct, NOW + 300), "peer")
+    assert _planner(parts, tmp_path).next_assignment().unit == 2
+
+
+# ---- TrustDuty --------------------------------------------------------------------------
+
+
+def test_a_beacon_account_lists_each_commit_once(parts, tmp_path) -> None:
+    published = []
+    policy = TrustPolicy(genesis=frozenset({ALICE.acct}), beacons=frozenset({ALICE.acct}))
+    duty = TrustDuty(
+        parts.services,
+        parts.store,
+        lambda signed: published.append(signed.record) or "",
+        policy=policy,
+        data_dir=tmp_path,
+        roles={},
+    )
+    commits = [_commit(BOB, unit) for unit in range(3)]
+    parts.store.load([stored_record(c.record) for c in commits])
+    duty.tick()
+    duty.tick()  # nothing new: no second round
+    assert [(b.round, sorted(b.listed)) for b in published] == [(1, sorted(c.cid for c in commits))]
+    later = _commit(BOB, 3)
+    parts.store.load([stored_record(later.record)])
+    duty.tick()
+    assert [(b.round, b.listed) for b in published[1:]] == [(2, (later.cid,))]
