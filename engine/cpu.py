@@ -27,7 +27,8 @@ import numpy as np
 from engine import aot, reference
 from engine.evidence import BlockEvidence
 from engine.params import MOD9_KEPT, Params
-from engine.sieve import Sieve, load_unconfirmed
+from engine.sieve import Sieve, loaded
+from engine.sieve import load as load_sieve
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,12 @@ def _select(mode: str, announce: Callable[[str], None] | None) -> Kernel:
 class CpuBackend:
     """Runs blocks on the CPU; exact fallback through engine.reference.
 
-    Without a `sieve`, the parameter set's sieve is taken even while its file's
-    digest is still being checked: every block waits for that check before its
-    evidence is returned (Sieve.confirm), so a damaged file fails the run
-    (SieveDamaged) and nothing computed from it leaves. `kernel` defaults to
-    `select_kernel()`.
+    Without a `sieve`, the parameter set's sieve is the one in memory, which may
+    still be under its digest check where the caller asked for that
+    (`sieve.load_unconfirmed`, the CLI's start-up), else a confirmed `load()`.
+    Every block waits for the check before its evidence is returned
+    (Sieve.confirm), so a damaged file fails the run (SieveDamaged) and nothing
+    computed from it leaves. `kernel` defaults to `select_kernel()`.
     """
 
     name = "cpu"
@@ -125,7 +127,9 @@ class CpuBackend:
         self, params: Params, sieve: Sieve | None = None, kernel: Kernel | None = None
     ) -> None:
         self.params = params
-        self.sieve = sieve if sieve is not None else load_unconfirmed(params.sieve_k)
+        if sieve is None:
+            sieve = loaded(params.sieve_k) or load_sieve(params.sieve_k)
+        self.sieve = sieve
         self.kernel = kernel if kernel is not None else select_kernel()
         self._call = self.kernel.bind(self.sieve, _KEPT9, _POW3)
         self._pool: ThreadPoolExecutor | None = None

@@ -296,6 +296,12 @@ def load_unconfirmed(k: int, progress: Progress | None = None) -> Sieve:
     return _load(k, progress, confirmed=False)
 
 
+def loaded(k: int) -> Sieve | None:
+    """The sieve for 2**k already in memory, perhaps still under its check; else None."""
+    with _lock:
+        return _loaded.get(k)
+
+
 def _load(k: int, progress: Progress | None, *, confirmed: bool) -> Sieve:
     with _lock:
         sieve = _loaded.get(k)

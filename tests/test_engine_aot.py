@@ -86,7 +86,9 @@ def test_overflow_deferrals(pair, m: int) -> None:
     assert_all_agree(pair, n - 300, n + 300)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     exponent=st.integers(min_value=2, max_value=126),
     offset=st.integers(min_value=0, max_value=2**20),
@@ -211,7 +213,11 @@ def test_a_stale_library_is_never_found(private_cache, monkeypatch) -> None:
     assert aot.library_key() != key  # ...another key, another file name
     original = aot._module_bytes
     monkeypatch.delenv("NUMBA_CPU_FEATURES")
-    monkeypatch.setattr(aot, "_module_bytes", lambda m: original(m) + b"#" if m == "engine.cpu_kernel" else original(m))
+    monkeypatch.setattr(
+        aot,
+        "_module_bytes",
+        lambda m: original(m) + b"#" if m == "engine.cpu_kernel" else original(m),
+    )
     assert aot.library_key() != key  # an edited kernel, likewise
     aot.forget_loaded()
     assert aot.load() is None and aot.why_not() == "absent"
@@ -315,7 +321,9 @@ def test_no_evidence_leaves_before_the_sieve_is_confirmed(mode, tmp_path, monkey
         pytest.skip("the ahead-of-time kernel needs Linux and a C compiler (cc) to link it")
     good = sieve.load(12)
     check = HeldCheck(verdict=True)
-    b = CpuBackend(Params.custom(sieve_k=12), sieve=_with_check(good, check), kernel=select_kernel(mode))
+    b = CpuBackend(
+        Params.custom(sieve_k=12), sieve=_with_check(good, check), kernel=select_kernel(mode)
+    )
     results = []
     worker = threading.Thread(target=lambda: results.append(b.run_block(2**71, 2**71 + 50_000)))
     worker.start()
@@ -419,3 +427,20 @@ def test_self_test_tables_are_the_small_sieve(aot_kernel) -> None:
     assert spec["bmax"] == s.bmax
     for name, values in spec["tables"].items():
         assert np.array_equal(np.array(values, dtype=getattr(s, name).dtype), getattr(s, name))
+
+
+def test_cli_verify_with_the_library_never_imports_numba(
+    production_sieve_ready, aot_kernel
+) -> None:
+    code = (
+        "import sys\nimport main\n"
+        "code = main.main(['verify', '2**71', '--count', '2**16', '--json'])\n"
+        "print(code, 'numba' in sys.modules, 'llvmlite' in sys.modules)\n"
+    )
+    env = {**os.environ, "HAILSTONE_KERNEL": "auto", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result, last = out.stdout.splitlines()
+    assert json.loads(result)["tested"] > 0
+    assert last.split() == ["0", "False", "False"]
