@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "engine.commands",
     "network.commands",
     "network.node_commands",
+    "network.release_commands",
     "network.service_commands",
     "network.simulate",
     "app.commands",

@@ -75,6 +75,8 @@ def diagnostics(ctl: AppController) -> str:
             f"  {status.advice}" if status.advice else "",
             f"  rejected: {dict(status.rejected) or 'none'}",
         ]
+    release = ctl.release.text if ctl.release else ctl.release_off_reason() or "none announced"
+    lines.append(f"New version: {release}")
     lines.append(f"Settings changed from the defaults: {changed or 'none'}")
     events = [e for e in ctl.events.entries if e.level in ("warning", "error")]
     lines.append(f"Last warnings and errors ({min(len(events), DIAGNOSTIC_EVENTS)}):")
@@ -103,6 +105,15 @@ class AboutPage(QWidget):
         self.links.setOpenExternalLinks(True)
         self.links.setWordWrap(True)
         lay.addWidget(self.links)
+        # New versions, from signed release records (network/release.py), or why not.
+        self.release_label = QLabel("")
+        self.release_label.setObjectName("release_label")
+        self.release_label.setWordWrap(True)
+        self.release_label.setOpenExternalLinks(True)
+        self.release_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        lay.addWidget(self.release_label)
+        self.refresh_release()
+        ctl.release_changed.connect(self.refresh_release)
         help_text = QLabel(
             "<b>Help</b><br>"
             "• <b>Pause</b> and <b>Snooze</b> are at the top of the window (and in the tray "
@@ -134,6 +145,29 @@ class AboutPage(QWidget):
         lay.addStretch(1)
         self.copy_button.clicked.connect(self.copy_diagnostics)
         self.folder_button.clicked.connect(self._open_folder)
+
+    @Slot()
+    def refresh_release(self) -> None:
+        notice = self.ctl.release
+        if notice is not None:
+            notes = html.escape(notice.notes)
+            text = (
+                f"<b>Hailstone {html.escape(notice.version)} is available</b> "
+                f"({html.escape(notice.date)}): <a href=\"{notes}\">release notes</a>. "
+                f"This is {PROJECT} {html.escape(version())}."
+            )
+            if notice.required:
+                text += (
+                    f" The new version speaks protocol {notice.min_protocol} and up; update "
+                    "before the network moves on."
+                )
+        else:
+            reason = self.ctl.release_off_reason()
+            text = html.escape(reason) if reason else (
+                "New versions: none announced. The network tells this app about a newer "
+                "Hailstone through release records signed by the project's release key."
+            )
+        self.release_label.setText(text)
 
     @staticmethod
     def _links_html() -> str:

@@ -37,6 +37,7 @@ from app.network_bridge import (
     StartFailure,
     WorkBridge,
     accounts_available,
+    release_off_reason,
 )
 from app.ringbuffer import RateTracker
 from app.stats import FLUSH_INTERVAL_S, STATS_FILE, StatsStore
@@ -118,6 +119,7 @@ class AppController(QObject):
     setting_changed = Signal(str, object)
     controls_changed = Signal()
     candidates_changed = Signal()
+    release_changed = Signal()
     status_text = Signal(str)
     network_started = Signal(object)
 
@@ -165,6 +167,8 @@ class AppController(QObject):
         self.block_tasks = 0
         # Units reported with a candidate (network state, or computed here solo).
         self.candidate_units: dict[int, CandidateUnit] = {}
+        # The newest signed release the network announced, if newer than this program.
+        self.release: Any = None
         self.bridge: WorkBridge | None = None
         self.engine: EngineWorker | None = None
         self._engine_thread: WorkerThread | None = None
@@ -720,6 +724,8 @@ class AppController(QObject):
         old = self.last_snapshot
         self.last_snapshot = snap
         self._add_candidates(snap.candidates)
+        if snap.release != self.release:
+            self._new_release(snap.release)
         if old is not None:
             self._notices(old.history, snap.history)
         if old is None or old.history != snap.history:
@@ -760,6 +766,22 @@ class AppController(QObject):
             self.main_status(
                 f"Unit {r.unit:,} verified: {who} got the same root; {earned}.", "notice"
             )
+
+    def _new_release(self, notice: Any) -> None:
+        """A newer Hailstone was announced: say so once per version (event log
+        notice, status bar), remembered across restarts; About shows it always."""
+        self.release = notice
+        if notice is not None and self._app_state().get("release_noticed") != notice.version:
+            try:
+                self._write_app_state(release_noticed=notice.version)
+            except OSError as exc:  # said again next start, which is no harm
+                log.warning("cannot remember the release notice: %s", exc)
+            self.show("new_version", notice.text, "notice")
+        self.release_changed.emit()
+
+    def release_off_reason(self) -> str:
+        """Why no new-version notice can appear ("" when release keys are set)."""
+        return release_off_reason(self.settings.values())
 
     def _add_candidates(self, found: Any) -> None:
         """Raise every newly seen candidate unit: a message (event log, status bar,

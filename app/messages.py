@@ -102,6 +102,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "your result, so the unit is disputed and your report no longer counts. Faulty "
         "hardware is the usual cause (overclocking, heat); check it, and see the unit in History.",
     ),
+    "new_version": (
+        "info",
+        "{detail}. Install it when convenient: your profile, results and settings stay; "
+        "this version keeps computing meanwhile.",
+    ),
     "candidate": (
         "warning",
         "A number in unit {detail} did not fall below itself within the step bound; it was "

@@ -155,6 +155,9 @@ class NetworkSnapshot:
     leaderboard: tuple[LeaderRow, ...] = ()
     name_owners: Mapping[str, bytes] = field(default_factory=dict)
     candidates: tuple[CandidateUnit, ...] = ()
+    # The newest signed release record the node holds, if newer than this program
+    # (network/release.py ReleaseNotice: version, date, notes, text), else None.
+    release: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +427,11 @@ def classify_start_failure(
     return StartFailure("network_failed", text)
 
 
+def release_off_reason(settings: Mapping[str, Any]) -> str:
+    """Why no new-version notice can appear ("" when release keys are set)."""
+    return facade.release_off_reason(settings)
+
+
 def taken_names(data_dir: Path, params: Params) -> dict[str, bytes]:
     """Normalised username -> owning account, from the ledger in `data_dir` (if any)."""
     return facade.taken_names(data_dir, params)
@@ -459,6 +467,7 @@ class WorkBridge:
         self._legacy = LegacyUnits(self.data_dir, params)
         self._node: Node | None = None
         self._work: NodeWork | None = None  # the node's work, in the headless order
+        self._releases: Any = None  # network/release.py ReleaseWatcher, with the node
         self.solo_reason = "the network layer is not installed"
         self.start_failure: StartFailure | None = None
         self._cancelled = False
@@ -513,14 +522,18 @@ class WorkBridge:
             failure = classify_start_failure(exc, self.settings, self.data_dir)
             self.solo_reason = f"the network node did not start ({type(exc).__name__}: {exc})"
             node = None
+        releases = self._watch_releases(node) if node is not None else None
         with self._lock:
             cancelled = self._cancelled
             if not cancelled:
                 self._node = node
                 self._work = NodeWork(node) if node is not None else None
                 self._started_at = time.monotonic()
+                self._releases = releases
             self._node_pending = False
             self.start_failure = failure
+        if cancelled and releases is not None:
+            releases.stop()
         if cancelled and node is not None:
             # The app quit while the node was opening: close it now.
             try:
@@ -528,6 +541,14 @@ class WorkBridge:
             except Exception:
                 log.exception("stopping a node started during quit failed")
         return failure
+
+    def _watch_releases(self, node: Node) -> Any:
+        """Signed release records from the network (None when the watch cannot start)."""
+        try:
+            return facade.start_release_watcher(node, self.settings)
+        except Exception:  # notices are a courtesy: the node runs without them
+            log.warning("new-version notices could not start", exc_info=True)
+            return None
 
     def bandwidth_limit_kib(self) -> int:
         with self._lock:
@@ -562,8 +583,11 @@ class WorkBridge:
         """Stop the node (network thread, at quit). Idempotent."""
         with self._lock:
             node, self._node = self._node, None
+            releases, self._releases = self._releases, None
             self._work = None
             self._node_pending = False
+        if releases is not None:
+            releases.stop()
         if node is not None:
             try:
                 node.stop()
@@ -677,8 +701,15 @@ class WorkBridge:
             )
             for u in getattr(st, "candidate_units", ())
         )
+        with self._lock:
+            releases = self._releases
         return NetworkSnapshot(
-            status, tuple(self._node_rows(node, st)), board, dict(st.name_owners), candidates
+            status,
+            tuple(self._node_rows(node, st)),
+            board,
+            dict(st.name_owners),
+            candidates,
+            release=releases.notice() if releases is not None else None,
         )
 
     def _node_rows(self, node: Any, st: Any = None) -> list[HistoryRow]:

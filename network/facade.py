@@ -18,7 +18,7 @@ them, so importing the app stays fast and works where kubo cannot load.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # types for annotations; the modules load when a function nee
     from network.backup import BackupSummary
     from network.ipfs.capped import TrafficStats
     from network.node import Node, NodeConfig
+    from network.release import ReleaseNotice, ReleaseWatcher
     from network.runner import NodeRunner
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,11 @@ __all__ = [
     "network_unavailable",
     "node_config",
     "normalize",
+    "release_off_reason",
     "describe_traffic",
     "restore_backup",
     "set_bandwidth_limit",
+    "start_release_watcher",
     "start_node",
     "taken_names",
     "traffic",
@@ -179,6 +182,41 @@ def describe_traffic(stats: TrafficStats) -> str:
     from network.bandwidth import describe
 
     return describe(stats)
+
+
+def start_release_watcher(
+    node: Node,
+    settings: Mapping[str, Any],
+    *,
+    on_notice: Callable[[ReleaseNotice], None] | None = None,
+) -> ReleaseWatcher:
+    """Watch the node's network for signed release records (network/release.py).
+
+    Trusts the keys of the `release_keys` setting; with none (or a bad one) the
+    watcher stays off (`release_off_reason` says why) and subscribes to nothing.
+
+    Raises:
+        IpfsError: the subscription failed.
+    """
+    from network.release import ReleaseWatcher, release_keys
+
+    try:
+        keys = release_keys(settings.get("release_keys", ()))
+    except ValueError as exc:
+        log.warning("new-version notices are off: %s", exc)
+        keys = frozenset()
+    watcher = ReleaseWatcher(
+        node.ipfs, node.config.network_name, keys, node.config.data_dir, on_notice=on_notice
+    )
+    watcher.start()
+    return watcher
+
+
+def release_off_reason(settings: Mapping[str, Any]) -> str:
+    """Why no new-version notice can appear ("" when release keys are set)."""
+    from network.release import off_reason
+
+    return off_reason(settings.get("release_keys", ()))
 
 
 def headless_peer(config: NodeConfig, *, cores: int = 1) -> tuple[Node, NodeRunner]:

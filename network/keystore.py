@@ -34,7 +34,7 @@ from engine import files
 
 FORMAT = "hailstone-key"
 FORMAT_VERSION = 1
-KINDS = ("account", "node")
+KINDS = ("account", "node", "release")  # release: a maintainer's key (network/release.py)
 SEED_BYTES = 32
 SECRET_BYTES = 32
 MAX_KEY_FILE_BYTES = 64 * 1024

@@ -27,6 +27,7 @@ from network.ipfs import IpfsError
 from network.keystore import KeystoreError
 from network.ledger import LedgerError
 from network.node import Node, NodeConfig
+from network.release import ReleaseNotice, ReleaseWatcher, off_reason, release_keys
 from network.runner import NodeRunner
 from network.settings import NETWORK_SETTINGS
 
@@ -130,6 +131,7 @@ class NodeOptions:
     share: float
     config: NodeConfig
     bandwidth_limit_kib: int = 0
+    release_keys: tuple[str, ...] = ()  # keys whose release records raise a notice
 
 
 def read_settings(data_dir: Path) -> SettingsStore:
@@ -202,6 +204,7 @@ def node_options(args: argparse.Namespace, settings: Mapping[str, Any], data_dir
         share=values["cpu_share"] / 100.0,
         config=config,
         bandwidth_limit_kib=int(values["bandwidth_limit_kib"]),
+        release_keys=tuple(values["release_keys"]),
     )
 
 
@@ -321,9 +324,12 @@ def cmd_node(args: argparse.Namespace) -> int:
              status.peer_id, params.name, opts.backend, cores)
     if opts.bandwidth_limit_kib:
         log.info("bandwidth limit %d KiB/s each way. %s", opts.bandwidth_limit_kib, COVERAGE)
+    releases = _watch_releases(node, opts)
     try:
         runner.run()
     finally:
+        if releases is not None:
+            releases.stop()
         if metrics is not None:
             metrics.close()
         node.stop()
@@ -332,6 +338,29 @@ def cmd_node(args: argparse.Namespace) -> int:
         if tty:
             print(file=sys.stderr)
     return 0
+
+
+def _watch_releases(node: Node, opts: NodeOptions) -> ReleaseWatcher | None:
+    """Signed release records from the network: a newer version is logged once."""
+
+    def on_notice(notice: ReleaseNotice) -> None:
+        log.warning("%s", notice.text)
+        print(f"hailstone: {notice.text}", file=sys.stderr)
+
+    reason = off_reason(opts.release_keys)
+    if reason:
+        log.info("%s", reason)
+        return None
+    watcher = ReleaseWatcher(
+        node.ipfs, node.config.network_name, release_keys(opts.release_keys),
+        node.config.data_dir, on_notice=on_notice,
+    )
+    try:
+        watcher.start()
+    except IpfsError as exc:  # notices are a courtesy: the node runs without them
+        log.warning("new-version notices are off: %s", exc)
+        return None
+    return watcher
 
 
 def _restore(old: dict) -> None:

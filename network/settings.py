@@ -85,6 +85,18 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         group="Network",
     ),
     Setting(
+        "release_keys",
+        "str_list",
+        (),
+        "Release keys",
+        "Keys (64 hex digits, separated by ';') whose signed release records may say "
+        "that a newer Hailstone is available (docs/PROTOCOL.md §12). Empty: the "
+        "project has not published its release key yet, so no new-version notice is "
+        "shown.",
+        restart=True,
+        group="Network",
+    ),
+    Setting(
         "trust_genesis",
         "str_list",
         (),
