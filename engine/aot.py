@@ -254,6 +254,11 @@ def run_case(call: KernelCall, case: dict) -> tuple[list[int], list[list[int]]]:
     return [int(x) for x in out], [[int(a), int(b)] for a, b in deferred[:n_def].tolist()]
 
 
+# why_not() for the two cases where a (re)build would not help.
+FAILED_BEFORE = "a build for this key failed before"
+ABSENT = "absent"
+_NOT_HERE = ("not supported on", "no key")
+
 _lock = threading.Lock()
 _loaded: AotKernel | None = None
 _why_not = "not looked for yet"
@@ -287,12 +292,12 @@ def _load() -> tuple[AotKernel | None, str]:
     if key is None:
         return None, "no key (kernel sources, numba or llvmlite not found)"
     so, manifest_path, failed = library_paths(key)
+    if failed.exists():
+        return None, f"{FAILED_BEFORE}: {failed}"
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        if failed.exists():
-            return None, f"the build failed before: {failed}"
-        return None, "absent"
+        return None, ABSENT
     except (OSError, ValueError) as exc:
         return None, f"unreadable manifest: {exc}"
     if manifest.get("abi") != ABI_VERSION or manifest.get("key") != key:
@@ -320,6 +325,33 @@ def _load() -> tuple[AotKernel | None, str]:
 def can_build() -> bool:
     """True when this process could build a library (platform, key and a C compiler)."""
     return supported() and compiler() is not None and library_key() is not None
+
+
+def worth_building() -> bool:
+    """True when the last `load` found nothing usable that a build could replace:
+    absent, damaged, stale manifest, does not load, fails its self-test; not
+    after a failed build for this key, nor where there can be no library."""
+    reason = why_not()
+    return (
+        bool(reason)
+        and not reason.startswith(FAILED_BEFORE)
+        and not reason.startswith(_NOT_HERE)
+        and can_build()
+    )
+
+
+def note_unusable(reason: str) -> None:
+    """Record that a library just built for this key cannot be used (say, a cache
+    folder mounted noexec), so later starts use the JIT without building again."""
+    key = library_key()
+    if key is None:
+        return
+    try:
+        from engine.files import write_atomic
+
+        write_atomic(library_paths(key)[2], reason.encode())
+    except OSError:
+        pass
 
 
 def build_failed_before() -> bool:

@@ -90,7 +90,8 @@ def select_kernel(mode: str | None = None, announce: Callable[[str], None] | Non
 def _select(mode: str, announce: Callable[[str], None] | None) -> Kernel:
     if mode != "jit":
         kernel = aot.load()
-        if kernel is None and aot.why_not() == "absent" and aot.can_build():
+        if kernel is None and aot.worth_building():
+            # Absent (the first start), damaged or stale: built once, a few seconds.
             (announce or log.info)(
                 "compiling the CPU kernel ahead of time (once; it is cached for later runs)"
             )
@@ -98,9 +99,12 @@ def _select(mode: str, announce: Callable[[str], None] | None) -> Kernel:
 
             try:
                 aot_build.build()
-            except aot_build.AotBuildError as exc:
+            except aot_build.AotBuildError as exc:  # noted: later starts do not retry
                 log.warning("using numba's JIT kernel: %s", exc)
-            kernel = aot.load(refresh=True)
+            else:
+                kernel = aot.load(refresh=True)
+                if kernel is None:
+                    aot.note_unusable(aot.why_not())
         if kernel is not None:
             return kernel
         if mode == "aot":

@@ -223,25 +223,41 @@ def test_a_stale_library_is_never_found(private_cache, monkeypatch) -> None:
     assert aot.load() is None and aot.why_not() == "absent"
 
 
-def test_auto_falls_back_to_jit_with_a_damaged_library_and_stays_exact(private_cache) -> None:
+_EXACT_BLOCK = (
+    "import sys\n"
+    "from engine import cpu, reference\n"
+    "from engine.params import Params\n"
+    "b = cpu.CpuBackend(Params.custom(sieve_k=8))\n"
+    "ev = b.run_block(2**100 - 300, 2**100 + 300)\n"
+    "assert ev == reference.run_block(b.sieve, 2**100 - 300, 2**100 + 300, 10**6)\n"
+    "print(b.kernel.name)\n"
+)
+
+
+def _in_cache(cache, code: str, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HAILSTONE_CACHE_DIR": str(cache), "HAILSTONE_KERNEL": "auto",
+           "PYTHONPATH": str(ROOT), **env}  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)  # fmt: skip
+
+
+def test_auto_uses_the_jit_when_a_damaged_library_cannot_be_rebuilt(private_cache) -> None:
     so = next((private_cache / "kernel").glob("cpu-*.so"))
     so.write_bytes(b"\x7fELF not really")
-    code = (
-        "import sys\n"
-        "from engine import cpu, reference\n"
-        "from engine.params import Params\n"
-        "b = cpu.CpuBackend(Params.custom(sieve_k=8))\n"
-        "ev = b.run_block(2**100 - 300, 2**100 + 300)\n"
-        "assert ev == reference.run_block(b.sieve, 2**100 - 300, 2**100 + 300, b.params.exact_step_bound)\n"
-        "print(b.kernel.name)\n"
-    )
-    env = {**os.environ, "HAILSTONE_CACHE_DIR": str(private_cache), "HAILSTONE_KERNEL": "auto",
-           "PYTHONPATH": str(ROOT)}  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=300)  # fmt: skip
+    out = _in_cache(private_cache, _EXACT_BLOCK, CC=str(private_cache / "no-compiler"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "jit"
-    assert (private_cache / "kernel" / so.name).read_bytes() == b"\x7fELF not really"  # not rebuilt
+    assert so.read_bytes() == b"\x7fELF not really"  # left alone
+
+
+@needs_cc
+def test_auto_rebuilds_a_damaged_library(private_cache) -> None:
+    so = next((private_cache / "kernel").glob("cpu-*.so"))
+    so.write_bytes(b"\x7fELF not really")
+    out = _in_cache(private_cache, _EXACT_BLOCK)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "aot"
+    assert so.read_bytes().startswith(b"\x7fELF") and len(so.read_bytes()) > 1000
 
 
 @needs_cc
