@@ -250,22 +250,37 @@ def cmd_node(args: argparse.Namespace) -> int:
     config = opts.config
     params = opts.params
     node: Node | None = None
+    ipfs = None
     # A stop asked for while the node starts (seconds) is honoured once it has started.
     stop_asked: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _f: stop_asked.append(signum)) for s in STOP_SIGNALS}
+
+    def note_stop(signum: int, _frame: object) -> None:
+        stop_asked.append(signum)
+
+    old = {s: signal.signal(s, note_stop) for s in STOP_SIGNALS}
     try:
         # The IPFS node is opened here, paced by the bandwidth limit, and handed to
         # the node (which owns it from then on, as when it opens one itself).
-        node = Node(config, profile, node_key, ipfs=open_ipfs(config, opts.bandwidth_limit_kib))
+        ipfs = open_ipfs(config, opts.bandwidth_limit_kib)
+        # kubo took SIGINT and SIGTERM as its node started (see the WORKAROUND below):
+        # take them back at once, so a stop asked for during the rest of the start
+        # (the ledger, the records) is still honoured; only kubo's own start loses one.
+        for s in STOP_SIGNALS:
+            signal.signal(s, note_stop)
+        node = Node(config, profile, node_key, ipfs=ipfs)
         node.start()
     except (IpfsError, LedgerError, OSError) as exc:
         if node is not None:
             node.stop()
+        elif ipfs is not None:
+            ipfs.close()
         _restore(old)
         return _fail(f"cannot start the node: {exc}", FAILED)
     except BaseException:
         if node is not None:
             node.stop()
+        elif ipfs is not None:
+            ipfs.close()
         _restore(old)
         raise
 
