@@ -298,7 +298,12 @@ class Node:
     def _housekeeping(self) -> None:
         """Forget what must not grow without bound."""
         try:
-            self.ledger.expire_claims()
+            self.ledger.expire_claims(self._services.clock())
+            # A verified unit needs no claims, so its first-claim times cap nothing.
+            st = self.state()
+            verified = [u for u in self.ledger.claim_hold_units() if st.status_of(u) == "verified"]
+            if verified:
+                self.ledger.forget_claim_holds(verified)
         except LedgerError as exc:
             self._event("warning", f"ledger: {exc}")
         cutoff = time.monotonic() - PENDING_TTL_S

@@ -118,7 +118,15 @@ class InProcessNode:
     """A Node in the test process, polled on a thread (for forged or rogue traffic)."""
 
     def __init__(
-        self, base: Path, name: str, peers: list[str], *, profile=None, params=DEV, **config
+        self,
+        base: Path,
+        name: str,
+        peers: list[str],
+        *,
+        profile=None,
+        params=DEV,
+        clock: Callable[[], float] = time.time,
+        **config,
     ) -> None:
         self.profile = profile if profile is not None else make_profile(base / name, name)
         cfg = NodeConfig(
@@ -126,7 +134,7 @@ class InProcessNode:
             peers=tuple(peers), bootstrap=(), head_interval_s=1.0, reannounce_interval_s=2.0,
             **config,
         )
-        self.node = Node(cfg, self.profile, self.profile.node_key())
+        self.node = Node(cfg, self.profile, self.profile.node_key(), clock=clock)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 

@@ -25,8 +25,9 @@ from pathlib import Path
 
 from engine import Assignment, UnitResult, checkpoint_unit, unit_checkpoint_path
 from engine.files import write_atomic
-from network import codec
+from network import codec, wire
 from network import trust as T
+from network.contributor.work import checkpoint_blocks_done
 from network.ipfs import cid_for_bytes
 from network.ledger import ClaimRow
 from network.nodeparts.publisher import Publisher
@@ -35,7 +36,7 @@ from network.nodeparts.store import RecordStore
 from network.nodeparts.sync import claim_id
 from network.nodeparts.trustduty import reveal_path
 from network.records import MAX_CANDIDATES, CommitRecord, WorkRecord, candidate_list_bytes
-from network.state import NetworkState, next_unit
+from network.state import NetworkState, claim_in_force, next_unit
 from network.trust import TrustPolicy
 
 
@@ -140,9 +141,13 @@ class Planner:
         return Assignment.of_unit(self._services.params, unit, self._checkpoints)
 
     def claim(self, unit: int) -> None:
-        """Publish (or renew) our claim on `unit` for claim_ttl_s."""
-        expires = self._services.now() + self._claim_ttl_s
-        self._publisher.publish_claim(unit, claim_id(self._services.node_pub), expires)
+        """Publish (or renew) our claim on `unit` for claim_ttl_s (peers cut it to
+        MAX_CLAIM_TTL), showing the blocks its checkpoint holds: a renewal extends the
+        claim only when that grew (PROTOCOL §8, "Claims")."""
+        params = self._services.params
+        expires = self._services.now() + min(self._claim_ttl_s, wire.MAX_CLAIM_TTL)
+        done = min(checkpoint_blocks_done(self.checkpoint_path(unit)), params.blocks_per_unit)
+        self._publisher.publish_claim(unit, claim_id(self._services.node_pub), expires, done)
 
     def _committed_units(self, st: NetworkState) -> list[_Taken]:
         """Under the trust protocol, units with a live commit already have a reporter
@@ -168,7 +173,7 @@ class Planner:
             c.unit
             for c in claims
             if c.node != services.node_pub
-            and c.expires_at > now
+            and claim_in_force(c, now)
             and not (c.unit in st.units and c.account in st.units[c.unit].reporters())
         }
         for path in sorted(self._checkpoints.glob(f"{services.params.name}-unit*.ckpt")):

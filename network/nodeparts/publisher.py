@@ -100,13 +100,20 @@ class Publisher:
             self._heads.forget_ours()  # everything is offered again next time
             services.event("warning", f"could not publish head: {exc}")
 
-    def publish_claim(self, unit: int, claim_id: str, expires: int) -> None:
-        """Store our claim on `unit` and announce it (a failure is only a warning)."""
+    def publish_claim(self, unit: int, claim_id: str, expires: int, done: int = 0) -> None:
+        """Store our claim on `unit` (`done` blocks finished) and announce it (a failure
+        is only a warning)."""
         services = self._services
-        c = wire.Claim(unit, services.node_pub, services.account_pub, expires)
+        c = wire.Claim(unit, services.node_pub, services.account_pub, expires, done=done)
         try:
             services.ledger.put_claim(
-                claim_id, unit, services.node_pub, services.account_pub, expires
+                claim_id,
+                unit,
+                services.node_pub,
+                services.account_pub,
+                expires,
+                received_at=services.now(),  # the node's clock, as next_unit's `now`
+                done=done,
             )
             services.ipfs.publish(services.topic("claims"), wire.sign_claim(c, services.node_key))
         except (IpfsError, LedgerError) as exc:

@@ -120,10 +120,20 @@ class Sync:
             with self._lock:
                 self._claims_waiting.append((claim, peer))
             return
+        beyond = wire.claim_beyond_unit(claim, self._services.params.blocks_per_unit)
+        if beyond is not None:
+            self._services.reject(beyond, peer)
+            return
         expires = min(claim.expires, now + wire.MAX_CLAIM_TTL)
         try:
             self._services.ledger.put_claim(
-                claim_id(claim.node), claim.unit, claim.node, claim.account, expires
+                claim_id(claim.node),
+                claim.unit,
+                claim.node,
+                claim.account,
+                expires,
+                received_at=now,  # the node's clock, as next_unit's `now`
+                done=claim.done,
             )
         except LedgerError as exc:
             self._services.event("warning", f"cannot store claim: {exc}")
