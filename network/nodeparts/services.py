@@ -19,7 +19,7 @@ from engine import Params
 from network import codec, wire
 from network.ipfs import IpfsNode
 from network.ledger import Ledger, LedgerError
-from network.records import SignedRecord
+from network.records import Record, SignedRecord
 from network.rejection import Rejection
 
 log = logging.getLogger("hailstone.node")
@@ -66,7 +66,8 @@ class Services:
         """The clock in whole seconds, as records carry it."""
         return int(self.clock())
 
-    def sign(self, record: object) -> SignedRecord:
+    def sign(self, record: Record) -> SignedRecord:
+        """`record` signed with this node's key (records a node makes: work, check, ...)."""
         return codec.sign(record, self.node_key)
 
     def topic(self, name: str) -> str:

@@ -23,7 +23,13 @@ from pathlib import Path
 from network import codec
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
-from network.records import MAX_BEACON_LISTED, MAX_SEEN_COMMITS, BeaconRecord, WorkRecord
+from network.records import (
+    MAX_BEACON_LISTED,
+    MAX_SEEN_COMMITS,
+    BeaconRecord,
+    SignedRecord,
+    WorkRecord,
+)
 from network.rejection import Rejection
 from network.state import NetworkState
 from network.trust import TrustPolicy
@@ -50,7 +56,7 @@ class TrustDuty:
         self,
         services: Services,
         store: RecordStore,
-        add_own: Callable[[object], str],
+        add_own: Callable[[SignedRecord], str],
         *,
         policy: TrustPolicy,
         data_dir: Path,
