@@ -392,7 +392,8 @@ class Simulation:
     def _waiting_on_me(self, a: Actor, unit: int) -> list[bytes]:
         """Accounts that revealed my root, listing my commit, with me among their drawn
         checkers: revealing now completes a pair with any of them."""
-        mine = self._commits_on(unit).get(a.acct)
+        commits = self._commits_on(unit)
+        mine = commits.get(a.acct)
         root = a.committed[unit][0]
         by_account: dict[bytes, list[WorkRecord]] = {}
         for _c, w in self.works_by_unit.get(unit, ()):
@@ -400,7 +401,10 @@ class Simulation:
         return [
             acct
             for acct, ws in sorted(by_account.items())
+            # A reveal without its account's commit counts for nothing (T1): a sybil
+            # that changed keys after committing reveals under a key with no commit.
             if acct != a.acct
+            and acct in commits
             and all(w.root == root and mine in w.seen_commits for w in ws)
             and a.acct in self._ranking(unit, b"check", (acct,))[: self.policy.check_rank]
         ]
