@@ -118,6 +118,20 @@ def test_a_squatters_stalled_claim_lapses_and_an_honest_node_takes_the_unit(tmp_
         honest.node._on_message("peer-x", wire.sign_claim(bad, squatter.node.node_key))
         assert honest.node.ledger.rejection_counts().get(R.MALFORMED, 0) == before + 1
         assert _claim_of(honest, squatter, 1).done == job.blocks_done
+
+        # First-claim times are forgotten once their unit is verified: the squatter
+        # claims unit 0 and reports the same root as the honest node (two accounts).
+        sq_account = squatter.node.account_pub
+        wait_until(
+            lambda: squatter.node.claim(0) or honest.node.ledger.claim_first_seen(sq_account, 0),
+            60, "the squatter's claim on unit 0",
+        )  # fmt: skip
+        folder = tmp_path / "squatter" / "checkpoints"
+        squatter.node.submit_unit(Assignment.of_unit(PARAMS, 0, folder), result)
+        wait_until(lambda: honest.node.state().status_of(0) == "verified", 60, "unit 0 verified")
+        honest.node._housekeeping()
+        assert honest.node.ledger.claim_first_seen(sq_account, 0) is None
+        assert honest.node.ledger.claim_first_seen(sq_account, 1) is not None
     finally:
         if squatter is not None:
             squatter.stop()
