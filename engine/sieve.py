@@ -206,7 +206,9 @@ def _write_cache(path: Path, sieve: Sieve) -> None:
         np.ascontiguousarray(getattr(sieve, name), dtype=np.dtype(dt).newbyteorder("<")).tobytes()
         for name, dt in _ARRAYS
     )
-    write_atomic(path, head + hashlib.sha256(head + body).digest() + body)
+    data = head + hashlib.sha256(head + body).digest() + body
+    write_atomic(path, data)
+    sieve_file.write_parts(path, data)  # so that a start checks it on two threads
 
 
 def _read_cache(path: Path, k: int, *, confirmed: bool = True) -> Sieve | None:
@@ -232,7 +234,7 @@ def _read_cache(path: Path, k: int, *, confirmed: bool = True) -> Sieve | None:
             mm.close()  # so that a rebuild may replace the file (Windows)
         return None  # (a running check keeps the mapping until it ends)
     if check is None:
-        check = DigestCheck(mm)
+        check = DigestCheck(mm, path)
     if confirmed and not check.ok():
         mm.close()
         return None
@@ -327,6 +329,7 @@ def _discard_damaged(sieve: Sieve) -> None:
             del _loaded[sieve.k]
         if sieve.check.claim_cleanup():
             _cache_path(sieve.k).unlink(missing_ok=True)
+            sieve_file.parts_path(_cache_path(sieve.k)).unlink(missing_ok=True)
 
 
 def ready(k: int) -> bool:

@@ -42,33 +42,94 @@ def cache_path(k: int) -> Path:
     return cache_dir() / f"sieve-k{k}.bin"
 
 
+# The digests of the file's 16 MiB parts, kept beside it (`<file>.parts`), let two
+# threads check it at once: 0.17 s of hashing becomes about 0.09 s on two cores.
+PARTS_MAGIC = b"HSPARTS1"
+PART_SIZE = 16 << 20
+_PARTS_HEAD = struct.Struct(">8sQQ32s")  # magic, file size, part size, the file's digest
+HASH_THREADS = 2
+
+
+def parts_path(path: Path) -> Path:
+    return path.with_name(path.name + ".parts")
+
+
+def _bounds(size: int, part_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + part_size, size)) for a in range(0, size, part_size)]
+
+
+def read_parts(path: Path, blob) -> tuple[list[bytes], int] | None:
+    """The part digests recorded for this very file (same size, same stored digest),
+    or None when there are none or they are not exactly right."""
+    try:
+        data = parts_path(path).read_bytes()
+    except OSError:
+        return None
+    body, tail = data[:-DIGEST_SIZE], data[-DIGEST_SIZE:]
+    if len(body) < _PARTS_HEAD.size or hashlib.sha256(body).digest() != tail:
+        return None
+    magic, size, part_size, digest = _PARTS_HEAD.unpack_from(body)
+    stored = bytes(blob[HEADER.size : HEADER.size + DIGEST_SIZE])
+    if magic != PARTS_MAGIC or size != len(blob) or part_size < 1 or digest != stored:
+        return None
+    count = len(_bounds(size, part_size))
+    digests = body[_PARTS_HEAD.size :]
+    if len(digests) != count * DIGEST_SIZE:
+        return None
+    return [digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] for i in range(count)], part_size
+
+
+def part_digests(blob) -> list[bytes]:
+    """SHA-256 of each PART_SIZE piece of `blob`."""
+    with memoryview(blob) as view:
+        return [hashlib.sha256(view[a:e]).digest() for a, e in _bounds(len(view), PART_SIZE)]
+
+
+def write_parts(path: Path, blob, digests: list[bytes] | None = None) -> None:
+    """Record the part digests of `blob` (the file's bytes, already checked whole)."""
+    from engine.files import write_atomic
+
+    digests = part_digests(blob) if digests is None else digests
+    stored = bytes(blob[HEADER.size : HEADER.size + DIGEST_SIZE])
+    body = _PARTS_HEAD.pack(PARTS_MAGIC, len(blob), PART_SIZE, stored) + b"".join(digests)
+    try:
+        write_atomic(parts_path(path), body + hashlib.sha256(body).digest())
+    except OSError:
+        pass  # a read-only cache: the next start checks the file whole again
+
+
 class DigestCheck:
-    """The file's stored digest against one computed on a thread of its own.
+    """The file's stored digest against one computed on threads of their own.
 
     hashlib releases the GIL while it hashes a large buffer, so the check runs
-    on a second core beside whatever the caller does meanwhile.
+    beside whatever the caller does meanwhile. With the part digests of this
+    very file beside it (`read_parts`) the parts are checked on HASH_THREADS
+    threads; else the file is hashed whole (the stored digest) while a second
+    thread computes the part digests, which are written once the whole passes.
     """
 
-    def __init__(self, mm: mmap.mmap | None) -> None:
+    def __init__(self, mm: mmap.mmap | None, path: Path | None = None) -> None:
         self._ok: bool | None = None if mm is not None else True
         self._done = threading.Event()
         self._cleanup_claimed = False
         self._claim_lock = threading.Lock()
+        self.used_parts = False
         if mm is None:  # nothing to check: a sieve built in this process
             self._done.set()
             return
         self._thread = threading.Thread(
-            target=self._run, args=(mm,), name="hailstone-sieve-digest", daemon=True
+            target=self._run, args=(mm, path), name="hailstone-sieve-digest", daemon=True
         )
         self._thread.start()
 
-    def _run(self, mm: mmap.mmap) -> None:
+    def _run(self, mm: mmap.mmap, path: Path | None) -> None:
         try:
-            start = HEADER.size + DIGEST_SIZE
-            with memoryview(mm) as blob:
-                h = hashlib.sha256(blob[: HEADER.size])
-                h.update(blob[start:])
-                self._ok = h.digest() == blob[HEADER.size : start]
+            parts = read_parts(path, mm) if path is not None else None
+            if parts is not None:
+                self.used_parts = True
+                self._ok = _check_parts(mm, *parts)
+            else:
+                self._ok = _check_whole(mm, path)
         except (ValueError, BufferError, OSError):  # a mapping closed or too short
             self._ok = False
         finally:
@@ -88,6 +149,55 @@ class DigestCheck:
             first = not self._cleanup_claimed
             self._cleanup_claimed = True
             return first
+
+
+def _on_threads(jobs: list) -> list:
+    """Run the callables, all but the first on threads of their own; their results."""
+    results: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        results[i] = jobs[i]()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(1, len(jobs))]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    return results
+
+
+def _check_parts(mm: mmap.mmap, digests: list[bytes], part_size: int) -> bool:
+    bounds = _bounds(len(mm), part_size)
+    threads = max(1, min(HASH_THREADS, len(bounds), os.cpu_count() or 1))
+
+    def check(j: int):
+        def job() -> bool:
+            with memoryview(mm) as view:
+                return all(
+                    hashlib.sha256(view[a:e]).digest() == digests[i]
+                    for i, (a, e) in list(enumerate(bounds))[j::threads]
+                )
+
+        return job
+
+    return all(_on_threads([check(j) for j in range(threads)]))
+
+
+def _check_whole(mm: mmap.mmap, path: Path | None) -> bool:
+    def whole() -> bool:
+        start = HEADER.size + DIGEST_SIZE
+        with memoryview(mm) as blob:
+            h = hashlib.sha256(blob[: HEADER.size])
+            h.update(blob[start:])
+            return h.digest() == blob[HEADER.size : start]
+
+    if path is None:
+        return whole()
+    ok, digests = _on_threads([whole, lambda: part_digests(mm)])
+    if ok:
+        write_parts(path, mm, digests)
+    return ok
 
 
 CONFIRMED = DigestCheck(None)
@@ -121,7 +231,7 @@ def start_early(k: int) -> None:
         mm = open_mapped(path)
         if mm is None:
             return
-        _early[path] = (mm, DigestCheck(mm))
+        _early[path] = (mm, DigestCheck(mm, path))
 
 
 def start_early_production() -> None:

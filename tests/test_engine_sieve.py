@@ -227,3 +227,41 @@ def test_cache_round_trip_keeps_every_table(tmp_path, monkeypatch) -> None:
         assert sieve._read_cache(path, 15) is None  # and a file for another k never loads
     finally:
         sieve.forget_loaded()
+
+
+def test_the_part_digests_check_the_file_on_two_threads(tmp_path, monkeypatch) -> None:
+    from engine import sieve_file
+
+    monkeypatch.setenv("HAILSTONE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(sieve_file, "PART_SIZE", 4096)  # several parts even at k = 16
+    sieve.forget_loaded()
+    try:
+        sieve.load(16)  # built: the file and its part digests are written
+        path = sieve._cache_path(16)
+        parts = sieve_file.parts_path(path)
+        assert parts.exists()
+
+        def check() -> tuple[bool, bool]:
+            s = sieve._read_cache(path, 16, confirmed=False)
+            assert s is not None
+            return s.check.ok(), s.check.used_parts
+
+        assert check() == (True, True)
+        parts.unlink()  # an older cache: checked whole, and the parts written then
+        assert check() == (True, False)
+        assert check() == (True, True)
+        blob = bytearray(parts.read_bytes())
+        blob[40] ^= 1  # damaged part digests are not used...
+        parts.write_bytes(bytes(blob))
+        assert check() == (True, False)  # ...the whole file decides, and they are rewritten
+        assert check() == (True, True)
+        other = sieve_file.parts_path(sieve._cache_path(14))
+        sieve.load(14)
+        parts.write_bytes(other.read_bytes())  # another file's parts: not used
+        assert check() == (True, False)
+        data = bytearray(path.read_bytes())
+        data[-5000] ^= 0x08  # a damaged table with intact part digests still fails
+        path.write_bytes(bytes(data))
+        assert check() == (False, True)
+    finally:
+        sieve.forget_loaded()
