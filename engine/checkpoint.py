@@ -35,6 +35,25 @@ def _header(params: Params, start: int, end: int) -> dict:
     }
 
 
+def checkpoint_blocks_done(path: Path) -> int:
+    """The blocks a unit's checkpoint holds: distinct blocks on its whole lines (not the
+    header, not a torn last line); 0 without a file. A claim shows this as its
+    progress (`done`), so it never claims a block that a crash would lose."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    starts: set[str] = set()
+    # [1:-1]: after the header, before what follows the last newline (torn or empty)
+    for line in data.split(b"\n")[1:-1]:
+        try:
+            lo = json.loads(line)["lo"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line ended by the next write
+        starts.add(str(lo))
+    return len(starts)
+
+
 class Checkpoint:
     """Append-only store of finished blocks for one (params, range)."""
 

@@ -587,7 +587,7 @@ def test_every_renewal_shows_the_checkpoints_progress(tmp_path):
     # a renewal comes after a batch was checkpointed, so each one shows more blocks
     # and extends the claim (PROTOCOL §8, "Claims").
     from engine import unit_checkpoint_path
-    from network.contributor.work import checkpoint_blocks_done
+    from engine.checkpoint import checkpoint_blocks_done
 
     class Renewing(Source):
         def __init__(self) -> None:
@@ -610,7 +610,7 @@ def test_every_renewal_shows_the_checkpoints_progress(tmp_path):
 
 def test_checkpoint_blocks_done_counts_whole_distinct_blocks(tmp_path):
     from engine import unit_checkpoint_path
-    from network.contributor.work import checkpoint_blocks_done
+    from engine.checkpoint import checkpoint_blocks_done
 
     path = unit_checkpoint_path(tmp_path, PARAMS, 0)
     assert checkpoint_blocks_done(path) == 0  # no file

@@ -9,7 +9,6 @@ mode (app/network_bridge.py) is another source with the same shape.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -70,25 +69,6 @@ def claim_renew_interval_s(claim_ttl_s: float) -> float:
     """How often a computing unit's claim is renewed (the same for every front end):
     a third of the TTL, which peers cut to MAX_CLAIM_TTL."""
     return max(MIN_CLAIM_RENEW_S, min(float(claim_ttl_s), MAX_CLAIM_TTL) / 3)
-
-
-def checkpoint_blocks_done(path: Path) -> int:
-    """The blocks a unit's checkpoint holds: distinct blocks on its whole lines (not the
-    header, not a torn last line); 0 without a file. A claim shows this as its
-    progress (`done`), so it never claims a block that a crash would lose."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return 0
-    starts: set[str] = set()
-    # [1:-1]: after the header, before what follows the last newline (torn or empty)
-    for line in data.split(b"\n")[1:-1]:
-        try:
-            lo = json.loads(line)["lo"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a torn line ended by the next write
-        starts.add(str(lo))
-    return len(starts)
 
 
 def has_checkpoint(folder: Path, params: Params) -> bool:

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import Assignment, UnitResult, checkpoint_unit, unit_checkpoint_path
+from engine.checkpoint import checkpoint_blocks_done
 from engine.files import write_atomic
 from network import codec, wire
 from network import trust as T
-from network.contributor.work import checkpoint_blocks_done
 from network.ipfs import cid_for_bytes
 from network.ledger import ClaimRow
 from network.nodeparts.publisher import Publisher
