@@ -151,13 +151,53 @@ def test_a_refused_record_is_counted_and_remembered(parts) -> None:
     assert sum(parts.services.ledger.rejection_counts().values()) == 2
 
 
-def test_pending_records_are_forgotten_only_when_old(parts) -> None:
+def test_pending_records_are_forgotten_only_when_old_and_counted(parts) -> None:
     commit = _commit(BOB)
     parts.store.ingest(_bytes(commit), "peer")
-    parts.store.forget_pending(older_than=0.0)
+    assert parts.store.forget_pending(older_than=0.0) == 0
     assert parts.store.is_pending(commit.cid)
-    parts.store.forget_pending(older_than=time.monotonic() + 1.0)
+    assert parts.services.ledger.rejection_counts() == {}  # waiting is not a rejection
+    assert parts.store.forget_pending(older_than=time.monotonic() + 1.0) == 1
     assert not parts.store.is_pending(commit.cid)
+    assert parts.services.ledger.rejection_counts() == {R.NO_DELEGATION: 1}
+
+
+def test_only_records_waiting_on_what_arrived_are_validated_again(parts, monkeypatch) -> None:
+    # A backlog of records whose delegation never comes must cost nothing when an
+    # unrelated delegation or work record is accepted (it once re-validated them all).
+    import network.nodeparts.store as store_module
+
+    waiting = [_commit(BOB, created=T0 + 10 + i) for i in range(20)]
+    for c in waiting:
+        parts.store.ingest(_bytes(c), "peer")
+    carol_commit = _commit(CAROL)
+    parts.store.ingest(_bytes(carol_commit), "peer")
+    calls: list[object] = []
+    real_validate = store_module.validate
+    monkeypatch.setattr(
+        store_module, "validate", lambda s, ctx: calls.append(s) or real_validate(s, ctx)
+    )
+    parts.store.ingest(_bytes(delegation(CAROL)), "peer")  # CAROL's: Bob's stay put
+    assert len(calls) == 2  # the delegation itself and Carol's commit, nothing of Bob's
+    assert parts.store.holds(carol_commit.cid)
+    assert all(parts.store.is_pending(c.cid) for c in waiting)
+    calls.clear()
+    parts.store.ingest(_bytes(delegation(BOB)), "peer")
+    assert len(calls) == 1 + len(waiting)
+    assert all(parts.store.holds(c.cid) for c in waiting)
+
+
+def test_a_full_pending_set_counts_what_it_cannot_hold(parts, monkeypatch) -> None:
+    import network.nodeparts.store as store_module
+
+    monkeypatch.setattr(store_module, "MAX_PENDING", 2)
+    commits = [_commit(BOB, created=T0 + 10 + i) for i in range(3)]
+    for c in commits:
+        verdict = parts.store.ingest(_bytes(c), "peer")
+        assert isinstance(verdict, Rejection) and verdict.reason_code == R.NO_DELEGATION
+    assert [parts.store.is_pending(c.cid) for c in commits] == [True, True, False]
+    assert not parts.store.refused(commits[2].cid)  # may still be offered again later
+    assert parts.services.ledger.rejection_counts() == {R.NO_DELEGATION: 1}
 
 
 # ---- Sync -------------------------------------------------------------------------------

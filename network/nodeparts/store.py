@@ -3,8 +3,12 @@
 Each record is parsed once and kept in memory by CID, with the delegations and work
 records indexed as they arrive, so validation and `derive_state` never re-parse the
 ledger. Records that arrive before their delegation or work record wait in `pending`
-(bounded, retried when one of those arrives, forgotten after PENDING_TTL_S); CIDs we
-refused are remembered (bounded) so they are not fetched again.
+(bounded, forgotten after PENDING_TTL_S). Each waits on one key: the node key its
+delegation must authorise, or the work CID it reports on; only the records waiting
+on what just arrived are validated again, so a backlog of records no delegation
+will ever authorise costs nothing per accepted record. Records dropped because the
+pending set is full or because they waited too long are counted as rejections.
+CIDs we refused are remembered (bounded) so they are not fetched again.
 
 Lock discipline: `_lock` guards the in-memory tables; readers (state(), the planner,
 fetcher threads) take it briefly. `_write_lock` makes check → validate → ledger →
@@ -35,6 +39,8 @@ from network.validate import ValidationContext, authorised, validate
 from network.validate import context as validation_context
 
 # Records waiting for their delegation or work record to arrive, and for how long.
+# What a pending record waits on: ("node", node key) or ("work", work CID).
+WaitKey = tuple[str, object]
 MAX_PENDING = 2000
 PENDING_TTL_S = 600.0
 # How many refused CIDs are remembered.
@@ -76,8 +82,8 @@ class RecordStore:
         self._works: dict[str, WorkRecord] = {}
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._state: NetworkState | None = None
-        # held until their delegation or work arrives: cid -> (bytes, source, since)
-        self._pending: dict[str, tuple[bytes, str, float]] = {}
+        # held until their delegation or work arrives: cid -> (bytes, source, since, key)
+        self._pending: dict[str, tuple[bytes, str, float, WaitKey | None]] = {}
         self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
 
     # --- writing ---------------------------------------------------------------------
@@ -102,15 +108,22 @@ class RecordStore:
                 if cid in self._records:
                     return None
                 verdict = validate(signed, self._context())
-                if isinstance(verdict, Rejection) and verdict.reason_code in (
+                # May simply have arrived before its delegation or work record.
+                waits = isinstance(verdict, Rejection) and verdict.reason_code in (
                     R.NO_DELEGATION,
                     R.UNKNOWN_WORK,
-                ):
-                    # May simply have arrived before its delegation or work record.
-                    if len(self._pending) < MAX_PENDING:
-                        self._pending[cid] = (data, source, time.monotonic())
+                )
+                if waits and len(self._pending) < MAX_PENDING:
+                    key = _waits_on(signed, verdict)
+                    self._pending[cid] = (data, source, time.monotonic(), key)
                     return verdict
             if isinstance(verdict, Rejection):
+                if waits:
+                    # No room to hold it: counted, not remembered (its dependency may
+                    # still come, and a peer's head will offer it again).
+                    full = Rejection(verdict.reason_code, f"pending set full: {verdict.message}")
+                    services.reject(full, source)
+                    return verdict
                 with self._lock:
                     self._rejected[cid] = None
                 services.reject(verdict, source)
@@ -130,8 +143,10 @@ class RecordStore:
         except IpfsError as exc:
             services.event("warning", f"cannot store {cid} in IPFS: {exc}")
         services.event("accepted", f"{signed.kind} from {source}", cid)
-        if signed.kind in ("delegation", "work"):
-            self._retry_pending()
+        if isinstance(signed.record, DelegationRecord):
+            self._retry_pending(("node", signed.record.node))
+        elif isinstance(signed.record, WorkRecord):
+            self._retry_pending(("work", cid))
         self._on_accept(signed, cid)
         return verdict
 
@@ -158,18 +173,31 @@ class RecordStore:
                 self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
             self._state = None
 
-    def _retry_pending(self) -> None:
+    def _retry_pending(self, arrived: WaitKey) -> None:
+        """Validate again the records waiting on `arrived` (and those whose wait is
+        unknown); the rest stay as they are."""
         with self._lock:
-            waiting = [(data, source) for data, source, _ in self._pending.values()]
-            self._pending.clear()
+            due = [c for c, e in self._pending.items() if e[3] is None or e[3] == arrived]
+            waiting = [self._pending.pop(c)[:2] for c in due]
         for data, source in waiting:
             self.ingest(data, source)
 
-    def forget_pending(self, older_than: float) -> None:
-        """Drop records pending since before `older_than` (time.monotonic())."""
+    def forget_pending(self, older_than: float) -> int:
+        """Drop records pending since before `older_than` (time.monotonic()), counting
+        each as a rejection; returns how many."""
         with self._lock:
-            for cid in [c for c, (_, _, since) in self._pending.items() if since < older_than]:
-                del self._pending[cid]
+            old = [c for c, e in self._pending.items() if e[2] < older_than]
+            dropped = [self._pending.pop(c) for c in old]
+        for _, source, _, key in dropped:
+            what = "its delegation" if key is not None and key[0] == "node" else "its work record"
+            self._services.reject(
+                Rejection(
+                    R.NO_DELEGATION if key is not None and key[0] == "node" else R.UNKNOWN_WORK,
+                    f"dropped after {PENDING_TTL_S:.0f} s waiting for {what}",
+                ),
+                source,
+            )
+        return len(dropped)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -250,3 +278,14 @@ class RecordStore:
         """(records held, records pending)."""
         with self._lock:
             return len(self._records), len(self._pending)
+
+
+def _waits_on(signed: SignedRecord, verdict: Rejection) -> WaitKey | None:
+    """What a record refused for a missing dependency waits on (None: unknown, retried
+    whenever any delegation or work record arrives)."""
+    record = signed.record
+    if verdict.reason_code == R.NO_DELEGATION:
+        node = getattr(record, "node", None)
+        return ("node", node) if isinstance(node, bytes) else None
+    work_cid = getattr(record, "work_cid", None)
+    return ("work", work_cid) if isinstance(work_cid, str) else None
