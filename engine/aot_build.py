@@ -274,12 +274,16 @@ def _note_failure(path: Path, reason: str) -> None:
 
 
 def _prune(keep: set[str]) -> None:
-    """Remove all but the newest KEEP_LIBRARIES libraries (and their manifests)."""
+    """Remove all but the newest KEEP_LIBRARIES libraries (and their manifests), and
+    the failure notes of other keys."""
     folder = aot.library_dir()
     try:
         libraries = sorted(folder.glob("cpu-*.so"), key=lambda p: p.stat().st_mtime, reverse=True)
+        notes = list(folder.glob("cpu-*.failed"))
     except OSError:
         return
+    for note in notes:
+        note.unlink(missing_ok=True)  # this key's was removed by the build that succeeded
     for old in libraries[KEEP_LIBRARIES:]:
         if old.name in keep:
             continue
