@@ -17,8 +17,9 @@ pure-Python generator and check every dropped class by a plain search.
 The survivor set is built once with numba (engine/sieve_build.py; a start
 that finds the cache never imports numba here) (k = 31: about a minute on two
 cores), stored with its jump tables under the user cache directory keyed by k,
-and verified on load against a SHA-256 digest; a damaged cache file is
-rebuilt, never trusted.
+and verified on load against a SHA-256 digest (engine/sieve_file.py: on two
+threads, and for the CLI beside the first blocks, see Sieve.confirm); a damaged
+cache file is rebuilt, never trusted.
 
 For the fast backends it also derives, per survivor, a k-step jump:
 T^k(a*2^k + r) = a*3^c + T^k(r), valid when no prefix of the k steps can fall

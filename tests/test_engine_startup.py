@@ -36,3 +36,18 @@ def test_prepare_raises_what_reading_the_sieve_raised(tmp_path) -> None:
     out = _run(code, str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("refused: sieve k must be in 2..32")
+
+
+def test_the_early_sieve_check_starts_before_numpy_is_imported(tmp_path) -> None:
+    # main.py starts it first thing for verify and bench; engine/__init__ must stay lazy.
+    _run("from engine import sieve; sieve.load(12)", str(tmp_path))  # build the cache
+    code = (
+        "import sys\n"
+        "from engine import sieve_file\n"
+        "sieve_file.start_early(12)\n"
+        "started = sieve_file._early[sieve_file.cache_path(12)][1]\n"
+        "print('numpy' in sys.modules, started.ok())\n"
+    )
+    out = _run(code, str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
