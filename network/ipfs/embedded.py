@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -101,8 +103,19 @@ START_TIMEOUT_S = 60.0
 MAX_PENDING_FETCHES = 32
 # How long close() waits for helper threads to return after stopping the node.
 CLOSE_JOIN_S = 5.0
-# Poll interval of Subscription.next_message (the library only offers polling).
-POLL_INTERVAL_S = 0.02
+# The library's pubsub offers only a non-blocking read of each subscription's queue.
+# One poller thread per node reads every subscription (a `_Poller`): every
+# POLL_FAST_S while messages flow; after a round that found none the interval
+# doubles up to POLL_IDLE_S (an idle node wakes twice a second, and each call into
+# the library also wakes Go's scheduler monitor: polling three topics every 20 ms
+# cost about 1 % of a core). A publish or a new subscription makes it fast again
+# at once. Callers wait on a condition, never in a sleep loop.
+POLL_FAST_S = 0.02
+POLL_IDLE_S = 0.5
+# Messages read per subscription and round at most (the rest stay in the library's
+# queue for the next round), and held on our side at most per subscription.
+POLL_ROUND_MAX = 256
+MAX_QUEUED_MESSAGES = 10_000
 
 # The flatfs layout created by kubo's default datastore spec, which add() relies on.
 _FLATFS_SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"
@@ -406,6 +419,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._threads: set[threading.Thread] = set()
         self._fetches: dict[str, _Fetch] = {}
         self._subscriptions: set[EmbeddedSubscription] = set()
+        self._poller = _Poller(self)
         self._tmp_dir: str | None = None
         self._id = ""
         if not listen:
@@ -692,6 +706,8 @@ class EmbeddedIpfsNode(IpfsNode):
         )
         if rc != 0:
             raise IpfsError(f"publishing on {topic!r} failed (code {rc})")
+        # Answers (and our own copy) follow a publish: read the topics fast again.
+        self._poller.kick()
 
     def subscribe(self, topic: str) -> EmbeddedSubscription:
         """Subscribe to ``topic``."""
@@ -713,7 +729,13 @@ class EmbeddedIpfsNode(IpfsNode):
         if closed:
             sub.close()
             raise IpfsUnavailable("the IPFS node is closed")
+        self._poller.start()
+        self._poller.kick()
         return sub
+
+    def _open_subscriptions(self) -> list[EmbeddedSubscription]:
+        with self._lock:
+            return list(self._subscriptions)
 
     def _forget_subscription(self, sub: EmbeddedSubscription) -> None:
         with self._lock:
@@ -754,6 +776,8 @@ class EmbeddedIpfsNode(IpfsNode):
             self._subscriptions.clear()
         for sub in subs:
             sub._mark_closed()
+        # The poller calls into the library: it stops before the node does.
+        self._poller.stop(CLOSE_JOIN_S)
         try:
             # CleanupNode closes the node's subscriptions and cancels blocked
             # Downloads. A call that raced past the closed check may have started
@@ -778,15 +802,98 @@ class EmbeddedIpfsNode(IpfsNode):
                 self.close()
 
 
+class _Poller:
+    """The one thread that reads every subscription of a node from the library.
+
+    Adaptive: every POLL_FAST_S while messages flow, doubling up to POLL_IDLE_S
+    after rounds that found none; `kick()` (a publish, a new subscription) makes it
+    fast again at once. Messages go to each subscription's queue and wake its
+    waiters (`cond`). `rounds`, `idle_rounds` and `interval` are for tests and
+    diagnostics.
+    """
+
+    def __init__(self, node: EmbeddedIpfsNode) -> None:
+        # Weak: a node dropped without close() is still collected (and closed).
+        self._node = weakref.ref(node)
+        # Guards every subscription's queue of this node; notified on arrival and close.
+        self.cond = threading.Condition()
+        self._kicked = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.interval = POLL_FAST_S
+        self.rounds = 0
+        self.idle_rounds = 0  # consecutive rounds that found nothing
+
+    def start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stopped.is_set():
+                return
+            self._thread = threading.Thread(target=self._run, name="kubo-pubsub", daemon=True)
+            self._thread.start()
+
+    def kick(self) -> None:
+        """Poll now, and fast for a while (something local says messages may come)."""
+        self._kicked.set()
+
+    def stop(self, timeout: float) -> None:
+        self._stopped.set()
+        self._kicked.set()
+        with self.cond:
+            self.cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            kicked = self._kicked.wait(self.interval)
+            self._kicked.clear()
+            if self._stopped.is_set():
+                return
+            try:
+                got = self._round()
+            except Exception:  # noqa: BLE001 - the poller must outlive a bad message
+                log.exception("reading pubsub messages from the IPFS library failed")
+                got = 0
+            self.rounds += 1
+            if got or kicked:
+                self.idle_rounds = 0 if got else self.idle_rounds + 1
+                self.interval = POLL_FAST_S
+            else:
+                self.idle_rounds += 1
+                self.interval = min(POLL_IDLE_S, self.interval * 2)
+
+    def _round(self) -> int:
+        node = self._node()
+        if node is None:
+            self._stopped.set()
+            return 0
+        got = 0
+        for sub in node._open_subscriptions():
+            messages = sub._pull(POLL_ROUND_MAX)
+            if messages:
+                got += len(messages)
+                with self.cond:
+                    sub._queue.extend(messages)
+                    self.cond.notify_all()
+        return got
+
+
 class EmbeddedSubscription(Subscription):
-    """A pubsub subscription of an :class:`EmbeddedIpfsNode`."""
+    """A pubsub subscription of an :class:`EmbeddedIpfsNode`.
+
+    Its node's `_Poller` fills `_queue`; `next_message` waits on the poller's
+    condition (no polling of its own).
+    """
 
     def __init__(self, node: EmbeddedIpfsNode, sub_id: int, topic: str) -> None:
         self._node = node
         self._sub_id = sub_id
         self._topic = topic
         self._closed = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # closed, and the library calls for this id
+        self._queue: collections.deque[PubsubMessage] = collections.deque()
 
     @property
     def topic(self) -> str:
@@ -794,29 +901,52 @@ class EmbeddedSubscription(Subscription):
         return self._topic
 
     def next_message(self, timeout: float) -> PubsubMessage | None:
-        """Wait up to ``timeout`` seconds for the next message (None if none)."""
+        """Wait up to ``timeout`` seconds for the next message (None if none).
+
+        Messages reach this subscription through its node's poller, within
+        POLL_IDLE_S of their arrival in the library when the node was idle.
+        """
         deadline = time.monotonic() + max(0.0, timeout)
-        lib = self._node._lib
-        while True:
-            with self._lock:
+        cond = self._node._poller.cond
+        with cond:
+            while True:
                 if self._closed:
                     raise IpfsUnavailable("the subscription is closed")
+                if self._queue:
+                    return self._queue.popleft()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                cond.wait(remaining)
+
+    def _pull(self, limit: int) -> list[PubsubMessage]:
+        """Read up to ``limit`` messages from the library (the poller's thread only)."""
+        lib = self._node._lib
+        out: list[PubsubMessage] = []
+        room = min(limit, MAX_QUEUED_MESSAGES - len(self._queue))
+        while len(out) < room:
+            with self._lock:
+                if self._closed:
+                    break
                 # Non-blocking: only reads the library's in-memory queue.
                 ptr = lib.lib.PubSubNextMessage(self._sub_id)
             text = self._node._take_string(ptr)
-            if text is not None:
-                message = _parse_message(text, self._topic)
-                if message is not None:
-                    return message
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            time.sleep(min(POLL_INTERVAL_S, remaining))
+            if text is None:
+                break
+            message = _parse_message(text, self._topic)
+            if message is not None:
+                out.append(message)
+        return out
 
     def _mark_closed(self) -> None:
         with self._lock:
             self._closed = True
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        cond = self._node._poller.cond
+        with cond:
+            cond.notify_all()
 
     def close(self) -> None:
         """Unsubscribe; idempotent."""
@@ -824,6 +954,7 @@ class EmbeddedSubscription(Subscription):
             if self._closed:
                 return
             self._closed = True
+        self._wake_waiters()
         self._node._forget_subscription(self)
         with contextlib.suppress(IpfsError):
             self._node._call(
