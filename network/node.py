@@ -246,13 +246,24 @@ class Node:
     # --- the network loop ----------------------------------------------------------
 
     def poll(self, budget_s: float = 0.2) -> list[NodeEvent]:
-        """Handle what arrived, run due periodic work; returns what happened."""
+        """Handle what arrives for `budget_s` seconds, run due periodic work; returns
+        what happened.
+
+        While nothing arrives it blocks on the records topic (woken by a message
+        there), at most `idle_wait_s` at a time: a message on another topic or a
+        fetched record waits that long at most, and an idle node's loop wakes twice
+        a second instead of polling every 50 ms. Any activity makes the waits
+        short again.
+        """
+        busy_wait_s, idle_wait_s = 0.02, 0.5
         deadline = time.monotonic() + budget_s
-        wait = min(0.05, budget_s)
+        wait = idle_wait_s
         own_id = self.ipfs.peer_id()
-        while time.monotonic() < deadline:
+        subs = list(self._subs.items())
+        records_sub = self._subs.get("records")
+        while True:
             got = False
-            for name, sub in list(self._subs.items()):
+            for name, sub in subs:  # one message per topic per round: no topic starves
                 try:
                     msg = sub.next_message(0.0)
                 except IpfsError as exc:
@@ -270,8 +281,27 @@ class Node:
                     break
                 got = True
                 self.ingest(data, source)
-            if not got:
-                time.sleep(wait)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if got:
+                wait = busy_wait_s
+                continue
+            step = min(wait, remaining)
+            wait = min(idle_wait_s, wait * 2)
+            if records_sub is None:
+                time.sleep(step)
+                continue
+            try:
+                msg = records_sub.next_message(step)
+            except IpfsError as exc:
+                self._event("warning", f"subscription records: {exc}")
+                time.sleep(step)
+                continue
+            if msg is not None:
+                wait = busy_wait_s
+                if msg.from_peer != own_id:
+                    self._on_message(msg.from_peer, msg.data)
         self._periodic()
         with self._lock:
             fresh, self._fresh = self._fresh, []
@@ -281,7 +311,17 @@ class Node:
         now = time.monotonic()
         if now - self._last_head >= self.config.head_interval_s:
             self._last_head = now
-            self._publish_head()
+            # An unchanged head goes out again only every `refresh` seconds, or at
+            # once when the connected peers changed (a new or returning peer learns
+            # it): an idle swarm's heads no longer keep every node's gossip busy.
+            # (State kept on the node by this method alone; the defaults: never sent.)
+            refresh = max(60.0, 12 * self.config.head_interval_s)
+            key = (self._store.counts()[0], tuple(sorted(self._safe_peers())))
+            last_key, last_sent = getattr(self, "_head_sent", (None, -refresh))
+            if key != last_key or now - last_sent >= refresh:
+                self._publish_head()
+                if self._heads.last_head_cid:  # ("": it failed; tried again next time)
+                    self._head_sent = (key, now)
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
             self._reannounce()

@@ -49,6 +49,10 @@ log = logging.getLogger("hailstone.runner")
 # The longest the loop rests without looking at its stop flag (a session that waits
 # for a command wakes on one anyway).
 MAX_REST_S = 1.0
+# One network poll's budget (s): at most this long before a stop is seen, at least
+# this long per call.
+NET_POLL_MAX_S = 1.0
+NET_POLL_MIN_S = 0.05
 # Kept for callers that name it: the wait after a failed store.
 SUBMIT_RETRY_S = STORE_RETRY_S
 # States the metrics know; the session's "waiting" and "stopped" never occur here
@@ -126,8 +130,11 @@ class NodeRunner:
     def _network_loop(self) -> None:
         last_status = 0.0
         while not self._stop.is_set():
+            # poll() blocks until a message arrives (no busy polling); it returns by
+            # the next status write, and within NET_POLL_MAX_S for a stop.
+            budget = last_status + self.status_interval_s - time.monotonic()
             try:
-                self.node.poll(0.25)
+                self.node.poll(min(NET_POLL_MAX_S, max(NET_POLL_MIN_S, budget)))
             except Exception:  # noqa: BLE001 - the loop must survive anything a peer sends
                 log.exception("network poll failed")
             now = time.monotonic()
