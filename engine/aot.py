@@ -103,9 +103,9 @@ def _module_bytes(name: str) -> bytes | None:
         return None
     if spec is None:
         return None
-    if spec.origin and os.path.isfile(spec.origin):
-        return Path(spec.origin).read_bytes()
     try:
+        if spec.origin and os.path.isfile(spec.origin):
+            return Path(spec.origin).read_bytes()
         code = spec.loader.get_code(name)  # type: ignore[union-attr]
     except (AttributeError, ImportError, OSError):
         return None
@@ -122,8 +122,10 @@ def _package_version(name: str) -> bytes | None:
     if spec is not None and spec.submodule_search_locations:
         for folder in spec.submodule_search_locations:
             candidate = Path(folder) / "_version.py"
-            if candidate.is_file():
+            try:
                 return candidate.read_bytes()
+            except OSError:
+                continue
     try:
         from importlib import metadata
 
@@ -323,8 +325,22 @@ def _load() -> tuple[AotKernel | None, str]:
 
 
 def can_build() -> bool:
-    """True when this process could build a library (platform, key and a C compiler)."""
-    return supported() and compiler() is not None and library_key() is not None
+    """True when this process could build a library: platform, key, a C compiler and
+    a cache folder it may write (else every start would compile in vain)."""
+    return (
+        supported()
+        and compiler() is not None
+        and _writable(library_dir())
+        and library_key() is not None
+    )
+
+
+def _writable(folder: Path) -> bool:
+    """True when `folder` is, or could be created as, a folder this process may write."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return candidate.is_dir() and os.access(candidate, os.W_OK | os.X_OK)
+    return False
 
 
 def worth_building() -> bool:

@@ -99,8 +99,12 @@ def build() -> Path:
         "codegen": _codegen_description(),
         "self_test": spec,
     }
-    write_atomic(so, data, mode=0o755)
-    write_atomic(manifest_path, json.dumps(manifest).encode())  # last: it makes the pair valid
+    try:
+        write_atomic(so, data, mode=0o755)
+        write_atomic(manifest_path, json.dumps(manifest).encode())  # last: makes the pair valid
+    except OSError as exc:  # a read-only or full cache folder
+        _note_failure(failed, f"cannot write the library: {exc}")
+        raise AotBuildError(f"cannot write the library: {exc}") from exc
     failed.unlink(missing_ok=True)
     _prune(keep={so.name, manifest_path.name})
     log.info("ahead-of-time CPU kernel built in %.1f s: %s", manifest["build_seconds"], so)

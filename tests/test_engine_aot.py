@@ -460,3 +460,16 @@ def test_cli_verify_with_the_library_never_imports_numba(
     result, last = out.stdout.splitlines()
     assert json.loads(result)["tested"] > 0
     assert last.split() == ["0", "False", "False"]
+
+
+def test_no_build_is_tried_where_the_cache_cannot_be_written(tmp_path, monkeypatch) -> None:
+    blocked = tmp_path / "cache"
+    blocked.mkdir()
+    (blocked / "kernel").write_text("a file where the folder would be")
+    monkeypatch.setenv("HAILSTONE_CACHE_DIR", str(blocked))
+    aot.forget_loaded()
+    try:
+        assert aot.load() is None
+        assert not aot.can_build() and not aot.worth_building()
+    finally:
+        aot.forget_loaded()
