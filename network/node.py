@@ -65,6 +65,8 @@ __all__ = ["IDLE_CHECKERS", "Assignment", "BlockTask", "Node", "NodeConfig", "No
 __all__ += ["NodeStatus", "claim_id", "state_digest", "trust_policy"]
 
 FETCH_THREADS = 4
+# Most fetched records ingested in one ledger transaction.
+INGEST_BATCH = 256
 HOUSEKEEPING_INTERVAL_S = 60.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 
@@ -274,13 +276,16 @@ class Node:
                 got = True
                 if msg.from_peer != own_id:
                     self._on_message(msg.from_peer, msg.data)
-            while True:
+            # Fetched records in batches: one ledger transaction (one fsync) each.
+            batch: list[tuple[bytes, str]] = []
+            while len(batch) < INGEST_BATCH:
                 try:
-                    data, source = self._inbox.get_nowait()
+                    batch.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
+            if batch:
                 got = True
-                self.ingest(data, source)
+                self._store.ingest_many(batch)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -35,7 +35,10 @@ def net(tmp_path, swarm):
     profile = make_profile(tmp_path / "me", "memory")
     ipfs = swarm.node("me")
     config = NodeConfig(
-        data_dir=tmp_path / "me", params=DEV, listen=(), bootstrap=(),
+        data_dir=tmp_path / "me",
+        params=DEV,
+        listen=(),
+        bootstrap=(),
         fetch_timeout_s=FETCH_TIMEOUT_S,
     )
     node = Node(config, profile, profile.node_key(), ipfs=ipfs)
@@ -108,7 +111,9 @@ def test_a_flooding_peer_is_rate_limited_beyond_its_burst(net):
     node, peer = net
     # The node's limiter with a clock that stands still: no token comes back, so the
     # count is exact (the limiter's refill is tested in tests/test_nodeparts.py).
-    node._sync.rates = PeerRateLimiter(rate_per_s=PEER_RATE_PER_S, burst=PEER_BURST, clock=lambda: 0.0)
+    node._sync.rates = PeerRateLimiter(
+        rate_per_s=PEER_RATE_PER_S, burst=PEER_BURST, clock=lambda: 0.0
+    )
     before = dict(node.status().rejected_by_reason)
     flood = int(PEER_BURST) + 50
     for i in range(flood):
@@ -174,14 +179,14 @@ def test_a_slow_record_write_does_not_block_the_nodes_readers(net, tmp_path, mon
     other = make_profile(tmp_path / "other", "other")
     account = next(s for s in other.local_records() if s.kind == "account")
     entered, release = threading.Event(), threading.Event()
-    real = node.ledger.add_record
+    real = node.ledger.add_records  # (records from the network are written in batches)
 
-    def slow_write(row):
+    def slow_write(rows):
         entered.set()
         release.wait(60)
-        return real(row)
+        return real(rows)
 
-    monkeypatch.setattr(node.ledger, "add_record", slow_write)
+    monkeypatch.setattr(node.ledger, "add_records", slow_write)
     before = node.status().records
     writer = threading.Thread(target=node.ingest, args=(codec.encode(account), "test"))
     writer.start()
@@ -219,7 +224,9 @@ def test_spot_check_selection_never_waits_on_ipfs(net, swarm, tmp_path):
     other_ipfs = swarm.node("other")
     other = Node(
         NodeConfig(data_dir=tmp_path / "other", params=DEV, listen=(), bootstrap=()),
-        other_profile, other_profile.node_key(), ipfs=other_ipfs,
+        other_profile,
+        other_profile.node_key(),
+        ipfs=other_ipfs,
     )
     other.start()
     try:
@@ -228,8 +235,11 @@ def test_spot_check_selection_never_waits_on_ipfs(net, swarm, tmp_path):
         a = other.next_assignment()
         work_cid = other.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
         evidence_cid = other.work_record(work_cid).evidence_cid
-        wait_until(lambda: node.poll(0.05) is not None and node.work_record(work_cid),
-                   30, "the work record to arrive")
+        wait_until(
+            lambda: node.poll(0.05) is not None and node.work_record(work_cid),
+            30,
+            "the work record to arrive",
+        )
         callers: list[tuple[str, str]] = []
         real_get = node.ipfs.get
 

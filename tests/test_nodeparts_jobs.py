@@ -187,6 +187,48 @@ def test_only_records_waiting_on_what_arrived_are_validated_again(parts, monkeyp
     assert all(parts.store.holds(c.cid) for c in waiting)
 
 
+def test_a_batch_is_one_ledger_transaction_and_may_carry_its_own_delegation(
+    parts, monkeypatch
+) -> None:
+    deleg, commits = delegation(BOB), [_commit(BOB, created=T0 + 10 + i) for i in range(5)]
+    writes: list[int] = []
+    real = parts.services.ledger.add_records
+
+    def counted_write(rows):
+        rows = list(rows)
+        writes.append(len(rows))
+        return real(rows)
+
+    monkeypatch.setattr(parts.services.ledger, "add_records", counted_write)
+    items = [(_bytes(c), "peer") for c in (deleg, *commits)] + [(_bytes(deleg), "peer")]
+    verdicts = parts.store.ingest_many(items)
+    assert [isinstance(v, Accepted) for v in verdicts] == [True] * 6 + [False]
+    assert verdicts[-1] is None  # the repeat within the batch
+    assert writes == [6]  # one transaction, one fsync
+    assert all(parts.store.holds(c.cid) for c in (deleg, *commits))
+    assert sorted(parts.accepted) == sorted(c.cid for c in (deleg, *commits))
+
+
+def test_a_batch_the_ledger_cannot_store_leaves_nothing_held(parts, monkeypatch) -> None:
+    from network.ledger import LedgerError
+
+    deleg, commit = delegation(BOB), _commit(BOB)
+
+    def full_disk(rows):
+        raise LedgerError("disk_full", "database or disk is full")
+
+    monkeypatch.setattr(parts.services.ledger, "add_records", full_disk)
+    verdicts = parts.store.ingest_many([(_bytes(deleg), "peer"), (_bytes(commit), "peer")])
+    assert verdicts == [None, None]
+    assert not parts.store.holds(deleg.cid) and not parts.store.holds(commit.cid)
+    assert not parts.store.refused(commit.cid) and parts.accepted == []
+    assert parts.store.state().record_count == 0
+    monkeypatch.undo()
+    # Offered again (a peer's head lists them), they are stored.
+    parts.store.ingest_many([(_bytes(deleg), "peer"), (_bytes(commit), "peer")])
+    assert parts.store.holds(deleg.cid) and parts.store.holds(commit.cid)
+
+
 def test_a_full_pending_set_counts_what_it_cannot_hold(parts, monkeypatch) -> None:
     import network.nodeparts.store as store_module
 

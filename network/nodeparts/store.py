@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from cachetools import FIFOCache
 
@@ -97,58 +98,98 @@ class RecordStore:
 
     def ingest(self, data: bytes, source: str) -> Accepted | Rejection | None:
         """Parse, validate and store one record. Returns None for a known record."""
+        return self.ingest_many([(data, source)])[0]
+
+    def ingest_many(self, items: Sequence[tuple[bytes, str]]) -> list[Accepted | Rejection | None]:
+        """Parse, validate and store records, the accepted ones in one ledger
+        transaction (one fsync for a whole fetched batch, not one per record).
+
+        Each record is validated against what we hold plus the records accepted
+        before it in the batch (a delegation and the work it authorises may arrive
+        together), but nothing is held, nor visible to readers, until the batch
+        is durable. Returns a verdict per item: None for a record we already hold,
+        or when the ledger could not store the batch (a peer's head offers it again).
+        """
         services = self._services
-        signed = codec.parse(data)
-        if isinstance(signed, Rejection):
-            services.reject(signed, source)
-            return signed
-        cid = codec.record_cid(data)
+        verdicts: list[Accepted | Rejection | None] = [None] * len(items)
+        batch: list[
+            tuple[int, SignedRecord, str, bytes, str]
+        ] = []  # (i, record, cid, bytes, source)
+        batch_cids: set[str] = set()
+        new_delegations: list[DelegationRecord] = []
+        new_works: dict[str, WorkRecord] = {}
         with self._write_lock:
-            with self._lock:
-                if cid in self._records:
-                    return None
-                verdict = validate(signed, self._context())
-                # May simply have arrived before its delegation or work record.
-                waits = isinstance(verdict, Rejection) and verdict.reason_code in (
-                    R.NO_DELEGATION,
-                    R.UNKNOWN_WORK,
-                )
-                if waits and len(self._pending) < MAX_PENDING:
-                    key = _waits_on(signed, verdict)
-                    self._pending[cid] = (data, source, time.monotonic(), key)
-                    return verdict
-            if isinstance(verdict, Rejection):
-                if waits:
-                    # No room to hold it: counted, not remembered (its dependency may
-                    # still come, and a peer's head will offer it again).
-                    full = Rejection(verdict.reason_code, f"pending set full: {verdict.message}")
-                    services.reject(full, source)
-                    return verdict
+            for i, (data, source) in enumerate(items):
+                signed = codec.parse(data)
+                if isinstance(signed, Rejection):
+                    services.reject(signed, source)
+                    verdicts[i] = signed
+                    continue
+                cid = codec.record_cid(data)
                 with self._lock:
-                    self._rejected[cid] = None
-                services.reject(verdict, source)
-                return verdict
+                    if cid in self._records or cid in batch_cids:
+                        continue
+                    verdict = validate(signed, self._context(new_delegations, new_works))
+                    # May simply have arrived before its delegation or work record.
+                    waits = isinstance(verdict, Rejection) and verdict.reason_code in (
+                        R.NO_DELEGATION,
+                        R.UNKNOWN_WORK,
+                    )
+                    if waits and len(self._pending) < MAX_PENDING:
+                        key = _waits_on(signed, verdict)
+                        self._pending[cid] = (data, source, time.monotonic(), key)
+                        verdicts[i] = verdict
+                        continue
+                verdicts[i] = verdict
+                if isinstance(verdict, Rejection):
+                    if waits:
+                        # No room to hold it: counted, not remembered (its dependency
+                        # may still come, and a peer's head will offer it again).
+                        why = f"pending set full: {verdict.message}"
+                        services.reject(Rejection(verdict.reason_code, why), source)
+                        continue
+                    with self._lock:
+                        self._rejected[cid] = None
+                    services.reject(verdict, source)
+                    continue
+                batch.append((i, signed, cid, data, source))
+                batch_cids.add(cid)
+                if isinstance(signed.record, DelegationRecord):
+                    new_delegations.append(signed.record)
+                elif isinstance(signed.record, WorkRecord):
+                    new_works[cid] = signed.record
+            if not batch:
+                return verdicts
             try:
-                services.ledger.add_record(stored_record(signed, source))
+                services.ledger.add_records(stored_record(b[1], b[4]) for b in batch)
             except LedgerError as exc:
-                # Not stored, so not held: a peer's head will offer it again.
-                services.event("warning", f"cannot store {cid}: {exc}")
-                return None
-            self._cache(cid, signed)
+                # Not stored, so not held: a peer's head will offer them again.
+                services.event("warning", f"cannot store {len(batch)} record(s): {exc}")
+                for i, *_ in batch:
+                    verdicts[i] = None
+                return verdicts
+            for _, signed, cid, _, _ in batch:
+                self._cache(cid, signed)
             with self._lock:
-                self._pending.pop(cid, None)
-        # Our head lists every record we hold, so we must be able to serve each one.
-        try:
-            services.ipfs.add(data)
-        except IpfsError as exc:
-            services.event("warning", f"cannot store {cid} in IPFS: {exc}")
-        services.event("accepted", f"{signed.kind} from {source}", cid)
-        if isinstance(signed.record, DelegationRecord):
-            self._retry_pending(("node", signed.record.node))
-        elif isinstance(signed.record, WorkRecord):
-            self._retry_pending(("work", cid))
-        self._on_accept(signed, cid)
-        return verdict
+                for _, _, cid, _, _ in batch:
+                    self._pending.pop(cid, None)
+        arrived: set[WaitKey] = set()
+        for _, signed, cid, data, source in batch:
+            # Our head lists every record we hold, so we must be able to serve each one.
+            try:
+                services.ipfs.add(data)
+            except IpfsError as exc:
+                services.event("warning", f"cannot store {cid} in IPFS: {exc}")
+            services.event("accepted", f"{signed.kind} from {source}", cid)
+            if isinstance(signed.record, DelegationRecord):
+                arrived.add(("node", signed.record.node))
+            elif isinstance(signed.record, WorkRecord):
+                arrived.add(("work", cid))
+        if arrived:
+            self._retry_pending(arrived)
+        for _, signed, cid, _, _ in batch:
+            self._on_accept(signed, cid)
+        return verdicts
 
     def store_own(self, signed: SignedRecord) -> StoredRecord:
         """Store our own record and its outbox entry durably (not yet announced).
@@ -173,14 +214,14 @@ class RecordStore:
                 self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
             self._state = None
 
-    def _retry_pending(self, arrived: WaitKey) -> None:
-        """Validate again the records waiting on `arrived` (and those whose wait is
-        unknown); the rest stay as they are."""
+    def _retry_pending(self, arrived: set[WaitKey]) -> None:
+        """Validate again the records waiting on what `arrived` (and those whose wait
+        is unknown); the rest stay as they are."""
         with self._lock:
-            due = [c for c, e in self._pending.items() if e[3] is None or e[3] == arrived]
+            due = [c for c, e in self._pending.items() if e[3] is None or e[3] in arrived]
             waiting = [self._pending.pop(c)[:2] for c in due]
-        for data, source in waiting:
-            self.ingest(data, source)
+        if waiting:
+            self.ingest_many(waiting)
 
     def forget_pending(self, older_than: float) -> int:
         """Drop records pending since before `older_than` (time.monotonic()), counting
@@ -201,14 +242,19 @@ class RecordStore:
 
     # --- reading ---------------------------------------------------------------------
 
-    def _context(self) -> ValidationContext:
-        """What validation consults; call with `_lock` held."""
+    def _context(
+        self,
+        new_delegations: Sequence[DelegationRecord] = (),
+        new_works: Mapping[str, WorkRecord] | None = None,
+    ) -> ValidationContext:
+        """What validation consults; call with `_lock` held. `new_*`: records of a
+        batch being ingested, valid but not held yet."""
         return validation_context(
             self._services.now(),
-            self._delegations,
+            [*self._delegations, *new_delegations],
             self._param_sets,
             max_skew_s=self._max_skew_s,
-            works=self._works,
+            works=ChainMap(new_works, self._works) if new_works else self._works,
         )
 
     def check(self, signed: SignedRecord) -> Accepted | Rejection:
