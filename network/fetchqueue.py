@@ -142,6 +142,11 @@ class FetchQueue:
                 self._timeouts.setdefault(peer, collections.deque()).append(self._clock())
             self._ready.notify()
 
+    def busy(self, peer: str) -> bool:
+        """Jobs of `peer` are queued or being fetched."""
+        with self._lock:
+            return bool(self._queues.get(peer)) or self._inflight[peer] > 0
+
     def counters(self) -> FetchCounters:
         with self._lock:
             now = self._clock()

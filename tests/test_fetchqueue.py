@@ -64,3 +64,15 @@ def test_a_peer_whose_fetches_time_out_is_put_on_hold_for_the_window():
 def test_limits_must_be_positive():
     with pytest.raises(ValueError):
         FetchQueue(per_peer_inflight=0)
+
+
+def test_a_peer_is_busy_while_its_jobs_are_queued_or_being_fetched():
+    q = FetchQueue()
+    assert not q.busy("a")
+    q.put("a", "x")
+    assert q.busy("a") and not q.busy("b")
+    peer, job = q.get(timeout=0)
+    assert (peer, job) == ("a", "x")
+    assert q.busy("a")  # taken, not done
+    q.done("a", ok=True)
+    assert not q.busy("a")

@@ -20,13 +20,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 
-from cachetools import FIFOCache
+from cachetools import FIFOCache, TTLCache
 
 from network import codec, wire
 from network import rejection as R
-from network.fetchqueue import FetchQueue
+from network.fetchqueue import OWN, FetchQueue
 from network.ipfs import IpfsError, IpfsTimeout
 from network.ledger import LedgerError
 from network.nodeparts.backoff import FetchBackoff
@@ -39,6 +40,12 @@ from network.rejection import Rejection
 log = logging.getLogger("hailstone.node")
 
 MAX_FETCH_QUEUE = 10_000
+# Fetches of one peer's jobs at once (a backlog from one peer is fetched this wide).
+PER_PEER_INFLIGHT = 4
+# Least time between two re-reads of a peer's head that we do not hold completely.
+REFOLLOW_INTERVAL_S = 2.0
+# How long a fetched record may wait in the inbox before it may be fetched again.
+INBOX_GRACE_S = 120.0
 RECORD = "record"
 HEAD = "head"
 
@@ -78,7 +85,9 @@ class Sync:
         self.rates = PeerRateLimiter()
         self.backoff = FetchBackoff()
         # (kind, cid, peer) jobs, queued under the peer that announced or listed them
-        self.fetches = FetchQueue(per_peer_queue=MAX_FETCH_QUEUE)
+        self.fetches = FetchQueue(
+            per_peer_queue=MAX_FETCH_QUEUE, per_peer_inflight=PER_PEER_INFLIGHT
+        )
         self.inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
         self._lock = threading.Lock()
         # Each peer's newest announced head: a queued older one is skipped when its turn
@@ -86,6 +95,10 @@ class Sync:
         # ~600 stale head fetches per node, delaying the acknowledgements of our
         # outbox and so re-announcing it again and again).
         self._newest_head: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
+        self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
+        # Fetched, in the inbox, not ingested yet: not fetched again meanwhile (forgotten
+        # after INBOX_GRACE_S, so a record whose ledger write failed is fetched again).
+        self._fetched: TTLCache[str, None] = TTLCache(MAX_REMEMBERED, INBOX_GRACE_S)
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
 
     def idle(self) -> bool:
@@ -156,8 +169,14 @@ class Sync:
             self.want(HEAD, head.head, peer)
 
     def worth_fetching(self, cid: str) -> bool:
-        """Not held, not refused, not pending, and not failed too recently."""
-        return not self._store.known(cid) and self.backoff.due(cid)
+        """Not held, not refused, not pending, not fetched and waiting in the inbox, and
+        not failed too recently."""
+        if self._store.known(cid):
+            return False
+        with self._lock:
+            if cid in self._fetched:
+                return False
+        return self.backoff.due(cid)
 
     def want(self, kind: str, cid: str, peer: str = "") -> None:
         """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
@@ -173,6 +192,10 @@ class Sync:
                 continue
             queue_peer, (kind, cid, peer) = taken
             ok = timed_out = False
+            if kind == RECORD and self._store.known(cid):
+                # (listed by several peers' heads: fetched under another's name first)
+                self.fetches.done(queue_peer, ok=True)
+                continue
             try:
                 if kind == HEAD:
                     with self._lock:
@@ -183,6 +206,8 @@ class Sync:
                     # Every get has a hard deadline (fetch_timeout_s); a timed-out get
                     # counts against the peer that wanted it fetched (FetchQueue).
                     data = self._services.ipfs.get(cid, self._timeout_s, codec.MAX_RECORD_BYTES)
+                    with self._lock:
+                        self._fetched[cid] = None
                     self.inbox.put((data, "fetch"))
                 self.backoff.succeeded(cid)
                 ok = True
@@ -197,6 +222,24 @@ class Sync:
                 log.exception("fetching %s failed", cid)
             finally:
                 self.fetches.done(queue_peer, ok=ok, timed_out=timed_out)
+            self._follow_again(queue_peer)
+
+    def _follow_again(self, peer: str) -> None:
+        """Read `peer`'s newest head again once all we queued from it is done, if we do
+        not hold it all yet: what did not fit in the queue (a backlog larger than it)
+        or failed is asked for now, not at the peer's next head announcement (an
+        unchanged head is announced only once a minute). At most every
+        REFOLLOW_INTERVAL_S per peer, so CIDs that keep failing cost nothing."""
+        if peer == OWN or self.fetches.busy(peer):
+            return
+        now = time.monotonic()
+        with self._lock:
+            head = self._newest_head.get(peer)
+            if head is None or now - self._refollowed.get(peer, 0.0) < REFOLLOW_INTERVAL_S:
+                return
+            self._refollowed[peer] = now
+        if not self._heads.holds(peer, head):
+            self.want(HEAD, head, peer)
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
@@ -223,7 +266,7 @@ class Sync:
                 return
             if acked:
                 self._services.event("acknowledged", f"{acked} of our records reached {peer}")
-            if self._want_missing(missing):
+            if self._want_missing(missing, peer):
                 complete = False
             else:
                 held.add(page_cid)
@@ -233,16 +276,17 @@ class Sync:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
 
-    def _want_missing(self, missing: list[str]) -> bool:
-        """Queue what a head page lists and we lack; True if any is still unresolved
-        (queued, pending, or failed fewer than `give_up` times)."""
+    def _want_missing(self, missing: list[str], peer: str) -> bool:
+        """Queue what `peer`'s head page lists and we lack, under that peer (a head
+        listing junk is that peer's flood); True if any is still unresolved (queued,
+        pending, or failed fewer than `give_up` times)."""
         unresolved = False
         for cid in missing:
             if self._store.refused(cid):
                 continue  # refused once: nothing to wait for
             waiting = self._store.is_pending(cid) or self.backoff.still_trying(cid)
             if self.worth_fetching(cid):
-                self.want(RECORD, cid)
+                self.want(RECORD, cid, peer)
                 unresolved = True
             elif waiting:
                 unresolved = True
