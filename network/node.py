@@ -64,7 +64,7 @@ log = logging.getLogger("hailstone.node")
 __all__ = ["IDLE_CHECKERS", "Assignment", "BlockTask", "Node", "NodeConfig", "NodeEvent"]
 __all__ += ["NodeStatus", "claim_id", "state_digest", "trust_policy"]
 
-FETCH_THREADS = 4
+FETCH_THREADS = 8
 # Most fetched records ingested in one ledger transaction.
 INGEST_BATCH = 256
 HOUSEKEEPING_INTERVAL_S = 60.0
@@ -286,6 +286,7 @@ class Node:
             if batch:
                 got = True
                 self._store.ingest_many(batch)
+                self._sync.ingested([data for data, _ in batch])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -230,9 +230,7 @@ def test_a_batch_the_ledger_cannot_store_leaves_nothing_held(parts, monkeypatch)
 
 
 def test_a_full_pending_set_counts_what_it_cannot_hold(parts, monkeypatch) -> None:
-    import network.nodeparts.store as store_module
-
-    monkeypatch.setattr(store_module, "MAX_PENDING", 2)
+    monkeypatch.setattr(parts.store._pending, "_limit", 2)
     commits = [_commit(BOB, created=T0 + 10 + i) for i in range(3)]
     for c in commits:
         verdict = parts.store.ingest(_bytes(c), "peer")

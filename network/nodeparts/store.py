@@ -31,6 +31,7 @@ from network import codec
 from network import rejection as R
 from network.ipfs import IpfsError
 from network.ledger import LedgerError, StoredRecord, stored_record
+from network.nodeparts.pending import PendingRecords, Waiting, WaitKey
 from network.nodeparts.services import Services
 from network.records import CheckRecord, DelegationRecord, SignedRecord, WorkRecord
 from network.rejection import Accepted, Rejection
@@ -40,9 +41,7 @@ from network.validate import ValidationContext, authorised, validate
 from network.validate import context as validation_context
 
 # Records waiting for their delegation or work record to arrive, and for how long.
-# What a pending record waits on: ("node", node key) or ("work", work CID).
-WaitKey = tuple[str, object]
-MAX_PENDING = 2000
+MAX_PENDING = 10_000
 PENDING_TTL_S = 600.0
 # How many refused CIDs are remembered.
 MAX_REMEMBERED = 50_000
@@ -83,8 +82,7 @@ class RecordStore:
         self._works: dict[str, WorkRecord] = {}
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._state: NetworkState | None = None
-        # held until their delegation or work arrives: cid -> (bytes, source, since, key)
-        self._pending: dict[str, tuple[bytes, str, float, WaitKey | None]] = {}
+        self._pending = PendingRecords(MAX_PENDING)  # until their delegation or work arrives
         self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
 
     # --- writing ---------------------------------------------------------------------
@@ -110,6 +108,13 @@ class RecordStore:
         is durable. Returns a verdict per item: None for a record we already hold,
         or when the ledger could not store the batch (a peer's head offers it again).
         """
+        return self._ingest([(data, source, None) for data, source in items])
+
+    def _ingest(
+        self, items: Sequence[tuple[bytes, str, SignedRecord | None]]
+    ) -> list[Accepted | Rejection | None]:
+        """ingest_many's work; an item's parsed form, when given, is not parsed (nor
+        its signature checked) again."""
         services = self._services
         verdicts: list[Accepted | Rejection | None] = [None] * len(items)
         batch: list[
@@ -119,8 +124,8 @@ class RecordStore:
         new_delegations: list[DelegationRecord] = []
         new_works: dict[str, WorkRecord] = {}
         with self._write_lock:
-            for i, (data, source) in enumerate(items):
-                signed = codec.parse(data)
+            for i, (data, source, parsed) in enumerate(items):
+                signed = codec.parse(data) if parsed is None else parsed
                 if isinstance(signed, Rejection):
                     services.reject(signed, source)
                     verdicts[i] = signed
@@ -135,11 +140,13 @@ class RecordStore:
                         R.NO_DELEGATION,
                         R.UNKNOWN_WORK,
                     )
-                    if waits and len(self._pending) < MAX_PENDING:
-                        key = _waits_on(signed, verdict)
-                        self._pending[cid] = (data, source, time.monotonic(), key)
-                        verdicts[i] = verdict
-                        continue
+                    if waits:
+                        held = Waiting(
+                            data, source, time.monotonic(), _waits_on(signed, verdict), signed
+                        )
+                        if self._pending.add(cid, held):
+                            verdicts[i] = verdict
+                            continue
                 verdicts[i] = verdict
                 if isinstance(verdict, Rejection):
                     if waits:
@@ -172,7 +179,7 @@ class RecordStore:
                 self._cache(cid, signed)
             with self._lock:
                 for _, _, cid, _, _ in batch:
-                    self._pending.pop(cid, None)
+                    self._pending.discard(cid)
         arrived: set[WaitKey] = set()
         for _, signed, cid, data, source in batch:
             # Our head lists every record we hold, so we must be able to serve each one.
@@ -218,18 +225,17 @@ class RecordStore:
         """Validate again the records waiting on what `arrived` (and those whose wait
         is unknown); the rest stay as they are."""
         with self._lock:
-            due = [c for c, e in self._pending.items() if e[3] is None or e[3] in arrived]
-            waiting = [self._pending.pop(c)[:2] for c in due]
-        if waiting:
-            self.ingest_many(waiting)
+            due = self._pending.take(arrived)
+        if due:
+            self._ingest([(w.data, w.source, w.signed) for w in due])
 
     def forget_pending(self, older_than: float) -> int:
         """Drop records pending since before `older_than` (time.monotonic()), counting
         each as a rejection; returns how many."""
         with self._lock:
-            old = [c for c, e in self._pending.items() if e[2] < older_than]
-            dropped = [self._pending.pop(c) for c in old]
-        for _, source, _, key in dropped:
+            dropped = self._pending.take_older_than(older_than)
+        for w in dropped:
+            source, key = w.source, w.key
             what = "its delegation" if key is not None and key[0] == "node" else "its work record"
             self._services.reject(
                 Rejection(

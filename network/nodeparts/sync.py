@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 
-from cachetools import FIFOCache, TTLCache
+from cachetools import FIFOCache
 
 from network import codec, wire
 from network import rejection as R
@@ -41,11 +41,9 @@ log = logging.getLogger("hailstone.node")
 
 MAX_FETCH_QUEUE = 10_000
 # Fetches of one peer's jobs at once (a backlog from one peer is fetched this wide).
-PER_PEER_INFLIGHT = 4
+PER_PEER_INFLIGHT = 8
 # Least time between two re-reads of a peer's head that we do not hold completely.
 REFOLLOW_INTERVAL_S = 2.0
-# How long a fetched record may wait in the inbox before it may be fetched again.
-INBOX_GRACE_S = 120.0
 RECORD = "record"
 HEAD = "head"
 
@@ -96,9 +94,8 @@ class Sync:
         # outbox and so re-announcing it again and again).
         self._newest_head: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
         self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
-        # Fetched, in the inbox, not ingested yet: not fetched again meanwhile (forgotten
-        # after INBOX_GRACE_S, so a record whose ledger write failed is fetched again).
-        self._fetched: TTLCache[str, None] = TTLCache(MAX_REMEMBERED, INBOX_GRACE_S)
+        # Fetched, in the inbox, not ingested yet: not fetched again meanwhile.
+        self._fetched: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
 
     def idle(self) -> bool:
@@ -223,6 +220,19 @@ class Sync:
             finally:
                 self.fetches.done(queue_peer, ok=ok, timed_out=timed_out)
             self._follow_again(queue_peer)
+
+    def ingested(self, records: list[bytes]) -> None:
+        """The network loop ingested these fetched records (whatever the verdict: one
+        the store could not keep, e.g. with its pending set full, may be fetched
+        again). When the inbox is empty, peers' heads we do not hold completely are
+        read again."""
+        cids = [codec.record_cid(r) for r in records]
+        with self._lock:
+            for cid in cids:
+                self._fetched.pop(cid, None)
+            peers = list(self._newest_head) if self.inbox.empty() else []
+        for peer in peers:
+            self._follow_again(peer)
 
     def _follow_again(self, peer: str) -> None:
         """Read `peer`'s newest head again once all we queued from it is done, if we do
