@@ -41,7 +41,7 @@ log = logging.getLogger("hailstone.node")
 
 MAX_FETCH_QUEUE = 10_000
 # Fetches of one peer's jobs at once (a backlog from one peer is fetched this wide).
-PER_PEER_INFLIGHT = 8
+PER_PEER_INFLIGHT = 4
 # Least time between two re-reads of a peer's head that we do not hold completely.
 REFOLLOW_INTERVAL_S = 2.0
 RECORD = "record"
