@@ -81,6 +81,10 @@ class Clock:
 class Member:
     """One `main.py node` child process with its profile and status file."""
 
+    # Extra environment for every node (--go-env: the embedded Go runtime reads
+    # GOMAXPROCS, GOMEMLIMIT, GOGC only from the environment the process starts with).
+    env: dict[str, str] = {}
+
     def __init__(self, base: Path, name: str, unit_limit: int, claim_ttl: int) -> None:
         self.name = name
         self.data_dir = base / name
@@ -107,7 +111,8 @@ class Member:
         with contextlib.suppress(FileNotFoundError):
             self.status_file.unlink()
         with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, **self.env} if self.env else None)
         self.starts += 1
 
     def alive(self) -> bool:
@@ -224,6 +229,32 @@ def _lo_bytes() -> int:
     return 0
 
 
+def _tcp_bytes(pids: set[int]) -> dict[tuple[int, str], int]:
+    """Bytes sent + received so far on each TCP socket of these processes (`ss -tinp`),
+    keyed by (pid, local and peer address): each node's own gossip, unlike `lo`."""
+    try:
+        out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[tuple[int, str], int] = {}
+    key: tuple[int, str] | None = None
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            key = None
+            fields = line.split()
+            pid = next((int(p.split(",")[0]) for p in line.split("pid=")[1:]), None)
+            if pid in pids and len(fields) >= 5:
+                key = (pid, f"{fields[3]}>{fields[4]}")
+        elif key is not None:
+            n = 0
+            for name in ("bytes_sent:", "bytes_received:"):
+                if name in line:
+                    n += int(line.split(name, 1)[1].split()[0])
+            found[key] = n
+            key = None
+    return found
+
+
 def _spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)} if values else {}
 
@@ -236,11 +267,17 @@ def idle_window(swarm: Swarm, seconds: float) -> dict:
             p = psutil.Process(m.proc.pid)
             t = p.cpu_times()
             procs[m.name] = (p, t.user + t.system)
+    pids = {p.pid for p, _ in procs.values()}
+    tcp0 = _tcp_bytes(pids)
     lo0, t0 = _lo_bytes(), time.monotonic()
     load0 = os.getloadavg()
     swarm.clock.sleep(seconds)
     elapsed = time.monotonic() - t0
     lo = _lo_bytes() - lo0
+    tcp1 = _tcp_bytes(pids)
+    per_pid: dict[int, int] = dict.fromkeys(pids, 0)
+    for k, n in tcp1.items():  # (a socket closed during the window is not counted)
+        per_pid[k[0]] += n - tcp0.get(k, 0)
     cpu, rss = [], []
     for p, c0 in procs.values():
         with contextlib.suppress(psutil.Error):
@@ -253,6 +290,8 @@ def idle_window(swarm: Swarm, seconds: float) -> dict:
         "rss_mib": _spread(rss),
         # all loopback traffic (other programs' too): an upper bound on gossip
         "loopback_bytes_per_node_per_min": round(lo / max(1, len(procs)) / elapsed * 60),
+        # each node's own TCP bytes (sent + received), per minute
+        "tcp_bytes_per_node_per_min": _spread([n / elapsed * 60 for n in per_pid.values()]),
         "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
     }
 
@@ -422,7 +461,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     clock = Clock(stop_by)
     report: dict = {
         "scenario": args.scenario, "nodes": args.nodes, "unit_limit": args.unit_limit,
-        "cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(), "go_env": dict(Member.env), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     swarm = Swarm(base, args.nodes, args.unit_limit, args.claim_ttl, clock, args.seed)
@@ -498,7 +537,10 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             report["late_caught_up_s"] = None if caught is None else round(time.monotonic() - t_late, 1)
 
         if args.idle_s > 0:
+            if args.idle_settle_s > 0:
+                swarm.clock.sleep(args.idle_settle_s)  # let the catch-up after agreement end
             report["idle"] = idle_window(swarm, args.idle_s)
+            report["idle"]["settled_s"] = args.idle_settle_s
         report["sigterm"] = sigterm_all(swarm, args.sigterm_limit)
         report["audit"] = audit(swarm)
         report["restarts"] = sum(m.starts - 1 for m in swarm.members)
@@ -529,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claim-ttl", type=int, default=30)
     p.add_argument("--timeout", type=float, default=240, help="each wait's limit (s)")
     p.add_argument("--idle-s", type=float, default=30)
+    p.add_argument("--idle-settle-s", type=float, default=0,
+                   help="wait this long after agreement before the idle window")
+    p.add_argument("--go-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for every node's embedded Go runtime (GOMAXPROCS=1, ...)")
     p.add_argument("--sigterm-limit", type=float, default=60)
     p.add_argument("--churn-interval", type=float, default=60)
     p.add_argument("--churn-rounds", type=int, default=3)
@@ -549,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     # SIGTERM to the harness: unwind through the finally that kills every node
     signal.signal(signal.SIGTERM, _interrupt)
+    Member.env = dict(kv.split("=", 1) for kv in args.go_env)
     report = run(args, base)
     report["base"] = str(base)
     if args.base is None and report.get("agreed") and not args.keep:
