@@ -84,13 +84,20 @@ class Member:
     # Extra environment for every node (--go-env: the embedded Go runtime reads
     # GOMAXPROCS, GOMEMLIMIT, GOGC only from the environment the process starts with).
     env: dict[str, str] = {}
+    ports: set[int] = set()  # every port handed to a node of this run
 
     def __init__(self, base: Path, name: str, unit_limit: int, claim_ttl: int) -> None:
         self.name = name
         self.data_dir = base / name
         self.status_file = base / f"{name}.json"
         self.log_file = base / f"{name}.log"
+        # free_port() can hand out a port twice before either node binds it, and kubo
+        # binds with SO_REUSEPORT: two nodes then share a port and one never finds the
+        # other (an 8-node run had a node alone with 0 peers). Never reuse one.
         self.port = free_port()
+        while self.port in Member.ports:
+            self.port = free_port()
+        Member.ports.add(self.port)
         self.unit_limit = unit_limit
         self.claim_ttl = claim_ttl
         self.peers: list[str] = []
@@ -311,6 +318,7 @@ def audit(swarm: Swarm) -> dict:
     have: dict[str, set[str]] = {}
     works: dict[str, tuple[bytes, int]] = {}
     account_of: dict[str, bytes] = {}
+    arrivals: dict[str, list[float]] = {}  # cid -> when each node stored it
     for m in swarm.members:
         path = m.data_dir / "ledger.sqlite3"
         if not path.exists():
@@ -318,6 +326,9 @@ def audit(swarm: Swarm) -> dict:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
             rows = conn.execute("SELECT cid, account, unit, source FROM records WHERE kind = 'work'").fetchall()
+            for cid, at in conn.execute(  # (identity records predate the later nodes)
+                    "SELECT cid, received_at FROM records WHERE kind NOT IN ('account', 'delegation')"):
+                arrivals.setdefault(cid, []).append(at)
         finally:
             conn.close()
         have[m.name] = {cid for cid, *_ in rows}
@@ -335,7 +346,15 @@ def audit(swarm: Swarm) -> dict:
     for account, unit in works.values():
         per_account_unit[(account, unit)] = per_account_unit.get((account, unit), 0) + 1
         accounts_per_unit.setdefault(unit, set()).add(account)
+    # Delivery: when each other node stored a record, counted from the first node
+    # that stored it (its author, or the first to hear of it); one clock, one machine.
+    delays = sorted(at - min(ats) for ats in arrivals.values() for at in ats if len(ats) > 1)
+    delays = [d for d in delays if d > 0] or [0.0]
     return {
+        "delivery_s": {"median": round(statistics.median(delays), 2),
+                       "p95": round(delays[int(0.95 * (len(delays) - 1))], 2),
+                       "max": round(delays[-1], 2),
+                       "share_within_5s": round(sum(d <= 5 for d in delays) / len(delays), 3)},
         "work_records": len(works),
         "units": len(accounts_per_unit),
         "results_lost": len(lost),
