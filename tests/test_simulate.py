@@ -24,7 +24,8 @@ KEYS = {
 
 
 @pytest.mark.parametrize(
-    "strategy", ["fabricate", "partial10", "one_block", "copy", "false_dispute", "mixed"]
+    "strategy",
+    ["fabricate", "partial10", "one_block", "copy", "false_dispute", "jam", "sybil_flood", "mixed"],
 )
 def test_thirty_nodes_with_a_third_byzantine_verify_nothing_false(strategy):
     out = simulate(30, 0.3, strategy, seed=3)
@@ -86,3 +87,40 @@ def test_squatters_hold_a_unit_at_most_the_hold_cap_and_stalled_claims_lapse():
     # Without the cap the same squatters hold longer (the rule is what bounds it).
     uncapped = simulate(30, 0.3, "squat", seed=1, claim_hold=0)
     assert uncapped["claims"]["longest_hold"] > CLAIM_HOLD_TICKS
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fetch_jammers_are_timed_out_dropped_and_held_and_verify_nothing_false(seed):
+    from network.simulate import FETCH_SLOTS, JUNK_QUEUE
+
+    out = simulate(30, 0.3, "jam", seed=seed)
+    assert out["falsely_verified"] == 0 and out["honest_lost"] == 0
+    assert out["drained"] and out["units_verified"] == out["units"]
+    fetch = out["fetch"]
+    # The strategy really jams: junk filled the queues (dropped beyond JUNK_QUEUE),
+    # held slots until the deadline (timeouts), and every jammer went on hold.
+    assert fetch["timeouts"] > 0 and fetch["dropped"] > 0
+    assert fetch["peers_on_hold_max"] == out["byzantine"]
+    assert fetch["backlog_max"] >= JUNK_QUEUE
+    assert 0 < fetch["junk_slot_share"] < 1
+    # ... and the audits still got their evidence (each fetch took at least a tick).
+    assert fetch["evidence_wait"]["count"] > 0 and fetch["evidence_wait"]["median"] >= 1
+    assert FETCH_SLOTS == 32
+    # Its fabricated roots were caught.
+    assert out["slashed"] > 0
+    # Same seed, same output (the fetch queues run on the simulator's clock).
+    assert simulate(30, 0.3, "jam", seed=seed) == out
+
+
+def test_fetches_are_modelled_only_when_asked_or_jammed():
+    assert simulate(20, 0.3, "fabricate", seed=2)["fetch"] is None
+    out = simulate(20, 0.0, "honest", seed=2, fetches=True)
+    assert out["fetch"]["timeouts"] == 0 and out["fetch"]["evidence_wait"]["count"] > 0
+
+
+def test_a_flood_of_fresh_accounts_vouching_for_each_other_verifies_nothing_false():
+    out = simulate(30, 0.3, "sybil_flood", seed=2)
+    assert out["falsely_verified"] == 0 and out["honest_lost"] == 0
+    assert out["drained"] and out["units_verified"] == out["units"]
+    # Many more accounts than nodes were slashed: the fresh accounts' roots were caught.
+    assert out["slashed"] > out["nodes"]
