@@ -52,7 +52,7 @@ from network.records import (
 )
 from network.rejection import Accepted
 from network.state import VERIFIED, NetworkState, claim_in_force, derive_state, next_unit
-from network.validate import context, validate
+from network.validate import ValidationContext, context, validate
 
 # Byzantine strategies (PROTOCOL §11 threat model). The fraction is of blocks faked.
 FAKE_SHARE = {
@@ -195,6 +195,7 @@ class Simulation:
             weight_lag=max(4, units // 3),
         )
         self.records: dict[str, Accepted] = {}
+        self._ctx: tuple[tuple[int, int], ValidationContext] | None = None
         self.works: dict[str, WorkRecord] = {}
         self.works_by_unit: dict[int, list[tuple[str, WorkRecord]]] = {}
         self.commits_by_unit: dict[int, dict[bytes, str]] = {}
@@ -324,9 +325,19 @@ class Simulation:
 
     def _publish(self, signed) -> Accepted:
         parsed = codec.parse(codec.encode(signed))
-        ctx = context(
-            T0 + self.now, self.delegations, (PARAMS,), works=self.works, recheck_candidates=False
-        )
+        # One context (and delegation index) per tick and set of delegations: rebuilding
+        # it per record made a flood of fresh accounts quadratic. `works` is the live dict.
+        key = (self.now, len(self.delegations))
+        if self._ctx is None or self._ctx[0] != key:
+            ctx = context(
+                T0 + self.now,
+                self.delegations,
+                (PARAMS,),
+                works=self.works,
+                recheck_candidates=False,
+            )
+            self._ctx = (key, ctx)
+        ctx = self._ctx[1]
         verdict = validate(parsed, ctx)
         if not isinstance(verdict, Accepted):
             raise RuntimeError(f"the simulator built a record validation refuses: {verdict}")
@@ -819,13 +830,14 @@ class Simulation:
         """FLOOD_ACCOUNTS fresh accounts (keys are free) commit the unit's fabricated
         root, reveal it listing each other's commits (mutually linked, T4) and vouch
         for each other's work with matching checks. None carries weight (T3)."""
-        fresh = []
-        for _ in range(FLOOD_ACCOUNTS):
-            f = Actor(a.index, "sybil_flood", self._key(), self._key())
+        fresh = [
+            Actor(a.index, "sybil_flood", self._key(), self._key()) for _ in range(FLOOD_ACCOUNTS)
+        ]
+        for f in fresh:  # all delegations first: one validation context for the batch
             self.byzantine_accounts.add(f.acct)
             self._delegate(f)
+        for f in fresh:
             self._commit(f, unit, self._root_for(f, unit, None), None)
-            fresh.append(f)
         commits = self._commits_on(unit)
         for f in fresh:
             self._reveal(f, unit, [commits[g.acct] for g in fresh if g is not f])
