@@ -954,7 +954,10 @@ class Simulation:
         for unit, tally in self.state.trust.units.items():
             if tally.seed is not None:
                 self.seeded_at.setdefault(unit, self.now)
-                progress = (tally.commits, tally.reveals)
+                # Progress is a commit or reveal by an account not slashed: a flood of
+                # fresh accounts whose copies of a disproven root are slashed as they
+                # land must not keep a withholding reporter's round open for ever.
+                progress = self._progress(unit)
                 if self.progress_seen.get(unit) != progress:
                     self.progress_seen[unit] = progress
                     self.last_progress[unit] = self.now
@@ -969,6 +972,12 @@ class Simulation:
             if acct in self.fraud_at:
                 self.detected.append(self.now - self.fraud_at.pop(acct))
         self.now += 1
+
+    def _progress(self, unit: int) -> tuple[int, int]:
+        slashed = self.state.trust.slashed
+        commits = sum(1 for acct in self._commits_on(unit) if acct not in slashed)
+        reveals = sum(1 for _c, w in self.works_by_unit.get(unit, ()) if w.account not in slashed)
+        return commits, reveals
 
     def _count_squats(self) -> None:
         """How long Byzantine claims keep units closed (each account, each unit)."""
