@@ -76,6 +76,7 @@ class FetchQueue:
         self._inflight: dict[str, int] = collections.Counter()
         self._timeouts: dict[str, collections.deque[float]] = {}
         self._done = self._failed = self._timeout_count = self._dropped = 0
+        self._closed = False
 
     def put(self, peer: str, job: Hashable) -> bool:
         """Queue `job` under `peer`; False if it is already queued or the queue is full."""
@@ -107,6 +108,8 @@ class FetchQueue:
         deadline = self._clock() + timeout
         with self._lock:
             while True:
+                if self._closed:
+                    return None
                 now = self._clock()
                 for _ in range(len(self._order)):
                     peer = self._order[0]
@@ -124,10 +127,12 @@ class FetchQueue:
                         self._order.remove(peer)
                     return peer, job
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining <= 0 or self._closed:
                     return None
-                # Woken by put/done; a peer coming off hold needs the timeout to lapse.
-                self._ready.wait(min(remaining, 0.5))
+                # Woken by put/done/close; a peer coming off hold wakes nobody, so
+                # while one has jobs waiting, look again every half second.
+                held = any(self._queues.get(p) for p in self._timeouts)
+                self._ready.wait(min(remaining, 0.5) if held else remaining)
 
     def done(self, peer: str, *, ok: bool, timed_out: bool = False) -> None:
         """Report the end of a job taken by get()."""
@@ -141,6 +146,12 @@ class FetchQueue:
                 self._timeout_count += 1
                 self._timeouts.setdefault(peer, collections.deque()).append(self._clock())
             self._ready.notify()
+
+    def close(self) -> None:
+        """Wake every waiting get(), which returns None from now on."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
 
     def busy(self, peer: str) -> bool:
         """Jobs of `peer` are queued or being fetched."""

@@ -217,11 +217,11 @@ class Node:
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
         self._stop.set()
-        self._checks.stop(timeout_s=self.config.fetch_timeout_s + 5)
-        for t in self._threads:
-            t.join(timeout=self.config.fetch_timeout_s + 5)
-        self._threads.clear()
+        self._sync.fetches.close()  # wakes the idle fetchers
         try:
+            # IPFS first: closing it cancels the fetches our threads are blocked in
+            # (up to fetch_timeout_s each), so they see the stop at once; what they
+            # were about to publish is in the outbox already and goes out next start.
             for sub in self._subs.values():
                 try:
                     sub.close()
@@ -234,6 +234,11 @@ class Node:
                 except IpfsError as exc:
                     log.warning("IPFS did not stop cleanly: %s", exc)
         finally:
+            self._checks.stop(timeout_s=self.config.fetch_timeout_s + 5)
+            for t in self._threads:
+                t.join(timeout=self.config.fetch_timeout_s + 5)
+            self._threads.clear()
+            # The ledger last: the threads above may still write to it until they end.
             if self._services.opened_ledger is not None:
                 self._services.opened_ledger.close()
 

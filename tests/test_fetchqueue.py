@@ -76,3 +76,17 @@ def test_a_peer_is_busy_while_its_jobs_are_queued_or_being_fetched():
     assert q.busy("a")  # taken, not done
     q.done("a", ok=True)
     assert not q.busy("a")
+
+
+def test_close_wakes_a_waiting_get_and_every_later_one_returns_none():
+    import threading
+
+    q = FetchQueue()
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=3600)))
+    waiter.start()
+    q.close()
+    waiter.join(30)
+    assert not waiter.is_alive() and got == [None]
+    q.put("a", "x")
+    assert q.get(timeout=0) is None

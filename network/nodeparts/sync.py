@@ -44,6 +44,8 @@ MAX_FETCH_QUEUE = 10_000
 PER_PEER_INFLIGHT = 4
 # Least time between two re-reads of a peer's head that we do not hold completely.
 REFOLLOW_INTERVAL_S = 2.0
+# A fetcher with nothing to do sleeps this long (woken by a job or by stop()).
+FETCH_WAIT_S = 5.0
 RECORD = "record"
 HEAD = "head"
 
@@ -184,7 +186,7 @@ class Sync:
     def fetch_loop(self, stop: threading.Event) -> None:
         """Fetch wanted records and heads off the network loop (gets may block)."""
         while not stop.is_set():
-            taken = self.fetches.get(timeout=0.2)
+            taken = self.fetches.get(timeout=FETCH_WAIT_S)
             if taken is None:
                 continue
             queue_peer, (kind, cid, peer) = taken
