@@ -954,9 +954,9 @@ class Simulation:
         for unit, tally in self.state.trust.units.items():
             if tally.seed is not None:
                 self.seeded_at.setdefault(unit, self.now)
-                # Progress is a commit or reveal by an account not slashed: a flood of
-                # fresh accounts whose copies of a disproven root are slashed as they
-                # land must not keep a withholding reporter's round open for ever.
+                # Progress is a commit or reveal by the round's reporter or a drawn
+                # account (not slashed): a flood of fresh, weightless accounts must
+                # not keep a withholding reporter's round open for ever.
                 progress = self._progress(unit)
                 if self.progress_seen.get(unit) != progress:
                     self.progress_seen[unit] = progress
@@ -975,8 +975,10 @@ class Simulation:
 
     def _progress(self, unit: int) -> tuple[int, int]:
         slashed = self.state.trust.slashed
-        commits = sum(1 for acct in self._commits_on(unit) if acct not in slashed)
-        reveals = sum(1 for _c, w in self.works_by_unit.get(unit, ()) if w.account not in slashed)
+        core = self._ranking(unit, b"check", ())[: self.policy.check_rank + 1]
+        who = {*core, self._round_reporter(unit)} - slashed
+        commits = sum(1 for acct in self._commits_on(unit) if acct in who)
+        reveals = sum(1 for _c, w in self.works_by_unit.get(unit, ()) if w.account in who)
         return commits, reveals
 
     def _count_squats(self) -> None:
