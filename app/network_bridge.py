@@ -112,6 +112,7 @@ class LeaderRow:
     numbers: int
     pending: int = 0  # reported units that are not verified (yet)
     me: bool = False
+    weight: int | None = None  # earned weight under the trust protocol (None: it is off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,16 @@ class BridgeStatus:
     # What Hailstone itself sent and fetched (rates, the bandwidth limit), in words;
     # "" when not counted (solo, starting).
     traffic: str = ""
+    # The verification rule in force (PROTOCOL §11): the root of trust's genesis and
+    # beacon keys (0 genesis keys: the trust protocol is off, the two-account quorum
+    # counts), and this account's earned weight (None: no policy, or no node running).
+    trust_genesis: int = 0
+    trust_beacons: int = 0
+    account_weight: int | None = None
+
+    @property
+    def trust_on(self) -> bool:
+        return self.trust_genesis > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +443,24 @@ def release_off_reason(settings: Mapping[str, Any]) -> str:
     return facade.release_off_reason(settings)
 
 
+def trust_root(
+    settings: Mapping[str, Any], node_overrides: Mapping[str, Any] | None = None
+) -> tuple[int, int]:
+    """How many genesis and beacon keys the root of trust names (settings
+    `trust_genesis` / `trust_beacons`, or a `trust` node override); (0, 0): the trust
+    protocol is off."""
+    overrides = node_overrides or {}
+    if "trust" in overrides:
+        policy = overrides["trust"]
+        return (0, 0) if policy is None else (len(policy.genesis), len(policy.beacons))
+
+    def count(key: str) -> int:
+        return len({str(v).strip().lower() for v in settings.get(key) or () if str(v).strip()})
+
+    genesis = count("trust_genesis")
+    return (genesis, count("trust_beacons") if genesis else 0)
+
+
 def taken_names(data_dir: Path, params: Params) -> dict[str, bytes]:
     """Normalised username -> owning account, from the ledger in `data_dir` (if any)."""
     return facade.taken_names(data_dir, params)
@@ -619,6 +648,7 @@ class WorkBridge:
                 state="starting",
                 sync_text="starting…",
                 advice="Starting the IPFS node and opening the ledger; computing has begun.",
+                **self._trust_fields(),
             )
         if node is None:
             n = self._solo.next_unit
@@ -633,6 +663,7 @@ class WorkBridge:
                 state="solo",
                 sync_text="not connected (solo mode)",
                 advice=self._solo_advice(),
+                **self._trust_fields(),
             )
         s = node.status()
         synced = node.is_synced()
@@ -666,7 +697,25 @@ class WorkBridge:
             outbox=int(s.outbox),
             state="synced" if synced else "syncing",
             traffic=self._traffic_text(node),
+            **self._trust_fields(node, s),
         )
+
+    def _trust_fields(self, node: Any = None, s: Any = None) -> dict[str, Any]:
+        """The verification rule in force and my weight, for BridgeStatus."""
+        config = getattr(node, "config", None)
+        if config is not None:  # the running node's own policy
+            policy = config.trust
+            genesis, beacons = (
+                (0, 0) if policy is None else (len(policy.genesis), len(policy.beacons))
+            )
+        else:
+            genesis, beacons = trust_root(self.settings, self.node_overrides)
+        weight = getattr(s, "account_weight", None) if genesis else None
+        return {
+            "trust_genesis": genesis,
+            "trust_beacons": beacons,
+            "account_weight": None if weight is None else int(weight),
+        }
 
     @staticmethod
     def _traffic_text(node: Any) -> str:
@@ -689,6 +738,7 @@ class WorkBridge:
                 e.numbers_verified,
                 pending=int(getattr(e, "pending", 0)),
                 me=e.account == me,
+                weight=st.account_weight(e.account),
             )
             for e in st.leaderboard
         )

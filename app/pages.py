@@ -45,7 +45,12 @@ from app.credit import credit_summary
 from app.eventlog import MAX_ENTRIES, Entry
 from app.formatting import fmt_count, fmt_duration, fmt_range, fmt_rate
 from app.messages import classify_exception
-from app.network_bridge import BANDWIDTH_COVERAGE, TRAFFIC_NOT_MEASURED
+from app.network_bridge import (
+    BANDWIDTH_COVERAGE,
+    TRAFFIC_NOT_MEASURED,
+    BridgeStatus,
+    trust_root,
+)
 from app.theme import plot_colours
 from app.widgets import ElidedLabel
 from app.workers import run_job
@@ -689,8 +694,16 @@ class LeaderboardPage(QWidget):
         self.note.setWordWrap(True)
         lay.addWidget(self.note)
         self.table = _table(
-            ["#", "Account", "Units credited", "Waiting for a 2nd result", "Numbers verified"]
+            [
+                "#",
+                "Account",
+                "Units credited",
+                "Waiting for a 2nd result",
+                "Numbers verified",
+                "Weight",
+            ]
         )
+        self.table.setColumnHidden(5, True)  # shown under the trust protocol only
         lay.addWidget(self.table, 1)
         ctl.leaderboard_changed.connect(self.refresh)
 
@@ -707,10 +720,12 @@ class LeaderboardPage(QWidget):
                 "agree. Units that wait for a second matching result are counted under "
                 "“Waiting” and earn credit once it arrives. Your row is in bold."
             )
+        self.table.setColumnHidden(5, all(r.weight is None for r in rows))
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             name = f"{r.name} (you)" if r.me else r.name
-            vals = (str(r.rank), name, str(r.units), str(r.pending), fmt_count(r.numbers))
+            weight = "" if r.weight is None else str(r.weight)
+            vals = (str(r.rank), name, str(r.units), str(r.pending), fmt_count(r.numbers), weight)
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)
                 if r.me:
@@ -725,6 +740,36 @@ class LeaderboardPage(QWidget):
 
 
 # ---- account ---------------------------------------------------------------------------------
+
+
+def verification_text(status: Any) -> tuple[str, str]:
+    """The verification rule in force and this account's weight, in words
+    (PROTOCOL §11); the second line is "" when the trust protocol is off."""
+    if not status.trust_on:
+        return (
+            "<b>Quorum:</b> a unit counts when two accounts report the same result. "
+            "The trust protocol is off because no genesis keys are configured "
+            "(PROTOCOL §11); until the project publishes them, two accounts run by one "
+            "person could agree on a result.",
+            "",
+        )
+    g, b = status.trust_genesis, status.trust_beacons
+    rule = (
+        "<b>Trust protocol:</b> results count through earned weight; "
+        f"{g} genesis key{'s' if g != 1 else ''}, {b} beacon key{'s' if b != 1 else ''} "
+        "(settings trust_genesis / trust_beacons)."
+    )
+    w = status.account_weight
+    if w is None:
+        weight = "Your account's earned weight: shown once the network node is running."
+    elif w == 0:
+        weight = (
+            "Your account's earned weight: <b>none yet</b>: fresh accounts carry no weight "
+            "until independent work matches theirs."
+        )
+    else:
+        weight = f"Your account's earned weight: <b>{w}</b>"
+    return rule, weight
 
 
 class AccountPage(QWidget):
@@ -742,6 +787,18 @@ class AccountPage(QWidget):
         self.info_label.setWordWrap(True)
         self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.info_label)
+        # Which verification rule is in force, and what this account weighs in it.
+        lay.addSpacing(6)
+        lay.addWidget(QLabel("<b>Verification</b>"))
+        self.rule_label = QLabel("")
+        self.rule_label.setObjectName("verification_rule")
+        self.weight_label = QLabel("")
+        self.weight_label.setObjectName("verification_weight")
+        for lab in (self.rule_label, self.weight_label):
+            lab.setWordWrap(True)
+            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            lay.addWidget(lab)
+        lay.addSpacing(6)
         lay.addWidget(QLabel("<b>Nodes (computers) of this account</b>"))
         self.nodes = _table(["Node key", "State", ""])
         self.nodes.horizontalHeader().setStretchLastSection(False)
@@ -768,9 +825,25 @@ class AccountPage(QWidget):
         self.backup_button.clicked.connect(self._ask_backup)
         self.restore_button.clicked.connect(self._ask_restore)
         self.busy = False
+        ctl.network_status.connect(self.on_status)
         self.refresh()
 
+    @Slot(object)
+    def on_status(self, status: Any) -> None:
+        rule, weight = verification_text(status)
+        self.rule_label.setText(rule)
+        self.weight_label.setText(weight)
+        self.weight_label.setVisible(bool(weight))
+
+    def _show_verification(self) -> None:
+        status = self.ctl.last_status
+        if status is None:  # no network status yet: the rule the settings name
+            genesis, beacons = trust_root(self.ctl.settings.values(), self.ctl.node_overrides)
+            status = BridgeStatus(False, "", trust_genesis=genesis, trust_beacons=beacons)
+        self.on_status(status)
+
     def refresh(self) -> None:
+        self._show_verification()
         if self.accounts is None or not self.accounts.has_account():
             self.info_label.setText(
                 "No account on this computer. Accounts come with the network layer; "
