@@ -714,11 +714,18 @@ class LeaderboardPage(QWidget):
             self.note.setText(
                 "The leaderboard comes from the network; in solo mode there is none yet."
             )
-        else:
+        elif all(r.weight is None for r in rows):
             self.note.setText(
                 "A unit is credited to the first two volunteers whose independent results "
                 "agree. Units that wait for a second matching result are counted under "
                 "“Waiting” and earn credit once it arrives. Your row is in bold."
+            )
+        else:
+            self.note.setText(
+                "Under the trust protocol a unit is credited once independent results from "
+                "a randomly drawn second volunteer match and its block audits pass; "
+                "“Weight” is what each account has earned that way. Units still waiting "
+                "are counted under “Waiting”. Your row is in bold."
             )
         self.table.setColumnHidden(5, all(r.weight is None for r in rows))
         self.table.setRowCount(len(rows))
