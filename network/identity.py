@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,24 @@ def default_data_dir() -> Path:
 def new_key() -> SigningKey:
     """A fresh random Ed25519 key."""
     return SigningKey.generate()
+
+
+def hex_keys(values: Iterable[str], what: str) -> frozenset[bytes]:
+    """Public keys given as 64 hex digits each (a setting's list), as a set.
+
+    Raises:
+        ValueError: a value that is not 64 hex digits, naming `what` kind of key.
+    """
+    out = set()
+    for v in values:
+        try:
+            key = bytes.fromhex(v.strip())
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"{what} key {v.strip()[:70]!r} is not 64 hex digits")
+        out.add(key)
+    return frozenset(out)
 
 
 def delegate(account_key: SigningKey, node: bytes, created: int) -> SignedRecord:

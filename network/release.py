@@ -33,6 +33,7 @@ from nacl.signing import SigningKey, VerifyKey
 from engine.files import write_atomic
 from engine.params import PROTOCOL_VERSION
 from network import rejection as R
+from network.identity import hex_keys
 from network.ipfs import IpfsError, IpfsNode, Subscription, cid_for_bytes
 from network.rejection import Accepted, Rejection
 
@@ -203,7 +204,9 @@ def parse(data: bytes, keys: Iterable[bytes]) -> SignedRelease | Rejection:
     if type(version) is not int or version != FORMAT_VERSION:
         return Rejection(R.WRONG_VERSION, f"release record format {version!r}, this node reads 1")
     if not isinstance(body, dict) or sorted(body) != sorted(BODY_FIELDS):
-        return Rejection(R.BAD_FIELD, "release record fields are not version, date, notes, min_protocol")
+        return Rejection(
+            R.BAD_FIELD, "release record fields are not version, date, notes, min_protocol"
+        )
     if not isinstance(signer, bytes) or len(signer) != 32:
         return Rejection(R.BAD_FIELD, "release record signer is not a 32-byte key")
     if not isinstance(signature, bytes) or len(signature) != 64:
@@ -229,16 +232,7 @@ def release_keys(values: Iterable[str]) -> frozenset[bytes]:
     Raises:
         ValueError: a key that is not 64 hex digits.
     """
-    out = set()
-    for v in values:
-        try:
-            key = bytes.fromhex(v.strip())
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise ValueError(f"release key {v.strip()[:70]!r} is not 64 hex digits")
-        out.add(key)
-    return frozenset(out)
+    return hex_keys(values, "release")
 
 
 @dataclass(frozen=True, slots=True)

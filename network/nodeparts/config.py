@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import Params
+from network.identity import hex_keys
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
 from network.settings import listen_addresses, network_values
 from network.trust import TrustPolicy
@@ -85,19 +86,7 @@ def trust_policy(genesis: Iterable[str], beacons: Iterable[str]) -> TrustPolicy 
         ValueError: a key that is not 64 hex digits, or beacons without genesis keys.
     """
 
-    def keys(values: Iterable[str], what: str) -> frozenset[bytes]:
-        out = set()
-        for v in values:
-            try:
-                key = bytes.fromhex(v.strip())
-            except ValueError:
-                key = b""
-            if len(key) != 32:
-                raise ValueError(f"{what} key {v.strip()[:70]!r} is not 64 hex digits")
-            out.add(key)
-        return frozenset(out)
-
-    g, b = keys(genesis, "genesis"), keys(beacons, "beacon")
+    g, b = hex_keys(genesis, "genesis"), hex_keys(beacons, "beacon")
     if not g:
         if b:
             raise ValueError("beacon accounts are named but no genesis account")
