@@ -282,7 +282,7 @@ class Node:
                 if msg.from_peer != own_id:
                     self._on_message(msg.from_peer, msg.data)
             # Fetched records in batches: one ledger transaction (one fsync) each.
-            batch: list[tuple[bytes, str]] = []
+            batch: list[tuple[bytes, str, str]] = []
             while len(batch) < INGEST_BATCH:
                 try:
                     batch.append(self._inbox.get_nowait())
@@ -290,8 +290,8 @@ class Node:
                     break
             if batch:
                 got = True
-                self._store.ingest_many(batch)
-                self._sync.ingested([data for data, _ in batch])
+                self._store.ingest_many([(data, source) for data, source, _ in batch])
+                self._sync.ingested([cid for _, _, cid in batch])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

@@ -67,7 +67,7 @@ class Sync:
     Attributes:
         rates, backoff, fetches: the per-peer limiter, the failed-fetch backoff and
             the fetch queue (tests replace the first two before start()).
-        inbox: (record bytes, source) fetched, for the network loop to ingest.
+        inbox: (record bytes, source, CID) fetched, for the network loop to ingest.
     """
 
     def __init__(
@@ -88,7 +88,7 @@ class Sync:
         self.fetches = FetchQueue(
             per_peer_queue=MAX_FETCH_QUEUE, per_peer_inflight=PER_PEER_INFLIGHT
         )
-        self.inbox: queue.Queue[tuple[bytes, str]] = queue.Queue()
+        self.inbox: queue.Queue[tuple[bytes, str, str]] = queue.Queue()
         self._lock = threading.Lock()
         # Each peer's newest announced head: a queued older one is skipped when its turn
         # comes (bench/swarm.py at 16 nodes: a head every 5 s from each peer queued
@@ -207,7 +207,7 @@ class Sync:
                     data = self._services.ipfs.get(cid, self._timeout_s, codec.MAX_RECORD_BYTES)
                     with self._lock:
                         self._fetched[cid] = None
-                    self.inbox.put((data, "fetch"))
+                    self.inbox.put((data, "fetch", cid))
                 self.backoff.succeeded(cid)
                 ok = True
             except IpfsTimeout as exc:
@@ -223,12 +223,11 @@ class Sync:
                 self.fetches.done(queue_peer, ok=ok, timed_out=timed_out)
             self._follow_again(queue_peer)
 
-    def ingested(self, records: list[bytes]) -> None:
+    def ingested(self, cids: list[str]) -> None:
         """The network loop ingested these fetched records (whatever the verdict: one
         the store could not keep, e.g. with its pending set full, may be fetched
         again). When the inbox is empty, peers' heads we do not hold completely are
         read again."""
-        cids = [codec.record_cid(r) for r in records]
         with self._lock:
             for cid in cids:
                 self._fetched.pop(cid, None)
