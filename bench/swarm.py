@@ -18,6 +18,10 @@ as --peer (a sparse graph: discovery and relaying are real), then runs one scena
 - mixed:     hostile and churn at once (the test suite's short run);
 - late:      after agreement, --late nodes join with one peer each; time to catch up.
 
+--per-process K runs K nodes in each process (bench/swarm_host.py: one Python, one
+Go runtime, the embedded kubo's registry holding K nodes); kill -9 and SIGSTOP then
+act on whole processes, and CPU and RSS per node are the process's shared out.
+
 Every scenario ends with an idle window (CPU, RSS, loopback bytes per node), a ledger
 audit (results lost, reported twice, units computed by more accounts than needed) and
 a SIGTERM of every node, timed. Every wait is bounded by its own limit and by
@@ -79,18 +83,14 @@ class Clock:
 
 
 class Member:
-    """One `main.py node` child process with its profile and status file."""
+    """One node: its profile, port, peers and status file; it runs in a `Host`."""
 
-    # Extra environment for every node (--go-env: the embedded Go runtime reads
-    # GOMAXPROCS, GOMEMLIMIT, GOGC only from the environment the process starts with).
-    env: dict[str, str] = {}
     ports: set[int] = set()  # every port handed to a node of this run
 
     def __init__(self, base: Path, name: str, unit_limit: int, claim_ttl: int) -> None:
         self.name = name
         self.data_dir = base / name
         self.status_file = base / f"{name}.json"
-        self.log_file = base / f"{name}.log"
         # free_port() can hand out a port twice before either node binds it, and kubo
         # binds with SO_REUSEPORT: two nodes then share a port and one never finds the
         # other (an 8-node run had a node alone with 0 peers). Never reuse one.
@@ -101,29 +101,29 @@ class Member:
         self.unit_limit = unit_limit
         self.claim_ttl = claim_ttl
         self.peers: list[str] = []
-        self.proc: subprocess.Popen | None = None
-        self.stopped = False  # SIGSTOPped
-        self.starts = 0
+        self.host: Host | None = None
         make_profile(self.data_dir, name)
 
-    def start(self) -> None:
-        args = [
-            sys.executable, str(ROOT / "main.py"), "node",
+    def node_args(self) -> list[str]:
+        """What `main.py node` is given for this node."""
+        return [
             "--data-dir", str(self.data_dir), "--params", "dev",
             "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--no-bootstrap",
             "--status-file", str(self.status_file), "--cores", "1",
             "--unit-limit", str(self.unit_limit), "--claim-ttl", str(self.claim_ttl),
             *[a for p in self.peers for a in ("--peer", p)],
         ]
-        with contextlib.suppress(FileNotFoundError):
-            self.status_file.unlink()
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                         env={**os.environ, **self.env} if self.env else None)
-        self.starts += 1
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.host.proc if self.host is not None else None
+
+    @property
+    def stopped(self) -> bool:
+        return self.host is not None and self.host.stopped
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.host is not None and self.host.alive()
 
     def status(self) -> dict:
         try:
@@ -134,6 +134,44 @@ class Member:
     def address(self) -> str | None:
         listen = self.status().get("listen") or []
         return listen[0] if listen else None
+
+
+class Host:
+    """One process: `main.py node` for a single member, bench/swarm_host.py for
+    several (--per-process). Signals, kill -9 and restarts act on all its members."""
+
+    # Extra environment for every process (--go-env: the embedded Go runtime reads
+    # GOMAXPROCS, GOMEMLIMIT, GOGC only from the environment the process starts with).
+    env: dict[str, str] = {}
+
+    def __init__(self, base: Path, members: list[Member]) -> None:
+        self.members = members
+        self.name = members[0].name if len(members) == 1 else f"{members[0].name}-{members[-1].name}"
+        self.base = base
+        self.log_file = base / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.stopped = False  # SIGSTOPped
+        self.starts = 0
+        for m in members:
+            m.host = self
+
+    def start(self) -> None:
+        for m in self.members:
+            with contextlib.suppress(FileNotFoundError):
+                m.status_file.unlink()
+        if len(self.members) == 1:
+            args = [sys.executable, str(ROOT / "main.py"), "node", *self.members[0].node_args()]
+        else:
+            spec = self.base / f"{self.name}.spec.json"
+            spec.write_text(json.dumps([m.node_args() for m in self.members]))
+            args = [sys.executable, str(ROOT / "bench" / "swarm_host.py"), str(spec)]
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, **self.env} if self.env else None)
+        self.starts += 1
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def signal(self, sig: int) -> None:
         if self.alive():
@@ -151,13 +189,15 @@ class Member:
 
 class Swarm:
     def __init__(self, base: Path, n: int, unit_limit: int, claim_ttl: int, clock: Clock,
-                 seed: int) -> None:
+                 seed: int, per_process: int = 1) -> None:
         self.base = base
         self.clock = clock
         self.rng = random.Random(seed)
         self.unit_limit = unit_limit
         self.claim_ttl = claim_ttl
+        self.per_process = max(1, per_process)
         self.members: list[Member] = []
+        self.hosts: list[Host] = []
         self.events: list[dict] = []
         self.t0 = time.monotonic()
         self._add(n)
@@ -185,22 +225,64 @@ class Swarm:
                 return None
             self.clock.sleep(poll)
 
+    def _host_groups(self, members: list[Member], batch: int) -> list[list[Host]]:
+        """The hosts to start, in batches: members already in a host (a restart) go
+        back to it; new ones fill hosts of --per-process members (the very first
+        node of the run alone: the others need its address)."""
+        old = list(dict.fromkeys(m.host for m in members if m.host is not None))
+        fresh = [m for m in members if m.host is None]
+        new: list[Host] = []
+        first_alone = bool(fresh) and not self.hosts
+        if first_alone:
+            new.append(Host(self.base, fresh[:1]))
+            fresh = fresh[1:]
+        while fresh:
+            new.append(Host(self.base, fresh[:self.per_process]))
+            fresh = fresh[self.per_process:]
+        self.hosts.extend(new)
+        groups: list[list[Host]] = []
+        rest = old + new
+        if first_alone:
+            groups.append([new[0]])
+            rest = rest[1:]
+        current: list[Host] = []
+        for h in rest:  # batches of at least `batch` nodes
+            current.append(h)
+            if sum(len(x.members) for x in current) >= batch:
+                groups.append(current)
+                current = []
+        if current:
+            groups.append(current)
+        return groups
+
     def start_members(self, members: list[Member], batch: int = 4) -> None:
         """Start in batches, each node given 1-3 peers among the nodes already up."""
-        queue = list(members)
-        while queue:
-            # the very first node starts alone: the others need its address
-            size = batch if any(m.alive() for m in self.members) else 1
-            group, queue = queue[:size], queue[size:]
+        for group in self._host_groups(members, batch):
             up = [a for m in self.members if m.alive() and (a := m.address())]
-            for m in group:
-                if up and not m.peers:
-                    m.peers = self.rng.sample(up, self.rng.randint(1, min(3, len(up))))
-                m.start()
-            got = self.wait(lambda g=group: all(m.address() or not m.alive() for m in g), 120, 0.5)
-            dead = [m.name for m in group if not m.alive()]
+            for h in group:
+                for m in h.members:
+                    if up and not m.peers:
+                        m.peers = self.rng.sample(up, self.rng.randint(1, min(3, len(up))))
+                h.start()
+            nodes = [m for h in group for m in h.members]
+            # a host starts its nodes one after the other
+            limit = 60 + 30 * max(len(h.members) for h in group)
+            got = self.wait(lambda g=nodes: all(m.address() or not m.alive() for m in g), limit, 0.5)
+            dead = [m.name for m in nodes if not m.alive()]
             if got is None or dead:
-                raise RuntimeError(f"nodes did not start: {dead or [m.name for m in group]}")
+                raise RuntimeError(f"nodes did not start: {dead or [m.name for m in nodes]}")
+
+    def pick_hosts(self, share: float, exclude: Host | None = None) -> list[Host]:
+        """Random hosts holding at least `share` of the nodes (at least one host)."""
+        pool = [h for h in self.hosts if h is not exclude]
+        self.rng.shuffle(pool)
+        picked: list[Host] = []
+        want = max(1, int(len(self.members) * share))
+        for h in pool:
+            if sum(len(x.members) for x in picked) >= want:
+                break
+            picked.append(h)
+        return picked
 
     def live(self) -> list[Member]:
         return [m for m in self.members if m.alive() and not m.stopped]
@@ -218,10 +300,10 @@ class Swarm:
         return any(m.status().get("frontier") == self.unit_limit for m in self.live())
 
     def close(self) -> None:
-        for m in self.members:
-            if m.stopped:
-                m.signal(signal.SIGCONT)
-            m.kill9()
+        for h in self.hosts:
+            if h.stopped:
+                h.signal(signal.SIGCONT)
+            h.kill9()
 
 
 # --- measurements ---------------------------------------------------------------------
@@ -266,15 +348,21 @@ def _spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)} if values else {}
 
 
+def _live_hosts(swarm: Swarm) -> list[Host]:
+    return [h for h in swarm.hosts if h.alive() and not h.stopped]
+
+
 def idle_window(swarm: Swarm, seconds: float) -> dict:
-    """CPU (% of one core) and RSS (MiB) per node, loopback bytes per node per minute."""
+    """CPU (% of one core) and RSS (MiB) per node, loopback bytes per node per minute.
+    A process hosting K nodes counts as K nodes of 1/K of its figures each (and
+    per process beside it)."""
     procs = {}
-    for m in swarm.live():
+    for h in _live_hosts(swarm):
         with contextlib.suppress(psutil.Error):
-            p = psutil.Process(m.proc.pid)
+            p = psutil.Process(h.proc.pid)
             t = p.cpu_times()
-            procs[m.name] = (p, t.user + t.system)
-    pids = {p.pid for p, _ in procs.values()}
+            procs[h.name] = (p, t.user + t.system, len(h.members))
+    pids = {p.pid for p, _c, _k in procs.values()}
     tcp0 = _tcp_bytes(pids)
     lo0, t0 = _lo_bytes(), time.monotonic()
     load0 = os.getloadavg()
@@ -285,29 +373,43 @@ def idle_window(swarm: Swarm, seconds: float) -> dict:
     per_pid: dict[int, int] = dict.fromkeys(pids, 0)
     for k, n in tcp1.items():  # (a socket closed during the window is not counted)
         per_pid[k[0]] += n - tcp0.get(k, 0)
-    cpu, rss = [], []
-    for p, c0 in procs.values():
+    nodes_of = {p.pid: k for p, _c, k in procs.values()}
+    cpu, rss, proc_cpu, proc_rss = [], [], [], []
+    for p, c0, k in procs.values():
         with contextlib.suppress(psutil.Error):
             t = p.cpu_times()
-            cpu.append(100 * (t.user + t.system - c0) / elapsed)
-            rss.append(p.memory_info().rss / 2**20)
-    return {
+            used = 100 * (t.user + t.system - c0) / elapsed
+            mem = p.memory_info().rss / 2**20
+            proc_cpu.append(used)
+            proc_rss.append(mem)
+            cpu += [used / k] * k
+            rss += [mem / k] * k
+    nodes = sum(nodes_of.values())
+    report = {
         "seconds": round(elapsed, 1),
         "cpu_percent_of_core": _spread(cpu),
         "rss_mib": _spread(rss),
         # all loopback traffic (other programs' too): an upper bound on gossip
-        "loopback_bytes_per_node_per_min": round(lo / max(1, len(procs)) / elapsed * 60),
+        "loopback_bytes_per_node_per_min": round(lo / max(1, nodes) / elapsed * 60),
         # each node's own TCP bytes (sent + received), per minute
-        "tcp_bytes_per_node_per_min": _spread([n / elapsed * 60 for n in per_pid.values()]),
+        "tcp_bytes_per_node_per_min": _spread(
+            [n / nodes_of[pid] / elapsed * 60 for pid, n in per_pid.items() for _ in range(nodes_of[pid])]),
+        "cpu_percent_of_core_all_nodes": round(sum(proc_cpu), 1),
         "loadavg_1m": [round(load0[0], 2), round(os.getloadavg()[0], 2)],
     }
+    if swarm.per_process > 1:
+        report["per_process"] = {"cpu_percent_of_core": _spread(proc_cpu), "rss_mib": _spread(proc_rss)}
+    return report
 
 
-def rss_now(members: list[Member]) -> dict[str, float]:
+def rss_now(swarm: Swarm) -> dict[str, float]:
+    """RSS per node (MiB): its process's, shared out among the nodes it hosts."""
     out = {}
-    for m in members:
+    for h in _live_hosts(swarm):
         with contextlib.suppress(psutil.Error, AttributeError):
-            out[m.name] = psutil.Process(m.proc.pid).memory_info().rss / 2**20
+            rss = psutil.Process(h.proc.pid).memory_info().rss / 2**20
+            for m in h.members:
+                out[m.name] = rss / len(h.members)
     return out
 
 
@@ -365,25 +467,25 @@ def audit(swarm: Swarm) -> dict:
 
 
 def sigterm_all(swarm: Swarm, limit: float) -> dict:
-    """SIGTERM every node at once; seconds until each exited (killed past `limit`)."""
+    """SIGTERM every process at once; seconds until each exited (killed past `limit`)."""
     started = time.monotonic()
-    running = [m for m in swarm.members if m.alive()]
-    for m in running:
-        if m.stopped:
-            m.signal(signal.SIGCONT)
-            m.stopped = False
-        m.signal(signal.SIGTERM)
+    running = [h for h in swarm.hosts if h.alive()]
+    for h in running:
+        if h.stopped:
+            h.signal(signal.SIGCONT)
+            h.stopped = False
+        h.signal(signal.SIGTERM)
     times, codes, killed = [], [], 0
     waiting = list(running)
     while waiting and time.monotonic() - started < limit:
-        for m in [m for m in waiting if m.proc.poll() is not None]:
-            codes.append(m.proc.returncode)
+        for h in [h for h in waiting if h.proc.poll() is not None]:
+            codes.append(h.proc.returncode)
             times.append(time.monotonic() - started)
-            waiting.remove(m)
+            waiting.remove(h)
         time.sleep(0.05)
-    for m in waiting:
+    for h in waiting:
         killed += 1
-        m.kill9()
+        h.kill9()
     return {"seconds": _spread(times), "killed_after_limit": killed,
             "nonzero_exits": sum(1 for c in codes if c)}
 
@@ -480,10 +582,11 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     clock = Clock(stop_by)
     report: dict = {
         "scenario": args.scenario, "nodes": args.nodes, "unit_limit": args.unit_limit,
-        "cpus": os.cpu_count(), "go_env": dict(Member.env), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(), "go_env": dict(Host.env), "per_process": args.per_process, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    swarm = Swarm(base, args.nodes, args.unit_limit, args.claim_ttl, clock, args.seed)
+    swarm = Swarm(base, args.nodes, args.unit_limit, args.claim_ttl, clock, args.seed,
+                  args.per_process)
     rogue: Rogue | None = None
     try:
         t = time.monotonic()
@@ -491,7 +594,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
         report["start_s"] = round(time.monotonic() - t, 1)
         swarm.note("all started")
         scenario_t0 = time.monotonic()
-        baseline_rss = rss_now(swarm.members)
+        baseline_rss = rss_now(swarm)
 
         if args.scenario in ("hostile", "mixed"):
             rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
@@ -503,27 +606,28 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             kills = 0
             for r in range(args.churn_rounds):
                 swarm.clock.sleep(args.churn_interval)
-                victims = swarm.rng.sample(swarm.members, max(1, len(swarm.members) // 5))
-                for m in victims:
-                    m.kill9()
-                    kills += 1
-                swarm.note("killed", round=r, nodes=[m.name for m in victims])
-                swarm.start_members(victims)
+                victims = swarm.pick_hosts(0.2)
+                for h in victims:
+                    h.kill9()
+                    kills += len(h.members)
+                swarm.note("killed", round=r, nodes=[m.name for h in victims for m in h.members])
+                swarm.start_members([m for h in victims for m in h.members])
             report["kills"] = kills
         elif args.scenario == "partition":
             swarm.clock.sleep(5)
-            cut = swarm.rng.sample(swarm.members[1:], max(1, len(swarm.members) // 3))
-            for m in cut:
-                m.signal(signal.SIGSTOP)
-                m.stopped = True
+            cut_hosts = swarm.pick_hosts(1 / 3, exclude=swarm.members[0].host)
+            for h in cut_hosts:
+                h.signal(signal.SIGSTOP)
+                h.stopped = True
+            cut = [m for h in cut_hosts for m in h.members]
             swarm.note("stopped", nodes=[m.name for m in cut])
             rest = [m for m in swarm.members if m not in cut]
             report["rest_agreed_during_partition_s"] = swarm.wait(
                 lambda: swarm.agreed(rest), args.partition_s)
             swarm.clock.sleep(max(0.0, args.partition_s - (time.monotonic() - scenario_t0)))
-            for m in cut:
-                m.signal(signal.SIGCONT)
-                m.stopped = False
+            for h in cut_hosts:
+                h.signal(signal.SIGCONT)
+                h.stopped = False
             swarm.note("resumed")
             scenario_t0 = time.monotonic()  # heal time counts from the resume
 
@@ -537,7 +641,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             None if agreed is None else round(time.monotonic() - scenario_t0, 1))
         swarm.note("agreement", seconds=agreed)
         if rogue is not None:
-            peak = rss_now(swarm.members)
+            peak = rss_now(swarm)
             report["rss_growth_under_flood_mib"] = _spread(
                 [peak[k] - baseline_rss[k] for k in peak if k in baseline_rss])
             report["flood_sent"] = dict(rogue.sent)
@@ -562,7 +666,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             report["idle"]["settled_s"] = args.idle_settle_s
         report["sigterm"] = sigterm_all(swarm, args.sigterm_limit)
         report["audit"] = audit(swarm)
-        report["restarts"] = sum(m.starts - 1 for m in swarm.members)
+        report["restarts"] = sum(h.starts - 1 for h in swarm.hosts)
     except Deadline:
         report["stopped_by_deadline"] = True
     except KeyboardInterrupt:
@@ -587,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", choices=("steady", "churn", "partition", "hostile", "late", "mixed"),
                    default="steady")
     p.add_argument("--unit-limit", type=int, default=8)
+    p.add_argument("--per-process", type=int, default=1, metavar="K",
+                   help="nodes per process (bench/swarm_host.py): one Go runtime and one "
+                   "Python for K nodes; kill -9 and SIGSTOP then act on all K")
     p.add_argument("--claim-ttl", type=int, default=30)
     p.add_argument("--timeout", type=float, default=240, help="each wait's limit (s)")
     p.add_argument("--idle-s", type=float, default=30)
@@ -614,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     # SIGTERM to the harness: unwind through the finally that kills every node
     signal.signal(signal.SIGTERM, _interrupt)
-    Member.env = dict(kv.split("=", 1) for kv in args.go_env)
+    Host.env = dict(kv.split("=", 1) for kv in args.go_env)
     report = run(args, base)
     report["base"] = str(base)
     if args.base is None and report.get("agreed") and not args.keep:

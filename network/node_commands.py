@@ -6,7 +6,7 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,13 +208,40 @@ def node_options(args: argparse.Namespace, settings: Mapping[str, Any], data_dir
     )
 
 
-def cmd_node(args: argparse.Namespace) -> int:
+class NodeStartError(Exception):
+    """The node cannot start: a one-line reason and the exit code to return."""
+
+    def __init__(self, message: str, code: int = FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class PreparedNode:
+    """A profile ready to run as a node: its options, account and node key checked."""
+
+    data_dir: Path
+    opts: NodeOptions
+    profile: Profile
+    node_key: Any
+    metrics_address: Any | None
+    metrics_flag: str | None = None  # --metrics as given, for messages
+
+
+def prepare_node(args: argparse.Namespace, *, configure_logging: bool = True) -> PreparedNode:
+    """Read the profile's settings and flags, check the account and the node key's
+    delegation (asking the passphrase file once). Logging is set up here (the
+    profile's log file) unless the caller hosts several nodes and did it itself.
+
+    Raises:
+        NodeStartError: a bad flag (exit 2), no account, a locked key (exit 1).
+    """
     data_dir = Path(args.data_dir or default_data_dir())
     settings = read_settings(data_dir)
     try:
         opts = node_options(args, settings.values(), data_dir)
     except ValueError as exc:
-        return _fail(str(exc))
+        raise NodeStartError(str(exc), USAGE_ERROR) from None
     metrics_address = None
     if args.metrics is not None:
         from network.metrics import parse_address
@@ -222,18 +249,18 @@ def cmd_node(args: argparse.Namespace) -> int:
         try:
             metrics_address = parse_address(args.metrics)
         except ValueError as exc:
-            return _fail(str(exc))
+            raise NodeStartError(str(exc), USAGE_ERROR) from None
     profile = Profile(data_dir)
     if not profile.has_account():
-        return _fail(
-            f"no account in {data_dir}: create one with 'main.py account create' or import one",
-            FAILED,
+        raise NodeStartError(
+            f"no account in {data_dir}: create one with 'main.py account create' or import one"
         )
-    logsetup.configure(
-        level=args.log_level or ("info" if args.verbose else "warning"),
-        fmt=args.log_format,
-        data_dir=Path(data_dir),
-    )
+    if configure_logging:
+        logsetup.configure(
+            level=args.log_level or ("info" if args.verbose else "warning"),
+            fmt=args.log_format,
+            data_dir=Path(data_dir),
+        )
     for warning in settings.warnings:
         log.warning("settings: %s", warning)
     try:
@@ -245,44 +272,114 @@ def cmd_node(args: argparse.Namespace) -> int:
         node_key = profile.node_key()
         logsetup.SECRETS.add(profile.secret_path.read_bytes())
     except (KeystoreError, OSError) as exc:
-        return _fail(str(exc), FAILED)
+        raise NodeStartError(str(exc)) from None
+    return PreparedNode(data_dir, opts, profile, node_key, metrics_address, args.metrics)
 
-    config = opts.config
-    params = opts.params
+
+@dataclass
+class HeadlessNode:
+    """A started node with its runner (and metrics server, release watcher): what
+    `main.py node` runs; bench/swarm_host.py runs several in one process."""
+
+    node: Node
+    runner: NodeRunner
+    metrics: Any | None = None
+    releases: ReleaseWatcher | None = None
+
+    def close(self) -> None:
+        """Stop the extras and the node (after `runner.run()` returned)."""
+        if self.releases is not None:
+            self.releases.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.node.stop()
+
+
+def start_headless(
+    prepared: PreparedNode,
+    *,
+    status_file: Path | None,
+    after_ipfs_open: Callable[[], None] = lambda: None,
+    progress: Callable[[NodeRunner], None] | None = None,
+) -> HeadlessNode:
+    """Open IPFS and the node, make its runner, serve metrics and watch releases.
+    `after_ipfs_open` runs once the embedded kubo has started (it takes the stop
+    signals then: the caller re-arms its handlers there).
+
+    Raises:
+        NodeStartError: IPFS, the ledger or the metrics port failed (nothing left open).
+    """
+    opts = prepared.opts
     node: Node | None = None
     ipfs = None
-    # A stop asked for while the node starts (seconds) is honoured once it has started.
-    stop_asked: list[int] = []
-
-    def note_stop(signum: int, _frame: object) -> None:
-        stop_asked.append(signum)
-
-    old = {s: signal.signal(s, note_stop) for s in STOP_SIGNALS}
     try:
         # The IPFS node is opened here, paced by the bandwidth limit, and handed to
         # the node (which owns it from then on, as when it opens one itself).
-        ipfs = open_ipfs(config, opts.bandwidth_limit_kib)
-        # kubo took SIGINT and SIGTERM as its node started (see the WORKAROUND below):
-        # take them back at once, so a stop asked for during the rest of the start
-        # (the ledger, the records) is still honoured; only kubo's own start loses one.
-        for s in STOP_SIGNALS:
-            signal.signal(s, note_stop)
-        node = Node(config, profile, node_key, ipfs=ipfs)
+        ipfs = open_ipfs(opts.config, opts.bandwidth_limit_kib)
+        after_ipfs_open()
+        node = Node(opts.config, prepared.profile, prepared.node_key, ipfs=ipfs)
         node.start()
     except (IpfsError, LedgerError, OSError) as exc:
         if node is not None:
             node.stop()
         elif ipfs is not None:
             ipfs.close()
-        _restore(old)
-        return _fail(f"cannot start the node: {exc}", FAILED)
+        raise NodeStartError(f"cannot start the node: {exc}") from None
     except BaseException:
         if node is not None:
             node.stop()
         elif ipfs is not None:
             ipfs.close()
-        _restore(old)
         raise
+    runner = NodeRunner(
+        node,
+        backend=opts.backend,
+        gpu_devices=opts.gpu_devices,
+        cores=opts.cores,
+        share=opts.share,
+        status_file=status_file,
+        progress=progress,
+    )
+    metrics = None
+    if prepared.metrics_address is not None:
+        from network.metrics import MetricsServer
+
+        try:
+            metrics = MetricsServer(runner, prepared.metrics_address)
+        except OSError as exc:
+            node.stop()
+            raise NodeStartError(
+                f"cannot serve metrics on {prepared.metrics_flag}: {exc.strerror or exc}"
+            ) from None
+        if not prepared.metrics_address.loopback:
+            log.warning("metrics are served on %s, beyond this machine", metrics.url)
+        print(f"hailstone metrics on {metrics.url}", file=sys.stderr)
+    status = node.status()
+    print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
+    log.info("node %s started (%s parameters, %s backend, %d cores)",
+             status.peer_id, opts.params.name, opts.backend, opts.cores)
+    if opts.bandwidth_limit_kib:
+        log.info("bandwidth limit %d KiB/s each way. %s", opts.bandwidth_limit_kib, COVERAGE)
+    return HeadlessNode(node, runner, metrics, _watch_releases(node, opts))
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    try:
+        prepared = prepare_node(args)
+    except NodeStartError as exc:
+        return _fail(str(exc), exc.code)
+    # A stop asked for while the node starts (seconds) is honoured once it has started.
+    stop_asked: list[int] = []
+
+    def note_stop(signum: int, _frame: object) -> None:
+        stop_asked.append(signum)
+
+    def take_signals_back() -> None:
+        # kubo took SIGINT and SIGTERM as its node started (see the WORKAROUND below):
+        # take them back at once, so a stop asked for during the rest of the start
+        # (the ledger, the records) is still honoured; only kubo's own start loses one.
+        for s in STOP_SIGNALS:
+            signal.signal(s, note_stop)
 
     tty = sys.stderr.isatty()
 
@@ -295,16 +392,19 @@ def cmd_node(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    cores = opts.cores
-    runner = NodeRunner(
-        node,
-        backend=opts.backend,
-        gpu_devices=opts.gpu_devices,
-        cores=cores,
-        share=opts.share,
-        status_file=args.status_file,
-        progress=progress,
-    )
+    old = {s: signal.signal(s, note_stop) for s in STOP_SIGNALS}
+    try:
+        headless = start_headless(
+            prepared, status_file=args.status_file, after_ipfs_open=take_signals_back,
+            progress=progress,
+        )
+    except NodeStartError as exc:
+        _restore(old)
+        return _fail(str(exc), exc.code)
+    except BaseException:
+        _restore(old)
+        raise
+    runner = headless.runner
 
     def on_signal(signum, _frame) -> None:
         log.warning("%s received: stopping after the current batch", signal.Signals(signum).name)
@@ -320,34 +420,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         signal.signal(s, on_signal)
     if stop_asked:
         runner.stop()
-    metrics = None
-    if metrics_address is not None:
-        from network.metrics import MetricsServer
-
-        try:
-            metrics = MetricsServer(runner, metrics_address)
-        except OSError as exc:
-            node.stop()
-            _restore(old)
-            return _fail(f"cannot serve metrics on {args.metrics}: {exc.strerror or exc}", FAILED)
-        if not metrics_address.loopback:
-            log.warning("metrics are served on %s, beyond this machine", metrics.url)
-        print(f"hailstone metrics on {metrics.url}", file=sys.stderr)
-    status = node.status()
-    print(f"hailstone node {status.peer_id} on {', '.join(status.listen) or 'no address'}", file=sys.stderr)
-    log.info("node %s started (%s parameters, %s backend, %d cores)",
-             status.peer_id, params.name, opts.backend, cores)
-    if opts.bandwidth_limit_kib:
-        log.info("bandwidth limit %d KiB/s each way. %s", opts.bandwidth_limit_kib, COVERAGE)
-    releases = _watch_releases(node, opts)
     try:
         runner.run()
     finally:
-        if releases is not None:
-            releases.stop()
-        if metrics is not None:
-            metrics.close()
-        node.stop()
+        headless.close()
         _restore(old)
         log.info("node stopped; unit checkpoints kept")
         if tty:
