@@ -47,7 +47,7 @@ from network.nodeparts.backoff import FETCH_BACKOFF_MAX_S
 from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
 from network.nodeparts.heads import HeadBook
-from network.nodeparts.planner import Planner
+from network.nodeparts.planner import Hold, Planner
 from network.nodeparts.publisher import Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.status import NodeEvent, NodeStatus, phase_counts, state_digest
@@ -69,6 +69,8 @@ FETCH_THREADS = 8
 INGEST_BATCH = 256
 HOUSEKEEPING_INTERVAL_S = 60.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
+# The connected peers are looked at this often: a new one gets our live claim.
+PEER_WATCH_INTERVAL_S = 1.0
 
 
 class Node:
@@ -136,6 +138,10 @@ class Node:
             unit_limit=config.unit_limit,
             trust_stall_s=config.trust_stall_s,
             on_submitted=self._checks.earn,
+            settle_s=config.claim_settle_s,
+            listen_s=config.listen_s,
+            listen_max_s=config.sync_timeout_s,
+            alone=not config.peers and not config.bootstrap,
         )
         self._trust = None
         if config.trust is not None:
@@ -153,6 +159,7 @@ class Node:
         self._last_redial = 0.0
         self._last_housekeeping = 0.0
         self._last_trust = 0.0
+        self._last_peer_watch = 0.0
         self._started_at = 0.0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -192,6 +199,7 @@ class Node:
         for i in range(FETCH_THREADS):
             self._spawn(f"hailstone-fetch-{i}", self._sync.fetch_loop)
         self._started_at = time.monotonic()
+        self._planner.started()
         self._dial_peers()
 
     def _spawn(self, name: str, loop: Callable[[threading.Event], None]) -> None:
@@ -333,6 +341,9 @@ class Node:
                 self._publish_head()
                 if self._heads.last_head_cid:  # ("": it failed; tried again next time)
                     self._head_sent = (key, now)
+        if now - self._last_peer_watch >= PEER_WATCH_INTERVAL_S:
+            self._last_peer_watch = now
+            self._planner.note_peers(self._safe_peers())  # a new peer learns our claim
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
             self._reannounce()
@@ -480,6 +491,11 @@ class Node:
     def checker_duty(self) -> Assignment | None:
         """The unit the draw asks this node to check now (claimed), or None."""
         return self._planner.checker_duty()
+
+    def take_unit(self) -> Assignment | Hold | None:
+        """The compute loop's next unit, claimed (resumed at once; a new one after
+        listening and a settled claim), Hold for now, or None (Planner.take_unit)."""
+        return self._planner.take_unit()
 
     def claim(self, unit: int) -> None:
         """Publish (or renew) our claim on `unit` for claim_ttl_s."""

@@ -46,6 +46,7 @@ what the unit statuses list about candidates.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -795,40 +796,33 @@ def claim_limit(state: NetworkState, account: bytes) -> int:
     return 1 + weight // CLAIMS_PER_WEIGHT
 
 
-def next_unit(
-    state: NetworkState,
-    claims: Iterable[ClaimLike],
-    my_account: bytes,
-    now: float,
-    *,
-    my_node: bytes | None = None,
-    unit_limit: int | None = None,
-    max_hold: float = MAX_CLAIM_HOLD_S,
-) -> int | None:
-    """The lowest unit this account should compute next, or None.
+def unit_capacity(state: NetworkState, unit: int) -> int:
+    """How many accounts may compute `unit` at once: the reports it still lacks for
+    a quorum (its best root's accounts counted), at most FRONTIER_WORKERS on the
+    frontier unit and one on any other (its second report comes after its first)."""
+    entry = state.units.get(unit)
+    have = max((len(r.accounts) for r in entry.roots), default=0) if entry is not None else 0
+    base = FRONTIER_WORKERS if unit == state.frontier else 1
+    return max(1, min(base, QUORUM - have))
 
-    A unit qualifies when it is not verified, this account has no counted report on
-    it (never our own second result), and nobody else holds a claim in force on it
-    (`claim_in_force`: unexpired and held less than `max_hold`; a claim whose account
-    has already reported the unit no longer counts). Claims
-    count per account, at most `claim_limit` of each account's (its lowest units).
-    The frontier unit stays open until FRONTIER_WORKERS accounts (weighted ones, under
-    a trust policy) claim it.
-    A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
 
-    Args:
-        state: the current derived state.
-        claims: current claims (expired ones are skipped here).
-        my_account: this node's account key.
-        now: the current time, unix seconds (claims expire at `expires_at`).
-        my_node: this node's key, to tell our claims from our other nodes' claims.
-        unit_limit: units at or above this index are not handed out.
-        max_hold: seconds a claim counts after its `first_seen` (the simulator scales it).
+CLAIM_RANK_DOMAIN = b"hailstone/claim-rank/v1\x00"
 
-    Returns:
-        The unit index, or None when no unit below `unit_limit` qualifies.
-    """
-    blocked: set[int] = set()
+
+def claim_rank(unit: int, node: bytes, done: int = 0) -> tuple[int, bytes]:
+    """Where a claim on `unit` stands when claims conflict, lowest first (PROTOCOL §8,
+    "Conflicting claims"): a claim showing progress (`done` > 0) before one without,
+    then SHA-256(domain ‖ unit ‖ node key). Every node computes the same order from
+    the claims alone; a node's place differs from unit to unit."""
+    digest = hashlib.sha256(CLAIM_RANK_DOMAIN + unit.to_bytes(8, "big") + node).digest()
+    return (0 if done > 0 else 1, digest)
+
+
+def _counted_claims(
+    state: NetworkState, claims: Iterable[ClaimLike], now: float, max_hold: float
+) -> dict[bytes, list[ClaimLike]]:
+    """Per account, the claims that count (in force, not on a unit the account has
+    reported, its lowest `claim_limit` units)."""
     reporters = state.reporters_by_unit
     per_account: dict[bytes, list[ClaimLike]] = {}
     for c in claims:
@@ -839,33 +833,157 @@ def next_unit(
         if c.account in reporters.get(c.unit, ()):
             continue
         per_account.setdefault(c.account, []).append(c)
-    on_frontier: set[bytes] = set()
-    for account, held in per_account.items():
-        # Claims count per account, not per node key (one account with many delegated
-        # nodes must not hold many units), and only as many as its weight allows.
-        limit = claim_limit(state, account)
-        for c in sorted(held, key=lambda c: (c.unit, c.node))[:limit]:
-            mine = c.account == my_account and (my_node is None or c.node == my_node)
-            if mine:
+    # Claims count per account, not per node key (one account with many delegated
+    # nodes must not hold many units), and only as many as its weight allows.
+    return {
+        account: sorted(held, key=lambda c: (c.unit, c.node))[: claim_limit(state, account)]
+        for account, held in per_account.items()
+    }
+
+
+def claim_wins(
+    state: NetworkState,
+    claims: Iterable[ClaimLike],
+    unit: int,
+    my_account: bytes,
+    my_node: bytes,
+    now: float,
+    *,
+    max_hold: float = MAX_CLAIM_HOLD_S,
+) -> bool:
+    """Whether our claim on `unit` may be computed now (PROTOCOL §8, "Conflicting
+    claims"): every account is represented by its best-ranked counted claim on the
+    unit (`claim_rank`), and ours must be our account's best and among the
+    `unit_capacity` best accounts. Under a trust policy a weighted account, on the
+    frontier unit, is outranked only by weighted accounts (as in next_unit).
+
+    Our own claim must be among `claims` (in force); False otherwise. Our account's
+    claims all compete here, whatever its `claim_limit` (that limit says how many
+    units an account keeps others off, not how many it may compute).
+    """
+    claims = list(claims)
+    counted = _counted_claims(state, claims, now, max_hold)
+    counted[my_account] = [
+        c
+        for c in claims
+        if c.account == my_account
+        and claim_in_force(c, now, max_hold)
+        and my_account not in state.reporters_by_unit.get(unit, ())
+    ]
+    best: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
+    for account, held in counted.items():
+        for c in held:
+            if c.unit != unit:
                 continue
-            if c.unit != state.frontier:
-                blocked.add(c.unit)
-            else:
-                on_frontier.add(account)
+            rank = claim_rank(c.unit, c.node, getattr(c, "done", 0))
+            if account not in best or rank < best[account][0]:
+                best[account] = (rank, c.node)
+    mine = best.get(my_account)
+    if mine is None or mine[1] != my_node:
+        return False  # no claim of ours counts, or another node of our account ranks first
+    if (
+        unit == state.frontier
+        and state.trust is not None
+        and (state.account_weight(my_account) or 0) > 0
+    ):
+        best = {
+            a: r for a, r in best.items() if a == my_account or (state.account_weight(a) or 0) > 0
+        }
+    ahead = sum(1 for a, r in best.items() if a != my_account and r[0] < mine[0])
+    return ahead < unit_capacity(state, unit)
+
+
+def next_unit(
+    state: NetworkState,
+    claims: Iterable[ClaimLike],
+    my_account: bytes,
+    now: float,
+    *,
+    my_node: bytes | None = None,
+    unit_limit: int | None = None,
+    max_hold: float = MAX_CLAIM_HOLD_S,
+) -> int | None:
+    """The lowest unit this account should compute next, or None (the first of
+    `open_units`; see there for the rules)."""
+    units = open_units(
+        state,
+        claims,
+        my_account,
+        now,
+        my_node=my_node,
+        unit_limit=unit_limit,
+        max_hold=max_hold,
+        count=1,
+    )
+    return units[0] if units else None
+
+
+def open_units(
+    state: NetworkState,
+    claims: Iterable[ClaimLike],
+    my_account: bytes,
+    now: float,
+    *,
+    my_node: bytes | None = None,
+    unit_limit: int | None = None,
+    max_hold: float = MAX_CLAIM_HOLD_S,
+    count: int = 1,
+) -> list[int]:
+    """The lowest `count` units this account may compute next, lowest first.
+
+    A unit qualifies when it is not verified, this account has no counted report on
+    it (never our own second result), and fewer other accounts than its
+    `unit_capacity` hold a counted claim in force on it (`claim_in_force`: unexpired
+    and held less than `max_hold`; a claim whose account has already reported the
+    unit no longer counts), and no other node of this account holds one (its report
+    would not count twice). Claims count per account, at most `claim_limit` of each
+    account's (its lowest units). So the frontier unit stays open until
+    FRONTIER_WORKERS accounts (weighted ones, under a trust policy) claim it, and any
+    unit that has its first report is open to one more account only.
+    A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
+
+    Args:
+        state: the current derived state.
+        claims: current claims (expired ones are skipped here).
+        my_account: this node's account key.
+        now: the current time, unix seconds (claims expire at `expires_at`).
+        my_node: this node's key, to tell our claims from our other nodes' claims.
+        unit_limit: units at or above this index are not handed out.
+        max_hold: seconds a claim counts after its `first_seen` (the simulator scales it).
+        count: how many units to list at most.
+
+    Returns:
+        Up to `count` unit indexes, ascending; empty when no unit below `unit_limit`
+        qualifies.
+    """
+    reporters = state.reporters_by_unit
+    holders: dict[int, set[bytes]] = {}  # unit -> other accounts with a counted claim
+    ours_elsewhere: set[int] = set()  # units another node of our account holds
+    for account, held in _counted_claims(state, claims, now, max_hold).items():
+        for c in held:
+            mine = c.account == my_account and (my_node is None or c.node == my_node)
+            if not mine:
+                holders.setdefault(c.unit, set()).add(account)
+            if account == my_account and not mine:
+                ours_elsewhere.add(c.unit)  # one account's second report would not count
     # The frontier unit is open to FRONTIER_WORKERS accounts at once. Under a trust
     # policy a weighted account is kept off it only by weighted accounts' claims, so
     # a squatter (or a flood of fresh accounts) can never freeze the frontier.
+    on_frontier = holders.get(state.frontier, set())
     if state.trust is not None and (state.account_weight(my_account) or 0) > 0:
-        on_frontier = {a for a in on_frontier if (state.account_weight(a) or 0) > 0}
-    if len(on_frontier) >= FRONTIER_WORKERS:
-        blocked.add(state.frontier)
+        holders[state.frontier] = {a for a in on_frontier if (state.account_weight(a) or 0) > 0}
+    blocked = {u for u, accounts in holders.items() if len(accounts) >= unit_capacity(state, u)}
+    blocked |= ours_elsewhere
     for unit, entry in state.units.items():
         if entry.status == VERIFIED or my_account in reporters[unit]:
             blocked.add(unit)
+    found: list[int] = []
     unit = state.frontier
-    # Terminates: `blocked` is finite, so some unit at most frontier + len(blocked) is free.
-    while unit in blocked:
+    # Terminates: `blocked` is finite, so at most len(blocked) + count units are looked at.
+    while len(found) < max(1, count):
+        if unit_limit is not None and unit >= unit_limit:
+            break
+        if unit not in blocked:
+            found.append(unit)
         unit += 1
-    if unit_limit is not None and unit >= unit_limit:
-        return None
-    return unit
+    return found

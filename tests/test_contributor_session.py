@@ -540,7 +540,7 @@ class _Node:
         pool = self.idle_tasks if idle else self.tasks
         return pool.pop(0) if pool else None
 
-    def next_assignment(self):
+    def take_unit(self):
         return self.units.pop(0) if self.units else None
 
     def claim(self, unit: int) -> None:
@@ -557,6 +557,16 @@ def test_node_work_order(tmp_path):
     assert work.claim_renew_s == 30.0  # a third of the claim's 90 s
     work.renew_claim(4)
     assert node.claims == [4]
+
+
+def test_node_work_waits_while_the_node_holds_a_unit_back(tmp_path):
+    from network.nodeparts.planner import Hold
+
+    unit = Assignment.of_unit(PARAMS, 4, tmp_path / "checkpoints")
+    work = NodeWork(_Node(tmp_path, units=[Hold("claimed unit 4; checking", 1.5), unit]))
+    wait = work.next_work()
+    assert isinstance(wait, Wait) and wait.state == "syncing" and wait.retry_ms == 1500
+    assert work.next_work() is unit
 
 
 def test_node_work_waits_for_the_catch_up_unless_a_checkpoint_is_there(tmp_path):

@@ -342,11 +342,16 @@ def test_next_unit_prefers_the_lowest_unit_needing_a_result():
     assert next_unit(s, [], ALICE.acct, now=0) == 1
     # Bob reported 1 already: never his own second result; 2 needs his.
     assert next_unit(s, [], BOB.acct, now=0) == 2
-    # The frontier unit (1) stays open while fewer than two other accounts claim it.
+    # The frontier unit (1) has Bob's report: it needs one more account, so one
+    # other account's claim closes it.
     dave = Claim(1, DAVE.node_pub, DAVE.acct, 100.0)
-    assert next_unit(s, [dave], CAROL.acct, now=50) == 1
+    assert next_unit(s, [dave], CAROL.acct, now=50) == 2
+    # A frontier unit nobody reported stays open while fewer than two other accounts
+    # claim it.
+    fresh = state_of(work(ALICE, 0), work(BOB, 0))
+    assert next_unit(fresh, [dave], CAROL.acct, now=50) == 1
     alice = Claim(1, ALICE.node_pub, ALICE.acct, 100.0)
-    assert next_unit(s, [dave, alice], CAROL.acct, now=50) == 2
+    assert next_unit(fresh, [dave, alice], CAROL.acct, now=50) == 2
     # Beyond the frontier, an unexpired claim by someone else blocks. Carol reported 1.
     s = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
     taken = [Claim(2, DAVE.node_pub, DAVE.acct, 100.0)]

@@ -88,7 +88,8 @@ class NodeWork:
        is there to resume: a restart computes at once, a fresh node does not
        recompute what the network has already verified;
     2. a dispute to confirm, or a spot-check when the budget allows;
-    3. the next unit (`next_assignment()`: our own checkpoint first, claimed);
+    3. the next unit (`take_unit()`: our own checkpoint first, claimed; a new unit
+       only after listening and once its claim settled, `Wait("syncing")` till then);
     4. with no unit open, a spot-check anyway (an idle node checks others);
     5. else `Wait("idle")`.
     """
@@ -105,9 +106,11 @@ class NodeWork:
         task = node.next_block_task()
         if task is not None:
             return task
-        assignment = node.next_assignment()
-        if assignment is not None:
+        assignment = node.take_unit()
+        if isinstance(assignment, Assignment):
             return assignment
+        if assignment is not None:  # a Hold: listening, or our claim settling
+            return Wait("syncing", assignment.reason, max(1, int(assignment.retry_s * 1000)))
         task = node.next_block_task(idle=True)
         if task is not None:
             return task

@@ -14,6 +14,7 @@ from typing import Any
 from engine import Params
 from network.identity import hex_keys
 from network.ipfs.embedded import DEFAULT_BOOTSTRAP, PUBLIC_LISTEN
+from network.nodeparts.planner import CLAIM_SETTLE_S, LISTEN_S
 from network.settings import listen_addresses, network_values
 from network.trust import TrustPolicy
 
@@ -46,6 +47,11 @@ class NodeConfig:
     trust_stall_s: float = 600.0
     # A node with peers waits this long at most for a first head before computing.
     sync_timeout_s: float = 20.0
+    # Between claiming a fresh unit and computing it (PROTOCOL §8, "Conflicting
+    # claims"), and how long a starting node has peers before it takes a new unit
+    # (planner.py says why these values; tests set them).
+    claim_settle_s: float = CLAIM_SETTLE_S
+    listen_s: float = LISTEN_S
 
     @classmethod
     def from_settings(

@@ -2,7 +2,14 @@
 
 `next_assignment` resumes our own checkpoint first, then (under the trust protocol)
 a unit the draw asks us to check, then the lowest unit `network.state.next_unit`
-gives, and claims it on the network. `submit_unit` turns a finished unit into a
+gives, and claims it on the network. `take_unit` is what the compute loop asks
+(PROTOCOL §8, "Choosing work"): the same order, but a new unit is taken only after
+listening to the network for a while (`LISTEN_S`), is chosen among the lowest few
+open ones, and is computed only if, a settle time (`CLAIM_SETTLE_S`) after our claim,
+no conflicting claim outranks ours (`network.state.claim_wins`); until then it says
+`Hold`. When the connected peers change, our live claim is sent again
+(`note_peers`), so a joining node learns it. A checkpoint of a unit the network
+verified without us is deleted. `submit_unit` turns a finished unit into a
 signed work record (under the trust protocol a commit, the record sealed in a file
 until its reveal, trustduty.py) with its evidence served and kept.
 
@@ -22,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine import Assignment, UnitResult, checkpoint_unit, unit_checkpoint_path
 from engine.checkpoint import checkpoint_blocks_done
@@ -29,15 +37,53 @@ from engine.files import write_atomic
 from network import codec, wire
 from network import trust as T
 from network.ipfs import cid_for_bytes
-from network.ledger import ClaimRow
+from network.ledger import ClaimRow, LedgerError
 from network.nodeparts.publisher import Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
 from network.nodeparts.sync import claim_id
 from network.nodeparts.trustduty import reveal_path
 from network.records import MAX_CANDIDATES, CommitRecord, WorkRecord, candidate_list_bytes
-from network.state import NetworkState, claim_in_force, next_unit
+from network.state import (
+    NetworkState,
+    claim_in_force,
+    claim_rank,
+    claim_wins,
+    next_unit,
+    open_units,
+)
 from network.trust import TrustPolicy
+
+# After claiming a fresh unit, wait this long before computing it, then compute it only
+# if no conflicting claim outranks ours (PROTOCOL §8, "Conflicting claims"). About one
+# gossip round trip: a claim reaches loopback peers in 0.1-2 s (bench/swarm.py), so
+# the claims of nodes that chose the same unit at the same moment arrive within it.
+# A production unit takes minutes, so this costs under 1 % of a unit.
+CLAIM_SETTLE_S = 2.0
+# A node that starts takes no new unit (it may resume its checkpoint) until it has had
+# peers this long: they send their live claims again when they see it (`note_peers`),
+# within a peer check (1 s) and a gossip delivery. Bounded by the sync timeout, so a
+# node whose peers never answer still works.
+LISTEN_S = 3.0
+# An idle node chooses among the lowest this many open units (at most one per
+# connected peer and itself), so idle nodes spread instead of all claiming one unit.
+SPREAD_UNITS = 8
+# A peer that just connected may not have subscribed to our gossip yet: our live claim
+# is sent again this long after the first time.
+REPUBLISH_AGAIN_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """No unit to compute yet, but one soon: listening, or settling a fresh claim.
+
+    Attributes:
+        reason: a short phrase for a status line.
+        retry_s: when to ask again.
+    """
+
+    reason: str
+    retry_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +109,10 @@ class Planner:
         unit_limit: units at or above this index are never handed out.
         trust_stall_s: how long a reporter holds a round without a pair.
         on_submitted: called once per unit reported (the spot-check budget grows).
+        settle_s: `take_unit`'s wait between claiming a fresh unit and computing it.
+        listen_s: how long a new node has had peers before `take_unit` gives a new unit.
+        listen_max_s: after this long since `started()`, listening ends regardless.
+        alone: no peers are configured (nothing to listen or settle for).
 
     Attributes:
         roles: unit -> the reporter we compute it to check (read by trustduty.py).
@@ -80,6 +130,10 @@ class Planner:
         unit_limit: int | None,
         trust_stall_s: float,
         on_submitted: Callable[[], None],
+        settle_s: float = CLAIM_SETTLE_S,
+        listen_s: float = LISTEN_S,
+        listen_max_s: float = 20.0,
+        alone: bool = False,
     ) -> None:
         self._services = services
         self._store = store
@@ -93,6 +147,18 @@ class Planner:
         self._lock = threading.Lock()
         self.roles: dict[int, bytes] = {}
         self._seeded_at: dict[int, float] = {}  # unit -> when we first saw its draw
+        self._settle_s = settle_s
+        self._listen_s = listen_s
+        self._listen_max_s = listen_max_s
+        self._alone = alone
+        # Guarded by _lock: the peers we last saw, since when we have had any, when
+        # we started, our claim waiting out its settle time (unit, until), and when to
+        # send our live claim again.
+        self._peers: frozenset[str] = frozenset()
+        self._peers_since: float | None = None
+        self._started_at: float | None = None
+        self._settling: tuple[int, float] | None = None
+        self._republish_at: float | None = None
 
     @property
     def _checkpoints(self) -> Path:
@@ -129,6 +195,135 @@ class Planner:
                 return None
         self.claim(unit)
         return Assignment.of_unit(services.params, unit, self._checkpoints)
+
+    def take_unit(self) -> Assignment | Hold | None:
+        """The compute loop's next unit (PROTOCOL §8, "Choosing work"), claimed: our own
+        checkpoint (or checker duty) at once; a new unit only after listening, chosen
+        among the lowest open ones, and handed out only once its claim has settled
+        and still wins (`claim_wins`). Hold while listening or settling; None when no
+        unit is open to us."""
+        services = self._services
+        with self._lock:
+            st = self._store.state()
+            now = services.clock()
+            claims = services.ledger.active_claims(now)
+            unit = self._resumable_unit(st, claims, now)
+            if unit is None and self._trust is not None:
+                unit = self._checker_duty(st)
+            if unit is not None:
+                self._settling = None
+                settle = False
+            else:
+                unit = self._choose(st, claims, now)
+                if not isinstance(unit, int):
+                    return unit  # a Hold, the settled unit, or None
+                settle = self._settle_s > 0 and bool(self._peers)
+                if settle:
+                    self._settling = (unit, now + self._settle_s)
+        # The claim after the lock: a ledger write and a (local) publish.
+        self.claim(unit)
+        if settle:
+            return Hold(f"claimed unit {unit}; checking for other claims", self._settle_s)
+        return Assignment.of_unit(services.params, unit, self._checkpoints)
+
+    def _choose(
+        self, st: NetworkState, claims: list[ClaimRow], now: float
+    ) -> int | Assignment | Hold | None:
+        """(Under _lock.) A claim settling: Hold, or once settled, its Assignment if it
+        won. Else Hold while listening, None with no unit open, or the unit to claim:
+        of the lowest few open, the one where our claim would rank best (idle nodes
+        spread over them, each where it would win a tie anyway)."""
+        services = self._services
+        taken = [*claims, *self._committed_units(st)]
+        if self._settling is not None:
+            unit, until = self._settling
+            if now < until:
+                return Hold(f"claimed unit {unit}; checking for other claims", until - now)
+            self._settling = None
+            if self._still_ours(st, taken, unit, now):
+                return Assignment.of_unit(services.params, unit, self._checkpoints)
+            services.event("claim lost", f"unit {unit}: a better-ranked claim holds it")
+        listening = self._listening(now)
+        if listening is not None:
+            return listening
+        spread = min(SPREAD_UNITS, 1 + len(self._peers))
+        units = open_units(
+            st,
+            taken,
+            services.account_pub,
+            now,
+            my_node=services.node_pub,
+            unit_limit=self._unit_limit,
+            count=spread,
+        )
+        if not units:
+            return None
+        return min(units, key=lambda u: claim_rank(u, services.node_pub))
+
+    def _still_ours(self, st: NetworkState, claims: list[Any], unit: int, now: float) -> bool:
+        """After the settle time: `unit` still needs us and our claim wins it."""
+        services = self._services
+        entry = st.units.get(unit)
+        if st.status_of(unit) == "verified" or (
+            entry is not None and services.account_pub in entry.reporters()
+        ):
+            return False
+        if any(isinstance(c, _Taken) and c.unit == unit for c in claims):
+            return False  # (trust protocol) a commit arrived: its checker takes it
+        return claim_wins(st, claims, unit, services.account_pub, services.node_pub, now)
+
+    def _listening(self, now: float) -> Hold | None:
+        """Hold while a node that started recently has not had peers for listen_s
+        (their live claims reach us then), for at most listen_max_s after start."""
+        if self._alone or self._listen_s <= 0:
+            return None
+        started = self._started_at if self._started_at is not None else now
+        if now - started >= self._listen_max_s:
+            return None
+        if self._peers_since is not None and now - self._peers_since >= self._listen_s:
+            return None
+        return Hold("listening for the network's claims", 0.5)
+
+    def started(self) -> None:
+        """The node started: listening for claims begins now."""
+        with self._lock:
+            self._started_at = self._services.clock()
+
+    def note_peers(self, peers: Iterable[str]) -> None:
+        """The peers we are connected to now (the network loop calls this about once a
+        second). A new peer gets our live claim at once and again REPUBLISH_AGAIN_S
+        later: claims travel only when made or renewed, so a joining (or returning)
+        node would otherwise not learn them."""
+        now = self._services.clock()
+        current = frozenset(peers)
+        with self._lock:
+            gained = bool(current - self._peers)
+            self._peers = current
+            if not current:
+                self._peers_since = None
+            elif self._peers_since is None:
+                self._peers_since = now
+            due = self._republish_at is not None and now >= self._republish_at
+            if gained:
+                self._republish_at = now + REPUBLISH_AGAIN_S
+            elif due:
+                self._republish_at = None
+        if gained or due:
+            self.republish_claim()
+
+    def republish_claim(self) -> None:
+        """Send our claim in force again as it is stored (same expiry and `done`: for
+        the peers that have it already it changes nothing, rule 1 of PROTOCOL §8)."""
+        services = self._services
+        now = services.clock()
+        try:
+            claims = services.ledger.active_claims(now)
+        except LedgerError as exc:
+            services.event("warning", f"ledger: {exc}")
+            return
+        for c in claims:
+            if c.node == services.node_pub and claim_in_force(c, now):
+                self._publisher.publish_claim(c.unit, c.claim_id, int(c.expires_at), c.done)
 
     def checker_duty(self) -> Assignment | None:
         """The unit the draw asks this node to check now (claimed), or None; the
@@ -187,10 +382,27 @@ class Planner:
                     continue
             entry = st.units.get(unit)
             mine = entry is not None and services.account_pub in entry.reporters()
+            if st.status_of(unit) == "verified" and unit != self._computing():
+                # Verified without needing us: nothing will resume it.
+                try:
+                    path.unlink(missing_ok=True)
+                    services.event("checkpoint removed", f"unit {unit} is verified")
+                except OSError:
+                    pass
+                continue
             if self._unit_limit is not None and unit >= self._unit_limit:
                 continue
             if st.status_of(unit) != "verified" and not mine and unit not in others:
                 return unit
+        return None
+
+    def _computing(self) -> int | None:
+        """The unit our node's claim in force is on (it may be being computed)."""
+        services = self._services
+        now = services.clock()
+        for c in services.ledger.active_claims(now):
+            if c.node == services.node_pub and claim_in_force(c, now):
+                return c.unit
         return None
 
     def _checker_duty(self, st: NetworkState) -> int | None:
