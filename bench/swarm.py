@@ -490,6 +490,28 @@ def sigterm_all(swarm: Swarm, limit: float) -> dict:
             "nonzero_exits": sum(1 for c in codes if c)}
 
 
+class RssSampler:
+    """Each node's largest RSS (rss_now) seen, every `every` seconds until stopped."""
+
+    def __init__(self, swarm: Swarm, every: float = 2.0) -> None:
+        self.swarm = swarm
+        self.every = every
+        self.peak: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for name, rss in rss_now(self.swarm).items():
+                self.peak[name] = max(rss, self.peak.get(name, 0.0))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return dict(self.peak)
+
+
 # --- the rogue ------------------------------------------------------------------------
 
 
@@ -549,6 +571,9 @@ class Rogue:
         node = self.inner.node
         end = time.monotonic() + seconds
         unit = 0
+        if self.rate <= 0:  # the control run: the same timeline, nothing sent
+            self._stop.wait(max(0.0, min(seconds, self.swarm.clock.left())))
+            return
         while not self._stop.is_set() and time.monotonic() < end and self.swarm.clock.left() > 0:
             tick = time.monotonic()
             for kind, topic, payload in self._payloads():
@@ -560,6 +585,12 @@ class Rogue:
                 self.sent["claim"] = self.sent.get("claim", 0) + 1
             unit += 1
             self._stop.wait(max(0.0, 1.0 / self.rate - (time.monotonic() - tick)))
+
+    def wait(self) -> None:
+        """Until the flood has run its time (or --stop-by)."""
+        while self._thread is not None and self._thread.is_alive():
+            self.swarm.clock.check()
+            self._thread.join(timeout=1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -595,6 +626,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
         swarm.note("all started")
         scenario_t0 = time.monotonic()
         baseline_rss = rss_now(swarm)
+        sampler = RssSampler(swarm)
 
         if args.scenario in ("hostile", "mixed"):
             rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
@@ -641,9 +673,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             None if agreed is None else round(time.monotonic() - scenario_t0, 1))
         swarm.note("agreement", seconds=agreed)
         if rogue is not None:
-            peak = rss_now(swarm)
-            report["rss_growth_under_flood_mib"] = _spread(
-                [peak[k] - baseline_rss[k] for k in peak if k in baseline_rss])
+            rogue.wait()  # the flood lasts its whole --flood-s, agreement or not
             report["flood_sent"] = dict(rogue.sent)
             rogue.stop()
             rogue = None
@@ -659,6 +689,11 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             report["late_joiners"] = args.late
             report["late_caught_up_s"] = None if caught is None else round(time.monotonic() - t_late, 1)
 
+        # Largest RSS from the start to here (the flood, if any, included) less the
+        # RSS right after the start: a steady run of the same size is the control.
+        peak = sampler.stop()
+        report["rss_growth_mib"] = _spread([peak[k] - baseline_rss[k] for k in peak if k in baseline_rss])
+        report["rss_peak_mib"] = _spread(list(peak.values()))
         if args.idle_s > 0:
             if args.idle_settle_s > 0:
                 swarm.clock.sleep(args.idle_settle_s)  # let the catch-up after agreement end
@@ -706,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-rounds", type=int, default=3)
     p.add_argument("--partition-s", type=float, default=120)
     p.add_argument("--flood-s", type=float, default=60)
-    p.add_argument("--flood-rate", type=float, default=20, help="rounds of payloads per second")
+    p.add_argument("--flood-rate", type=float, default=20, help="rounds of payloads per second (0: a control run, the rogue sends nothing)")
     p.add_argument("--oversize-kib", type=int, default=256)
     p.add_argument("--late", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
