@@ -9,7 +9,7 @@ the facade, the simulator, bench/ and the tests use.
 Two loops drive it:
 
 - the network loop calls `poll()` every fraction of a second: it drains the
-  three gossip topics (network/wire.py), validates everything received
+  gossip topic (records, claims and heads: network/wire.py), validates everything received
   (parse → validate → ledger, rejections counted by reason), fetches records
   that peers' heads list and we lack, publishes our head, and re-announces
   our outbox until a peer's head includes each entry;
@@ -181,8 +181,9 @@ class Node:
                     bootstrap=self.config.bootstrap,
                     api_addr=self.config.api_addr,
                 )
-            for name, topic in wire.topics(self.config.network_name).items():
-                self._subs[name] = self.ipfs.subscribe(topic)
+            # One topic carries records, claims and heads (each message says its kind).
+            topic = wire.gossip_topic(self.config.network_name)
+            self._subs["gossip"] = self.ipfs.subscribe(topic)
         except BaseException:
             self.stop()
             raise
@@ -264,18 +265,17 @@ class Node:
         """Handle what arrives for `budget_s` seconds, run due periodic work; returns
         what happened.
 
-        While nothing arrives it blocks on the records topic (woken by a message
-        there), at most `idle_wait_s` at a time: a message on another topic or a
-        fetched record waits that long at most, and an idle node's loop wakes twice
-        a second instead of polling every 50 ms. Any activity makes the waits
-        short again.
+        While nothing arrives it blocks on the gossip topic (woken by any message),
+        at most `idle_wait_s` at a time: a fetched record waits that long at most,
+        and an idle node's loop wakes twice a second instead of polling every 50 ms.
+        Any activity makes the waits short again.
         """
         busy_wait_s, idle_wait_s = 0.02, 0.5
         deadline = time.monotonic() + budget_s
         wait = idle_wait_s
         own_id = self.ipfs.peer_id()
         subs = list(self._subs.items())
-        records_sub = self._subs.get("records")
+        gossip_sub = self._subs.get("gossip")
         while True:
             got = False
             for name, sub in subs:  # one message per topic per round: no topic starves
@@ -308,13 +308,13 @@ class Node:
                 continue
             step = min(wait, remaining)
             wait = min(idle_wait_s, wait * 2)
-            if records_sub is None:
+            if gossip_sub is None:
                 time.sleep(step)
                 continue
             try:
-                msg = records_sub.next_message(step)
+                msg = gossip_sub.next_message(step)
             except IpfsError as exc:
-                self._event("warning", f"subscription records: {exc}")
+                self._event("warning", f"subscription gossip: {exc}")
                 time.sleep(step)
                 continue
             if msg is not None:

@@ -1,16 +1,21 @@
 """Gossip messages: record announcements, unit claims, ledger heads.
 
-Three pubsub topics per network (the network is named by its parameter set,
-so dev and production nodes never mix):
+One pubsub topic per network (the network is named by its parameter set, so dev
+and production nodes never mix) carries all three kinds:
 
-    /hailstone/<network>/records/1   an announcement: the record inline, or its CID
-    /hailstone/<network>/claims/1    a node's signed claim on a unit: expiry, blocks done
-    /hailstone/<network>/heads/1     a node's signed head: the CID of its sorted record list
+    /hailstone/<network>/gossip/2
+
+    an announcement ("t": "rec"): the record inline, or its CID
+    a claim ("t": "claim"): a node's signed claim on a unit: expiry, blocks done
+    a head ("t": "head"): a node's signed head: the CID of its sorted record list
 
 Every message is deterministic CBOR (as in network/codec.py) of a map with a
-version field "v". Claims and heads are signed by the node key over a domain
-prefix, like records. `decode_message` returns a typed message or a Rejection
-and never raises.
+version field "v" and a kind field "t", so a message says what it is; the kind is
+never taken from the topic. (Topic version 1 had one topic per kind, `records/1`,
+`claims/1`, `heads/1`, with the same messages; version 2 joined them because each
+subscription costs an idle node CPU inside the IPFS library, issue #12.)
+Claims and heads are signed by the node key over a domain prefix, like records.
+`decode_message` returns a typed message or a Rejection and never raises.
 """
 
 from __future__ import annotations
@@ -49,13 +54,20 @@ CLAIM_DOMAIN = b"hailstone/claim/v1\x00"
 HEAD_DOMAIN = b"hailstone/head/v1\x00"
 
 
+# The gossip topic's version: 2 since records, claims and heads share one topic.
+TOPIC_VERSION = 2
+KINDS = ("records", "claims", "heads")
+
+
+def gossip_topic(network: str) -> str:
+    """The one gossip topic of a network (records, claims and heads)."""
+    return f"/hailstone/{network}/gossip/{TOPIC_VERSION}"
+
+
 def topics(network: str) -> dict[str, str]:
-    """The three topic names of a network."""
-    return {
-        "records": f"/hailstone/{network}/records/1",
-        "claims": f"/hailstone/{network}/claims/1",
-        "heads": f"/hailstone/{network}/heads/1",
-    }
+    """Each message kind's topic (records, claims, heads): all the one gossip topic."""
+    topic = gossip_topic(network)
+    return dict.fromkeys(KINDS, topic)
 
 
 @dataclass(frozen=True, slots=True)

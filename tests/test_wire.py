@@ -138,3 +138,19 @@ def test_head_pages_partition_the_cids_and_change_one_page_per_record() -> None:
     assert wire.decode_head_index(index) == [cid_for_bytes(p) for p in pages]
     assert isinstance(wire.decode_head_index(cbor2.dumps([CID])), Rejection)
     assert isinstance(wire.decode_cid_list(cbor2.dumps(["head:x"])), Rejection)
+
+
+def test_one_versioned_topic_carries_every_kind_and_messages_say_their_kind() -> None:
+    # Topic version 2: records, claims and heads share one topic per network, so the
+    # kind must come from the message itself ("t"), never from the topic.
+    topics = wire.topics("dev")
+    assert set(topics) == {"records", "claims", "heads"}
+    assert set(topics.values()) == {wire.gossip_topic("dev")} == {"/hailstone/dev/gossip/2"}
+    assert wire.gossip_topic("dev") != wire.gossip_topic("production")
+    claim = wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 100), KEY)
+    head = wire.sign_head(wire.Head(NODE, CID, 3), KEY)
+    messages = (wire.encode_announcement(b"r", CID), claim, head)
+    kinds = [type(wire.decode_message(m)) for m in messages]
+    assert kinds == [wire.Announcement, wire.Claim, wire.Head]
+    untyped = cbor2.dumps({"v": wire.WIRE_VERSION, "unit": 7}, canonical=True)
+    assert wire.decode_message(untyped) == Rejection(R.MALFORMED, "unknown gossip message type")
