@@ -283,3 +283,99 @@ def test_the_repo_config_with_the_private_key_is_owner_only(tmp_path):
         assert mode & 0o077 == 0, oct(mode)
     finally:
         node.close()
+
+
+def _until_heard(sender: EmbeddedIpfsNode, topic: str, sub, payload: bytes) -> None:
+    """Publish `payload` until `sub` receives it (gossipsub's mesh takes a moment)."""
+    deadline = time.monotonic() + MESH_DEADLINE_S
+    while True:
+        assert time.monotonic() < deadline, "the message never arrived"
+        sender.publish(topic, payload)
+        msg = sub.next_message(timeout=0.3)
+        while msg is not None and msg.data != payload:
+            msg = sub.next_message(timeout=0.05)
+        if msg is not None:
+            return
+
+
+@pytest.fixture()
+def pair(tmp_path) -> Iterator[tuple[EmbeddedIpfsNode, EmbeddedIpfsNode]]:
+    """A serves, B fetches and is recycled (only when a test asks: its idle time is long)."""
+    a = EmbeddedIpfsNode(tmp_path / "a", listen=["/ip4/127.0.0.1/tcp/0"])
+    b = EmbeddedIpfsNode(
+        tmp_path / "b",
+        listen=["/ip4/127.0.0.1/tcp/0"],
+        recycle_after_fetches=2,
+        recycle_idle_s=3600.0,
+    )
+    try:
+        b.connect(a.addresses()[0])
+        _wait_for_peer(a, b.peer_id())
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
+def test_a_recycled_node_keeps_its_identity_subscriptions_peers_and_readers(pair) -> None:
+    a, b = pair
+    topic = "hailstone-test-" + os.urandom(4).hex()
+    with a.subscribe(topic) as sa, b.subscribe(topic) as sb:
+        _until_heard(a, topic, sb, b"mesh")
+        for i in range(2):
+            data = b"fetched %d " % i + os.urandom(8)
+            assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+        # A message read from the library but not yet by its reader stays queued.
+        while sb.next_message(timeout=0.0) is not None:
+            pass  # (copies of the mesh message)
+        unread = b"unread " + os.urandom(8)
+        a.publish(topic, unread)
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        while unread not in [m.data for m in list(sb._queue)]:
+            assert time.monotonic() < deadline, "the poller never read the message"
+            time.sleep(0.05)
+        peer_id = b.peer_id()
+        assert not b.recycle_due()  # fetched enough, but not idle long enough
+        b._recycle_idle_s = 0.0
+        assert b.recycle_due()
+        assert b.recycle_if_due()
+        assert b.recycles == 1 and not b.recycle_due()  # at most once per interval
+        assert b.peer_id() == peer_id
+        got = []
+        while (msg := sb.next_message(timeout=0.0)) is not None:
+            got.append(msg.data)
+        assert unread in got
+        # The peer is dialled again; the same subscription objects hear and are heard.
+        _wait_for_peer(b, a.peer_id(), deadline_s=MESH_DEADLINE_S)
+        _until_heard(a, topic, sb, b"after recycle a " + os.urandom(8))
+        _until_heard(b, topic, sa, b"after recycle b " + os.urandom(8))
+        data = b"fetched after " + os.urandom(8)
+        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+    with pytest.raises(IpfsUnavailable):
+        sb.next_message(timeout=0.1)
+
+
+def test_the_poller_recycles_an_idle_node_that_fetched_enough(pair) -> None:
+    a, b = pair
+    for i in range(2):
+        data = b"poller %d " % i + os.urandom(8)
+        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+    with b.subscribe("hailstone-test-" + os.urandom(4).hex()):
+        b._recycle_idle_s = 0.0
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        while b.recycles == 0:
+            assert time.monotonic() < deadline, "the poller never recycled the node"
+            time.sleep(0.1)
+    _wait_for_peer(b, a.peer_id(), deadline_s=MESH_DEADLINE_S)
+
+
+def test_no_recycle_while_a_fetch_is_pending(pair) -> None:
+    _a, b = pair
+    b._recycle_after = 1
+    b._recycle_idle_s = 0.0
+    missing = cid_for_bytes(os.urandom(32))
+    with pytest.raises(IpfsTimeout):
+        b.get(missing, timeout=0.3, max_bytes=10)
+    assert b._fetches  # still pending inside the library
+    assert not b.recycle_due() and not b.recycle_if_due()
+    assert b.recycles == 0

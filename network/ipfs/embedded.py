@@ -23,7 +23,19 @@ What the library offers and how it is used here:
   (it fetches under ``context.Background()``, so the session never ends), and each
   such session wakes about twice a second for good: 200 fetches add about 1.2 %
   of a core to the process's idle CPU, 600 about 3 % (measured). Only stopping the
-  node ends them.
+  node ends them, and no other exported function fetches without one (``PinCID``
+  resolves and pins under ``context.Background()`` too).
+  WORKAROUND: the node is *recycled*: once it has made ``recycle_after_fetches``
+  Downloads since it (re)started, none is pending and none was started for
+  ``recycle_idle_s``, the poller thread stops the library node and starts it again
+  on the same repo (same peer id, same listen addresses), at most once per
+  RECYCLE_MIN_INTERVAL_S. Library calls and new fetches wait at a gate meanwhile
+  (within their own timeouts); subscriptions are opened again under the same
+  :class:`EmbeddedSubscription` objects (messages already read stay queued for
+  their readers; gossip that arrives during the restart, about a second, is
+  missed: delivery is best effort); the peers connected before are dialled again
+  (by the address this node dialled them at, else by the connection's address).
+  Each recycle is logged; ``recycles`` counts them.
 * ``Download`` (fetch) and ``ConnectToPeer`` block without a deadline inside Go,
   so every library call runs on a helper thread and is waited for with a timeout;
   ``CleanupNode`` (close) cancels whatever is still blocked.
@@ -129,6 +141,20 @@ POLL_IDLE_S = 0.5
 POLL_ROUND_MAX = 256
 MAX_QUEUED_MESSAGES = 10_000
 
+# Recycling (see the module notes): after this many Downloads since the node started,
+# once it is idle (no fetch pending, none started for RECYCLE_IDLE_S), the library
+# node is restarted, at most once per RECYCLE_MIN_INTERVAL_S. 64 leaked sessions cost
+# about 0.4 % of a core; a restart costs about a second of CPU and a second of gossip.
+RECYCLE_AFTER_FETCHES = 64
+RECYCLE_IDLE_S = 20.0
+RECYCLE_MIN_INTERVAL_S = 600.0
+# How long a recycle waits for library calls in flight to return before giving up
+# (it tries again at the next idle turn), and how many peers it dials again.
+RECYCLE_DRAIN_S = 5.0
+RECYCLE_MAX_REDIAL = 64
+# Addresses this node dialled, remembered per peer id for a recycle's redial.
+MAX_DIALLED = 1024
+
 # The flatfs layout created by kubo's default datastore spec, which add() relies on.
 _FLATFS_SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"
 _SHARD_CHARS = 2
@@ -147,6 +173,7 @@ char* GetNodeID(char* repoPath);
 char* GetNodeMultiAddrs(char* repoPath);
 int ConnectToPeer(char* repoPath, char* peerAddr);
 char* ListPeersIDs(char* repoPath);
+char* ListPeers(char* repoPath);
 int Download(char* repoPath, char* cidStr, char* destPath);
 int PubSubPublish(char* repoPath, char* topic, void* data, int dataLen);
 long long PubSubSubscribe(char* repoPath, char* topic);
@@ -396,6 +423,9 @@ class EmbeddedIpfsNode(IpfsNode):
         call_timeout: Seconds allowed for connect, publish and other calls.
         low_traffic: Run kubo's low-traffic options (:func:`low_traffic_config`),
             for a node under a bandwidth limit.
+        recycle_after_fetches: Restart the library node when idle after this many
+            Downloads (module notes); 0 never recycles.
+        recycle_idle_s: How long no fetch may have started before a recycle.
 
     Raises:
         IpfsUnavailable: The library is missing, the repo is in use, or the node
@@ -413,8 +443,21 @@ class EmbeddedIpfsNode(IpfsNode):
         start_timeout: float = START_TIMEOUT_S,
         call_timeout: float = DEFAULT_CALL_TIMEOUT_S,
         low_traffic: bool = False,
+        recycle_after_fetches: int = RECYCLE_AFTER_FETCHES,
+        recycle_idle_s: float = RECYCLE_IDLE_S,
     ) -> None:
         self._low_traffic = low_traffic  # kubo's low-traffic options (a bandwidth limit)
+        self._start_timeout = float(start_timeout)
+        # Recycling (module notes): Downloads since the library node (re)started, when
+        # the last one started, and the gate that holds library calls during a restart.
+        self._recycle_after = max(0, int(recycle_after_fetches))
+        self._recycle_idle_s = float(recycle_idle_s)
+        self._downloads = 0
+        self._last_fetch = time.monotonic()
+        self._last_recycle = -RECYCLE_MIN_INTERVAL_S
+        self._recycling = False
+        self._dialled: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.recycles = 0
         self._repo = os.path.realpath(os.fspath(repo_dir))
         log_dir: str | None = self._repo
         try:
@@ -425,6 +468,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._repo_c = self._repo.encode("utf-8")
         self._call_timeout = float(call_timeout)
         self._lock = threading.Lock()
+        self._gate = threading.Condition(self._lock)  # notified when a recycle ends
         # True until this object owns the repo, so __del__/close of an object whose
         # constructor failed never stops a node that belongs to someone else.
         self._closed = True
@@ -504,8 +548,21 @@ class EmbeddedIpfsNode(IpfsNode):
                 f"cannot update the IPFS configuration in {self._repo}: {exc}"
             ) from exc
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...], timeout: float, what: str) -> T:
-        """Run a library call on a helper thread; raise IpfsTimeout after ``timeout``."""
+    def _call(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        timeout: float,
+        what: str,
+        *,
+        gated: bool = True,
+    ) -> T:
+        """Run a library call on a helper thread; raise IpfsTimeout after ``timeout``.
+
+        A call waits while the node is being recycled (``gated``; the recycle's own
+        calls pass), within the same ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -521,17 +578,27 @@ class EmbeddedIpfsNode(IpfsNode):
 
         thread = threading.Thread(target=run, name=f"kubo-{what}", daemon=True)
         with self._lock:
+            if gated:
+                self._wait_gate(deadline, what)
             # Checked under the lock so close() never misses a thread that would
             # otherwise call into a stopped node (and silently start a new one).
             if self._closed:
                 raise IpfsUnavailable("the IPFS node is closed")
             self._threads.add(thread)
         thread.start()
-        if not done.wait(timeout):
+        if not done.wait(max(0.0, deadline - time.monotonic())):
             raise IpfsTimeout(f"IPFS {what} did not finish within {timeout:g} s")
         if "error" in box:
             raise IpfsError(f"IPFS {what} failed: {box['error']}") from box["error"]
         return box["result"]
+
+    def _wait_gate(self, deadline: float, what: str) -> None:
+        """Wait (holding ``_lock``) until no recycle is running, or raise IpfsTimeout."""
+        while self._recycling and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._gate.wait(remaining):
+                if self._recycling and not self._closed:
+                    raise IpfsTimeout(f"IPFS {what}: the node is restarting")
 
     def _take_string(self, ptr: Any) -> str | None:
         """Copy a string returned by the library and free it."""
@@ -595,6 +662,12 @@ class EmbeddedIpfsNode(IpfsNode):
         )
         if rc != 0:
             raise IpfsError(f"could not connect to {multiaddr} (code {rc})")
+        peer = multiaddr.rsplit("/p2p/", 1)[-1]
+        with self._lock:  # (for a recycle's redial)
+            self._dialled[peer] = multiaddr
+            self._dialled.move_to_end(peer)
+            while len(self._dialled) > MAX_DIALLED:
+                self._dialled.popitem(last=False)
 
     def add(self, data: bytes) -> str:
         """Store ``data`` as a raw block; return its CIDv1 (see module notes)."""
@@ -626,6 +699,8 @@ class EmbeddedIpfsNode(IpfsNode):
         if local is not None:
             return local
         with self._lock:
+            # A recycle starts only with no fetch pending; a new one waits for it.
+            self._wait_gate(deadline, f"get {cid}")
             fetch = self._fetches.get(cid)
             if fetch is None:
                 if len(self._fetches) >= MAX_PENDING_FETCHES:
@@ -702,6 +777,8 @@ class EmbeddedIpfsNode(IpfsNode):
                 self._fetches.pop(cid, None)
                 raise IpfsUnavailable("the IPFS node is closed")
             self._threads.add(thread)
+            self._downloads += 1  # each leaves a bitswap session behind (module notes)
+            self._last_fetch = time.monotonic()
         thread.start()
 
     def publish(self, topic: str, data: bytes) -> None:
@@ -774,6 +851,129 @@ class EmbeddedIpfsNode(IpfsNode):
             threads = list(self._threads)
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    # --------------------------------------------------------------- recycling
+
+    def recycle_due(self) -> bool:
+        """True when the node has fetched enough and idled long enough to be recycled."""
+        now = time.monotonic()
+        with self._lock:
+            return (
+                not self._closed
+                and not self._recycling
+                and self._recycle_after > 0
+                and self._downloads >= self._recycle_after
+                and not self._fetches
+                and now - self._last_fetch >= self._recycle_idle_s
+                and now - self._last_recycle >= RECYCLE_MIN_INTERVAL_S
+            )
+
+    def recycle_if_due(self) -> bool:
+        """Recycle the library node if :meth:`recycle_due`; True if it was restarted.
+
+        Called by the poller thread between rounds (tests call it directly).
+        """
+        if not self.recycle_due():
+            return False
+        with self._lock:
+            if self._fetches or self._recycling or self._closed:
+                return False
+            self._recycling = True
+            self._last_recycle = time.monotonic()
+        try:
+            return self._recycle()
+        finally:
+            with self._lock:
+                self._recycling = False
+                self._gate.notify_all()
+            self._poller.kick()
+
+    def _recycle(self) -> bool:
+        """Stop and start the library node on the same repo (the gate is closed)."""
+        began = time.monotonic()
+        downloads = self._downloads
+        # Calls that passed the gate before it closed return first (bounded).
+        deadline = began + RECYCLE_DRAIN_S
+        while True:
+            with self._lock:
+                busy = [t for t in self._threads if t.is_alive()]
+            if not busy:
+                break
+            if time.monotonic() >= deadline:
+                log.info("IPFS node not recycled: %d library calls still running", len(busy))
+                return False
+            busy[0].join(max(0.0, deadline - time.monotonic()))
+        try:
+            text = self._call_string_ungated(self._lib.lib.ListPeers, "peers")
+            connected = json.loads(text) if text else []
+        except (IpfsError, ValueError):
+            connected = []
+        redial = self._redial_addresses(connected if isinstance(connected, list) else [])
+        subs = self._open_subscriptions()
+        # What the library has queued for us is read before it goes.
+        self._poller.deliver_all(subs)
+        for sub in subs:
+            sub._detach()
+        try:
+            self._shutdown_library_node()
+            rc = self._call(
+                self._lib.lib.RunNode, (self._repo_c,), self._start_timeout, "restart", gated=False
+            )
+        except IpfsError as exc:
+            log.error("recycling the embedded IPFS node %s failed: %s", self._id, exc)
+            return False
+        if rc != 1:
+            log.error("recycling the embedded IPFS node %s: it did not start again", self._id)
+            return False
+        with self._lock:
+            self._downloads = 0
+        for sub in subs:
+            try:
+                sub._attach()
+            except IpfsError as exc:
+                log.warning("subscription %s not opened again after a recycle: %s", sub.topic, exc)
+        self.recycles += 1
+        log.info(
+            "embedded IPFS node %s recycled after %d fetches in %.1f s (%d peers to dial again)",
+            self._id,
+            downloads,
+            time.monotonic() - began,
+            len(redial),
+        )
+        if redial:
+            threading.Thread(
+                target=self._redial, args=(redial,), name="kubo-redial", daemon=True
+            ).start()
+        return True
+
+    def _call_string_ungated(self, fn: Callable[..., Any], what: str) -> str:
+        ptr = self._call(fn, (self._repo_c,), self._call_timeout, what, gated=False)
+        return self._take_string(ptr) or ""
+
+    def _redial_addresses(self, connected: list[Any]) -> list[str]:
+        """An address for each connected peer (``<addr>/<peer id>`` from ListPeers):
+        the one we dialled it at, else the connection's own (a peer that dialled us
+        is reached back only if that is its listen address; it redials us itself)."""
+        out: list[str] = []
+        with self._lock:
+            dialled = dict(self._dialled)
+        for entry in connected[:RECYCLE_MAX_REDIAL]:
+            if not isinstance(entry, str) or "/" not in entry:
+                continue
+            addr, _, peer = entry.rpartition("/")
+            if not peer or peer == self._id:
+                continue
+            out.append(dialled.get(peer) or f"{addr}/p2p/{peer}")
+        return out
+
+    def _redial(self, addresses: list[str]) -> None:
+        for addr in addresses:
+            if self._closed:
+                return
+            try:
+                self.connect(addr)
+            except IpfsError as exc:
+                log.info("after a recycle, %s was not reached: %s", addr, exc)
 
     def close(self) -> None:
         """Stop the node: cancel subscriptions and fetches, release the repo.
@@ -865,6 +1065,8 @@ class _Poller:
                 return
             try:
                 got = self._round()
+                if not got and self.interval >= POLL_IDLE_S:
+                    self._recycle_if_due()
             except Exception:  # noqa: BLE001 - the poller must outlive a bad message
                 log.exception("reading pubsub messages from the IPFS library failed")
                 got = 0
@@ -876,13 +1078,22 @@ class _Poller:
                 self.idle_rounds += 1
                 self.interval = min(POLL_IDLE_S, self.interval * 2)
 
+    def _recycle_if_due(self) -> None:
+        node = self._node()
+        if node is not None:
+            node.recycle_if_due()
+
     def _round(self) -> int:
         node = self._node()
         if node is None:
             self._stopped.set()
             return 0
+        return self.deliver_all(node._open_subscriptions())
+
+    def deliver_all(self, subs: list[EmbeddedSubscription]) -> int:
+        """Read what the library holds for `subs` into their queues; how many."""
         got = 0
-        for sub in node._open_subscriptions():
+        for sub in subs:
             messages = sub._pull(POLL_ROUND_MAX)
             if messages:
                 got += len(messages)
@@ -938,7 +1149,7 @@ class EmbeddedSubscription(Subscription):
         room = min(limit, MAX_QUEUED_MESSAGES - len(self._queue))
         while len(out) < room:
             with self._lock:
-                if self._closed:
+                if self._closed or self._sub_id < 0:
                     break
                 # Non-blocking: only reads the library's in-memory queue.
                 ptr = lib.lib.PubSubNextMessage(self._sub_id)
@@ -949,6 +1160,40 @@ class EmbeddedSubscription(Subscription):
             if message is not None:
                 out.append(message)
         return out
+
+    def _detach(self) -> None:
+        """The library node is being recycled: this id ends with it."""
+        with self._lock:
+            self._sub_id = -1
+
+    def _attach(self) -> None:
+        """Subscribe again in the restarted library node, under this same object."""
+        node = self._node
+        with self._lock:
+            if self._closed:
+                return
+        sub_id = node._call(
+            node._lib.lib.PubSubSubscribe,
+            (node._repo_c, self._topic.encode("utf-8")),
+            node._call_timeout,
+            "subscribe",
+            gated=False,
+        )
+        if sub_id < 0:
+            raise IpfsError(f"subscribing to {self._topic!r} failed (code {sub_id})")
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._sub_id = int(sub_id)
+        if closed:  # closed meanwhile: the new id is not wanted
+            with contextlib.suppress(IpfsError):
+                node._call(
+                    node._lib.lib.PubSubUnsubscribe,
+                    (sub_id,),
+                    node._call_timeout,
+                    "unsubscribe",
+                    gated=False,
+                )
 
     def _mark_closed(self) -> None:
         with self._lock:
@@ -966,12 +1211,15 @@ class EmbeddedSubscription(Subscription):
             if self._closed:
                 return
             self._closed = True
+            sub_id = self._sub_id
         self._wake_waiters()
         self._node._forget_subscription(self)
+        if sub_id < 0:  # (detached by a recycle: nothing to unsubscribe in the library)
+            return
         with contextlib.suppress(IpfsError):
             self._node._call(
                 self._node._lib.lib.PubSubUnsubscribe,
-                (self._sub_id,),
+                (sub_id,),
                 self._node._call_timeout,
                 "unsubscribe",
             )
