@@ -70,7 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+# Commands that run the embedded kubo for long: its Go runtime takes settings only
+# from the environment the process starts with (network/ipfs/goruntime.py).
+LONG_RUNNING_KUBO = {None, "node"}
+
+
 if __name__ == "__main__":
+    if (sys.argv[1] if len(sys.argv) > 1 else None) in LONG_RUNNING_KUBO:
+        from network.ipfs.goruntime import ensure_go_environment
+
+        ensure_go_environment()  # may run this program again, with them set
     code = main()
     if sys.argv[1:2] and sys.argv[1] in FAST_COMMANDS:
         # verify and bench have closed their backend and printed their result: skip

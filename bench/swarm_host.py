@@ -102,4 +102,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from network.ipfs.goruntime import ensure_go_environment
+
+    ensure_go_environment()  # the Go runtime's settings, as `main.py node` has them
     sys.exit(main(sys.argv[1:]))

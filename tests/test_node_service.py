@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -123,6 +124,10 @@ def test_metrics_logs_and_a_clean_stop_of_a_real_node(tmp_path) -> None:
         # SIGTERM while a unit computes: exit 0, the unit's checkpoint stays.
         wait_until(lambda: node.status().get("blocks_done", 0) > 0, 60, "a unit in progress")
         proc = node.proc
+        # the embedded Go runtime got its settings from the process's own environment
+        # (main.py ran itself again with them, in the same process)
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"GOGC=25" in environ and b"HAILSTONE_GO_ENV=1" in environ
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         node.proc = None
