@@ -50,6 +50,8 @@ from network.validate import recheck
 IDLE_CHECKERS = 2
 # Dispute confirmations (and candidate re-checks) waiting for their thread.
 MAX_CONFIRM_TASKS = 1000
+# The re-check thread with nothing to do waits this long (woken by a candidate or stop()).
+RECHECK_WAIT_S = 5.0
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
 MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
 
@@ -112,7 +114,8 @@ class BlockChecks:
         self._lock = threading.Lock()
         self._confirm_tasks: deque[BlockTask] = deque()
         self._confirming: set[tuple[str, int]] = set()
-        self._rechecks: queue.Queue[tuple[str, int]] = queue.Queue()  # (work CID, candidate)
+        # (work CID, candidate); None: stop() wakes the idle re-check thread
+        self._rechecks: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._checked: set[str] = set()
         self._evidence_retry: dict[str, float] = {}
         self._evidence = EvidenceFetcher(self._fetch_evidence_of)
@@ -124,6 +127,7 @@ class BlockChecks:
         self._evidence.start()
 
     def stop(self, timeout_s: float) -> None:
+        self._rechecks.put(None)
         self._evidence.stop(timeout_s=timeout_s)
 
     def earn(self) -> None:
@@ -180,9 +184,13 @@ class BlockChecks:
         bound = RECHECK_FACTOR * services.params.exact_step_bound
         while not stop.is_set():
             try:
-                work_cid, candidate = self._rechecks.get(timeout=0.5)
+                # (idle: waits RECHECK_WAIT_S at a time, woken by a candidate or stop())
+                item = self._rechecks.get(timeout=RECHECK_WAIT_S)
             except queue.Empty:
                 continue
+            if item is None:
+                continue
+            work_cid, candidate = item
             fell, steps = recheck(candidate, bound)
             rec = RecheckRecord(
                 work_cid=work_cid,

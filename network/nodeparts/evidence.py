@@ -24,6 +24,8 @@ log = logging.getLogger("hailstone.node")
 # Fetches queued at a time, and results held until the compute loop takes them.
 EVIDENCE_AHEAD = 2
 MAX_EVIDENCE_HELD = 32
+# The fetcher thread with nothing to do waits this long (woken by a request or stop()).
+IDLE_WAIT_S = 5.0
 
 
 class Pending(enum.Enum):
@@ -57,7 +59,7 @@ class EvidenceFetcher:
         self._lock = threading.Lock()
         self._results: LRUCache[str, Leaves | None] = LRUCache(held)
         self._asked: set[str] = set()
-        self._wanted: queue.Queue[str] = queue.Queue()
+        self._wanted: queue.Queue[str | None] = queue.Queue()  # None: stop() wakes it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,6 +69,7 @@ class EvidenceFetcher:
 
     def stop(self, timeout_s: float | None = None) -> None:
         self._stop.set()
+        self._wanted.put(None)
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
@@ -85,8 +88,10 @@ class EvidenceFetcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                cid = self._wanted.get(timeout=0.2)
+                cid = self._wanted.get(timeout=IDLE_WAIT_S)
             except queue.Empty:
+                continue
+            if cid is None:
                 continue
             try:
                 leaves = self._fetch(cid)
