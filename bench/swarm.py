@@ -372,7 +372,9 @@ def idle_window(swarm: Swarm, seconds: float) -> dict:
     tcp1 = _tcp_bytes(pids)
     per_pid: dict[int, int] = dict.fromkeys(pids, 0)
     for k, n in tcp1.items():  # (a socket closed during the window is not counted)
-        per_pid[k[0]] += n - tcp0.get(k, 0)
+        before = tcp0.get(k, 0)
+        # a socket closed and another opened between the same ports starts from 0
+        per_pid[k[0]] += n - before if n >= before else n
     nodes_of = {p.pid: k for p, _c, k in procs.values()}
     cpu, rss, proc_cpu, proc_rss = [], [], [], []
     for p, c0, k in procs.values():
