@@ -99,6 +99,7 @@ class Sync:
         # Fetched, in the inbox, not ingested yet: not fetched again meanwhile.
         self._fetched: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
+        self.last_progress = time.monotonic()  # when fetched records were last ingested
 
     def idle(self) -> bool:
         """Nothing queued to fetch and nothing fetched waiting to be ingested."""
@@ -229,6 +230,8 @@ class Sync:
         again). When the inbox is empty, peers' heads we do not hold completely are
         read again."""
         with self._lock:
+            if cids:
+                self.last_progress = time.monotonic()
             for cid in cids:
                 self._fetched.pop(cid, None)
             peers = list(self._newest_head) if self.inbox.empty() else []
