@@ -796,14 +796,50 @@ def claim_limit(state: NetworkState, account: bytes) -> int:
     return 1 + weight // CLAIMS_PER_WEIGHT
 
 
-def unit_capacity(state: NetworkState, unit: int) -> int:
-    """How many accounts may compute `unit` at once: the reports it still lacks for
-    a quorum (its best root's accounts counted), at most FRONTIER_WORKERS on the
-    frontier unit and one on any other (its second report comes after its first)."""
+# On the frontier unit once its first report is in, another account's claim counts as
+# giving the second report (and keeps others from racing it) for this long after it
+# was first seen; after that only FRONTIER_WORKERS claims close the unit, so one claim
+# (a squatter's, or one left by a node that vanished) delays the frontier's second
+# report at most this long. 10 min: over three times a production unit at the measured
+# single-core speed (177 s). A slower honest claimer may see a second account compute
+# the unit with it after that (a duplicate result, as before this rule). Scaled with
+# `max_hold` where a caller scales that (the simulator).
+FRONTIER_GRACE_S = 600
+
+
+def _frontier_grace(max_hold: float) -> float:
+    return FRONTIER_GRACE_S * max_hold / MAX_CLAIM_HOLD_S
+
+
+def _reports_lacking(state: NetworkState, unit: int) -> int:
+    """How many more accounts `unit` needs for a quorum (its best root's counted)."""
     entry = state.units.get(unit)
     have = max((len(r.accounts) for r in entry.roots), default=0) if entry is not None else 0
-    base = FRONTIER_WORKERS if unit == state.frontier else 1
-    return max(1, min(base, QUORUM - have))
+    return max(1, QUORUM - have)
+
+
+def _fresh(c: ClaimLike, now: float, grace: float, since: float | None) -> bool:
+    """A racer for the frontier's second report: first seen less than `grace` ago and
+    not before `since` (when the unit's first report was made, if known: a claim
+    from before it was a first-report worker's, which gives its report itself or is
+    gone). A claim without `first_seen` counts as fresh."""
+    first_seen = getattr(c, "first_seen", None)
+    if first_seen is None:
+        return True
+    return now < first_seen + grace and (since is None or first_seen >= since)
+
+
+def unit_capacity(state: NetworkState, unit: int) -> int:
+    """How many accounts may hold `unit` at once: FRONTIER_WORKERS on the frontier unit,
+    one on any other (a second report comes after the first; a unit that has its
+    first report is open to one more account).
+
+    The frontier keeps FRONTIER_WORKERS even once its first report is in, although it
+    then needs only one more: one account's claim (a squatter's, or a node that
+    vanished holding it) must never close the frontier alone (PROTOCOL §11,
+    "Claims"). Racing for its second report is settled by the frontier grace
+    instead (`FRONTIER_GRACE_S`, `claim_wins`, `open_units`)."""
+    return FRONTIER_WORKERS if unit == state.frontier else 1
 
 
 CLAIM_RANK_DOMAIN = b"hailstone/claim-rank/v1\x00"
@@ -850,12 +886,16 @@ def claim_wins(
     now: float,
     *,
     max_hold: float = MAX_CLAIM_HOLD_S,
+    first_report_at: float | None = None,
 ) -> bool:
     """Whether our claim on `unit` may be computed now (PROTOCOL §8, "Conflicting
     claims"): every account is represented by its best-ranked counted claim on the
     unit (`claim_rank`), and ours must be our account's best and among the
-    `unit_capacity` best accounts. Under a trust policy a weighted account, on the
-    frontier unit, is outranked only by weighted accounts (as in next_unit).
+    `unit_capacity` best accounts; on the frontier unit, also fewer claims first seen
+    less than the frontier grace ago (`FRONTIER_GRACE_S`) may rank ahead of it than
+    the reports the unit lacks, so once its first report is in one racer gives the
+    second. Under a trust policy a weighted account, on the frontier unit, is
+    outranked only by weighted accounts (as in next_unit).
 
     Our own claim must be among `claims` (in force); False otherwise. Our account's
     claims all compete here, whatever its `claim_limit` (that limit says how many
@@ -870,16 +910,16 @@ def claim_wins(
         and claim_in_force(c, now, max_hold)
         and my_account not in state.reporters_by_unit.get(unit, ())
     ]
-    best: dict[bytes, tuple[tuple[int, bytes], bytes]] = {}
+    best: dict[bytes, tuple[tuple[int, bytes], ClaimLike]] = {}
     for account, held in counted.items():
         for c in held:
             if c.unit != unit:
                 continue
             rank = claim_rank(c.unit, c.node, getattr(c, "done", 0))
             if account not in best or rank < best[account][0]:
-                best[account] = (rank, c.node)
+                best[account] = (rank, c)
     mine = best.get(my_account)
-    if mine is None or mine[1] != my_node:
+    if mine is None or mine[1].node != my_node:
         return False  # no claim of ours counts, or another node of our account ranks first
     if (
         unit == state.frontier
@@ -889,8 +929,15 @@ def claim_wins(
         best = {
             a: r for a, r in best.items() if a == my_account or (state.account_weight(a) or 0) > 0
         }
-    ahead = sum(1 for a, r in best.items() if a != my_account and r[0] < mine[0])
-    return ahead < unit_capacity(state, unit)
+    ahead = [c for a, (r, c) in best.items() if a != my_account and r < mine[0]]
+    if len(ahead) >= unit_capacity(state, unit):
+        return False
+    if unit != state.frontier:
+        return True
+    # The frontier: only as many fresh claims ahead of ours as reports it lacks.
+    grace = _frontier_grace(max_hold)
+    racers = sum(1 for c in ahead if _fresh(c, now, grace, first_report_at))
+    return racers < _reports_lacking(state, unit)
 
 
 def next_unit(
@@ -902,6 +949,7 @@ def next_unit(
     my_node: bytes | None = None,
     unit_limit: int | None = None,
     max_hold: float = MAX_CLAIM_HOLD_S,
+    first_report_at: float | None = None,
 ) -> int | None:
     """The lowest unit this account should compute next, or None (the first of
     `open_units`; see there for the rules)."""
@@ -914,6 +962,7 @@ def next_unit(
         unit_limit=unit_limit,
         max_hold=max_hold,
         count=1,
+        first_report_at=first_report_at,
     )
     return units[0] if units else None
 
@@ -928,6 +977,7 @@ def open_units(
     unit_limit: int | None = None,
     max_hold: float = MAX_CLAIM_HOLD_S,
     count: int = 1,
+    first_report_at: float | None = None,
 ) -> list[int]:
     """The lowest `count` units this account may compute next, lowest first.
 
@@ -938,8 +988,9 @@ def open_units(
     unit no longer counts), and no other node of this account holds one (its report
     would not count twice). Claims count per account, at most `claim_limit` of each
     account's (its lowest units). So the frontier unit stays open until
-    FRONTIER_WORKERS accounts (weighted ones, under a trust policy) claim it, and any
-    unit that has its first report is open to one more account only.
+    FRONTIER_WORKERS accounts (weighted ones, under a trust policy) claim it, or as
+    many as it lacks reports claimed it less than FRONTIER_GRACE_S ago (scaled with
+    `max_hold`), and any other unit is open to one account at a time.
     A claim is ours when it is by `my_account` and, if `my_node` is given, by that node.
 
     Args:
@@ -951,6 +1002,9 @@ def open_units(
         unit_limit: units at or above this index are not handed out.
         max_hold: seconds a claim counts after its `first_seen` (the simulator scales it).
         count: how many units to list at most.
+        first_report_at: when the frontier unit's first counted report was made (its
+            `created`), if it has one: claims first seen before it are not racers for
+            its second report.
 
     Returns:
         Up to `count` unit indexes, ascending; empty when no unit below `unit_limit`
@@ -958,12 +1012,16 @@ def open_units(
     """
     reporters = state.reporters_by_unit
     holders: dict[int, set[bytes]] = {}  # unit -> other accounts with a counted claim
+    fresh: set[bytes] = set()  # other accounts with a fresh claim on the frontier
     ours_elsewhere: set[int] = set()  # units another node of our account holds
+    grace = _frontier_grace(max_hold)
     for account, held in _counted_claims(state, claims, now, max_hold).items():
         for c in held:
             mine = c.account == my_account and (my_node is None or c.node == my_node)
             if not mine:
                 holders.setdefault(c.unit, set()).add(account)
+                if c.unit == state.frontier and _fresh(c, now, grace, first_report_at):
+                    fresh.add(account)
             if account == my_account and not mine:
                 ours_elsewhere.add(c.unit)  # one account's second report would not count
     # The frontier unit is open to FRONTIER_WORKERS accounts at once. Under a trust
@@ -974,6 +1032,10 @@ def open_units(
         holders[state.frontier] = {a for a in on_frontier if (state.account_weight(a) or 0) > 0}
     blocked = {u for u, accounts in holders.items() if len(accounts) >= unit_capacity(state, u)}
     blocked |= ours_elsewhere
+    # The frontier also closes once as many accounts as it lacks reports hold fresh
+    # claims on it (first seen within the frontier grace): its racers are settled.
+    if len(fresh & holders.get(state.frontier, set())) >= _reports_lacking(state, state.frontier):
+        blocked.add(state.frontier)
     for unit, entry in state.units.items():
         if entry.status == VERIFIED or my_account in reporters[unit]:
             blocked.add(unit)

@@ -180,7 +180,7 @@ def test_work_starts_while_the_node_is_still_catching_up(tmp_path):
         def next_block_task(self, idle: bool = False):
             return None
 
-        def next_assignment(self):
+        def take_unit(self):
             return unit
 
     bridge = WorkBridge(tmp_path, CANDIDATES, try_network=False)

@@ -42,6 +42,7 @@ from tests.test_state import (
     PARAMS,
     T0,
     Claim,
+    HeldClaim,
     Person,
     delegation,
     state_of,
@@ -53,6 +54,11 @@ SETTLE = 2.0
 LISTEN = 3.0
 LISTEN_MAX = 20.0
 EVE = Person(SigningKey(bytes([5]) * 32), SigningKey(bytes([105]) * 32))
+
+
+def signed_claim(p: Person, unit: int, expires: float) -> bytes:
+    """`p`'s claim on `unit` as its node gossips it."""
+    return wire.sign_claim(wire.Claim(unit, p.node_pub, p.acct, int(expires)), p.node)
 
 
 def real_work(p: Person, unit: int) -> Accepted:
@@ -96,12 +102,15 @@ def _winners(st, claims, unit):
     }
 
 
-def test_a_unit_is_open_to_as_many_accounts_as_it_needs():
+def test_the_frontier_is_open_to_two_accounts_and_any_other_unit_to_one():
     fresh = state_of(work(ALICE, 0), work(BOB, 0))  # frontier 1, nobody reported it
     assert unit_capacity(fresh, 1) == FRONTIER_WORKERS == 2
     assert unit_capacity(fresh, 2) == 1  # above the frontier: one at a time
+    # With its first report in, the frontier still takes two: one claim (a squatter's)
+    # must never close it alone.
     half = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
-    assert unit_capacity(half, 1) == 1  # the frontier's second report: one more account
+    assert unit_capacity(half, 1) == FRONTIER_WORKERS
+    assert unit_capacity(half, 2) == 1
 
 
 def test_racing_claims_leave_exactly_the_needed_accounts_and_every_node_agrees():
@@ -115,12 +124,43 @@ def test_racing_claims_leave_exactly_the_needed_accounts_and_every_node_agrees()
     assert won == {best.account}
     on_frontier = [_claim(p, 1) for p in (CAROL, DAVE, EVE)]
     assert len(_winners(fresh, on_frontier, 1)) == FRONTIER_WORKERS
-    # The frontier unit with one report needs one more: one of the racers, and the
-    # reporter's own (done) claim takes no place.
-    half = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))
-    racers = [_claim(p, 1) for p in (CAROL, DAVE, EVE, ALICE)]
-    won = _winners(half, racers, 1)
+    # A unit's reporter keeps no place with its (done) claim.
+    half = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 2))
+    racers = [_claim(p, 2) for p in (CAROL, DAVE, EVE, ALICE)]
+    won = _winners(half, racers, 2)
     assert len(won) == 1 and CAROL.acct not in won
+
+
+def test_the_frontiers_second_report_goes_to_one_racer_and_no_claim_freezes_it():
+    from network.state import FRONTIER_GRACE_S
+
+    half = state_of(work(ALICE, 0), work(BOB, 0), work(CAROL, 1))  # frontier 1, one in
+    racers = [_claim(p, 1) for p in (DAVE, EVE, ALICE)]
+    assert len(_winners(half, racers, 1)) == 1
+    # A claim first seen more than the grace ago (a squatter's, or a vanished node's)
+    # keeps nobody off it: the best fresh racer still computes, whatever the ranks.
+    later = NOW + FRONTIER_GRACE_S
+    for squatter in (DAVE, EVE, ALICE):
+        stale = HeldClaim(1, squatter.node_pub, squatter.acct, later + 900.0, first_seen=NOW)
+        fresh = [
+            HeldClaim(1, p.node_pub, p.acct, later + 900.0, first_seen=later)
+            for p in (DAVE, EVE, ALICE)
+            if p is not squatter
+        ]
+        claims = [stale, *fresh]
+        won = {c.account for c in fresh if claim_wins(half, claims, 1, c.account, c.node, later)}
+        assert len(won) == 1
+        # And a node that did not claim yet still finds the frontier open.
+        assert open_units(half, [stale], BOB.acct, later, count=1) == [1]
+        assert open_units(half, [stale], BOB.acct, later - 1, count=1) == [2]
+    # A claim first seen before the first report was made is a first-report worker's
+    # (it reports itself, or it vanished): no racer for the second report.
+    before = HeldClaim(1, DAVE.node_pub, DAVE.acct, NOW + 900.0, first_seen=NOW - 10)
+    assert open_units(half, [before], BOB.acct, NOW, count=1, first_report_at=NOW - 5) == [1]
+    assert open_units(half, [before], BOB.acct, NOW, count=1, first_report_at=NOW - 20) == [2]
+    mine = HeldClaim(1, BOB.node_pub, BOB.acct, NOW + 900.0, first_seen=NOW)
+    claims = [before, mine]
+    assert claim_wins(half, claims, 1, BOB.acct, BOB.node_pub, NOW, first_report_at=NOW - 5)
 
 
 def test_a_claim_showing_progress_outranks_fresh_ones():
@@ -229,15 +269,17 @@ def seats(tmp_path, clock):
 
 
 def test_two_nodes_racing_for_one_unit_end_with_one_computing_it(seats, clock):
-    # Unit 0 has Carol's report: it needs one more account. Alice and Bob both pick
-    # it at the same moment; after the settle exactly one computes it.
-    alice, bob = seats(ALICE, unit_limit=1), seats(BOB, unit_limit=1)
+    # Carol and Dave hold the frontier unit 0 (two accounts close it); unit 1 is the
+    # only other unit under the limit. Alice and Bob both pick it at the same moment;
+    # after the settle exactly one computes it.
+    alice, bob = seats(ALICE, unit_limit=2), seats(BOB, unit_limit=2)
     for seat in (alice, bob):
-        seat.ingest(real_work(CAROL, 0))
+        for p in (CAROL, DAVE):
+            seat.sync.on_message("peer", signed_claim(p, 0, clock() + 900))
         seat.planner.note_peers(["peer"])
     clock.t += LISTEN
     first = [alice.planner.take_unit(), bob.planner.take_unit()]
-    assert all(isinstance(h, Hold) and "unit 0" in h.reason for h in first)
+    assert all(isinstance(h, Hold) and "unit 1" in h.reason for h in first)
     alice.send_to(bob)
     bob.send_to(alice)
     clock.t += SETTLE / 2
@@ -245,12 +287,12 @@ def test_two_nodes_racing_for_one_unit_end_with_one_computing_it(seats, clock):
     clock.t += SETTLE / 2
     got = {s.me.acct: s.planner.take_unit() for s in (alice, bob)}
     computing = [a for a in got.values() if isinstance(a, Assignment)]
-    assert len(computing) == 1 and computing[0].unit == 0
+    assert len(computing) == 1 and computing[0].unit == 1
     assert list(got.values()).count(None) == 1  # the loser finds nothing else open
     loser = alice if got[ALICE.acct] is None else bob
     assert any(kind == "claim lost" for kind, _d in loser.events)
     winner_node = (bob if loser is alice else alice).me.node_pub
-    assert min((ALICE, BOB), key=lambda p: claim_rank(0, p.node_pub)).node_pub == winner_node
+    assert min((ALICE, BOB), key=lambda p: claim_rank(1, p.node_pub)).node_pub == winner_node
 
 
 def test_a_settled_claim_nobody_contests_is_computed_and_a_loser_moves_on(seats, clock):
@@ -267,9 +309,12 @@ def test_a_settled_claim_nobody_contests_is_computed_and_a_loser_moves_on(seats,
     got = [alice.planner.take_unit(), bob.planner.take_unit()]
     units = [g.unit for g in got if isinstance(g, Assignment)]
     held = [g for g in got if isinstance(g, Hold)]
-    # Either they chose different units (both compute), or one lost and claimed
-    # another unit, which settles in its turn.
-    assert len(units) == 2 and units[0] != units[1] or (len(units) == 1 and len(held) == 1)
+    # Both compute (different units, or the frontier unit, open to two), or one lost
+    # and claimed another unit, which settles in its turn.
+    if len(units) == 2:
+        assert units[0] != units[1] or units[0] == 0
+    else:
+        assert len(units) == 1 and len(held) == 1
 
 
 def test_a_new_node_listens_before_a_new_unit_but_not_before_its_checkpoint(seats, clock):

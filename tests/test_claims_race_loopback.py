@@ -15,12 +15,9 @@ import time
 import pytest
 
 from engine import Assignment
-from engine.job import verify_range
 from engine.params import Params
-from network import codec
-from network.ipfs import cid_for_bytes
+from network import codec, wire
 from network.nodeparts.planner import Hold
-from network.records import WorkRecord
 from tests.netutil import InProcessNode, make_profile, wait_until
 
 pytestmark = pytest.mark.network
@@ -46,24 +43,24 @@ def _claim_of(node: InProcessNode, by: InProcessNode, unit: int):
     return None
 
 
-def _carols_report(tmp_path, clock) -> list[bytes]:
-    """A third account's records (account, delegation) and its report of unit 0, as
-    wire bytes: computed for real, signed by its own keys."""
-    carol = make_profile(tmp_path / "carol", "carol")
-    node_key = carol.node_key()
-    result = verify_range(PARAMS, *PARAMS.unit_range(0), backend="reference")
-    rec = WorkRecord.from_unit_result(
-        result, PARAMS, 0, bytes(node_key.verify_key), carol.account_public_key(),
-        int(clock()), cid_for_bytes(b"".join(result.leaves)),
-    )  # fmt: skip
-    return [codec.encode(r) for r in carol.local_records()] + [
-        codec.encode(codec.sign(rec, node_key))
-    ]
+def _others_hold_unit_0(tmp_path, clock) -> list[bytes]:
+    """Two other accounts (not running) and their claims on unit 0, as wire bytes:
+    their account and delegation records, then each node's signed claim."""
+    out: list[bytes] = []
+    claims: list[bytes] = []
+    for name in ("carol", "david"):
+        profile = make_profile(tmp_path / name, name)
+        out += [codec.encode(r) for r in profile.local_records()]
+        key = profile.node_key()
+        claim = wire.Claim(0, bytes(key.verify_key), profile.account_public_key(),
+                           int(clock()) + 3000)  # fmt: skip
+        claims.append(wire.sign_claim(claim, key))
+    return out + claims
 
 
 def test_a_late_node_learns_a_live_claim_and_racing_nodes_compute_a_unit_once(tmp_path):
     clock = Clock()
-    config = {"params": PARAMS, "clock": clock, "unit_limit": 1, "claim_settle_s": SETTLE}
+    config = {"params": PARAMS, "clock": clock, "unit_limit": 2, "claim_settle_s": SETTLE}
     a = InProcessNode(tmp_path, "alice", [], listen_s=0.0, **config).start()
     b = None
     try:
@@ -74,40 +71,31 @@ def test_a_late_node_learns_a_live_claim_and_racing_nodes_compute_a_unit_once(tm
         live = wait_until(lambda: _claim_of(b, a, 5), 60, "B to learn A's earlier claim")
         assert live.unit == 5
 
-        # Carol (a third account, not running) reported unit 0, so it needs one more
-        # account; with unit_limit 1 it is the only unit. Both nodes hold her report.
-        for data in _carols_report(tmp_path, clock):
-            for n in (a, b):
-                n.node.ingest(data, "test")
+        # Carol and David (two other accounts, not running) hold the frontier unit 0,
+        # which closes it; with unit_limit 2, unit 1 is the only unit left.
+        records = _others_hold_unit_0(tmp_path, clock)
         for n in (a, b):
-            assert n.node.state().status_of(0) == "reported_once"
+            for data in records[:-2]:
+                n.node.ingest(data, "test")
+            for data in records[-2:]:
+                n.node._on_message("test", data)
         # Both have seen a peer (or a node alone would compute without settling).
         wait_until(
             lambda: a.node._planner._peers and b.node._planner._peers, 60, "peers noted"
         )
-        # Both pick unit 0 at the same moment (A's claim moves from unit 5).
+        # Both pick unit 1 at the same moment (A's claim moves from unit 5).
         first = [n.node.take_unit() for n in (a, b)]
-        assert all(isinstance(h, Hold) and "unit 0" in h.reason for h in first), first
+        assert all(isinstance(h, Hold) and "unit 1" in h.reason for h in first), first
         wait_until(
-            lambda: _claim_of(a, b, 0) and _claim_of(b, a, 0), 60, "both claims to cross"
+            lambda: _claim_of(a, b, 1) and _claim_of(b, a, 1), 60, "both claims to cross"
         )
         clock.offset += SETTLE + 1
         got = {"a": a.node.take_unit(), "b": b.node.take_unit()}
         computing = [name for name, g in got.items() if isinstance(g, Assignment)]
         assert len(computing) == 1, got
         loser = "a" if computing == ["b"] else "b"
-        assert got[loser] is None  # nothing else open to it
-        # The winner reports; the unit is verified and the loser never computes it.
-        winner = a if computing == ["a"] else b
-        assignment = got[computing[0]]
-        result = verify_range(PARAMS, *PARAMS.unit_range(0), backend="reference")
-        winner.node.submit_unit(assignment, result)
-        other = b if winner is a else a
-        wait_until(
-            lambda: other.node.state().status_of(0) == "verified", 60, "the unit verified"
-        )
-        assert other.node.take_unit() is None
-        assert [u for u, _s, _c in other.node.my_units()] == []
+        assert got[loser] is None  # nothing else is open to it
+        assert got[computing[0]].unit == 1
     finally:
         if b is not None:
             b.stop()

@@ -342,12 +342,21 @@ def test_next_unit_prefers_the_lowest_unit_needing_a_result():
     assert next_unit(s, [], ALICE.acct, now=0) == 1
     # Bob reported 1 already: never his own second result; 2 needs his.
     assert next_unit(s, [], BOB.acct, now=0) == 2
-    # The frontier unit (1) has Bob's report: it needs one more account, so one
-    # other account's claim closes it.
+    # The frontier unit (1) has Bob's report: it lacks one, so a fresh claim by
+    # another account closes it...
     dave = Claim(1, DAVE.node_pub, DAVE.acct, 100.0)
     assert next_unit(s, [dave], CAROL.acct, now=50) == 2
+    # ...but only for the frontier grace after it was first seen: then one claim no
+    # longer closes the frontier, two do.
+    from network.state import FRONTIER_GRACE_S
+
+    old = HeldClaim(1, DAVE.node_pub, DAVE.acct, 1e9, first_seen=0.0)
+    assert next_unit(s, [old], CAROL.acct, now=FRONTIER_GRACE_S - 1) == 2
+    assert next_unit(s, [old], CAROL.acct, now=FRONTIER_GRACE_S) == 1
+    alice = HeldClaim(1, ALICE.node_pub, ALICE.acct, 1e9, first_seen=0.0)
+    assert next_unit(s, [old, alice], CAROL.acct, now=FRONTIER_GRACE_S) == 2
     # A frontier unit nobody reported stays open while fewer than two other accounts
-    # claim it.
+    # claim it, fresh or not.
     fresh = state_of(work(ALICE, 0), work(BOB, 0))
     assert next_unit(fresh, [dave], CAROL.acct, now=50) == 1
     alice = Claim(1, ALICE.node_pub, ALICE.acct, 100.0)

@@ -255,6 +255,7 @@ class Planner:
             my_node=services.node_pub,
             unit_limit=self._unit_limit,
             count=spread,
+            first_report_at=self._first_report_at(st, st.frontier),
         )
         if not units:
             return None
@@ -270,7 +271,24 @@ class Planner:
             return False
         if any(isinstance(c, _Taken) and c.unit == unit for c in claims):
             return False  # (trust protocol) a commit arrived: its checker takes it
-        return claim_wins(st, claims, unit, services.account_pub, services.node_pub, now)
+        return claim_wins(
+            st,
+            claims,
+            unit,
+            services.account_pub,
+            services.node_pub,
+            now,
+            first_report_at=self._first_report_at(st, unit),
+        )
+
+    def _first_report_at(self, st: NetworkState, unit: int) -> float | None:
+        """When `unit`'s earliest counted report was made (its `created`), or None."""
+        entry = st.units.get(unit)
+        if entry is None or not entry.roots:
+            return None
+        works = (self._store.work(cid) for r in entry.roots for cid in r.work_cids)
+        times = [w.created for w in works if w is not None]
+        return float(min(times)) if times else None
 
     def _listening(self, now: float) -> Hold | None:
         """Hold while a node that started recently has not had peers for listen_s
