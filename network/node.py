@@ -212,9 +212,10 @@ class Node:
         t.start()
         self._threads.append(t)
 
-    def is_synced(self) -> bool:
+    def is_synced(self, *, cap: bool = True) -> bool:
         """True once we hold every record some peer's head lists (or waited long enough
-        while nothing came, or have no peers).
+        while nothing came, or have no peers; with `cap`, or waited SYNC_MAX_FACTOR
+        timeouts while records still came).
 
         A fresh node asks for work only then, so it does not recompute what the
         network already verified.
@@ -232,7 +233,22 @@ class Node:
         # longer, and its late nodes recomputed verified units), never beyond
         # SYNC_MAX_FACTOR timeouts; peers that do not answer end the wait at once.
         busy = not self._sync.idle() and now - self._sync.last_progress < SYNC_QUIET_S
-        return not busy or waited > SYNC_MAX_FACTOR * self.config.sync_timeout_s
+        return not busy or (cap and waited > SYNC_MAX_FACTOR * self.config.sync_timeout_s)
+
+    def unit_floor(self) -> int | None:
+        """While we catch up past the sync timeout, the lowest unit we may take as a new
+        one: the highest frontier our peers' heads report (PROTOCOL §8, "Catching
+        up"). None while our own state alone decides: synced, or before any peer's
+        head came, or within the sync timeout (the node waits then, as before).
+
+        The SYNC_MAX_FACTOR cap does not end this: past it a node may compute, but
+        only at or above the hint, until fetched records stop coming.
+        """
+        if self.is_synced(cap=False):
+            return None
+        if time.monotonic() - self._started_at <= self.config.sync_timeout_s:
+            return None
+        return self._sync.frontier_hint()
 
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""
@@ -503,10 +519,11 @@ class Node:
         """The unit the draw asks this node to check now (claimed), or None."""
         return self._planner.checker_duty()
 
-    def take_unit(self) -> Assignment | Hold | None:
+    def take_unit(self, *, floor: int | None = None) -> Assignment | Hold | None:
         """The compute loop's next unit, claimed (resumed at once; a new one after
-        listening and a settled claim), Hold for now, or None (Planner.take_unit)."""
-        return self._planner.take_unit()
+        listening and a settled claim, none below `floor`), Hold for now, or None
+        (Planner.take_unit)."""
+        return self._planner.take_unit(floor=floor)
 
     def claim(self, unit: int) -> None:
         """Publish (or renew) our claim on `unit` for claim_ttl_s."""

@@ -978,6 +978,7 @@ def open_units(
     max_hold: float = MAX_CLAIM_HOLD_S,
     count: int = 1,
     first_report_at: float | None = None,
+    floor: int | None = None,
 ) -> list[int]:
     """The lowest `count` units this account may compute next, lowest first.
 
@@ -1005,10 +1006,12 @@ def open_units(
         first_report_at: when the frontier unit's first counted report was made (its
             `created`), if it has one: claims first seen before it are not racers for
             its second report.
+        floor: no unit below this is listed (a node catching up: the highest frontier
+            its peers' heads report, PROTOCOL §8 "Catching up").
 
     Returns:
-        Up to `count` unit indexes, ascending; empty when no unit below `unit_limit`
-        qualifies.
+        Up to `count` unit indexes, ascending; empty when no unit in
+        [max(frontier, floor), unit_limit) qualifies.
     """
     reporters = state.reporters_by_unit
     holders: dict[int, set[bytes]] = {}  # unit -> other accounts with a counted claim
@@ -1040,7 +1043,7 @@ def open_units(
         if entry.status == VERIFIED or my_account in reporters[unit]:
             blocked.add(unit)
     found: list[int] = []
-    unit = state.frontier
+    unit = state.frontier if floor is None else max(state.frontier, floor)
     # Terminates: `blocked` is finite, so at most len(blocked) + count units are looked at.
     while len(found) < max(1, count):
         if unit_limit is not None and unit >= unit_limit:

@@ -7,7 +7,8 @@ and production nodes never mix) carries all three kinds:
 
     an announcement ("t": "rec"): the record inline, or its CID
     a claim ("t": "claim"): a node's signed claim on a unit: expiry, blocks done
-    a head ("t": "head"): a node's signed head: the CID of its sorted record list
+    a head ("t": "head"): a node's signed head: the CID of its sorted record list,
+        and the sender's frontier (a hint for nodes still catching up)
 
 Every message is deterministic CBOR (as in network/codec.py) of a map with a
 version field "v" and a kind field "t", so a message says what it is; the kind is
@@ -49,6 +50,9 @@ MAX_CLAIM_DONE = 1 << 44
 # about HEAD_PAGES * 17,000 records before a page reaches MAX_HEAD_BYTES.
 HEAD_PAGES = 64
 MAX_HEAD_BYTES = 1024 * 1024
+# A head's frontier (a unit count) is at most this: 2^44 units is 2^84 integers at the
+# production unit size and 2^64 at the dev size, far beyond any network's reach.
+MAX_HEAD_FRONTIER = 1 << 44
 
 CLAIM_DOMAIN = b"hailstone/claim/v1\x00"
 HEAD_DOMAIN = b"hailstone/head/v1\x00"
@@ -96,12 +100,18 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """A node's ledger summary: `head` is the CID of its sorted list of record CIDs."""
+    """A node's ledger summary: `head` is the CID of its sorted list of record CIDs.
+
+    `frontier` is the sender's frontier (its lowest unit not verified) when it sent
+    the head: a node still catching up takes no new unit below the highest one its
+    peers report (PROTOCOL §8, "Catching up"). 0 in a head of the first wire format.
+    """
 
     node: bytes
     head: str
     count: int
     signature: bytes = b""
+    frontier: int = 0
 
 
 Message = Announcement | Claim | Head
@@ -130,8 +140,16 @@ def _claim_body(c: Claim) -> dict:
     return body
 
 
+_HEAD_KEYS = ("v", "t", "node", "head", "count")
+
+
 def _head_body(h: Head) -> dict:
-    return {"v": WIRE_VERSION, "t": "head", "node": h.node, "head": h.head, "count": h.count}
+    body = {"v": WIRE_VERSION, "t": "head", "node": h.node, "head": h.head, "count": h.count}
+    # frontier = 0 is left out (as a claim's done = 0): such a head is byte-for-byte a
+    # head of the first wire format, so each head has exactly one encoding.
+    if h.frontier:
+        body["f"] = h.frontier
+    return body
 
 
 def encode_announcement(record_bytes: bytes, cid: str) -> bytes:
@@ -149,6 +167,8 @@ def sign_claim(claim: Claim, key: SigningKey) -> bytes:
 
 
 def sign_head(head: Head, key: SigningKey) -> bytes:
+    if not 0 <= head.frontier <= MAX_HEAD_FRONTIER:
+        raise ValueError(f"head frontier {head.frontier} out of range")
     body = _head_body(head)
     sig = key.sign(HEAD_DOMAIN + _dumps(body)).signature
     return _dumps({**body, "sig": sig})
@@ -270,7 +290,11 @@ def decode_message(data: bytes) -> Message | Rejection:
             body["unit"], body["node"], body["account"], body["expires"], obj["sig"], done
         )
     if kind == "head":
-        body = {k: obj.get(k) for k in ("v", "t", "node", "head", "count")}
+        # "f" (the sender's frontier) is optional, as a claim's "done": absent means
+        # 0, and when present it is 1..MAX_HEAD_FRONTIER, so one encoding per head.
+        keys = (*_HEAD_KEYS, "f") if "f" in obj else _HEAD_KEYS
+        body = {k: obj.get(k) for k in keys}
+        frontier = body.get("f", 0)
         ok = (
             set(obj) == set(body) | {"sig"}
             and _is_key(body["node"])
@@ -278,10 +302,13 @@ def decode_message(data: bytes) -> Message | Rejection:
             and is_valid_cid(body["head"])
             and isinstance(body["count"], int)
             and 0 <= body["count"] < 2**40
+            and isinstance(frontier, int)
+            and not isinstance(frontier, bool)
+            and (0 < frontier <= MAX_HEAD_FRONTIER if "f" in body else True)
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad head")
         if not _verify(HEAD_DOMAIN, body, body["node"], obj["sig"]):
             return Rejection(R.BAD_SIGNATURE, "head signature does not verify")
-        return Head(body["node"], body["head"], body["count"], obj["sig"])
+        return Head(body["node"], body["head"], body["count"], obj["sig"], frontier)
     return Rejection(R.MALFORMED, "unknown gossip message type")

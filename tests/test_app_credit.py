@@ -177,6 +177,9 @@ def test_work_starts_while_the_node_is_still_catching_up(tmp_path):
         def is_synced(self) -> bool:
             return False
 
+        def unit_floor(self) -> int | None:
+            return None  # no peer's head yet
+
         def next_block_task(self, idle: bool = False):
             return None
 

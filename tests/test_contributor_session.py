@@ -530,17 +530,23 @@ class _Node:
 
         self.config = Config()
         self.synced = synced
+        self.floor: int | None = None  # unit_floor(): a head's frontier hint
+        self.floors: list[int | None] = []  # the floor of each take_unit
         self.tasks, self.idle_tasks, self.units = list(tasks), list(idle_tasks), list(units)
         self.claims: list[int] = []
 
     def is_synced(self) -> bool:
         return self.synced
 
+    def unit_floor(self) -> int | None:
+        return self.floor
+
     def next_block_task(self, *, idle: bool = False):
         pool = self.idle_tasks if idle else self.tasks
         return pool.pop(0) if pool else None
 
-    def take_unit(self):
+    def take_unit(self, *, floor: int | None = None):
+        self.floors.append(floor)
         return self.units.pop(0) if self.units else None
 
     def claim(self, unit: int) -> None:

@@ -103,6 +103,51 @@ def test_heads_round_trip_and_need_a_real_cid() -> None:
     assert wire.decode_message(bad).reason_code == R.MALFORMED
 
 
+def _signed_head(body: dict, key: SigningKey = KEY) -> bytes:
+    """A head signed over any body (what a hand-made or older node would send)."""
+    sig = key.sign(wire.HEAD_DOMAIN + cbor2.dumps(body, canonical=True)).signature
+    return cbor2.dumps({**body, "sig": sig}, canonical=True)
+
+
+def _head_body(**extra) -> dict:
+    return {"v": 1, "t": "head", "node": NODE, "head": CID, "count": 12, **extra}
+
+
+def test_heads_carry_the_senders_frontier_and_round_trip() -> None:
+    for frontier in (1, 16, 10**6, wire.MAX_HEAD_FRONTIER):
+        got = wire.decode_message(wire.sign_head(wire.Head(NODE, CID, 12, frontier=frontier), KEY))
+        assert isinstance(got, wire.Head) and (got.head, got.count, got.frontier) == (CID, 12, frontier)
+    assert cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, frontier=5), KEY))["f"] == 5
+    # The frontier is signed: raising it after signing breaks the signature.
+    obj = cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, frontier=3), KEY))
+    obj["f"] = 4000
+    assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
+
+
+def test_a_head_without_a_frontier_is_the_old_format_and_reads_as_frontier_zero() -> None:
+    old = _signed_head(_head_body())
+    got = wire.decode_message(old)
+    assert isinstance(got, wire.Head) and got.frontier == 0 and got.count == 12
+    # Ours at frontier 0 is exactly that message, so nodes from before the field accept it.
+    assert wire.sign_head(wire.Head(NODE, CID, 12), KEY) == old
+
+
+@pytest.mark.parametrize(
+    "frontier", [0, -1, wire.MAX_HEAD_FRONTIER + 1, 2**64, True, 1.5, "3", b"\x01", None, [1]]
+)
+def test_a_heads_frontier_is_bound_checked(frontier) -> None:
+    # frontier = 0 must be left out (one encoding per head); the rest are out of range
+    # or not integers. Signed correctly, so only the bounds refuse them.
+    verdict = wire.decode_message(_signed_head(_head_body(f=frontier)))
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
+
+
+def test_sign_head_refuses_a_frontier_out_of_range() -> None:
+    for frontier in (-1, wire.MAX_HEAD_FRONTIER + 1):
+        with pytest.raises(ValueError):
+            wire.sign_head(wire.Head(NODE, CID, 12, frontier=frontier), KEY)
+
+
 @pytest.mark.parametrize(
     "data",
     [

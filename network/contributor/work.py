@@ -86,10 +86,14 @@ class NodeWork:
     1. While the node catches up with its peers (`is_synced()`, at most the
        config's `sync_timeout_s`), `Wait("syncing")`, unless a checkpoint of ours
        is there to resume: a restart computes at once, a fresh node does not
-       recompute what the network has already verified;
+       recompute what the network has already verified. Once a peer's head reported
+       its frontier, a node still catching up may take a new unit at or above the
+       highest frontier reported (`unit_floor()`, PROTOCOL §8, "Catching up"), but
+       nothing else until it is synced;
     2. a dispute to confirm, or a spot-check when the budget allows;
     3. the next unit (`take_unit()`: our own checkpoint first, claimed; a new unit
-       only after listening and once its claim settled, `Wait("syncing")` till then);
+       only after listening and once its claim settled, `Wait("syncing")` till then;
+       none below the floor while the node catches up, past the sync cap too);
     4. with no unit open, a spot-check anyway (an idle node checks others);
     5. else `Wait("idle")`.
     """
@@ -99,21 +103,31 @@ class NodeWork:
 
     def next_work(self) -> Assignment | BlockTask | Wait:
         node = self.node
-        if not node.is_synced() and not has_checkpoint(
+        floor = node.unit_floor()  # None once synced, or before any peer's head
+        catching_up = not node.is_synced() and not has_checkpoint(
             node.config.data_dir / "checkpoints", node.params
-        ):
+        )
+        if catching_up and floor is None:
             return Wait("syncing", "catching up with the network…", SYNC_RETRY_MS)
-        task = node.next_block_task()
-        if task is not None:
-            return task
-        assignment = node.take_unit()
+        if not catching_up:
+            task = node.next_block_task()
+            if task is not None:
+                return task
+        assignment = node.take_unit() if floor is None else node.take_unit(floor=floor)
         if isinstance(assignment, Assignment):
             return assignment
         if assignment is not None:  # a Hold: listening, or our claim settling
             return Wait("syncing", assignment.reason, max(1, int(assignment.retry_s * 1000)))
-        task = node.next_block_task(idle=True)
-        if task is not None:
-            return task
+        if not catching_up:
+            task = node.next_block_task(idle=True)
+            if task is not None:
+                return task
+        if floor is not None:  # nothing open at or above the floor: wait until synced
+            return Wait(
+                "syncing",
+                f"catching up with the network (frontier ≥ {floor} reported)",
+                SYNC_RETRY_MS,
+            )
         return Wait("idle", "no unit needs computing right now", IDLE_RETRY_MS)
 
     def submit(self, assignment: Assignment, result: UnitResult) -> str:

@@ -7,7 +7,8 @@ gives, and claims it on the network. `take_unit` is what the compute loop asks
 listening to the network for a while (`LISTEN_S`), is chosen among the lowest few
 open ones, and is computed only if, a settle time (`CLAIM_SETTLE_S`) after our claim,
 no conflicting claim outranks ours (`network.state.claim_wins`); until then it says
-`Hold`. When the connected peers change, our live claim is sent again
+`Hold`. While the node catches up, it is given a floor (the highest frontier its
+peers' heads report): no new unit below it is taken (PROTOCOL §8, "Catching up"). When the connected peers change, our live claim is sent again
 (`note_peers`), so a joining node learns it. A checkpoint of a unit the network
 verified without us is deleted. `submit_unit` turns a finished unit into a
 signed work record (under the trust protocol a commit, the record sealed in a file
@@ -196,12 +197,14 @@ class Planner:
         self.claim(unit)
         return Assignment.of_unit(services.params, unit, self._checkpoints)
 
-    def take_unit(self) -> Assignment | Hold | None:
+    def take_unit(self, *, floor: int | None = None) -> Assignment | Hold | None:
         """The compute loop's next unit (PROTOCOL §8, "Choosing work"), claimed: our own
         checkpoint (or checker duty) at once; a new unit only after listening, chosen
         among the lowest open ones, and handed out only once its claim has settled
         and still wins (`claim_wins`). Hold while listening or settling; None when no
-        unit is open to us."""
+        unit is open to us. With a `floor` (a node catching up: the highest frontier
+        its peers report, "Catching up"), no new unit below it: the network verified
+        those, as far as we know; our own checkpoint is resumed all the same."""
         services = self._services
         with self._lock:
             st = self._store.state()
@@ -209,12 +212,12 @@ class Planner:
             claims = services.ledger.active_claims(now)
             unit = self._resumable_unit(st, claims, now)
             if unit is None and self._trust is not None:
-                unit = self._checker_duty(st)
+                unit = self._checker_duty(st, floor=floor)
             if unit is not None:
                 self._settling = None
                 settle = False
             else:
-                unit = self._choose(st, claims, now)
+                unit = self._choose(st, claims, now, floor)
                 if not isinstance(unit, int):
                     return unit  # a Hold, the settled unit, or None
                 settle = self._settle_s > 0 and bool(self._peers)
@@ -227,12 +230,12 @@ class Planner:
         return Assignment.of_unit(services.params, unit, self._checkpoints)
 
     def _choose(
-        self, st: NetworkState, claims: list[ClaimRow], now: float
+        self, st: NetworkState, claims: list[ClaimRow], now: float, floor: int | None = None
     ) -> int | Assignment | Hold | None:
         """(Under _lock.) A claim settling: Hold, or once settled, its Assignment if it
         won. Else Hold while listening, None with no unit open, or the unit to claim:
-        of the lowest few open, the one where our claim would rank best (idle nodes
-        spread over them, each where it would win a tie anyway)."""
+        of the lowest few open at or above `floor`, the one where our claim would rank
+        best (idle nodes spread over them, each where it would win a tie anyway)."""
         services = self._services
         taken = [*claims, *self._committed_units(st)]
         if self._settling is not None:
@@ -240,9 +243,12 @@ class Planner:
             if now < until:
                 return Hold(f"claimed unit {unit}; checking for other claims", until - now)
             self._settling = None
-            if self._still_ours(st, taken, unit, now):
+            if floor is not None and unit < floor:
+                services.event("claim dropped", f"unit {unit}: peers report it verified")
+            elif self._still_ours(st, taken, unit, now):
                 return Assignment.of_unit(services.params, unit, self._checkpoints)
-            services.event("claim lost", f"unit {unit}: a better-ranked claim holds it")
+            else:
+                services.event("claim lost", f"unit {unit}: a better-ranked claim holds it")
         listening = self._listening(now)
         if listening is not None:
             return listening
@@ -256,6 +262,7 @@ class Planner:
             unit_limit=self._unit_limit,
             count=spread,
             first_report_at=self._first_report_at(st, st.frontier),
+            floor=floor,
         )
         if not units:
             return None
@@ -423,9 +430,9 @@ class Planner:
                 return c.unit
         return None
 
-    def _checker_duty(self, st: NetworkState) -> int | None:
-        """The lowest unit whose earliest reporter drew us as its best checker not yet
-        bound, while that reporter's root is still sealed (T4)."""
+    def _checker_duty(self, st: NetworkState, floor: int | None = None) -> int | None:
+        """The lowest unit (at or above `floor`) whose earliest reporter drew us as its
+        best checker not yet bound, while that reporter's root is still sealed (T4)."""
         if st.trust is None:
             return None
         me = self._services.account_pub
@@ -436,6 +443,8 @@ class Planner:
                 commits.setdefault(c.unit, []).append((c.created, cid, c.account))
         revealed = {(w.unit, w.account) for _c, w in self._store.by_kind("work")}
         for unit in sorted(commits):
+            if floor is not None and unit < floor:
+                continue
             tally = st.trust.units.get(unit)
             if tally is None or tally.seed is None or tally.phase in (T.PAIRED, T.VERIFIED):
                 continue

@@ -92,8 +92,12 @@ class Publisher:
         try:
             for obj in head.new_objects:
                 services.ipfs.add(obj)
+            # Our frontier rides along: a node still catching up takes no new unit
+            # below the highest one its peers report (PROTOCOL §8, "Catching up").
+            frontier = min(self._store.state().frontier, wire.MAX_HEAD_FRONTIER)
             msg = wire.sign_head(
-                wire.Head(services.node_pub, head.head_cid, head.count), services.node_key
+                wire.Head(services.node_pub, head.head_cid, head.count, frontier=frontier),
+                services.node_key,
             )
             services.ipfs.publish(services.topic("heads"), msg)
         except IpfsError as exc:

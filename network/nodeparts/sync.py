@@ -96,6 +96,8 @@ class Sync:
         # outbox and so re-announcing it again and again).
         self._newest_head: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
         self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
+        # The frontier each peer's newest head reported (PROTOCOL §8, "Catching up").
+        self._frontier_of: FIFOCache[str, int] = FIFOCache(MAX_REMEMBERED)
         # Fetched, in the inbox, not ingested yet: not fetched again meanwhile.
         self._fetched: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
@@ -165,8 +167,16 @@ class Sync:
         # again, so records whose fetch failed are retried at the next announcement.
         with self._lock:
             self._newest_head[peer] = head.head
+            self._frontier_of[peer] = head.frontier
         if not self._heads.holds(peer, head.head):
             self.want(HEAD, head.head, peer)
+
+    def frontier_hint(self) -> int | None:
+        """The highest frontier our peers' newest heads report (a head of the first wire
+        format reports 0), or None before any head arrived. A hint only: a peer may lie
+        (PROTOCOL §8, "Catching up", says what that can cost)."""
+        with self._lock:
+            return max(self._frontier_of.values(), default=None)
 
     def worth_fetching(self, cid: str) -> bool:
         """Not held, not refused, not pending, not fetched and waiting in the inbox, and
