@@ -23,6 +23,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,16 +89,20 @@ def main(argv: list[str]) -> int:
         print(f"swarm_host: {exc}", file=sys.stderr)
         code = 1
     finally:
+        began = time.monotonic()
         for h in started:
             h.runner.stop()
         for t in threads:
             t.join()
+        runners_s = time.monotonic() - began
         # Close every node at once: each close waits for its own threads.
         closers = [threading.Thread(target=h.close, daemon=True) for h in started]
         for c in closers:
             c.start()
         for c in closers:
             c.join()
+        print(f"swarm_host: {len(started)} nodes stopped: compute loops {runners_s:.1f} s, "
+              f"nodes closed {time.monotonic() - began - runners_s:.1f} s", file=sys.stderr)
     return code
 
 
