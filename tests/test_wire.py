@@ -115,8 +115,10 @@ def _head_body(**extra) -> dict:
 
 def test_heads_carry_the_senders_frontier_and_round_trip() -> None:
     for frontier in (1, 16, 10**6, wire.MAX_HEAD_FRONTIER):
-        got = wire.decode_message(wire.sign_head(wire.Head(NODE, CID, 12, frontier=frontier), KEY))
-        assert isinstance(got, wire.Head) and (got.head, got.count, got.frontier) == (CID, 12, frontier)
+        head = wire.Head(NODE, CID, 12, frontier=frontier)
+        got = wire.decode_message(wire.sign_head(head, KEY))
+        assert isinstance(got, wire.Head)
+        assert (got.head, got.count, got.frontier) == (CID, 12, frontier)
     assert cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, frontier=5), KEY))["f"] == 5
     # The frontier is signed: raising it after signing breaks the signature.
     obj = cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, frontier=3), KEY))

@@ -8,8 +8,9 @@ listening to the network for a while (`LISTEN_S`), is chosen among the lowest fe
 open ones, and is computed only if, a settle time (`CLAIM_SETTLE_S`) after our claim,
 no conflicting claim outranks ours (`network.state.claim_wins`); until then it says
 `Hold`. While the node catches up, it is given a floor (the highest frontier its
-peers' heads report): no new unit below it is taken (PROTOCOL §8, "Catching up"). When the connected peers change, our live claim is sent again
-(`note_peers`), so a joining node learns it. A checkpoint of a unit the network
+peers' heads report): no new unit below it is taken (PROTOCOL §8, "Catching up").
+When the connected peers change, our live claim is sent again (`note_peers`), so a
+joining node learns it. A checkpoint of a unit the network
 verified without us is deleted. `submit_unit` turns a finished unit into a
 signed work record (under the trust protocol a commit, the record sealed in a file
 until its reveal, trustduty.py) with its evidence served and kept.
