@@ -53,6 +53,14 @@ class _FakeNode:
     def _open_subscriptions(self) -> list[_FakeSub]:
         return list(self.subs)
 
+    # (the poller also re-opens subscriptions a recycle left detached, and recycles
+    # the node when due: nothing to do for these fakes)
+    def _reattach(self, subs: list[_FakeSub]) -> None:
+        pass
+
+    def recycle_if_due(self) -> bool:
+        return False
+
 
 def _wait_for(predicate, what: str) -> None:
     deadline = time.monotonic() + BOUND_S

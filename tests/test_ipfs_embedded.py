@@ -379,3 +379,15 @@ def test_no_recycle_while_a_fetch_is_pending(pair) -> None:
     assert b._fetches  # still pending inside the library
     assert not b.recycle_due() and not b.recycle_if_due()
     assert b.recycles == 0
+
+
+def test_a_subscription_left_detached_is_opened_again_by_the_poller(pair) -> None:
+    a, b = pair
+    topic = "hailstone-test-" + os.urandom(4).hex()
+    with b.subscribe(topic) as sb:
+        sb._detach()  # as a recycle whose subscribe failed leaves it
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        while sb._sub_id < 0:
+            assert time.monotonic() < deadline, "the subscription was never opened again"
+            time.sleep(0.1)
+        _until_heard(a, topic, sb, b"heard again " + os.urandom(8))

@@ -35,6 +35,9 @@ What the library offers and how it is used here:
   their readers; gossip that arrives during the restart, about a second, is
   missed: delivery is best effort); the peers connected before are dialled again
   (by the address this node dialled them at, else by the connection's address).
+  A subscription that fails to open again is retried by the poller every
+  REATTACH_EVERY_S. A listen address with port 0 may get another port at a
+  recycle (Hailstone's nodes listen on a fixed port; tests use port 0 and dial).
   Each recycle is logged; ``recycles`` counts them.
 * ``Download`` (fetch) and ``ConnectToPeer`` block without a deadline inside Go,
   so every library call runs on a helper thread and is waited for with a timeout;
@@ -154,6 +157,8 @@ RECYCLE_MIN_INTERVAL_S = 300.0
 # (it tries again at the next idle turn), and how many peers it dials again.
 RECYCLE_DRAIN_S = 5.0
 RECYCLE_MAX_REDIAL = 64
+# A subscription that could not be opened again after a recycle is retried this often.
+REATTACH_EVERY_S = 5.0
 # Addresses this node dialled, remembered per peer id for a recycle's redial.
 MAX_DIALLED = 1024
 
@@ -459,6 +464,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._last_recycle = -RECYCLE_MIN_INTERVAL_S
         self._recycling = False
         self._dialled: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._last_reattach = 0.0
         self.recycles = 0
         self._repo = os.path.realpath(os.fspath(repo_dir))
         log_dir: str | None = self._repo
@@ -948,6 +954,21 @@ class EmbeddedIpfsNode(IpfsNode):
             ).start()
         return True
 
+    def _reattach(self, subs: list[EmbeddedSubscription]) -> None:
+        """Open again, every REATTACH_EVERY_S, subscriptions a recycle left detached
+        (their subscribe failed; the poller's thread only)."""
+        detached = [sub for sub in subs if sub._sub_id < 0 and not sub._closed]
+        now = time.monotonic()
+        if not detached or self._recycling or now - self._last_reattach < REATTACH_EVERY_S:
+            return
+        self._last_reattach = now
+        for sub in detached:
+            try:
+                sub._attach()
+                log.info("subscription %s opened again", sub.topic)
+            except IpfsError as exc:
+                log.warning("subscription %s still not open again: %s", sub.topic, exc)
+
     def _call_string_ungated(self, fn: Callable[..., Any], what: str) -> str:
         ptr = self._call(fn, (self._repo_c,), self._call_timeout, what, gated=False)
         return self._take_string(ptr) or ""
@@ -1067,11 +1088,14 @@ class _Poller:
                 return
             try:
                 got = self._round()
-                if not got and self.interval >= POLL_IDLE_S:
-                    self._recycle_if_due()
             except Exception:  # noqa: BLE001 - the poller must outlive a bad message
                 log.exception("reading pubsub messages from the IPFS library failed")
                 got = 0
+            if not got and self.interval >= POLL_IDLE_S:
+                try:
+                    self._recycle_if_due()
+                except Exception:  # noqa: BLE001 - nor may a failed recycle stop it
+                    log.exception("recycling the embedded IPFS node failed")
             self.rounds += 1
             if got or kicked:
                 self.idle_rounds = 0 if got else self.idle_rounds + 1
@@ -1090,7 +1114,9 @@ class _Poller:
         if node is None:
             self._stopped.set()
             return 0
-        return self.deliver_all(node._open_subscriptions())
+        subs = node._open_subscriptions()
+        node._reattach(subs)
+        return self.deliver_all(subs)
 
     def deliver_all(self, subs: list[EmbeddedSubscription]) -> int:
         """Read what the library holds for `subs` into their queues; how many."""
