@@ -165,6 +165,7 @@ class Node:
         self._last_trust = 0.0
         self._last_peer_watch = 0.0
         self._started_at = 0.0
+        self._hints_done = False  # caught up once: peers' frontier hints are ignored
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.events: deque[NodeEvent] = deque(maxlen=1000)
@@ -236,19 +237,31 @@ class Node:
         return not busy or (cap and waited > SYNC_MAX_FACTOR * self.config.sync_timeout_s)
 
     def unit_floor(self) -> int | None:
-        """While we catch up past the sync timeout, the lowest unit we may take as a new
-        one: the highest frontier our peers' heads report (PROTOCOL §8, "Catching
-        up"). None while our own state alone decides: synced, or before any peer's
-        head came, or within the sync timeout (the node waits then, as before).
+        """While we catch up, the lowest unit we may take as a new one: the highest
+        frontier our peers' heads report (PROTOCOL §8, "Catching up"). None once we
+        caught up (from then on our own state alone decides), before any peer's head
+        came, and while we wait for sync within the sync timeout (as before).
 
-        The SYNC_MAX_FACTOR cap does not end this: past it a node may compute, but
-        only at or above the hint, until fetched records stop coming.
+        Caught up: synced with our own frontier at the hint, or past the sync timeout
+        with fetched records no longer coming (a hint we cannot reach may be a lie).
+        Holding one peer's head completely is not enough: that peer may lag (a 16-node
+        swarm's late nodes recomputed verified units so). The SYNC_MAX_FACTOR cap does
+        not end this either: past it a node computes only at or above the hint.
         """
-        if self.is_synced(cap=False):
+        if self._hints_done:
             return None
-        if time.monotonic() - self._started_at <= self.config.sync_timeout_s:
+        synced = self.is_synced(cap=False)
+        hint = self._sync.frontier_hint()
+        waited = time.monotonic() - self._started_at
+        # (as in is_synced: records fetched from peers still arrive)
+        busy = not self._sync.idle() and time.monotonic() - self._sync.last_progress < SYNC_QUIET_S
+        quiet = waited > self.config.sync_timeout_s and not busy
+        if quiet or (synced and (hint is None or self.state().frontier >= hint)):
+            self._hints_done = True
             return None
-        return self._sync.frontier_hint()
+        if not synced and waited <= self.config.sync_timeout_s:
+            return None  # waiting for sync, as before
+        return hint
 
     def stop(self) -> None:
         """Stop the helper threads, close subscriptions, IPFS and the ledger. Idempotent."""

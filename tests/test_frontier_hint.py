@@ -18,8 +18,8 @@ import time
 import pytest
 
 from engine import Assignment
+from network import codec, wire
 from network import rejection as R
-from network import wire
 from network.contributor.work import NodeWork, Wait
 from network.ipfs.memory import MemorySwarm
 from network.node import SYNC_MAX_FACTOR, SYNC_QUIET_S, Node, NodeConfig
@@ -214,3 +214,29 @@ def test_a_late_node_with_nothing_open_above_the_hint_says_why(seats, late):
     assert isinstance(waiting, Wait) and waiting.state == "syncing"
     assert waiting.reason == "catching up with the network (frontier ≥ 4 reported)"
     assert late.take_unit(floor=4) is None
+
+
+def test_a_node_synced_with_a_lagging_peer_still_keeps_below_the_hint(seats, late, monkeypatch):
+    # Holding one peer's head completely is not caught up when another peer's head
+    # reports a higher frontier: the first peer may lag (bench/swarm.py at 16 nodes:
+    # late nodes synced so recomputed verified units). Once our own frontier reaches
+    # the hint, hints are ignored for good.
+    peer = seats(BOB)
+    peer.ingest(real_work(CAROL, 0), real_work(DAVE, 0), real_work(CAROL, 1), real_work(DAVE, 1))
+    late._started_at = time.monotonic() - 5  # within the sync timeout
+    late._sync.on_message("peer", _head_from(peer))
+    monkeypatch.setattr(late._sync, "idle", lambda: True)
+    late._heads.followed("lagging", "bafkreilagging", set(), True)  # one head held completely
+    assert late.is_synced() and late.unit_floor() == 2
+    got = NodeWork(late).next_work()
+    assert isinstance(got, Assignment) and got.unit >= 2
+    for p in (CAROL, DAVE):  # the records behind the hint arrive
+        late.ingest(codec.encode(delegation(p).record), "fetch")
+    for u in (0, 1):
+        for p in (CAROL, DAVE):
+            late.ingest(codec.encode(real_work(p, u).record), "fetch")
+    assert late.state().frontier == 2
+    assert late.unit_floor() is None  # caught up
+    lie = wire.sign_head(wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=3), DAVE.node)
+    late._sync.on_message("liar", lie)
+    assert late.unit_floor() is None  # ignored for good
