@@ -242,7 +242,8 @@ class Node:
         caught up (from then on our own state alone decides), before any peer's head
         came, and while we wait for sync within the sync timeout (as before).
 
-        Caught up: synced with our own frontier at the hint, or past the sync timeout
+        Caught up: synced with our own frontier at the hint (for good once past the
+        sync timeout: heads of more peers may come before), or past the sync timeout
         with fetched records no longer coming (a hint we cannot reach may be a lie).
         Holding one peer's head completely is not enough: that peer may lag (a 16-node
         swarm's late nodes recomputed verified units so). The SYNC_MAX_FACTOR cap does
@@ -256,8 +257,15 @@ class Node:
         # (as in is_synced: records fetched from peers still arrive)
         busy = not self._sync.idle() and time.monotonic() - self._sync.last_progress < SYNC_QUIET_S
         quiet = waited > self.config.sync_timeout_s and not busy
-        if quiet or (synced and (hint is None or self.state().frontier >= hint)):
+        if quiet:
             self._hints_done = True
+            return None
+        if synced and (hint is None or self.state().frontier >= hint):
+            # Caught up with every hint heard so far. Within the sync timeout the
+            # heads of more peers may still come (the first head held completely may
+            # be a fresh peer's, frontier 0), so this is for good only past it.
+            if waited > self.config.sync_timeout_s:
+                self._hints_done = True
             return None
         if not synced and waited <= self.config.sync_timeout_s:
             return None  # waiting for sync, as before

@@ -220,7 +220,7 @@ def test_a_node_synced_with_a_lagging_peer_still_keeps_below_the_hint(seats, lat
     # Holding one peer's head completely is not caught up when another peer's head
     # reports a higher frontier: the first peer may lag (bench/swarm.py at 16 nodes:
     # late nodes synced so recomputed verified units). Once our own frontier reaches
-    # the hint, hints are ignored for good.
+    # the hint past the sync timeout, hints are ignored for good.
     peer = seats(BOB)
     peer.ingest(real_work(CAROL, 0), real_work(DAVE, 0), real_work(CAROL, 1), real_work(DAVE, 1))
     late._started_at = time.monotonic() - 5  # within the sync timeout
@@ -237,6 +237,35 @@ def test_a_node_synced_with_a_lagging_peer_still_keeps_below_the_hint(seats, lat
             late.ingest(codec.encode(real_work(p, u).record), "fetch")
     assert late.state().frontier == 2
     assert late.unit_floor() is None  # caught up
+    # Within the sync timeout a higher frontier heard later still counts (the first
+    # head held may have been a fresh peer's), so a lie holds us off units below it
+    # until the timeout at most ...
     lie = wire.sign_head(wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=3), DAVE.node)
     late._sync.on_message("liar", lie)
+    assert late.unit_floor() == 3
+    # ... and past it, caught up with our own frontier at the hint or fetches quiet,
+    # hints are ignored for good.
+    late._started_at = time.monotonic() - TIMEOUT_S - 1
+    assert late.unit_floor() is None
+    late._sync.on_message("liar", wire.sign_head(
+        wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=9), DAVE.node))
     assert late.unit_floor() is None  # ignored for good
+
+
+def test_a_fresh_peers_head_held_first_does_not_end_the_hints(seats, late, monkeypatch):
+    # Within the sync timeout a node holds a fresh peer's head completely first (its
+    # frontier 0: synced, caught up with every hint so far); a higher frontier that
+    # comes after it still counts (bench/swarm.py, 32 nodes: late nodes synced so
+    # against a co-hosted fresh node recomputed units verified a minute before).
+    late._started_at = time.monotonic() - 5  # within the sync timeout
+    monkeypatch.setattr(late._sync, "idle", lambda: True)
+    fresh = wire.sign_head(wire.Head(CAROL.node_pub, _any_cid(), 2), CAROL.node)
+    late._sync.on_message("fresh", fresh)
+    late._heads.followed("fresh", "bafkreifresh", set(), True)
+    assert late.is_synced() and late.unit_floor() is None
+    peer = seats(BOB)
+    peer.ingest(real_work(CAROL, 0), real_work(DAVE, 0), real_work(CAROL, 1), real_work(DAVE, 1))
+    late._sync.on_message("peer", _head_from(peer))
+    assert late.unit_floor() == 2
+    got = NodeWork(late).next_work()
+    assert isinstance(got, Assignment) and got.unit >= 2
