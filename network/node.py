@@ -233,8 +233,14 @@ class Node:
         # coming (a loaded machine, a large backlog: a 24-node swarm on two cores took
         # longer, and its late nodes recomputed verified units), never beyond
         # SYNC_MAX_FACTOR timeouts; peers that do not answer end the wait at once.
-        busy = not self._sync.idle() and now - self._sync.last_progress < SYNC_QUIET_S
-        return not busy or (cap and waited > SYNC_MAX_FACTOR * self.config.sync_timeout_s)
+        return not self._still_fetching(now) or (
+            cap and waited > SYNC_MAX_FACTOR * self.config.sync_timeout_s
+        )
+
+    def _still_fetching(self, now: float) -> bool:
+        """Fetches are queued or in the inbox and a fetched record was ingested within
+        SYNC_QUIET_S: a starting node's catch-up is still under way."""
+        return not self._sync.idle() and now - self._sync.last_progress < SYNC_QUIET_S
 
     def unit_floor(self) -> int | None:
         """While we catch up, the lowest unit we may take as a new one: the highest
@@ -253,10 +259,9 @@ class Node:
             return None
         synced = self.is_synced(cap=False)
         hint = self._sync.frontier_hint()
-        waited = time.monotonic() - self._started_at
-        # (as in is_synced: records fetched from peers still arrive)
-        busy = not self._sync.idle() and time.monotonic() - self._sync.last_progress < SYNC_QUIET_S
-        quiet = waited > self.config.sync_timeout_s and not busy
+        now = time.monotonic()
+        waited = now - self._started_at
+        quiet = waited > self.config.sync_timeout_s and not self._still_fetching(now)
         if quiet:
             self._hints_done = True
             return None

@@ -10,8 +10,6 @@ both claims have crossed (nothing here asserts how long anything took).
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from engine import Assignment
@@ -19,28 +17,12 @@ from engine.params import Params
 from network import codec, wire
 from network.nodeparts.planner import Hold
 from tests.netutil import InProcessNode, make_profile, wait_until
+from tests.test_claims_loopback import Clock, _claim_of
 
 pytestmark = pytest.mark.network
 
 PARAMS = Params.custom(name="claims-race", unit_bits=10, block_bits=4, sieve_k=4)
 SETTLE = 60.0  # clock seconds: the test moves the clock past it
-
-
-class Clock:
-    """Wall time plus an offset the test moves (both nodes read the same one)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-
-def _claim_of(node: InProcessNode, by: InProcessNode, unit: int):
-    for c in node.node.ledger.active_claims(0.0):
-        if c.unit == unit and c.node == by.node.node_pub:
-            return c
-    return None
 
 
 def _others_hold_unit_0(tmp_path, clock) -> list[bytes]:

@@ -181,9 +181,7 @@ class Planner:
             st = self._store.state()
             now = services.clock()
             claims = services.ledger.active_claims(now)
-            unit = self._resumable_unit(st, claims, now)
-            if unit is None and self._trust is not None:
-                unit = self._checker_duty(st)
+            unit = self._resume_or_duty(st, claims, now)
             if unit is None:
                 unit = next_unit(
                     st,
@@ -211,9 +209,7 @@ class Planner:
             st = self._store.state()
             now = services.clock()
             claims = services.ledger.active_claims(now)
-            unit = self._resumable_unit(st, claims, now)
-            if unit is None and self._trust is not None:
-                unit = self._checker_duty(st, floor=floor)
+            unit = self._resume_or_duty(st, claims, now, floor)
             if unit is not None:
                 self._settling = None
                 settle = False
@@ -229,6 +225,16 @@ class Planner:
         if settle:
             return Hold(f"claimed unit {unit}; checking for other claims", self._settle_s)
         return Assignment.of_unit(services.params, unit, self._checkpoints)
+
+    def _resume_or_duty(
+        self, st: NetworkState, claims: list[ClaimRow], now: float, floor: int | None = None
+    ) -> int | None:
+        """(Under _lock.) What comes before any new unit: our own checkpoint that still
+        needs us, else (trust protocol) the unit the draw asks us to check."""
+        unit = self._resumable_unit(st, claims, now)
+        if unit is None and self._trust is not None:
+            unit = self._checker_duty(st, floor=floor)
+        return unit
 
     def _choose(
         self, st: NetworkState, claims: list[ClaimRow], now: float, floor: int | None = None
