@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
 import time
 from collections.abc import Iterator
 
+import base58
 import pytest
 
 from network.ipfs import (
@@ -71,6 +73,41 @@ def test_identity_and_addresses(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
             assert addr.startswith("/ip4/127.0.0.1/tcp/")
             assert addr.endswith("/p2p/" + node.peer_id())
     assert set(a.peers()) == {b.peer_id(), c.peer_id()}
+
+
+def test_a_new_repo_gets_an_ed25519_peer_key(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
+    """libp2p's Ed25519 peer ids start "12D3KooW" and embed the public key, which
+    must be the one the config's private key holds (else kubo would not start)."""
+    for node in trio:
+        with open(os.path.join(node._repo, "config"), encoding="utf-8") as fh:
+            identity = json.load(fh)["Identity"]
+        assert node.peer_id() == identity["PeerID"]
+        assert node.peer_id().startswith("12D3KooW")
+        multihash = base58.b58decode(node.peer_id())
+        private = base64.b64decode(identity["PrivKey"])
+        assert private[:4] == b"\x08\x01\x12\x40"  # Ed25519, 64 bytes: seed, public
+        assert multihash == b"\x00\x24\x08\x01\x12\x20" + private[-32:]
+
+
+def test_an_existing_repo_keeps_its_peer_key(tmp_path: os.PathLike[str]) -> None:
+    """A repo made before (the library's RSA key) keeps its id: other people's
+    bootstrap lists may name it."""
+    repo = os.path.join(tmp_path, "old")
+    node = EmbeddedIpfsNode(repo)
+    node.close()
+    path = os.path.join(repo, "config")
+    with open(path, encoding="utf-8") as fh:
+        cfg = json.load(fh)
+    os.remove(path)
+    assert embedded.load_library().lib.CreateRepo(repo.encode()) >= 0  # the library's own
+    with open(path, encoding="utf-8") as fh:
+        rsa_identity = json.load(fh)["Identity"]
+    assert rsa_identity["PeerID"].startswith("Qm")
+    again = EmbeddedIpfsNode(repo)
+    try:
+        assert again.peer_id() == rsa_identity["PeerID"] != cfg["Identity"]["PeerID"]
+    finally:
+        again.close()
 
 
 def test_repo_config_keeps_tests_off_the_lan(trio: tuple[EmbeddedIpfsNode, ...]) -> None:

@@ -100,6 +100,7 @@ from network.ipfs.base import (
     check_topic,
 )
 from network.ipfs.cid import CidError, cid_from_digest, digest_from_cid
+from network.ipfs.identity import new_ed25519_identity
 
 log = logging.getLogger(__name__)
 
@@ -386,11 +387,15 @@ def _configure_repo(
     mdns: bool,
     nat_portmap: bool,
     low_traffic: bool = False,
+    new_identity: bool = False,
 ) -> None:
-    """Apply the node options to the repo's kubo ``config`` file (atomically)."""
+    """Apply the node options to the repo's kubo ``config`` file (atomically);
+    ``new_identity`` (a repo just created) replaces its RSA peer key with Ed25519."""
     path = os.path.join(repo, "config")
     with open(path, encoding="utf-8") as fh:
         cfg = json.load(fh)
+    if new_identity:
+        cfg["Identity"] = new_ed25519_identity()
     low_traffic_config(cfg, low_traffic)
     cfg.setdefault("Addresses", {})["Swarm"] = list(listen)
     cfg["Bootstrap"] = list(bootstrap)
@@ -533,7 +538,8 @@ class EmbeddedIpfsNode(IpfsNode):
             os.makedirs(self._repo, exist_ok=True)
         except OSError as exc:
             raise IpfsUnavailable(f"cannot create the IPFS repository {self._repo}: {exc}") from exc
-        if not os.path.exists(os.path.join(self._repo, "config")):
+        created = not os.path.exists(os.path.join(self._repo, "config"))
+        if created:
             rc = self._call(self._lib.lib.CreateRepo, (self._repo_c,), start_timeout, "init")
             if rc < 0:
                 raise IpfsUnavailable(f"cannot initialise an IPFS repository in {self._repo}")
@@ -550,6 +556,7 @@ class EmbeddedIpfsNode(IpfsNode):
                 mdns=mdns,
                 nat_portmap=nat_portmap,
                 low_traffic=self._low_traffic,
+                new_identity=created,
             )
         except (OSError, ValueError, AttributeError) as exc:
             raise IpfsUnavailable(
