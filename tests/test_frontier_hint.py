@@ -21,8 +21,9 @@ from engine import Assignment
 from network import codec, wire
 from network import rejection as R
 from network.contributor.work import NodeWork, Wait
+from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
-from network.node import SYNC_MAX_FACTOR, SYNC_QUIET_S, Node, NodeConfig
+from network.node import HINT_MAX_FACTOR, SYNC_MAX_FACTOR, SYNC_QUIET_S, Node, NodeConfig
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.planner import Hold
 from network.nodeparts.publisher import Publisher
@@ -201,8 +202,12 @@ def test_a_late_node_with_a_hint_does_not_compute_a_verified_unit(seats, late):
         if isinstance(nxt, Assignment):
             picked.add(nxt.unit)
     assert min(picked) >= 2
-    # Once fetched records stop coming, its own state alone decides (the hint may lie).
+    # Fetched records pausing does not end it (24 nodes on two cores: late nodes
+    # whose fetches paused 5 s recomputed verified units under the old rule) ...
     late._sync.last_progress = time.monotonic() - SYNC_QUIET_S - 1
+    assert late.unit_floor() == 2
+    # ... holding that peer's head completely does: we then hold all it knows.
+    late._heads.followed("peer", late._sync._newest_head["peer"], set(), True)
     assert late.unit_floor() is None
 
 
@@ -219,8 +224,7 @@ def test_a_late_node_with_nothing_open_above_the_hint_says_why(seats, late):
 def test_a_node_synced_with_a_lagging_peer_still_keeps_below_the_hint(seats, late, monkeypatch):
     # Holding one peer's head completely is not caught up when another peer's head
     # reports a higher frontier: the first peer may lag (bench/swarm.py at 16 nodes:
-    # late nodes synced so recomputed verified units). Once our own frontier reaches
-    # the hint past the sync timeout, hints are ignored for good.
+    # late nodes synced so recomputed verified units).
     peer = seats(BOB)
     peer.ingest(real_work(CAROL, 0), real_work(DAVE, 0), real_work(CAROL, 1), real_work(DAVE, 1))
     late._started_at = time.monotonic() - 5  # within the sync timeout
@@ -236,20 +240,30 @@ def test_a_node_synced_with_a_lagging_peer_still_keeps_below_the_hint(seats, lat
         for p in (CAROL, DAVE):
             late.ingest(codec.encode(real_work(p, u).record), "fetch")
     assert late.state().frontier == 2
-    assert late.unit_floor() is None  # caught up
-    # Within the sync timeout a higher frontier heard later still counts (the first
-    # head held may have been a fresh peer's), so a lie holds us off units below it
-    # until the timeout at most ...
+    assert late.unit_floor() is None  # our own frontier reached the hint
+    # A hint above our frontier counts past the sync timeout and its cap too, while
+    # we have not caught up with its peer ...
+    late._started_at = time.monotonic() - SYNC_MAX_FACTOR * TIMEOUT_S - 1
     lie = wire.sign_head(wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=3), DAVE.node)
     late._sync.on_message("liar", lie)
     assert late.unit_floor() == 3
-    # ... and past it, caught up with our own frontier at the hint or fetches quiet,
-    # hints are ignored for good.
-    late._started_at = time.monotonic() - TIMEOUT_S - 1
+    # ... up to HINT_MAX_FACTOR sync timeouts after the start (a liar's head may
+    # never complete); from then on hints are ignored, whatever comes.
+    late._started_at = time.monotonic() - HINT_MAX_FACTOR * TIMEOUT_S - 1
     assert late.unit_floor() is None
     late._sync.on_message("liar", wire.sign_head(
-        wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=9), DAVE.node))
-    assert late.unit_floor() is None  # ignored for good
+        wire.Head(DAVE.node_pub, cid_for_bytes(b"another head"), 1, frontier=9), DAVE.node))
+    assert late.unit_floor() is None
+
+
+def test_a_peer_whose_head_we_hold_tells_nothing_more(seats, late):
+    # We hold every record of its newest head, yet our frontier is below its hint:
+    # a lie (or records still pending), and what it knows we know: ignored.
+    late._sync.on_message("liar", wire.sign_head(
+        wire.Head(DAVE.node_pub, _any_cid(), 1, frontier=3), DAVE.node))
+    assert late.unit_floor() == 3
+    late._heads.followed("liar", _any_cid(), set(), True)
+    assert late.unit_floor() is None
 
 
 def test_a_fresh_peers_head_held_first_does_not_end_the_hints(seats, late, monkeypatch):

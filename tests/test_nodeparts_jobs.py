@@ -20,7 +20,7 @@ from network.ledger import Ledger, stored_record
 from network.nodeparts.checks import BlockChecks
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.planner import Planner
-from network.nodeparts.publisher import Publisher
+from network.nodeparts.publisher import REANNOUNCE_BACKOFF_MAX, Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
 from network.nodeparts.sync import Sync
@@ -289,6 +289,29 @@ def test_our_record_is_in_the_outbox_before_it_is_announced(parts, tmp_path) -> 
     # A record that does not validate is refused and nothing is stored.
     refused = publisher.publish(_commit(CAROL).record)
     assert isinstance(refused, Rejection) and not parts.store.holds(_commit(CAROL).cid)
+
+
+def test_an_unacknowledged_record_is_announced_again_less_and_less_often(parts, tmp_path) -> None:
+    """Due after 1, 2, 4, ... re-announce intervals since the last announcement, at
+    most REANNOUNCE_BACKOFF_MAX of them; without an interval, every entry at once."""
+    t = [float(NOW)]
+    parts.services.clock = lambda: t[0]
+    publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "e")
+    publisher.add_own(delegation(ALICE).record)
+    ipfs = parts.services.ipfs
+    sent_at = []
+    for second in range(0, 3000):
+        t[0] = NOW + second
+        before = len(ipfs.published)
+        publisher.reannounce(10.0)
+        if len(ipfs.published) > before:
+            sent_at.append(second)
+    gaps = [b - a for a, b in zip([0, *sent_at], sent_at, strict=False)]
+    assert gaps[:7] == [10, 20, 40, 80, 160, 320, 320]
+    assert set(gaps[5:]) == {10 * REANNOUNCE_BACKOFF_MAX}
+    before = len(ipfs.published)
+    publisher.reannounce()  # e.g. a peer just connected: now, whatever is due
+    assert len(ipfs.published) == before + 1
 
 
 def test_our_head_is_published_and_only_changes_are_added_again(parts, tmp_path) -> None:

@@ -19,12 +19,22 @@ from pathlib import Path
 from engine.files import write_atomic
 from network import wire
 from network.ipfs import IpfsError
-from network.ledger import LedgerError
+from network.ledger import LedgerError, OutboxEntry
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
 from network.records import SignedRecord
 from network.rejection import Rejection
+
+# The longest wait between two announcements of one record, in re-announce intervals.
+REANNOUNCE_BACKOFF_MAX = 32
+
+
+def _due(entry: OutboxEntry, now: float, interval_s: float) -> bool:
+    if entry.published_at is None:  # stored, but its first announcement failed
+        return True
+    factor = min(2 ** max(0, entry.publish_count - 1), REANNOUNCE_BACKOFF_MAX)
+    return now - entry.published_at >= interval_s * factor
 
 
 class Publisher:
@@ -66,19 +76,33 @@ class Publisher:
         try:
             ipfs.add(data)
             ipfs.publish(self._services.topic("records"), wire.encode_announcement(data, cid))
-            self._services.ledger.mark_published(cid)
+            self._services.ledger.mark_published(cid, at=self._services.clock())
         except (IpfsError, LedgerError) as exc:
             # Stays in the outbox; the next re-announce tries again.
             self._services.event("warning", f"could not publish {cid}: {exc}")
 
-    def reannounce(self) -> None:
-        """Announce every outbox entry again (those no peer's head lists yet)."""
+    def reannounce(self, interval_s: float = 0.0) -> None:
+        """Announce outbox entries (those no peer's head lists yet) again.
+
+        With ``interval_s``, only those due: an entry announced k times waits
+        ``interval_s * 2**(k-1)`` (at most REANNOUNCE_BACKOFF_MAX times ``interval_s``)
+        since its last announcement. Each announcement is a new gossip message that
+        crosses the whole network, and when the network lags behind (a busy machine,
+        a large swarm) heads arrive late, so announcing every entry at a fixed interval
+        repeated each record several times exactly when the network was slowest.
+        Nothing waits on it: our head lists every record we hold, so a peer that
+        missed every announcement fetches the record when it reads our head.
+        Without ``interval_s`` every entry goes out now (e.g. to a peer just connected).
+        """
         try:
             entries = self._services.ledger.outbox()
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
             return
+        now = self._services.clock()
         for entry in entries:
+            if interval_s > 0 and not _due(entry, now, interval_s):
+                continue
             self._announce(entry.cid, entry.data)
 
     def publish_head(self) -> None:

@@ -172,11 +172,19 @@ class Sync:
             self.want(HEAD, head.head, peer)
 
     def frontier_hint(self) -> int | None:
-        """The highest frontier our peers' newest heads report (a head of the first wire
-        format reports 0), or None before any head arrived. A hint only: a peer may lie
-        (PROTOCOL §8, "Catching up", says what that can cost)."""
+        """The highest frontier reported by a peer whose newest head we do not hold
+        completely yet, or None when there is none (PROTOCOL §8, "Catching up").
+
+        A peer whose head we hold completely tells us nothing more: we hold every
+        record it knows, so our own state is at least as far (and a lie in it is
+        ignored). A hint only: a peer may lie (§11 says what that can cost)."""
         with self._lock:
-            return max(self._frontier_of.values(), default=None)
+            newest = [
+                (peer, head, self._frontier_of.get(peer, 0))
+                for peer, head in self._newest_head.items()
+            ]
+        hints = [f for peer, head, f in newest if not self._heads.holds(peer, head)]
+        return max(hints, default=None)
 
     def worth_fetching(self, cid: str) -> bool:
         """Not held, not refused, not pending, not fetched and waiting in the inbox, and
