@@ -37,11 +37,10 @@ def test_low_traffic_config_sets_and_undoes_kubo_options() -> None:
     cfg: dict = {"Swarm": {"ConnMgr": {}, "RelayService": {}}, "Routing": {}}
     embedded.low_traffic_config(cfg, True)
     assert cfg["Routing"]["Type"] == "dhtclient"
-    assert cfg["Swarm"]["ConnMgr"]["HighWater"] == 40
     assert cfg["Swarm"]["RelayService"]["Enabled"] is False
     assert cfg["AutoNAT"]["ServiceMode"] == "disabled"
     embedded.low_traffic_config(cfg, False)
-    assert "Type" not in cfg["Routing"] and cfg["Swarm"]["ConnMgr"] == {}
+    assert "Type" not in cfg["Routing"]
     assert "Enabled" not in cfg["Swarm"]["RelayService"]
     assert "ServiceMode" not in cfg["AutoNAT"]
 
@@ -68,7 +67,7 @@ def capped_pair(tmp_path: Path) -> Iterator[tuple[CappedIpfsNode, CappedIpfsNode
 def test_the_repo_runs_kubos_low_traffic_options(capped_pair, tmp_path: Path) -> None:
     cfg = json.loads((tmp_path / "a" / "config").read_text())
     assert cfg["Routing"]["Type"] == "dhtclient"
-    assert cfg["Swarm"]["ConnMgr"]["LowWater"] == 20
+    assert cfg["Swarm"]["ConnMgr"] == embedded.CONNMGR
 
 
 def test_a_capped_node_delivers_every_record_paced(capped_pair) -> None:

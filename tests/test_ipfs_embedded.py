@@ -118,6 +118,7 @@ def test_repo_config_keeps_tests_off_the_lan(trio: tuple[EmbeddedIpfsNode, ...])
     assert cfg["Swarm"]["DisableNatPortMap"] is True
     assert cfg["Addresses"]["Swarm"] == ["/ip4/127.0.0.1/tcp/0"]
     assert cfg["Pubsub"]["Router"] == "gossipsub"
+    assert cfg["Swarm"]["ConnMgr"] == embedded.CONNMGR  # few connections, fewer costs
 
 
 def test_add_on_a_get_on_b(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
