@@ -32,9 +32,11 @@ sys.path.insert(0, str(ROOT))
 import main as hailstone_main  # noqa: E402
 from network import logsetup  # noqa: E402
 from network.node_commands import (  # noqa: E402
+    STOP_DEADLINE_S,
     STOP_SIGNALS,
     HeadlessNode,
     NodeStartError,
+    arm_stop_deadline,
     prepare_node,
     start_headless,
 )
@@ -55,6 +57,8 @@ def main(argv: list[str]) -> int:
     started: list[HeadlessNode] = []
 
     def on_signal(signum: int, _frame: object) -> None:
+        if not stop.is_set():  # as `main.py node`: honoured within STOP_DEADLINE_S
+            arm_stop_deadline(STOP_DEADLINE_S)
         stop.set()
         for h in started:
             h.runner.stop()

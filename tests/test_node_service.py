@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -331,3 +332,16 @@ def _reset_logging() -> None:
         handler.close()
     root.setLevel(logging.WARNING)
     logging.captureWarnings(False)
+
+
+def test_the_stop_deadline_exits_only_if_the_orderly_stop_is_late() -> None:
+    """A stop signal is honoured within STOP_DEADLINE_S: past it the process exits
+    (everything is on disk already); an orderly stop in time cancels that."""
+    from network.node_commands import arm_stop_deadline
+
+    fired = threading.Event()
+    arm_stop_deadline(0.05, fired.set)
+    assert fired.wait(5.0)
+    late = threading.Event()
+    arm_stop_deadline(0.2, late.set).cancel()
+    assert not late.wait(0.5)
