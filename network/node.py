@@ -75,6 +75,8 @@ PEER_WATCH_INTERVAL_S = 1.0
 # within SYNC_QUIET_S, up to SYNC_MAX_FACTOR sync timeouts in all (is_synced).
 SYNC_QUIET_S = 5.0
 SYNC_MAX_FACTOR = 5
+# Heads the swarm publishes per head interval, about, once it has more senders.
+HEADS_PER_INTERVAL = 8
 # Peers' frontier hints are heard this many sync timeouts after the start (unit_floor).
 HINT_MAX_FACTOR = 30
 
@@ -375,7 +377,13 @@ class Node:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        if now - self._last_head >= self.config.head_interval_s:
+        # Every node reads every changed head it hears of, so the swarm's head reads
+        # grow with the square of its size; the interval grows with the number of
+        # head senders heard so the swarm's heads stay about HEADS_PER_INTERVAL per
+        # interval (bench/swarm.py at 50 nodes on two cores).
+        senders = self._sync.head_senders()
+        head_interval = self.config.head_interval_s * max(1.0, senders / HEADS_PER_INTERVAL)
+        if now - self._last_head >= head_interval:
             self._last_head = now
             # An unchanged head goes out again only every `refresh` seconds, or at
             # once when the connected peers changed (a new or returning peer learns

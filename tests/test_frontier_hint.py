@@ -23,7 +23,14 @@ from network import rejection as R
 from network.contributor.work import NodeWork, Wait
 from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
-from network.node import HINT_MAX_FACTOR, SYNC_MAX_FACTOR, SYNC_QUIET_S, Node, NodeConfig
+from network.node import (
+    HEADS_PER_INTERVAL,
+    HINT_MAX_FACTOR,
+    SYNC_MAX_FACTOR,
+    SYNC_QUIET_S,
+    Node,
+    NodeConfig,
+)
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.planner import Hold
 from network.nodeparts.publisher import Publisher
@@ -283,3 +290,27 @@ def test_a_fresh_peers_head_held_first_does_not_end_the_hints(seats, late, monke
     assert late.unit_floor() == 2
     got = NodeWork(late).next_work()
     assert isinstance(got, Assignment) and got.unit >= 2
+
+
+def test_the_head_interval_grows_with_the_head_senders_heard(late):
+    """With more than HEADS_PER_INTERVAL peers' heads heard, our head goes out every
+    head_interval_s times senders / HEADS_PER_INTERVAL (16 senders: every 10 s)."""
+    from nacl.signing import SigningKey
+
+    for i in range(2 * HEADS_PER_INTERVAL):
+        key = SigningKey.generate()
+        head = wire.Head(bytes(key.verify_key), cid_for_bytes(b"head %d" % i), 1)
+        late._sync.on_message(f"peer-{i}", wire.sign_head(head, key))
+    assert late._sync.head_senders() == 2 * HEADS_PER_INTERVAL
+
+    def heads_sent() -> int:
+        return sum(isinstance(wire.decode_message(data), wire.Head)
+                   for _topic, data in late.ipfs.published)
+
+    late._last_head = time.monotonic() - 1.2 * late.config.head_interval_s
+    before = heads_sent()
+    late._periodic()
+    assert heads_sent() == before  # one interval passed, not two
+    late._last_head = time.monotonic() - 2.2 * late.config.head_interval_s
+    late._periodic()
+    assert heads_sent() == before + 1

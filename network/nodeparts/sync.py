@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 
-from cachetools import FIFOCache
+from cachetools import FIFOCache, TTLCache
 
 from network import codec, wire
 from network import rejection as R
@@ -44,6 +44,8 @@ MAX_FETCH_QUEUE = 10_000
 PER_PEER_INFLIGHT = 4
 # Least time between two re-reads of a peer's head that we do not hold completely.
 REFOLLOW_INTERVAL_S = 2.0
+# How long a peer's head counts it among the swarm's head senders (head_senders).
+HEAD_SENDERS_WINDOW_S = 300.0
 # A fetcher with nothing to do sleeps this long (woken by a job or by stop()).
 FETCH_WAIT_S = 5.0
 RECORD = "record"
@@ -98,6 +100,11 @@ class Sync:
         self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
         # The frontier each peer's newest head reported (PROTOCOL §8, "Catching up").
         self._frontier_of: FIFOCache[str, int] = FIFOCache(MAX_REMEMBERED)
+        # Peers whose head came within HEAD_SENDERS_WINDOW_S: the swarm's size, as
+        # far as heads show it (the head rate scales with it, Node._periodic).
+        self._head_senders: TTLCache[str, None] = TTLCache(
+            MAX_REMEMBERED, HEAD_SENDERS_WINDOW_S, timer=time.monotonic
+        )
         # Fetched, in the inbox, not ingested yet: not fetched again meanwhile.
         self._fetched: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
@@ -168,8 +175,15 @@ class Sync:
         with self._lock:
             self._newest_head[peer] = head.head
             self._frontier_of[peer] = head.frontier
+            self._head_senders[peer] = None
         if not self._heads.holds(peer, head.head):
             self.want(HEAD, head.head, peer)
+
+    def head_senders(self) -> int:
+        """How many peers' heads came within the last HEAD_SENDERS_WINDOW_S."""
+        with self._lock:
+            self._head_senders.expire()
+            return len(self._head_senders)
 
     def frontier_hint(self) -> int | None:
         """The highest frontier reported by a peer whose newest head we do not hold
