@@ -77,6 +77,7 @@ SYNC_QUIET_S = 5.0
 SYNC_MAX_FACTOR = 5
 # Heads the swarm publishes per head interval, about, once it has more senders.
 HEADS_PER_INTERVAL = 8
+HEAD_INTERVAL_MAX_FACTOR = 12.0  # 60 s at the default 5 s, the unchanged head's refresh
 # Peers' frontier hints are heard this many sync timeouts after the start (unit_floor).
 HINT_MAX_FACTOR = 30
 
@@ -120,10 +121,7 @@ class Node:
             on_accept=self._after_accept,
         )
         self._sync = Sync(
-            services,
-            self._store,
-            self._heads,
-            fetch_timeout_s=config.fetch_timeout_s,
+            services, self._store, self._heads, fetch_timeout_s=config.fetch_timeout_s
         )
         self._inbox = self._sync.inbox  # drained by poll()
         self._publisher = Publisher(
@@ -381,8 +379,12 @@ class Node:
         # grow with the square of its size; the interval grows with the number of
         # head senders heard so the swarm's heads stay about HEADS_PER_INTERVAL per
         # interval (bench/swarm.py at 50 nodes on two cores).
-        senders = self._sync.head_senders()
-        head_interval = self.config.head_interval_s * max(1.0, senders / HEADS_PER_INTERVAL)
+        # (at most HEAD_INTERVAL_MAX_FACTOR times: peer ids cost nothing, so a flood
+        # of heads from made-up ones must not silence ours)
+        factor = self._sync.head_senders() / HEADS_PER_INTERVAL
+        head_interval = self.config.head_interval_s * min(
+            HEAD_INTERVAL_MAX_FACTOR, max(1.0, factor)
+        )
         if now - self._last_head >= head_interval:
             self._last_head = now
             # An unchanged head goes out again only every `refresh` seconds, or at

@@ -83,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "way; 0: no limit (default: the bandwidth_limit_kib setting, 0)")
     p.add_argument("--head-interval", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--reannounce-interval", type=float, default=10.0, help=argparse.SUPPRESS)
+    # (tests that wait for the orderly stop's last log line give it longer)
+    p.add_argument("--stop-deadline", type=float, default=STOP_DEADLINE_S, help=argparse.SUPPRESS)
     p.add_argument("--unit-limit", type=int, default=None, metavar="N",
                    help="only work on units below N (a local test network)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
@@ -419,7 +421,7 @@ def cmd_node(args: argparse.Namespace) -> int:
             log.warning("%s received again: exiting now (nothing is lost)", name)
             _exit_now()
         log.warning("%s received: stopping after the current batch", name)
-        deadline.append(arm_stop_deadline(STOP_DEADLINE_S))
+        deadline.append(arm_stop_deadline(args.stop_deadline))
         runner.stop()
 
     # WORKAROUND: the embedded kubo library (Go) takes over SIGINT and SIGTERM when its
@@ -432,7 +434,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         signal.signal(s, on_signal)
     if stop_asked:
         runner.stop()
-        deadline.append(arm_stop_deadline(STOP_DEADLINE_S))
+        deadline.append(arm_stop_deadline(args.stop_deadline))
     try:
         runner.run()
     finally:

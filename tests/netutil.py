@@ -73,6 +73,7 @@ class NodeProcess:
             "--listen", f"/ip4/127.0.0.1/tcp/{self.port}", "--no-bootstrap",
             "--status-file", str(self.status_file), "--cores", "1",
             "--head-interval", "1", "--reannounce-interval", "2", "--verbose",
+            "--stop-deadline", "60",  # the tests wait for the orderly stop
             *[a for p in self.peers for a in ("--peer", p)], *self.extra,
         ]
         if self.status_file.exists():

@@ -24,6 +24,7 @@ from network.contributor.work import NodeWork, Wait
 from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.node import (
+    HEAD_INTERVAL_MAX_FACTOR,
     HEADS_PER_INTERVAL,
     HINT_MAX_FACTOR,
     SYNC_MAX_FACTOR,
@@ -314,3 +315,10 @@ def test_the_head_interval_grows_with_the_head_senders_heard(late):
     late._last_head = time.monotonic() - 2.2 * late.config.head_interval_s
     late._periodic()
     assert heads_sent() == before + 1
+    # A flood of heads from made-up peer ids slows ours HEAD_INTERVAL_MAX_FACTOR times
+    # at most.
+    late._sync._head_senders.update({f"made-up-{i}": None for i in range(5000)})
+    late.ingest(codec.encode(delegation(CAROL).record), "fetch")  # our head changed
+    late._last_head = time.monotonic() - (HEAD_INTERVAL_MAX_FACTOR + 0.2) * late.config.head_interval_s
+    late._periodic()
+    assert heads_sent() == before + 2

@@ -202,7 +202,7 @@ def start(self):
 Node.start = start
 sys.exit(main.main(["node", "--data-dir", {str(profile.data_dir)!r}, "--params", "dev",
                     "--no-bootstrap", "--listen", "/ip4/127.0.0.1/tcp/0", "--cores", "1",
-                    "--log-level", "info"]))
+                    "--log-level", "info", "--stop-deadline", "60"]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)

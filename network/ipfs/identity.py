@@ -44,4 +44,3 @@ def new_ed25519_identity() -> dict[str, str]:
         "PeerID": base58.b58encode(multihash).decode("ascii"),
         "PrivKey": base64.b64encode(private_pb).decode("ascii"),
     }
-
