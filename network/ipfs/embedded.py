@@ -11,7 +11,8 @@ What the library offers and how it is used here:
   nodes keyed by repository path, so each :class:`EmbeddedIpfsNode` owns one repo
   directory. A repo can be open only once at a time (kubo's ``repo.lock``).
 * The node is configured by editing the repo's ``config`` file before it starts
-  (listen addresses, bootstrap peers, MDNS, NAT port mapping, gossipsub).
+  (listen addresses, bootstrap peers, MDNS, NAT port mapping, gossipsub, the
+  connection limits; a new repo's Ed25519 peer key, network/ipfs/identity.py).
 * Pubsub can only be polled (``PubSubNextMessage`` is non-blocking; inside the
   library each subscription has a goroutine that waits 100 ms at a time for the
   next message). One poller thread per node (``_Poller``, ``kubo-pubsub``) reads
