@@ -378,9 +378,9 @@ class Node:
         # Every node reads every changed head it hears of, so the swarm's head reads
         # grow with the square of its size; the interval grows with the number of
         # head senders heard so the swarm's heads stay about HEADS_PER_INTERVAL per
-        # interval (bench/swarm.py at 50 nodes on two cores).
-        # (at most HEAD_INTERVAL_MAX_FACTOR times: peer ids cost nothing, so a flood
-        # of heads from made-up ones must not silence ours)
+        # interval (bench/swarm.py at 50 nodes on two cores), at most
+        # HEAD_INTERVAL_MAX_FACTOR times: peer ids cost nothing, so a flood of heads
+        # from made-up ones must not silence ours.
         factor = self._sync.head_senders() / HEADS_PER_INTERVAL
         head_interval = self.config.head_interval_s * min(
             HEAD_INTERVAL_MAX_FACTOR, max(1.0, factor)

@@ -70,14 +70,17 @@ def real_work(p: Person, unit: int) -> Accepted:
     return Accepted(record=signed, cid=codec.record_cid(signed))
 
 
+class Clock:
+    """The nodes' clock (unix seconds): NOW until a test moves `t`."""
+
+    t = float(NOW)
+
+    def __call__(self) -> float:
+        return self.t
+
+
 @pytest.fixture
-def clock():
-    class Clock:
-        t = float(NOW)
-
-        def __call__(self) -> float:
-            return self.t
-
+def clock() -> Clock:
     return Clock()
 
 

@@ -37,20 +37,15 @@ from network.nodeparts.planner import Hold
 from network.nodeparts.publisher import Publisher
 from network.state import open_units
 from tests.netutil import make_profile
-from tests.test_claims_conflict import NOW, SETTLE, Seat, real_work
+from tests.test_claims_conflict import NOW, SETTLE, Clock, Seat, real_work
 from tests.test_state import ALICE, BOB, CAROL, DAVE, PARAMS, delegation, state_of, work
+from tests.test_wire import signed_body
 
 TIMEOUT_S = 20.0
 
 
 @pytest.fixture
-def clock():
-    class Clock:
-        t = float(NOW)
-
-        def __call__(self) -> float:
-            return self.t
-
+def clock() -> Clock:
     return Clock()
 
 
@@ -149,12 +144,9 @@ def test_the_hint_is_the_highest_frontier_of_the_peers_newest_heads(seats):
 
 
 def test_a_malformed_frontier_is_refused_and_counted(seats):
-    import cbor2
-
     me = seats(ALICE)
     body = {"v": 1, "t": "head", "node": BOB.node_pub, "head": _any_cid(), "count": 1, "f": 0}
-    sig = BOB.node.sign(wire.HEAD_DOMAIN + cbor2.dumps(body, canonical=True)).signature
-    me.sync.on_message("peer", cbor2.dumps({**body, "sig": sig}, canonical=True))
+    me.sync.on_message("peer", signed_body(body, wire.HEAD_DOMAIN, BOB.node))
     assert me.sync.frontier_hint() is None
     assert me.services.ledger.rejection_counts().get(R.MALFORMED) == 1
 

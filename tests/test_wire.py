@@ -47,9 +47,10 @@ def test_claims_round_trip_and_forgeries_fail() -> None:
     assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
 
 
-def _signed_body(body: dict, key: SigningKey = KEY) -> bytes:
-    """A claim signed over any body (what a hand-made or older node would send)."""
-    sig = key.sign(wire.CLAIM_DOMAIN + cbor2.dumps(body, canonical=True)).signature
+def signed_body(body: dict, domain: bytes = wire.CLAIM_DOMAIN, key: SigningKey = KEY) -> bytes:
+    """A claim (or with `domain`, a head) signed over any body: what a hand-made or
+    older node would send."""
+    sig = key.sign(domain + cbor2.dumps(body, canonical=True)).signature
     return cbor2.dumps({**body, "sig": sig}, canonical=True)
 
 
@@ -70,7 +71,7 @@ def test_claims_carry_blocks_done_and_round_trip() -> None:
 
 def test_a_claim_without_done_is_the_old_format_and_reads_as_done_zero() -> None:
     # A claim from a node of the first wire format (no "done" key) still decodes.
-    old = _signed_body(_body())
+    old = signed_body(_body())
     got = wire.decode_message(old)
     assert isinstance(got, wire.Claim) and got.done == 0 and got.unit == 7
     # And ours with done = 0 is exactly that message, so old nodes accept it.
@@ -83,7 +84,7 @@ def test_a_claim_without_done_is_the_old_format_and_reads_as_done_zero() -> None
 def test_a_claims_done_is_bound_checked(done) -> None:
     # done = 0 must be left out (one encoding per claim); the rest are out of range or
     # not integers. Signed correctly, so only the bounds refuse them.
-    verdict = wire.decode_message(_signed_body(_body(done=done)))
+    verdict = wire.decode_message(signed_body(_body(done=done)))
     assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
     with pytest.raises(ValueError):
         wire.sign_claim(wire.Claim(7, NODE, ACCOUNT, 99, done=-1), KEY)
@@ -101,12 +102,6 @@ def test_heads_round_trip_and_need_a_real_cid() -> None:
     assert isinstance(got, wire.Head) and (got.head, got.count) == (CID, 12)
     bad = wire.sign_head(wire.Head(NODE, "head:x:y", 1), KEY)
     assert wire.decode_message(bad).reason_code == R.MALFORMED
-
-
-def _signed_head(body: dict, key: SigningKey = KEY) -> bytes:
-    """A head signed over any body (what a hand-made or older node would send)."""
-    sig = key.sign(wire.HEAD_DOMAIN + cbor2.dumps(body, canonical=True)).signature
-    return cbor2.dumps({**body, "sig": sig}, canonical=True)
 
 
 def _head_body(**extra) -> dict:
@@ -127,7 +122,7 @@ def test_heads_carry_the_senders_frontier_and_round_trip() -> None:
 
 
 def test_a_head_without_a_frontier_is_the_old_format_and_reads_as_frontier_zero() -> None:
-    old = _signed_head(_head_body())
+    old = signed_body(_head_body(), wire.HEAD_DOMAIN)
     got = wire.decode_message(old)
     assert isinstance(got, wire.Head) and got.frontier == 0 and got.count == 12
     # Ours at frontier 0 is exactly that message, so nodes from before the field accept it.
@@ -140,7 +135,7 @@ def test_a_head_without_a_frontier_is_the_old_format_and_reads_as_frontier_zero(
 def test_a_heads_frontier_is_bound_checked(frontier) -> None:
     # frontier = 0 must be left out (one encoding per head); the rest are out of range
     # or not integers. Signed correctly, so only the bounds refuse them.
-    verdict = wire.decode_message(_signed_head(_head_body(f=frontier)))
+    verdict = wire.decode_message(signed_body(_head_body(f=frontier), wire.HEAD_DOMAIN))
     assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
 
 
