@@ -36,7 +36,9 @@ What the library offers and how it is used here:
   their readers; gossip that arrives during the restart, about a second, is
   missed: delivery is best effort); the peers connected before are dialled again
   (by the address this node dialled them at, else by the connection's address).
-  A subscription that fails to open again is retried by the poller every
+  The recycle waits for the library node to stop however long that takes (on a
+  loaded machine over 10 s; giving up then left the node stopped for good, deaf
+  and mute). A subscription that fails to open again is retried by the poller every
   REATTACH_EVERY_S. A listen address with port 0 may get another port at a
   recycle (Hailstone's nodes listen on a fixed port; tests use port 0 and dial).
   Each recycle is logged; ``recycles`` counts them.
@@ -159,6 +161,9 @@ RECYCLE_MIN_INTERVAL_S = 300.0
 # (it tries again at the next idle turn), and how many peers it dials again.
 RECYCLE_DRAIN_S = 5.0
 RECYCLE_MAX_REDIAL = 64
+# A recycle waits for the library node to stop however long it takes, and says so
+# in the log this often.
+RECYCLE_STOP_NOTE_S = 30.0
 # A subscription that could not be opened again after a recycle is retried this often.
 REATTACH_EVERY_S = 5.0
 # Addresses this node dialled, remembered per peer id for a recycle's redial.
@@ -850,7 +855,9 @@ class EmbeddedIpfsNode(IpfsNode):
         with self._lock:
             self._subscriptions.discard(sub)
 
-    def _shutdown_library_node(self) -> None:
+    def _begin_library_shutdown(self) -> threading.Event:
+        """Start stopping the library node on a helper thread; the event is set once
+        it has stopped."""
         lib = self._lib.lib
         done = threading.Event()
 
@@ -860,10 +867,37 @@ class EmbeddedIpfsNode(IpfsNode):
             finally:
                 done.set()
 
-        thread = threading.Thread(target=run, name="kubo-close", daemon=True)
-        thread.start()
-        if not done.wait(CLOSE_JOIN_S * 2):
+        threading.Thread(target=run, name="kubo-close", daemon=True).start()
+        return done
+
+    def _shutdown_library_node(self) -> None:
+        if not self._begin_library_shutdown().wait(CLOSE_JOIN_S * 2):
             raise IpfsTimeout("stopping the embedded IPFS node timed out")
+
+    def _await_library_stop(self) -> bool:
+        """Stop the library node for a recycle and wait until it has stopped, however
+        long that takes; False if this node was closed meanwhile.
+
+        On a loaded machine stopping can take well over 10 s (50 nodes on two cores),
+        and a recycle that gave up then left the node stopping with nothing started
+        again: every later publish and subscribe timed out, and the node heard no
+        gossip until it exited. Calls at the gate time out on their own meanwhile
+        (a record stays in the outbox, a fetch is retried).
+        """
+        done = self._begin_library_shutdown()
+        began = time.monotonic()
+        note_at = began + RECYCLE_STOP_NOTE_S
+        while not done.wait(0.5):
+            if self._closed:
+                return False
+            if time.monotonic() >= note_at:
+                note_at += RECYCLE_STOP_NOTE_S
+                log.warning(
+                    "recycling the embedded IPFS node %s: still stopping after %.0f s",
+                    self._id,
+                    time.monotonic() - began,
+                )
+        return True
 
     def _join_threads(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -935,7 +969,8 @@ class EmbeddedIpfsNode(IpfsNode):
         for sub in subs:
             sub._detach()
         try:
-            self._shutdown_library_node()
+            if not self._await_library_stop():
+                return False  # closed meanwhile: close() stops the library node itself
             rc = self._call(
                 self._lib.lib.RunNode, (self._repo_c,), self._start_timeout, "restart", gated=False
             )
