@@ -400,7 +400,8 @@ class Node:
                     self._head_sent = (key, now)
         if now - self._last_peer_watch >= PEER_WATCH_INTERVAL_S:
             self._last_peer_watch = now
-            self._planner.note_peers(self._safe_peers())  # a new peer learns our claim
+            # A new peer learns our claim; the nodes heard of set the spread.
+            self._planner.note_peers(self._safe_peers(), heard=self._sync.head_senders())
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
             self._reannounce(backoff=True)

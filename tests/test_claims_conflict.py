@@ -20,7 +20,14 @@ from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.ledger import Ledger
 from network.nodeparts.heads import HeadBook
-from network.nodeparts.planner import REPUBLISH_AGAIN_S, SPREAD_UNITS, Hold, Planner
+from network.nodeparts.planner import (
+    REPUBLISH_AGAIN_S,
+    SPREAD_UNITS,
+    SPREAD_UNITS_MAX,
+    Hold,
+    Planner,
+    spread_units,
+)
 from network.nodeparts.publisher import Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
@@ -194,10 +201,18 @@ def test_open_units_lists_the_lowest_few_and_idle_nodes_spread_over_them():
     # Each node takes the unit where its claim ranks best: 32 node keys do not all
     # pick the same one of eight.
     units = open_units(st, [], EVE.acct, NOW, count=SPREAD_UNITS)
-    picks = {
-        min(units, key=lambda u, i=i: claim_rank(u, bytes([i]) * 32)) for i in range(32)
-    }
+    picks = {min(units, key=lambda u, i=i: claim_rank(u, bytes([i]) * 32)) for i in range(32)}
     assert len(picks) >= 4
+
+
+def test_the_spread_counts_the_nodes_heard_not_only_the_peers_connected():
+    assert spread_units(0, 0) == 1  # alone: the lowest open unit
+    assert spread_units(3, 0) == 4  # itself and its peers
+    assert spread_units(40, 0) == SPREAD_UNITS  # connections alone widen it this far
+    # A node given one peer in a swarm of 50 hears 49 heads: one unit per node.
+    assert spread_units(1, 49) == 50
+    # Made-up head senders widen it to the cap, never further.
+    assert spread_units(1, 10**6) == SPREAD_UNITS_MAX
 
 
 # ---- the planner ------------------------------------------------------------------------
@@ -217,7 +232,11 @@ class Seat:
         self.services.opened_ledger = Ledger.in_dir(folder, clock=clock)
         self.services.opened_ipfs = swarm.node(me.node_pub.hex()[:8])
         self.store = RecordStore(
-            self.services, param_sets=(PARAMS,), trust=None, max_skew_s=600, on_accept=lambda s, c: None
+            self.services,
+            param_sets=(PARAMS,),
+            trust=None,
+            max_skew_s=600,
+            on_accept=lambda s, c: None,
         )
         self.sync = Sync(self.services, self.store, HeadBook(), fetch_timeout_s=1.0)
         publisher = Publisher(self.services, self.store, HeadBook(), evidence_dir=folder / "ev")
@@ -318,6 +337,22 @@ def test_a_settled_claim_nobody_contests_is_computed_and_a_loser_moves_on(seats,
         assert units[0] != units[1] or units[0] == 0
     else:
         assert len(units) == 1 and len(held) == 1
+
+
+def test_an_idle_node_that_heard_many_heads_chooses_beyond_the_lowest_eight(seats, clock):
+    # Ten node keys of Alice's account, one peer each (a sparse swarm) and 40 heads
+    # heard: they choose among the lowest 41 units, not the lowest 2.
+    chosen = set()
+    for i in range(10):
+        me = Person(ALICE.account, SigningKey(bytes([200 + i]) * 32))
+        seat = seats(me, unit_limit=100)
+        seat.ingest(delegation(me))
+        seat.planner.note_peers(["peer"], heard=40)
+        clock.t += LISTEN
+        hold = seat.planner.take_unit()
+        assert isinstance(hold, Hold)
+        chosen.add(int(hold.reason.split()[2].rstrip(";")))
+    assert max(chosen) >= SPREAD_UNITS and len(chosen) >= 5
 
 
 def test_a_new_node_listens_before_a_new_unit_but_not_before_its_checkpoint(seats, clock):

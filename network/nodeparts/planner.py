@@ -67,9 +67,28 @@ CLAIM_SETTLE_S = 2.0
 # within a peer check (1 s) and a gossip delivery. Bounded by the sync timeout, so a
 # node whose peers never answer still works.
 LISTEN_S = 3.0
-# An idle node chooses among the lowest this many open units (at most one per
-# connected peer and itself), so idle nodes spread instead of all claiming one unit.
+# An idle node chooses among the lowest few open units, so idle nodes spread instead
+# of all claiming one unit: one per node it knows of (itself, its connected peers up
+# to SPREAD_UNITS, every node whose head it heard lately), at most SPREAD_UNITS_MAX
+# (made-up head senders widen the spread that far, never further).
 SPREAD_UNITS = 8
+SPREAD_UNITS_MAX = 64
+
+
+def spread_units(peers: int, heard: int) -> int:
+    """How many of the lowest open units an idle node chooses among, knowing `peers`
+    connected peers and `heard` nodes whose heads came lately (PROTOCOL §8,
+    "Choosing work", step 3).
+
+    Every unit but the frontier takes one account at a time, so as many units as
+    nodes keep idle nodes apart. Counting connected peers alone kept a sparse swarm
+    on 2-4 units (a node given 1-3 peers): at 50 nodes on two cores six or more
+    nodes claimed each unit, claims took longer than the settle time to cross, and
+    most units were computed five times or more (bench/swarm.py).
+    """
+    return max(1, min(SPREAD_UNITS_MAX, max(min(SPREAD_UNITS, 1 + peers), 1 + heard)))
+
+
 # A peer that just connected may not have subscribed to our gossip yet: our live claim
 # is sent again this long after the first time.
 REPUBLISH_AGAIN_S = 2.0
@@ -157,6 +176,7 @@ class Planner:
         # we started, our claim waiting out its settle time (unit, until), and when to
         # send our live claim again.
         self._peers: frozenset[str] = frozenset()
+        self._heard = 0  # nodes whose heads came lately (spread_units)
         self._peers_since: float | None = None
         self._started_at: float | None = None
         self._settling: tuple[int, float] | None = None
@@ -259,7 +279,7 @@ class Planner:
         listening = self._listening(now)
         if listening is not None:
             return listening
-        spread = min(SPREAD_UNITS, 1 + len(self._peers))
+        spread = spread_units(len(self._peers), self._heard)
         units = open_units(
             st,
             taken,
@@ -321,14 +341,16 @@ class Planner:
         with self._lock:
             self._started_at = self._services.clock()
 
-    def note_peers(self, peers: Iterable[str]) -> None:
-        """The peers we are connected to now (the network loop calls this about once a
-        second). A new peer gets our live claim at once and again REPUBLISH_AGAIN_S
-        later: claims travel only when made or renewed, so a joining (or returning)
-        node would otherwise not learn them."""
+    def note_peers(self, peers: Iterable[str], *, heard: int = 0) -> None:
+        """The peers we are connected to now, and how many nodes' heads we heard lately
+        (`heard`; the network loop calls this about once a second). A new peer gets
+        our live claim at once and again REPUBLISH_AGAIN_S later: claims travel only
+        when made or renewed, so a joining (or returning) node would otherwise not
+        learn them."""
         now = self._services.clock()
         current = frozenset(peers)
         with self._lock:
+            self._heard = max(0, heard)
             gained = bool(current - self._peers)
             self._peers = current
             if not current:
