@@ -527,6 +527,23 @@ class Ledger:
         )
         return None if row is None else bytes(row[0])
 
+    def get_many(self, cids: list[str]) -> list[bytes]:
+        """The stored bytes of the records `cids` names, in that order (those not
+        stored are left out): what a head page's bundle holds."""
+
+        def fn(c: sqlite3.Connection) -> list[bytes]:
+            found: dict[str, bytes] = {}
+            for i in range(0, len(cids), 500):  # (SQLite bounds the parameters per query)
+                chunk = cids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for cid, data in c.execute(
+                    f"SELECT cid, bytes FROM records WHERE cid IN ({marks})", chunk
+                ):
+                    found[cid] = bytes(data)
+            return [found[cid] for cid in cids if cid in found]
+
+        return self._read(fn)
+
     def record_count(self, kind: str | None = None) -> int:
         """How many records are stored (of one kind, if given)."""
         if kind is None:

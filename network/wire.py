@@ -50,6 +50,10 @@ MAX_CLAIM_DONE = 1 << 44
 # about HEAD_PAGES * 17,000 records before a page reaches MAX_HEAD_BYTES.
 HEAD_PAGES = 64
 MAX_HEAD_BYTES = 1024 * 1024
+# A bundle (the records one head page lists, PROTOCOL §8 "Bundles") holds at most this
+# many bytes of records: 500-800 typical records, so a backlog arrives a page at a
+# time, while re-adding a changed page's bundle stays cheap.
+BUNDLE_MAX_BYTES = 256 * 1024
 # A head's frontier (a unit count) is at most this: 2^44 units is 2^84 integers at the
 # production unit size and 2^64 at the dev size, far beyond any network's reach.
 MAX_HEAD_FRONTIER = 1 << 44
@@ -112,6 +116,9 @@ class Head:
     count: int
     signature: bytes = b""
     frontier: int = 0
+    # The CID of the sender's bundle index ("" when it sends none): HEAD_PAGES bundle
+    # CIDs, bundle i holding the records that page i lists (PROTOCOL §8, "Bundles").
+    bundles: str = ""
 
 
 Message = Announcement | Claim | Head
@@ -149,6 +156,10 @@ def _head_body(h: Head) -> dict:
     # head of the first wire format, so each head has exactly one encoding.
     if h.frontier:
         body["f"] = h.frontier
+    # No bundles, no key: one encoding per head, and a head without bundles is a
+    # head of the wire format before them.
+    if h.bundles:
+        body["b"] = h.bundles
     return body
 
 
@@ -187,12 +198,17 @@ def page_of(cid: str) -> int:
     return hashlib.sha256(cid.encode("ascii")).digest()[0] % HEAD_PAGES
 
 
-def head_pages(cids: list[str]) -> list[bytes]:
-    """The HEAD_PAGES page objects for a set of record CIDs (each a sorted CBOR list)."""
+def head_page_lists(cids: list[str]) -> list[list[str]]:
+    """The CIDs each of the HEAD_PAGES pages lists, sorted."""
     pages: list[list[str]] = [[] for _ in range(HEAD_PAGES)]
     for cid in cids:
         pages[page_of(cid)].append(cid)
-    return [encode_cid_list(p) for p in pages]
+    return [sorted(p) for p in pages]
+
+
+def head_pages(cids: list[str]) -> list[bytes]:
+    """The HEAD_PAGES page objects for a set of record CIDs (each a sorted CBOR list)."""
+    return [encode_cid_list(p) for p in head_page_lists(cids)]
 
 
 def encode_cid_list(cids: list[str]) -> bytes:
@@ -208,6 +224,31 @@ def decode_cid_list(data: bytes) -> list[str] | Rejection:
         return Rejection(R.MALFORMED, "head object is not CBOR")
     if not isinstance(obj, list) or not all(isinstance(c, str) and is_valid_cid(c) for c in obj):
         return Rejection(R.MALFORMED, "head object is not a list of CIDs")
+    return obj
+
+
+def encode_bundle(records: list[bytes]) -> bytes:
+    """A bundle: the records a head page lists (in the page's order), as a CBOR list
+    of their bytes, as many as fit in BUNDLE_MAX_BYTES (the rest are fetched one by
+    one). Only a shortcut: each record is still checked against the page's CIDs and
+    validated as any other."""
+    kept: list[bytes] = []
+    size = 9  # (a CBOR array header, at most)
+    for rec in records:
+        size += len(rec) + 9
+        if size > BUNDLE_MAX_BYTES:
+            break
+        kept.append(rec)
+    return _dumps(kept)
+
+
+def decode_bundle(data: bytes) -> list[bytes] | Rejection:
+    try:
+        obj = cbor2.loads(data)
+    except Exception:  # noqa: BLE001 - any decoder failure is a malformed object
+        return Rejection(R.MALFORMED, "bundle is not CBOR")
+    if not isinstance(obj, list) or not all(isinstance(r, bytes) for r in obj):
+        return Rejection(R.MALFORMED, "bundle is not a list of records")
     return obj
 
 
@@ -286,15 +327,15 @@ def decode_message(data: bytes) -> Message | Rejection:
             return Rejection(R.MALFORMED, "bad claim")
         if not _verify(CLAIM_DOMAIN, body, body["node"], obj["sig"]):
             return Rejection(R.BAD_SIGNATURE, "claim signature does not verify")
-        return Claim(
-            body["unit"], body["node"], body["account"], body["expires"], obj["sig"], done
-        )
+        return Claim(body["unit"], body["node"], body["account"], body["expires"], obj["sig"], done)
     if kind == "head":
         # "f" (the sender's frontier) is optional, as a claim's "done": absent means
         # 0, and when present it is 1..MAX_HEAD_FRONTIER, so one encoding per head.
-        keys = (*_HEAD_KEYS, "f") if "f" in obj else _HEAD_KEYS
+        # "b" (the bundle index's CID) is optional too; when present, a valid CID.
+        keys = _HEAD_KEYS + tuple(k for k in ("f", "b") if k in obj)
         body = {k: obj.get(k) for k in keys}
         frontier = body.get("f", 0)
+        bundles = body.get("b", "")
         ok = (
             set(obj) == set(body) | {"sig"}
             and _is_key(body["node"])
@@ -305,10 +346,11 @@ def decode_message(data: bytes) -> Message | Rejection:
             and isinstance(frontier, int)
             and not isinstance(frontier, bool)
             and (0 < frontier <= MAX_HEAD_FRONTIER if "f" in body else True)
+            and (isinstance(bundles, str) and is_valid_cid(bundles) if "b" in body else True)
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad head")
         if not _verify(HEAD_DOMAIN, body, body["node"], obj["sig"]):
             return Rejection(R.BAD_SIGNATURE, "head signature does not verify")
-        return Head(body["node"], body["head"], body["count"], obj["sig"], frontier)
+        return Head(body["node"], body["head"], body["count"], obj["sig"], frontier, bundles)
     return Rejection(R.MALFORMED, "unknown gossip message type")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from engine import DEV
 from network import wire
+from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.node import Node, NodeConfig
 from tests.netutil import make_profile, wait_until
@@ -105,3 +106,91 @@ def test_a_head_listing_more_than_the_queue_holds_is_read_again_until_all_is_fet
         assert len(head_reads) >= 2  # read again by us, not re-announced by the peer
     finally:
         node.stop()
+
+
+def _delegations(n: int) -> list[bytes]:
+    import time
+
+    from nacl.signing import SigningKey
+
+    from network import codec
+    from network.identity import delegate
+
+    created = int(time.time()) - 60
+    return [
+        codec.encode(
+            delegate(SigningKey.generate(), bytes(SigningKey.generate().verify_key), created)
+        )
+        for _ in range(n)
+    ]
+
+
+def test_a_head_with_bundles_is_caught_up_a_page_at_a_time(tmp_path) -> None:
+    """A peer's head names its bundles: each page's records arrive in one get, not
+    one get per record (PROTOCOL §8, "Bundles"); what a bundle lacks is fetched
+    one by one, and a bundle's stray records are ignored."""
+    from network.nodeparts.heads import HeadBook
+
+    swarm = MemorySwarm()
+    profile = make_profile(tmp_path / "myself", "myself")
+    node = Node(
+        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
+                   fetch_timeout_s=30.0),
+        profile, profile.node_key(), ipfs=swarm.node("myself"),
+    )  # fmt: skip
+    peer = swarm.node("peer")
+    records = _delegations(300)
+    by_cid = {peer.add(r): r for r in records}
+    left_out = sorted(by_cid)[:5]  # not in any bundle: fetched one by one
+    stray = _delegations(1)[0]  # in a bundle, listed by no page: never taken
+
+    def records_of(cids: list[str]) -> list[bytes]:
+        return [by_cid[c] for c in cids if c not in left_out] + [stray]
+
+    head = HeadBook().our_head(sorted(by_cid), records_of)
+    assert head.bundles_cid
+    for obj in head.new_objects:
+        peer.add(obj)
+    node._sync.on_head(
+        wire.Head(bytes(32), head.head_cid, len(by_cid), bundles=head.bundles_cid), "peer"
+    )
+    node.start()
+    peer.connect(node.ipfs.addresses()[0])
+    me = node.ipfs.peer_id()
+    try:
+
+        def holds_all() -> bool:
+            node.poll(0.1)
+            return all(node._store.holds(c) for c in by_cid)
+
+        wait_until(holds_all, 60, "every listed record")
+        record_gets = [cid for who, cid in swarm.gets if who == me and cid in by_cid]
+        assert sorted(record_gets) == left_out  # the rest came in bundles
+        assert node._sync.bundled == len(by_cid) - len(left_out)
+        assert not node._store.holds(cid_for_bytes(stray))
+        # Besides those five: the head read at most twice (its index, pages, bundle
+        # index and bundles), where one get per record would be 300 more.
+        others = [cid for who, cid in swarm.gets if who == me and cid not in by_cid]
+        assert len(others) <= 2 * (2 + 2 * wire.HEAD_PAGES)
+    finally:
+        node.stop()
+
+
+def test_bundles_change_only_with_their_pages() -> None:
+    from network.nodeparts.heads import HeadBook
+
+    records = _delegations(40)
+    by_cid = {cid_for_bytes(r): r for r in records}
+    book = HeadBook()
+    first = book.our_head(sorted(by_cid), lambda cids: [by_cid[c] for c in cids])
+    # every page, every bundle, and the two indexes
+    assert len(first.new_objects) == 2 * wire.HEAD_PAGES + 2
+    again = book.our_head(sorted(by_cid), lambda cids: [by_cid[c] for c in cids])
+    assert again.new_objects == () and again.bundles_cid == first.bundles_cid
+    extra = _delegations(1)[0]
+    by_cid[cid_for_bytes(extra)] = extra
+    more = book.our_head(sorted(by_cid), lambda cids: [by_cid[c] for c in cids])
+    # one page, its bundle, and both indexes
+    assert len(more.new_objects) == 4 and more.bundles_cid != first.bundles_cid
+    bundle = [o for o in more.new_objects if extra in (wire.decode_bundle(o) or [])]
+    assert len(bundle) == 1

@@ -145,6 +145,31 @@ def test_sign_head_refuses_a_frontier_out_of_range() -> None:
             wire.sign_head(wire.Head(NODE, CID, 12, frontier=frontier), KEY)
 
 
+def test_heads_name_their_bundles_signed_and_only_as_a_real_cid() -> None:
+    bundles = cid_for_bytes(b"a bundle index")
+    head = wire.Head(NODE, CID, 12, frontier=3, bundles=bundles)
+    got = wire.decode_message(wire.sign_head(head, KEY))
+    assert isinstance(got, wire.Head) and (got.bundles, got.frontier) == (bundles, 3)
+    # Without bundles the key is left out: the head is that of the format before them.
+    assert "b" not in cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, frontier=3), KEY))
+    obj = cbor2.loads(wire.sign_head(head, KEY))
+    obj["b"] = cid_for_bytes(b"another")
+    assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
+    for bad in ("", "not a cid", 5, b"\x01", None):
+        verdict = wire.decode_message(signed_body(_head_body(b=bad), wire.HEAD_DOMAIN))
+        assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
+
+
+def test_a_bundle_holds_what_fits_and_junk_is_refused() -> None:
+    records = [bytes([i]) * 1000 for i in range(400)]  # 400 KB: more than fits
+    data = wire.encode_bundle(records)
+    assert len(data) <= wire.BUNDLE_MAX_BYTES
+    got = wire.decode_bundle(data)
+    assert 200 < len(got) < 400 and got == records[: len(got)]
+    for junk in (b"", b"\xff", cbor2.dumps({"a": 1}), cbor2.dumps([b"x", "y"])):
+        assert wire.decode_bundle(junk).reason_code == R.MALFORMED
+
+
 @pytest.mark.parametrize(
     "data",
     [

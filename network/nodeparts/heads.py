@@ -1,8 +1,10 @@
 """Heads: what we hold, published in pages; what each peer holds, and how far we follow.
 
 Our head lists every record CID we hold in `wire.HEAD_PAGES` page objects and an
-index of their CIDs; `our_head(cids)` says which of those objects changed since
-the last time (only they are added to IPFS again) and the head's CID. For each
+index of their CIDs, and beside each page a *bundle* of the records it lists with
+an index of those (PROTOCOL §8, "Bundles"); `our_head(cids, records_of)` says which
+of those objects changed since the last time (only they are added to IPFS again),
+the head's CID and the bundle index's. For each
 peer, `HeadBook` remembers its last head that we hold completely and the pages
 of it we hold, so an unchanged head costs nothing and a changed one only its new
 pages. Thread-safe (the network loop publishes, fetcher threads follow peers).
@@ -11,7 +13,7 @@ pages. Thread-safe (the network loop publishes, fetcher threads follow peers).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from network import wire
@@ -20,11 +22,13 @@ from network.ipfs import cid_for_bytes
 
 @dataclass(frozen=True, slots=True)
 class OurHead:
-    """Our head now: the objects to add (changed pages, a new index) and its CID."""
+    """Our head now: the objects to add (changed pages and bundles, new indexes), its
+    CID and its bundle index's ("" without bundles)."""
 
     head_cid: str
     count: int
     new_objects: tuple[bytes, ...]
+    bundles_cid: str = ""
 
 
 class HeadBook:
@@ -33,39 +37,69 @@ class HeadBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._my_pages: list[str] = []
+        self._my_bundles: list[str] = []
         self._my_head = ""
+        self._my_bundle_index = ""
         self._peer_heads: dict[str, str] = {}
         self._peer_pages: dict[str, set[str]] = {}
         self._complete = 0
 
     # -- ours ------------------------------------------------------------------------
 
-    def our_head(self, cids: list[str]) -> OurHead:
+    def our_head(
+        self,
+        cids: list[str],
+        records_of: Callable[[list[str]], list[bytes]] | None = None,
+    ) -> OurHead:
         """Our head for the record CIDs `cids`, and what changed since the last call.
 
-        The caller adds `new_objects` to IPFS and then announces `head_cid`; if the
-        add fails it calls `forget_ours()`, so everything is offered again.
+        With `records_of` (the bytes of the records a list of CIDs names, in its
+        order), a bundle of each changed page is made too. The caller adds
+        `new_objects` to IPFS and then announces `head_cid`; if the add fails it
+        calls `forget_ours()`, so everything is offered again.
         """
-        pages = wire.head_pages(cids)
+        lists = wire.head_page_lists(cids)
+        pages = [wire.encode_cid_list(p) for p in lists]
         page_cids = [cid_for_bytes(p) for p in pages]
         index = wire.encode_head_index(page_cids)
         head_cid = cid_for_bytes(index)
         with self._lock:
-            new = [
-                page
-                for i, (page, page_cid) in enumerate(zip(pages, page_cids, strict=True))
-                if i >= len(self._my_pages) or self._my_pages[i] != page_cid
-            ]
+            old_pages, old_bundles = self._my_pages, self._my_bundles
+        changed = [
+            i
+            for i, page_cid in enumerate(page_cids)
+            if i >= len(old_pages) or old_pages[i] != page_cid
+        ]
+        new = [pages[i] for i in changed]
+        bundle_cids: list[str] = []
+        bundle_index = b""
+        if records_of is not None:
+            # A bundle changes exactly when its page does: only those are made again.
+            bundle_cids = list(old_bundles) if len(old_bundles) == len(pages) else [""] * len(pages)
+            for i in range(len(pages)):
+                if i in changed or not bundle_cids[i]:
+                    bundle = wire.encode_bundle(records_of(lists[i]))
+                    bundle_cids[i] = cid_for_bytes(bundle)
+                    new.append(bundle)
+            bundle_index = wire.encode_head_index(bundle_cids)
+        bundles_cid = cid_for_bytes(bundle_index) if bundle_index else ""
+        with self._lock:
             if head_cid != self._my_head:
                 new.append(index)
+            if bundles_cid and bundles_cid != self._my_bundle_index:
+                new.append(bundle_index)
             self._my_pages = page_cids
+            self._my_bundles = bundle_cids
             self._my_head = head_cid
-        return OurHead(head_cid, len(cids), tuple(new))
+            self._my_bundle_index = bundles_cid
+        return OurHead(head_cid, len(cids), tuple(new), bundles_cid)
 
     def forget_ours(self) -> None:
         with self._lock:
             self._my_pages = []
+            self._my_bundles = []
             self._my_head = ""
+            self._my_bundle_index = ""
 
     @property
     def last_head_cid(self) -> str:

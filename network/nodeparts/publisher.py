@@ -109,7 +109,7 @@ class Publisher:
         """Add our head pages and index to IPFS (only what changed) and announce the head."""
         services = self._services
         try:
-            head = self._heads.our_head(services.ledger.heads_list())
+            head = self._heads.our_head(services.ledger.heads_list(), services.ledger.get_many)
         except LedgerError as exc:
             services.event("warning", f"could not publish head: {exc}")
             return
@@ -120,7 +120,13 @@ class Publisher:
             # below the highest one its peers report (PROTOCOL §8, "Catching up").
             frontier = min(self._store.state().frontier, wire.MAX_HEAD_FRONTIER)
             msg = wire.sign_head(
-                wire.Head(services.node_pub, head.head_cid, head.count, frontier=frontier),
+                wire.Head(
+                    services.node_pub,
+                    head.head_cid,
+                    head.count,
+                    frontier=frontier,
+                    bundles=head.bundles_cid,
+                ),
                 services.node_key,
             )
             services.ipfs.publish(services.topic("heads"), msg)

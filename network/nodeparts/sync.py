@@ -28,7 +28,7 @@ from cachetools import FIFOCache, TTLCache
 from network import codec, wire
 from network import rejection as R
 from network.fetchqueue import OWN, FetchQueue
-from network.ipfs import IpfsError, IpfsTimeout
+from network.ipfs import IpfsError, IpfsTimeout, cid_for_bytes
 from network.ledger import LedgerError
 from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.heads import HeadBook
@@ -100,6 +100,9 @@ class Sync:
         self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
         # The frontier each peer's newest head reported (PROTOCOL §8, "Catching up").
         self._frontier_of: FIFOCache[str, int] = FIFOCache(MAX_REMEMBERED)
+        # The bundle index of each peer's newest head, if it sent one ("Bundles").
+        self._bundles_of: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
+        self.bundled = 0  # records taken from peers' bundles (status, tests)
         # Peers whose head came within HEAD_SENDERS_WINDOW_S: the swarm's size, as
         # far as heads show it (the head rate scales with it, Node._periodic).
         self._head_senders: TTLCache[str, None] = TTLCache(
@@ -175,6 +178,7 @@ class Sync:
         with self._lock:
             self._newest_head[peer] = head.head
             self._frontier_of[peer] = head.frontier
+            self._bundles_of[peer] = head.bundles
             self._head_senders[peer] = None
         if not self._heads.holds(peer, head.head):
             self.want(HEAD, head.head, peer)
@@ -296,7 +300,10 @@ class Sync:
             return
         held = self._heads.pages_held(peer)
         complete = True
-        for page_cid in index:
+        with self._lock:
+            bundles_cid = self._bundles_of.get(peer, "")
+        bundles: list[str] | None = None  # read once a page lacks something
+        for i, page_cid in enumerate(index):
             if page_cid in held:
                 continue
             page = wire.decode_cid_list(ipfs.get(page_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
@@ -312,6 +319,11 @@ class Sync:
                 return
             if acked:
                 self._services.event("acknowledged", f"{acked} of our records reached {peer}")
+            if missing and bundles_cid:
+                if bundles is None:
+                    bundles = self._bundle_index(bundles_cid, peer)
+                if bundles:
+                    missing = self._take_bundle(bundles[i], missing, peer)
             if self._want_missing(missing, peer):
                 complete = False
             else:
@@ -321,6 +333,49 @@ class Sync:
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
+
+    def _bundle_index(self, cid: str, peer: str) -> list[str]:
+        """A peer's bundle index, or [] when unreachable or malformed (its records are
+        then fetched one by one, as from a head without bundles)."""
+        try:
+            index = wire.decode_head_index(
+                self._services.ipfs.get(cid, self._timeout_s, wire.MAX_HEAD_BYTES)
+            )
+        except IpfsError as exc:
+            log.info("bundle index %s of %s: %s", cid, peer, exc)
+            return []
+        if isinstance(index, Rejection):
+            self._services.reject(index, peer)
+            return []
+        return index
+
+    def _take_bundle(self, cid: str, missing: list[str], peer: str) -> list[str]:
+        """Fetch one page's bundle and hand the records it holds that we lack to the
+        network loop (as fetched records: validated as any other); returns what is
+        still missing. A record is taken only under a CID the page lists and we lack,
+        and its CID is its hash, so a bundle can bring nothing else."""
+        try:
+            bundle = wire.decode_bundle(
+                self._services.ipfs.get(cid, self._timeout_s, wire.BUNDLE_MAX_BYTES)
+            )
+        except IpfsError as exc:
+            log.info("bundle %s of %s: %s", cid, peer, exc)
+            return missing
+        if isinstance(bundle, Rejection):
+            self._services.reject(bundle, peer)
+            return missing
+        wanted = set(missing)
+        taken: set[str] = set()
+        for data in bundle:
+            rec_cid = cid_for_bytes(data)
+            if rec_cid not in wanted or rec_cid in taken or not self.worth_fetching(rec_cid):
+                continue
+            taken.add(rec_cid)
+            with self._lock:
+                self._fetched[rec_cid] = None
+            self.inbox.put((data, "fetch", rec_cid))
+        self.bundled += len(taken)
+        return [c for c in missing if c not in taken]
 
     def _want_missing(self, missing: list[str], peer: str) -> bool:
         """Queue what `peer`'s head page lists and we lack, under that peer (a head
