@@ -194,3 +194,40 @@ def test_bundles_change_only_with_their_pages() -> None:
     assert len(more.new_objects) == 4 and more.bundles_cid != first.bundles_cid
     bundle = [o for o in more.new_objects if extra in (wire.decode_bundle(o) or [])]
     assert len(bundle) == 1
+
+
+def test_a_busy_backend_puts_no_peer_on_hold(tmp_path) -> None:
+    """Gets refused because the backend's fetch slots are full (IpfsBusy) fail without
+    counting as the listing peer's timeouts, so no peer is put on hold for them."""
+    from network.ipfs import IpfsBusy
+    from network.nodeparts.heads import HeadBook
+
+    swarm = MemorySwarm()
+    profile = make_profile(tmp_path / "myself", "myself")
+    node = Node(
+        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
+                   fetch_timeout_s=30.0),
+        profile, profile.node_key(), ipfs=swarm.node("myself"),
+    )  # fmt: skip
+    peer = swarm.node("peer")
+    cids = [peer.add(r) for r in _delegations(12)]
+    head = HeadBook().our_head(sorted(cids))
+    for obj in head.new_objects:
+        peer.add(obj)
+    real_get = node.ipfs.get
+
+    def busy_for_records(cid, timeout, max_bytes):
+        if cid in cids:
+            raise IpfsBusy("32 fetches are still pending")
+        return real_get(cid, timeout, max_bytes)
+
+    node.ipfs.get = busy_for_records
+    node._sync.on_head(wire.Head(bytes(32), head.head_cid, len(cids)), "peer")
+    node.start()
+    peer.connect(node.ipfs.addresses()[0])
+    try:
+        wait_until(lambda: node.status().fetch.failed >= len(cids), 30, "the busy gets")
+        fetch = node.status().fetch
+        assert fetch.timeouts == 0 and fetch.peers_on_hold == 0
+    finally:
+        node.stop()

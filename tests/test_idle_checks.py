@@ -70,3 +70,39 @@ def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_evidence_waits_while_the_ipfs_backend_is_busy(tmp_path) -> None:
+    """Evidence (a spot-check's, which can wait) is not fetched while the backend has
+    EVIDENCE_MAX_PENDING fetches still running: records and heads keep the rest of
+    its slots (at 50 nodes evidence fetches past their timeout took all 32)."""
+    import time
+
+    from network.nodeparts.checks import EVIDENCE_MAX_PENDING
+
+    swarm = MemorySwarm()
+    nodes: list[Node] = []
+    try:
+        me = _node(tmp_path, swarm, "myself", nodes)
+        reporter = _node(tmp_path, swarm, "reporter", nodes)
+        a = reporter.next_assignment()
+        work_cid = reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
+        evidence_cid = reporter.work_record(work_cid).evidence_cid
+        wait_until(lambda: _poll_all(nodes) or me._store.work(work_cid) is not None,
+                   60, "the work record to reach me")
+        busy = [True]
+        me.ipfs.pending_fetches = lambda: EVIDENCE_MAX_PENDING if busy[0] else 0
+        until = time.monotonic() + 1.5
+        while time.monotonic() < until:
+            _poll_all(nodes)
+            assert me.next_block_task(idle=True) is None
+            time.sleep(0.1)
+        mine = me.ipfs.peer_id()
+        assert (mine, evidence_cid) not in swarm.gets
+        busy[0] = False
+        task = wait_until(lambda: _poll_all(nodes) or me.next_block_task(idle=True),
+                          60, "the spot-check once the backend is free")
+        assert task.work_cid == work_cid and (mine, evidence_cid) in swarm.gets
+    finally:
+        for n in nodes:
+            n.stop()

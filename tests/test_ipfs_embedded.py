@@ -13,6 +13,7 @@ import base58
 import pytest
 
 from network.ipfs import (
+    IpfsBusy,
     IpfsError,
     IpfsTimeout,
     IpfsTooLarge,
@@ -460,6 +461,19 @@ def test_no_recycle_while_a_fetch_is_pending(pair) -> None:
     assert b._fetches  # still pending inside the library
     assert not b.recycle_due() and not b.recycle_if_due()
     assert b.recycles == 0
+
+
+def test_a_full_pending_pool_is_busy_not_a_timeout(pair, monkeypatch) -> None:
+    # A get that finds every library fetch slot taken raises IpfsBusy: the fetcher
+    # then blames no peer (a timeout would put the peer that listed it on hold).
+    _a, b = pair
+    monkeypatch.setattr(embedded, "MAX_PENDING_FETCHES", 1)
+    with pytest.raises(IpfsTimeout):
+        b.get(cid_for_bytes(os.urandom(32)), timeout=0.3, max_bytes=10)
+    assert b.pending_fetches() == 1
+    with pytest.raises(IpfsBusy) as caught:
+        b.get(cid_for_bytes(os.urandom(32)), timeout=0.3, max_bytes=10)
+    assert not isinstance(caught.value, IpfsTimeout)
 
 
 def test_a_subscription_left_detached_is_opened_again_by_the_poller(pair) -> None:

@@ -31,6 +31,11 @@ class IpfsTimeout(IpfsError):
     """The operation did not finish within its timeout."""
 
 
+class IpfsBusy(IpfsError):
+    """Too many fetches are still running in the backend (some after their callers
+    gave up): try again later. Nobody's fault, so no peer is blamed for it."""
+
+
 class IpfsTooLarge(IpfsError):
     """An object or message exceeds the size limit."""
 
@@ -146,6 +151,11 @@ class IpfsNode(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop the node cleanly; idempotent."""
+
+    def pending_fetches(self) -> int:
+        """Fetches still running in the backend, some after their callers gave up
+        (0 where the backend keeps none): work that can wait checks it first."""
+        return 0
 
     def __enter__(self) -> IpfsNode:
         return self

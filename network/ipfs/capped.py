@@ -336,6 +336,9 @@ class CappedIpfsNode(IpfsNode):
     def connect(self, multiaddr: str) -> None:
         self.inner.connect(multiaddr)
 
+    def pending_fetches(self) -> int:
+        return self.inner.pending_fetches()
+
     def close(self) -> None:
         with self._cond:
             self._cond.notify_all()

@@ -91,6 +91,7 @@ from network.ipfs.base import (
     DEFAULT_CALL_TIMEOUT_S,
     MAX_MESSAGE_BYTES,
     MAX_OBJECT_BYTES,
+    IpfsBusy,
     IpfsError,
     IpfsNode,
     IpfsTimeout,
@@ -729,7 +730,8 @@ class EmbeddedIpfsNode(IpfsNode):
             fetch = self._fetches.get(cid)
             if fetch is None:
                 if len(self._fetches) >= MAX_PENDING_FETCHES:
-                    raise IpfsTimeout(
+                    # (not a timeout: the peer that listed it is not to blame)
+                    raise IpfsBusy(
                         f"{len(self._fetches)} fetches are still pending; try {cid} later"
                     )
                 fetch = _Fetch()
@@ -750,6 +752,10 @@ class EmbeddedIpfsNode(IpfsNode):
         if hashlib.sha256(fetch.data).digest() != digest:
             raise IpfsError(f"the bytes received for {cid} do not match the CID")
         return fetch.data
+
+    def pending_fetches(self) -> int:
+        with self._lock:
+            return len(self._fetches)
 
     def _read_local(self, digest: bytes, max_bytes: int) -> bytes | None:
         path = self._block_path(digest)

@@ -54,6 +54,13 @@ MAX_CONFIRM_TASKS = 1000
 RECHECK_WAIT_S = 5.0
 # Evidence objects: one 32-byte leaf per block, in one IPFS object.
 MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
+# An evidence fetch waits (within its timeout) while the IPFS backend has this many
+# fetches still running: evidence that cannot be had keeps a library fetch running
+# after its timeout, and at 50 nodes on two cores such fetches took all 32 of the
+# library's slots, so every record and head fetch failed at once and each peer was
+# put on hold for it (bench/swarm.py). Records and heads keep the rest.
+EVIDENCE_MAX_PENDING = 8
+EVIDENCE_WAIT_STEP_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,8 +332,14 @@ class BlockChecks:
         w = self._store.work(cid)
         if w is None:
             return None
+        ipfs = self._services.ipfs
+        deadline = time.monotonic() + self._timeout_s
+        while ipfs.pending_fetches() >= EVIDENCE_MAX_PENDING and time.monotonic() < deadline:
+            time.sleep(EVIDENCE_WAIT_STEP_S)
         try:
-            data = self._services.ipfs.get(w.evidence_cid, self._timeout_s, MAX_EVIDENCE_BYTES)
+            data = ipfs.get(
+                w.evidence_cid, max(0.1, deadline - time.monotonic()), MAX_EVIDENCE_BYTES
+            )
         except IpfsError as exc:
             self._services.event("warning", f"evidence {w.evidence_cid} unavailable: {exc}")
             return None
