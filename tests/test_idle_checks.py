@@ -106,3 +106,37 @@ def test_evidence_waits_while_the_ipfs_backend_is_busy(tmp_path) -> None:
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_spot_checks_go_to_the_least_checked_works_in_an_order_of_each_nodes_own(
+    tmp_path,
+) -> None:
+    """Fewest checkers first, then by a hash of the checker's node key and the work:
+    in CID order every node that chose at the same moment checked the same work
+    (bench/swarm.py, 24 nodes: about 12 check records per work)."""
+    import hashlib
+
+    swarm = MemorySwarm()
+    nodes: list[Node] = []
+    try:
+        me = _node(tmp_path, swarm, "myself", nodes)
+        reporter = _node(tmp_path, swarm, "reporter", nodes)
+        checker = _node(tmp_path, swarm, "checker", nodes)
+        works = []
+        for _ in range(3):
+            a = reporter.next_assignment()
+            works.append(reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu")))
+        wait_until(lambda: _poll_all(nodes) or all(me._store.work(w) for w in works),
+                   60, "the work records to reach me")
+        task = wait_until(lambda: _poll_all(nodes) or checker.next_block_task(idle=True),
+                          60, "the checker's spot-check")
+        checker.submit_block(task, CpuBackend(DEV).run_block(task.lo, task.hi))
+        wait_until(lambda: _poll_all(nodes) or me._store.checkers(task.work_cid),
+                   60, "the check to reach me")
+        order = [cid for cid, _w, _n in me._checks._spot_check_order()]
+        unchecked = sorted((w for w in works if w != task.work_cid),
+                           key=lambda w: hashlib.sha256(me._services.node_pub + w.encode()).digest())
+        assert order == [*unchecked, task.work_cid]
+    finally:
+        for n in nodes:
+            n.stop()

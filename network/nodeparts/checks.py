@@ -276,17 +276,35 @@ class BlockChecks:
                 return self._spot_task(cid, unit, block, leaves)
         return None
 
+    def _spot_check_order(self) -> list[tuple[str, WorkRecord, int]]:
+        """Others' works we have not checked, with how many accounts checked each: the
+        fewest checked first, then in an order of our own (a hash of our node key and
+        the work's CID). In CID order, as before, every node that chose at the same
+        moment checked the same work: 24 nodes on two cores made about 12 check
+        records per work where the budget asks about 5 and idle checks 2 more
+        (bench/swarm.py)."""
+        services = self._services
+        out = [
+            (cid, w, len(self._store.checkers(cid)))
+            for cid, w in self._store.works()
+            if w.account != services.account_pub
+            and cid not in self._checked
+            and w.params == services.params
+        ]
+
+        def order(item: tuple[str, WorkRecord, int]) -> tuple[int, bytes]:
+            cid, _w, checkers = item
+            return checkers, hashlib.sha256(services.node_pub + cid.encode()).digest()
+
+        return sorted(out, key=order)
+
     def _choose_spot_check(self, *, well_checked_too: bool = True) -> BlockTask | None:
         services = self._services
         st = self._store.state()
         now = time.monotonic()
-        for cid, w in self._store.works():
-            if w.account == services.account_pub or cid in self._checked:
-                continue
-            if w.params != services.params:
-                continue
-            if not well_checked_too and len(self._store.checkers(cid)) >= IDLE_CHECKERS:
-                continue
+        for cid, w, checkers in self._spot_check_order():
+            if not well_checked_too and checkers >= IDLE_CHECKERS:
+                break  # (the rest are checked as often or more)
             if self._evidence_retry.get(cid, 0.0) > now:
                 continue
             entry = st.units.get(w.unit)
