@@ -50,6 +50,10 @@ HEAD_SENDERS_WINDOW_S = 300.0
 FETCH_WAIT_S = 5.0
 RECORD = "record"
 HEAD = "head"
+# A page's bundle is fetched when the page lists at least this many records we lack:
+# for fewer (a node keeping up, which gossip already gave nearly everything) one
+# get per record moves a few hundred bytes, where the bundle moves all of the page.
+BUNDLE_MIN_MISSING = 4
 
 
 def claim_id(node: bytes) -> str:
@@ -319,7 +323,7 @@ class Sync:
                 return
             if acked:
                 self._services.event("acknowledged", f"{acked} of our records reached {peer}")
-            if missing and bundles_cid:
+            if len(missing) >= BUNDLE_MIN_MISSING and bundles_cid:
                 if bundles is None:
                     bundles = self._bundle_index(bundles_cid, peer)
                 if bundles:
