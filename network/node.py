@@ -48,7 +48,7 @@ from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.planner import Hold, Planner
-from network.nodeparts.publisher import Publisher
+from network.nodeparts.publisher import REANNOUNCE_BUDGET_S, Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.status import NodeEvent, NodeStatus, phase_counts, state_digest
 from network.nodeparts.store import PENDING_TTL_S, RecordStore
@@ -404,7 +404,9 @@ class Node:
             self._planner.note_peers(self._safe_peers(), heard=self._sync.head_senders())
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
-            self._reannounce(backoff=True)
+            if self._reannounce(backoff=True):
+                # (its time was up with entries left: the rest a second from now)
+                self._last_reannounce = now - self.config.reannounce_interval_s + 1.0
         if now - self._last_redial >= self.config.redial_interval_s:
             self._last_redial = now
             self._dial_peers()
@@ -437,9 +439,14 @@ class Node:
     def _publish_head(self) -> None:
         self._publisher.publish_head()
 
-    def _reannounce(self, *, backoff: bool = False) -> None:
-        """Announce our unacknowledged records again: those due (``backoff``), or all."""
-        self._publisher.reannounce(self.config.reannounce_interval_s if backoff else 0.0)
+    def _reannounce(self, *, backoff: bool = False) -> bool:
+        """Announce our unacknowledged records again: those due (``backoff``, within
+        REANNOUNCE_BUDGET_S; True when some are left for later), or all."""
+        if not backoff:
+            return self._publisher.reannounce()
+        return self._publisher.reannounce(
+            self.config.reannounce_interval_s, budget_s=REANNOUNCE_BUDGET_S
+        )
 
     def _trust_tick(self) -> None:
         if self._trust is not None:

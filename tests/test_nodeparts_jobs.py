@@ -461,3 +461,37 @@ def test_a_beacon_account_lists_each_commit_once(parts, tmp_path) -> None:
     parts.store.load([stored_record(later.record)])
     duty.tick()
     assert [(b.round, b.listed) for b in published[1:]] == [(2, (later.cid,))]
+
+
+def test_re_announcing_stops_when_its_time_is_up_and_the_rest_go_next_time(
+    parts, tmp_path
+) -> None:
+    """A busy library holds each publish: one call announces for `budget_s` at most,
+    oldest first, and says that entries were left (the network loop must not sit in
+    re-announcements while gossip waits)."""
+    import time
+
+    t = [float(NOW)]
+    parts.services.clock = lambda: t[0]
+    publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "e")
+    for p in (ALICE, BOB, CAROL, DAVE):
+        publisher.add_own(delegation(p).record)
+    t[0] += 11.0  # all four due again (a 10 s interval)
+    ipfs = parts.services.ipfs
+    real_publish = ipfs.publish
+
+    def slow_publish(topic, data):
+        time.sleep(0.1)
+        real_publish(topic, data)
+
+    ipfs.publish = slow_publish
+    before = len(ipfs.published)
+    assert publisher.reannounce(10.0, budget_s=0.15) is True
+    first = len(ipfs.published) - before
+    assert 1 <= first < 4
+    for _ in range(4):
+        if not publisher.reannounce(10.0, budget_s=0.15):
+            break
+    # every entry went out once more, none twice, and nothing due was left
+    assert len(ipfs.published) - before == 4
+    assert publisher.reannounce(10.0, budget_s=10.0) is False

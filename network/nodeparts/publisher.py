@@ -14,6 +14,7 @@ itself, and no lock is held across an IPFS call.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from engine.files import write_atomic
@@ -28,6 +29,12 @@ from network.rejection import Rejection
 
 # The longest wait between two announcements of one record, in re-announce intervals.
 REANNOUNCE_BACKOFF_MAX = 32
+# Re-announcing runs on the network loop and each publish is a library call that a
+# busy machine can hold for a second or more: at 50 nodes on two cores, with outboxes
+# of 40-90 records, the loops sat in re-announcements most of the time and read no
+# gossip meanwhile. One call re-announces for this long at most; the rest wait for
+# the next (Node retries a second later).
+REANNOUNCE_BUDGET_S = 0.25
 
 
 def _due(entry: OutboxEntry, now: float, interval_s: float) -> bool:
@@ -81,7 +88,7 @@ class Publisher:
             # Stays in the outbox; the next re-announce tries again.
             self._services.event("warning", f"could not publish {cid}: {exc}")
 
-    def reannounce(self, interval_s: float = 0.0) -> None:
+    def reannounce(self, interval_s: float = 0.0, budget_s: float | None = None) -> bool:
         """Announce outbox entries (those no peer's head lists yet) again.
 
         With ``interval_s``, only those due: an entry announced k times waits
@@ -93,17 +100,23 @@ class Publisher:
         Nothing waits on it: our head lists every record we hold, so a peer that
         missed every announcement fetches the record when it reads our head.
         Without ``interval_s`` every entry goes out now (e.g. to a peer just connected).
+        With ``budget_s``, it stops announcing once that long has passed (oldest
+        entries first) and returns True: entries were left that are due.
         """
         try:
             entries = self._services.ledger.outbox()
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
-            return
+            return False
         now = self._services.clock()
+        stop_at = None if budget_s is None else time.monotonic() + budget_s
         for entry in entries:
             if interval_s > 0 and not _due(entry, now, interval_s):
                 continue
+            if stop_at is not None and time.monotonic() >= stop_at:
+                return True
             self._announce(entry.cid, entry.data)
+        return False
 
     def publish_head(self) -> None:
         """Add our head pages and index to IPFS (only what changed) and announce the head."""
