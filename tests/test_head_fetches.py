@@ -16,10 +16,10 @@ from network.node import Node, NodeConfig
 from tests.netutil import make_profile, wait_until
 
 
-def test_a_stale_queued_head_is_not_fetched(tmp_path) -> None:
-    swarm = MemorySwarm()
+def _joiner(tmp_path, swarm: MemorySwarm) -> Node:
+    """The node under test ("myself", not started), on the in-memory swarm."""
     profile = make_profile(tmp_path / "myself", "myself")
-    node = Node(
+    return Node(
         NodeConfig(
             data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(), fetch_timeout_s=30.0
         ),
@@ -27,6 +27,11 @@ def test_a_stale_queued_head_is_not_fetched(tmp_path) -> None:
         profile.node_key(),
         ipfs=swarm.node("myself"),
     )
+
+
+def test_a_stale_queued_head_is_not_fetched(tmp_path) -> None:
+    swarm = MemorySwarm()
+    node = _joiner(tmp_path, swarm)
     peer = swarm.node("peer")
     stale = peer.add(b"an older head")
     newest = peer.add(b"the newest head")
@@ -66,12 +71,7 @@ def test_a_head_listing_more_than_the_queue_holds_is_read_again_until_all_is_fet
     monkeypatch.setattr(sync_module, "PER_PEER_INFLIGHT", 1)
     monkeypatch.setattr(sync_module, "REFOLLOW_INTERVAL_S", 0.0)
     swarm = MemorySwarm()
-    profile = make_profile(tmp_path / "myself", "myself")
-    node = Node(
-        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
-                   fetch_timeout_s=30.0),
-        profile, profile.node_key(), ipfs=swarm.node("myself"),
-    )  # fmt: skip
+    node = _joiner(tmp_path, swarm)
     peer = swarm.node("peer")
     created = int(time.time()) - 60
     records = [
@@ -134,12 +134,7 @@ def test_a_head_with_bundles_is_caught_up_a_page_at_a_time(tmp_path) -> None:
     from network.nodeparts.sync import BUNDLE_MIN_MISSING
 
     swarm = MemorySwarm()
-    profile = make_profile(tmp_path / "myself", "myself")
-    node = Node(
-        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
-                   fetch_timeout_s=30.0),
-        profile, profile.node_key(), ipfs=swarm.node("myself"),
-    )  # fmt: skip
+    node = _joiner(tmp_path, swarm)
     peer = swarm.node("peer")
     records = _delegations(64 * 2 * BUNDLE_MIN_MISSING)
     by_cid = {peer.add(r): r for r in records}
@@ -229,12 +224,7 @@ def test_a_busy_backend_puts_no_peer_on_hold(tmp_path) -> None:
     from network.nodeparts.heads import HeadBook
 
     swarm = MemorySwarm()
-    profile = make_profile(tmp_path / "myself", "myself")
-    node = Node(
-        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
-                   fetch_timeout_s=30.0),
-        profile, profile.node_key(), ipfs=swarm.node("myself"),
-    )  # fmt: skip
+    node = _joiner(tmp_path, swarm)
     peer = swarm.node("peer")
     cids = [peer.add(r) for r in _delegations(12)]
     head = HeadBook().our_head(sorted(cids))
