@@ -54,6 +54,9 @@ MAX_HEAD_BYTES = 1024 * 1024
 # many bytes of records: 500-800 typical records, so a backlog arrives a page at a
 # time, while re-adding a changed page's bundle stays cheap.
 BUNDLE_MAX_BYTES = 256 * 1024
+# No record is smaller than this (an account record, the smallest, is 180 bytes), so
+# a bundle never needs more of a page's records than BUNDLE_MAX_BYTES / this.
+MIN_BUNDLED_RECORD_BYTES = 128
 # A head's frontier (a unit count) is at most this: 2^44 units is 2^84 integers at the
 # production unit size and 2^64 at the dev size, far beyond any network's reach.
 MAX_HEAD_FRONTIER = 1 << 44

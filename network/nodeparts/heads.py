@@ -78,7 +78,9 @@ class HeadBook:
             bundle_cids = list(old_bundles) if len(old_bundles) == len(pages) else [""] * len(pages)
             for i in range(len(pages)):
                 if i in changed or not bundle_cids[i]:
-                    bundle = wire.encode_bundle(records_of(lists[i]))
+                    # (no more records read than could fit: a page may list 16,000)
+                    wanted = lists[i][: wire.BUNDLE_MAX_BYTES // wire.MIN_BUNDLED_RECORD_BYTES]
+                    bundle = wire.encode_bundle(records_of(wanted))
                     bundle_cids[i] = cid_for_bytes(bundle)
                     new.append(bundle)
             bundle_index = wire.encode_head_index(bundle_cids)
