@@ -378,7 +378,8 @@ class Sync:
             with self._lock:
                 self._fetched[rec_cid] = None
             self.inbox.put((data, "fetch", rec_cid))
-        self.bundled += len(taken)
+        with self._lock:  # (fetcher threads)
+            self.bundled += len(taken)
         return [c for c in missing if c not in taken]
 
     def _want_missing(self, missing: list[str], peer: str) -> bool:
