@@ -120,6 +120,7 @@ def test_repo_config_keeps_tests_off_the_lan(trio: tuple[EmbeddedIpfsNode, ...])
     assert cfg["Addresses"]["Swarm"] == ["/ip4/127.0.0.1/tcp/0"]
     assert cfg["Pubsub"]["Router"] == "gossipsub"
     assert cfg["Swarm"]["ConnMgr"] == embedded.CONNMGR  # few connections, fewer costs
+    assert cfg["Reprovider"]["Interval"] == "0"  # no DHT announcement at every recycle
 
 
 def test_add_on_a_get_on_b(trio: tuple[EmbeddedIpfsNode, ...]) -> None:

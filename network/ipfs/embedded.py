@@ -360,7 +360,8 @@ def _uses_default_flatfs(repo: str) -> bool:
 
 
 # kubo's own background traffic, kept low while a bandwidth limit is set (the values of
-# kubo's "lowpower" profile, reproviding left on; network/ipfs/capped.py paces the rest):
+# kubo's "lowpower" profile; reproviding is off for every node, REPROVIDER_INTERVAL;
+# network/ipfs/capped.py paces the rest):
 # a DHT client asks the DHT but answers no one's queries and stores no one's records,
 # and a node that serves no AutoNAT checks and relays no one's connections carries no
 # one else's bytes.
@@ -388,6 +389,16 @@ def low_traffic_config(cfg: dict[str, Any], on: bool) -> None:
 # per node per minute.
 CONNMGR = {"Type": "basic", "LowWater": 8, "HighWater": 16, "GracePeriod": "20s"}
 
+# kubo's reprovider announces every block in the store to the DHT when the node
+# starts and every 22 hours. Our blocks are written straight into the store (add()),
+# so that start-up pass was the only announcement they ever got, and recycling
+# starts the node every few minutes: each recycle announced every block again, ever
+# more of them (heads and bundles are never collected). 4 idle nodes: 241-245 KB of
+# TCP per node per minute with it, 11 KB without, and 2.3 % of a core against 1.8 %
+# (bench/swarm.py). Records travel by gossip and are fetched from connected peers,
+# which hold what gossip gave them; "0" turns the reprovider off.
+REPROVIDER_INTERVAL = "0"
+
 
 def _configure_repo(
     repo: str,
@@ -412,6 +423,7 @@ def _configure_repo(
     cfg["Bootstrap"] = list(bootstrap)
     cfg.setdefault("Discovery", {}).setdefault("MDNS", {})["Enabled"] = bool(mdns)
     cfg.setdefault("Pubsub", {})["Router"] = "gossipsub"
+    cfg.setdefault("Reprovider", {})["Interval"] = REPROVIDER_INTERVAL
     cfg.setdefault("Swarm", {})["DisableNatPortMap"] = not nat_portmap
     if not nat_portmap:
         # Without port mapping (tests, LAN-only) there is no point in relays either.
