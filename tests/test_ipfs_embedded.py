@@ -357,14 +357,28 @@ def pair(tmp_path) -> Iterator[tuple[EmbeddedIpfsNode, EmbeddedIpfsNode]]:
         a.close()
 
 
+def _fetch_twice(a: EmbeddedIpfsNode, b: EmbeddedIpfsNode, label: bytes) -> None:
+    """B fetches two of A's objects: enough Downloads for the pair's recycle."""
+    for i in range(2):
+        data = label + b" %d " % i + os.urandom(8)
+        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+
+
+def _works_again(a, b, topic: str, sa, sb, label: bytes) -> None:
+    """After a recycle B has its peer again, hears and is heard on `topic`, fetches."""
+    _wait_for_peer(b, a.peer_id(), deadline_s=MESH_DEADLINE_S)
+    _until_heard(a, topic, sb, label + b" a " + os.urandom(8))
+    _until_heard(b, topic, sa, label + b" b " + os.urandom(8))
+    data = label + b" fetched " + os.urandom(8)
+    assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+
+
 def test_a_recycled_node_keeps_its_identity_subscriptions_peers_and_readers(pair) -> None:
     a, b = pair
     topic = "hailstone-test-" + os.urandom(4).hex()
     with a.subscribe(topic) as sa, b.subscribe(topic) as sb:
         _until_heard(a, topic, sb, b"mesh")
-        for i in range(2):
-            data = b"fetched %d " % i + os.urandom(8)
-            assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+        _fetch_twice(a, b, b"fetched")
         # A message read from the library but not yet by its reader stays queued.
         while sb.next_message(timeout=0.0) is not None:
             pass  # (copies of the mesh message)
@@ -386,11 +400,7 @@ def test_a_recycled_node_keeps_its_identity_subscriptions_peers_and_readers(pair
             got.append(msg.data)
         assert unread in got
         # The peer is dialled again; the same subscription objects hear and are heard.
-        _wait_for_peer(b, a.peer_id(), deadline_s=MESH_DEADLINE_S)
-        _until_heard(a, topic, sb, b"after recycle a " + os.urandom(8))
-        _until_heard(b, topic, sa, b"after recycle b " + os.urandom(8))
-        data = b"fetched after " + os.urandom(8)
-        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+        _works_again(a, b, topic, sa, sb, b"after recycle")
     with pytest.raises(IpfsUnavailable):
         sb.next_message(timeout=0.1)
 
@@ -416,9 +426,7 @@ def test_a_recycle_waits_for_a_slow_stop_and_starts_the_node_again(pair, monkeyp
     topic = "hailstone-test-" + os.urandom(4).hex()
     with a.subscribe(topic) as sa, b.subscribe(topic) as sb:
         _until_heard(a, topic, sb, b"mesh")
-        for i in range(2):
-            data = b"slow %d " % i + os.urandom(8)
-            assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+        _fetch_twice(a, b, b"slow")
         real = b._lib
         # Stopping takes longer than the close timeout (2 x CLOSE_JOIN_S): a recycle
         # that gave up then left the node stopped for good.
@@ -431,18 +439,12 @@ def test_a_recycle_waits_for_a_slow_stop_and_starts_the_node_again(pair, monkeyp
             b._lib = real
         assert b.recycles == 1
         # Started again: it publishes, subscribes, hears and fetches.
-        _wait_for_peer(b, a.peer_id(), deadline_s=MESH_DEADLINE_S)
-        _until_heard(a, topic, sb, b"after slow recycle a " + os.urandom(8))
-        _until_heard(b, topic, sa, b"after slow recycle b " + os.urandom(8))
-        data = b"fetched after a slow stop " + os.urandom(8)
-        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+        _works_again(a, b, topic, sa, sb, b"after a slow stop")
 
 
 def test_the_poller_recycles_an_idle_node_that_fetched_enough(pair) -> None:
     a, b = pair
-    for i in range(2):
-        data = b"poller %d " % i + os.urandom(8)
-        assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
+    _fetch_twice(a, b, b"poller")
     with b.subscribe("hailstone-test-" + os.urandom(4).hex()):
         b._recycle_idle_s = 0.0
         deadline = time.monotonic() + MESH_DEADLINE_S
