@@ -32,23 +32,28 @@ def swarm() -> MemorySwarm:
 @pytest.fixture
 def net(tmp_path, swarm):
     """A started node on the swarm and a peer connected to it."""
+    node = _started_node(tmp_path, swarm, FETCH_TIMEOUT_S)
+    peer = swarm.node("peer")
+    peer.connect(node.ipfs.addresses()[0])
+    try:
+        yield node, peer
+    finally:
+        node.stop()
+
+
+def _started_node(tmp_path, swarm: MemorySwarm, fetch_timeout_s: float) -> Node:
+    """A started node "me" on the swarm; its parts take `fetch_timeout_s` when built."""
     profile = make_profile(tmp_path / "me", "memory")
-    ipfs = swarm.node("me")
     config = NodeConfig(
         data_dir=tmp_path / "me",
         params=DEV,
         listen=(),
         bootstrap=(),
-        fetch_timeout_s=FETCH_TIMEOUT_S,
+        fetch_timeout_s=fetch_timeout_s,
     )
-    node = Node(config, profile, profile.node_key(), ipfs=ipfs)
+    node = Node(config, profile, profile.node_key(), ipfs=swarm.node("me"))
     node.start()
-    peer = swarm.node("peer")
-    peer.connect(ipfs.addresses()[0])
-    try:
-        yield node, peer
-    finally:
-        node.stop()
+    return node
 
 
 def _records_topic(node: Node) -> str:
@@ -209,17 +214,17 @@ def test_a_slow_record_write_does_not_block_the_nodes_readers(net, tmp_path, mon
     assert node.status().records == before + 1
 
 
-def test_spot_check_selection_never_waits_on_ipfs(net, swarm, tmp_path):
+def test_spot_check_selection_never_waits_on_ipfs(swarm, tmp_path):
     """The compute loop asks for a spot-check; the evidence is fetched on the node's
     evidence thread, and the task comes once it is there (held here until released)."""
-    import dataclasses
     import threading
 
     from engine import verify_range
 
-    node, _peer = net
-    # A held fetch waits for the release (not the fixture's short deadline).
-    node.config = dataclasses.replace(node.config, fetch_timeout_s=60.0)
+    # A held fetch waits for the release, not for the fixture's 0.2 s deadline: with
+    # that, a release later than 0.2 s after the fetch began (a loaded machine) found
+    # the evidence already given up on, and its retry came after the test's wait.
+    node = _started_node(tmp_path, swarm, fetch_timeout_s=60.0)
     other_profile = make_profile(tmp_path / "other", "other")
     other_ipfs = swarm.node("other")
     other = Node(
@@ -257,3 +262,4 @@ def test_spot_check_selection_never_waits_on_ipfs(net, swarm, tmp_path):
         assert all(name == "hailstone-evidence" for name, c in callers if c == evidence_cid)
     finally:
         other.stop()
+        node.stop()
