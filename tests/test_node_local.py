@@ -16,9 +16,11 @@ from tests.netutil import ROOT, make_profile
 pytestmark = pytest.mark.network
 
 
-def make_node(tmp_path, profile) -> Node:
+def make_node(tmp_path, profile, unit_limit: int | None = None) -> Node:
+    """A started node; its parts take the config when built, so the limit is set here."""
     cfg = NodeConfig(
         data_dir=tmp_path / "me", params=DEV, listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=(),
+        unit_limit=unit_limit,
     )
     node = Node(cfg, profile, profile.node_key())
     node.start()
@@ -63,7 +65,6 @@ def test_a_restarted_node_resumes_its_unit_from_the_checkpoint(tmp_path) -> None
 
 
 def test_a_node_asked_for_a_gpu_it_lacks_computes_on_the_cpu(tmp_path) -> None:
-    import dataclasses
     import threading
 
     from engine import gpu
@@ -73,8 +74,7 @@ def test_a_node_asked_for_a_gpu_it_lacks_computes_on_the_cpu(tmp_path) -> None:
     if gpu.probe().available:
         pytest.skip("this machine has a GPU")
     profile = make_profile(tmp_path / "me", "nogpu")
-    node = make_node(tmp_path, profile)
-    node.config = dataclasses.replace(node.config, unit_limit=1)
+    node = make_node(tmp_path, profile, unit_limit=1)
     runner = NodeRunner(node, backend="gpu", cores=1)
     thread = threading.Thread(target=runner.run)
     thread.start()
@@ -111,7 +111,6 @@ class _GpuThatFails(CpuBackend):
 
 
 def test_a_gpu_that_fails_mid_unit_hands_over_to_the_cpu(tmp_path, capfd) -> None:
-    import dataclasses
     import threading
 
     from engine import verify_range
@@ -119,8 +118,7 @@ def test_a_gpu_that_fails_mid_unit_hands_over_to_the_cpu(tmp_path, capfd) -> Non
     from tests.netutil import wait_until
 
     profile = make_profile(tmp_path / "me", "flaky")
-    node = make_node(tmp_path, profile)
-    node.config = dataclasses.replace(node.config, unit_limit=1)
+    node = make_node(tmp_path, profile, unit_limit=1)
     made: list[tuple[str, object]] = []
 
     def factory(name, params, **kwargs):
