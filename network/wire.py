@@ -6,6 +6,7 @@ and production nodes never mix) carries all three kinds:
     /hailstone/<network>/gossip/2
 
     an announcement ("t": "rec"): the record inline, or its CID
+    a batch ("t": "recs"): 2 to MAX_BATCH_RECORDS records inline (re-announcements)
     a claim ("t": "claim"): a node's signed claim on a unit: expiry, blocks done
     a head ("t": "head"): a node's signed head: the CID of its sorted record list,
         and the sender's frontier (a hint for nodes still catching up)
@@ -38,6 +39,14 @@ WIRE_VERSION = 1
 INLINE_LIMIT = 4096
 # No gossip message of ours is larger than this; bigger ones are dropped unread.
 MAX_WIRE_BYTES = 16 * 1024
+# A batch announces at most this many inline records (PROTOCOL §8, "Batches"); each
+# costs its sender one message of its rate, as if it came alone.
+MAX_BATCH_RECORDS = 32
+# CBOR's framing of a batch: the map, its keys and values but the list's items, and
+# the list header (18 bytes at most), and each item's byte-string header (3 bytes at
+# most for INLINE_LIMIT or less).
+_BATCH_FRAME_BYTES = 18
+_BATCH_ITEM_FRAME_BYTES = 3
 # Longest claim a node may make (seconds); longer expiries are cut to this. A claim
 # that shows no progress lapses at its expiry, so this bounds how long a stalled (or
 # squatting) claim keeps a unit closed: four default TTLs (900 s), renewed every third.
@@ -90,6 +99,13 @@ class Announcement:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """Records announced together, inline (2 to MAX_BATCH_RECORDS of them)."""
+
+    records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """A node's claim on a unit until `expires` (unix seconds), `done` blocks finished.
 
@@ -124,7 +140,7 @@ class Head:
     bundles: str = ""
 
 
-Message = Announcement | Claim | Head
+Message = Announcement | Batch | Claim | Head
 
 
 def _dumps(obj: Any) -> bytes:
@@ -170,6 +186,39 @@ def encode_announcement(record_bytes: bytes, cid: str) -> bytes:
     if len(record_bytes) <= INLINE_LIMIT:
         return _dumps({"v": WIRE_VERSION, "t": "rec", "rec": record_bytes})
     return _dumps({"v": WIRE_VERSION, "t": "rec", "cid": cid})
+
+
+def encode_announcements(records: list[tuple[str, bytes]]) -> list[tuple[bytes, list[str]]]:
+    """Announce (cid, record bytes) pairs in as few messages as the limits allow, in
+    order: each message with the CIDs it announces. Records that fit inline go in
+    batches of at most MAX_BATCH_RECORDS and MAX_WIRE_BYTES; a batch of one is the
+    plain announcement, and a record too large to inline goes alone, by CID."""
+    out: list[tuple[bytes, list[str]]] = []
+    batch: list[tuple[str, bytes]] = []
+    size = _BATCH_FRAME_BYTES
+
+    def flush() -> None:
+        nonlocal size
+        if len(batch) == 1:
+            out.append((encode_announcement(batch[0][1], batch[0][0]), [batch[0][0]]))
+        elif batch:
+            msg = _dumps({"v": WIRE_VERSION, "t": "recs", "recs": [r for _c, r in batch]})
+            out.append((msg, [c for c, _r in batch]))
+        batch.clear()
+        size = _BATCH_FRAME_BYTES
+
+    for cid, data in records:
+        if len(data) > INLINE_LIMIT:
+            flush()  # (what came before it goes first)
+            out.append((encode_announcement(data, cid), [cid]))
+            continue
+        item = len(data) + _BATCH_ITEM_FRAME_BYTES
+        if len(batch) == MAX_BATCH_RECORDS or size + item > MAX_WIRE_BYTES:
+            flush()
+        batch.append((cid, data))
+        size += item
+    flush()
+    return out
 
 
 def sign_claim(claim: Claim, key: SigningKey) -> bytes:
@@ -308,6 +357,18 @@ def decode_message(data: bytes) -> Message | Rejection:
         if set(obj) == {"v", "t", "cid"} and isinstance(cid, str) and is_valid_cid(cid):
             return Announcement(cid=cid)
         return Rejection(R.MALFORMED, "bad announcement")
+    if kind == "recs":
+        # A batch holds what single announcements would (records of INLINE_LIMIT or
+        # less), at least two (one goes as "rec": one encoding per announcement).
+        recs = obj.get("recs")
+        if (
+            set(obj) == {"v", "t", "recs"}
+            and isinstance(recs, list)
+            and 2 <= len(recs) <= MAX_BATCH_RECORDS
+            and all(isinstance(r, bytes) and len(r) <= INLINE_LIMIT for r in recs)
+        ):
+            return Batch(tuple(recs))
+        return Rejection(R.MALFORMED, "bad batch")
     if kind == "claim":
         # "done" is optional (a claim without it has done = 0); when present it is
         # 1..MAX_CLAIM_DONE, so each claim has exactly one encoding.

@@ -8,6 +8,7 @@ tests/test_network_nodes.py.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from network.nodeparts.checks import BlockChecks
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.planner import Planner
 from network.nodeparts.publisher import REANNOUNCE_BACKOFF_MAX, Publisher
+from network.nodeparts.ratelimit import PeerRateLimiter
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
 from network.nodeparts.sync import Sync
@@ -267,6 +269,28 @@ def test_an_announced_cid_is_queued_once_and_held_records_are_not(parts) -> None
     assert not sync.idle()
 
 
+def test_a_batch_is_taken_record_by_record_and_costs_one_message_each(parts) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    sync.rates = PeerRateLimiter(rate_per_s=0.001, burst=4)  # four messages' worth
+    deleg, good = delegation(BOB), _commit(BOB)
+    signed = _commit(BOB, unit=1).record
+    forged = dataclasses.replace(signed, signature=bytes(64))  # a signature that fails
+    forged_cid = codec.record_cid(forged)
+    batch = [(deleg.cid, _bytes(deleg)), (forged_cid, codec.encode(forged)), (good.cid, _bytes(good))]
+    ((message, _cids),) = wire.encode_announcements(batch)
+    sync.on_message("peer", message)
+    # each record judged on its own, as if it had come alone
+    assert parts.store.holds(deleg.cid) and parts.store.holds(good.cid)
+    assert not parts.store.holds(forged_cid)
+    assert parts.services.ledger.rejection_counts() == {R.BAD_SIGNATURE: 1}
+    # three of the four tokens are spent: a batch of two is refused whole, counted once
+    later = [_commit(BOB, unit=u) for u in (2, 3)]
+    ((message, _cids),) = wire.encode_announcements([(a.cid, _bytes(a)) for a in later])
+    sync.on_message("peer", message)
+    assert not any(parts.store.holds(a.cid) for a in later)
+    assert parts.services.ledger.rejection_counts() == {R.BAD_SIGNATURE: 1, R.RATE_LIMITED: 1}
+
+
 # ---- Publisher --------------------------------------------------------------------------
 
 
@@ -312,6 +336,25 @@ def test_an_unacknowledged_record_is_announced_again_less_and_less_often(parts, 
     before = len(ipfs.published)
     publisher.reannounce()  # e.g. a peer just connected: now, whatever is due
     assert len(ipfs.published) == before + 1
+
+
+def test_the_entries_due_are_announced_again_in_batches(parts, tmp_path) -> None:
+    t = [float(NOW)]
+    parts.services.clock = lambda: t[0]
+    publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "e")
+    ours = [publisher.add_own(delegation(p).record) for p in (ALICE, BOB, CAROL)]
+    ipfs = parts.services.ipfs
+    before = len(ipfs.published)
+    t[0] += 11.0  # all three due again (a 10 s interval)
+    publisher.reannounce(10.0)
+    (topic, message), = ipfs.published[before:]
+    assert topic == parts.services.topic("records")
+    batch = wire.decode_message(message)
+    assert [codec.record_cid(codec.parse(r)) for r in batch.records] == ours
+    ledger = parts.services.ledger
+    assert [(e.cid, e.publish_count, e.published_at) for e in ledger.outbox()] == [
+        (cid, 2, t[0]) for cid in ours
+    ]
 
 
 def test_our_head_is_published_and_only_changes_are_added_again(parts, tmp_path) -> None:
@@ -464,7 +507,7 @@ def test_a_beacon_account_lists_each_commit_once(parts, tmp_path) -> None:
 
 
 def test_re_announcing_stops_when_its_time_is_up_and_the_rest_go_next_time(
-    parts, tmp_path
+    parts, tmp_path, monkeypatch
 ) -> None:
     """A busy library holds each publish: one call announces for `budget_s` at most,
     oldest first, and says that entries were left (the network loop must not sit in
@@ -473,6 +516,7 @@ def test_re_announcing_stops_when_its_time_is_up_and_the_rest_go_next_time(
 
     t = [float(NOW)]
     parts.services.clock = lambda: t[0]
+    monkeypatch.setattr(wire, "MAX_BATCH_RECORDS", 1)  # one record to a message here
     publisher = Publisher(parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "e")
     for p in (ALICE, BOB, CAROL, DAVE):
         publisher.add_own(delegation(p).record)

@@ -26,6 +26,52 @@ def test_announcements_inline_small_records_and_name_large_ones() -> None:
     assert big == wire.Announcement(cid=CID)
 
 
+def test_records_announced_together_go_in_batches_within_the_limits() -> None:
+    def records(n: int, size: int) -> list[tuple[str, bytes]]:
+        out = []
+        for i in range(n):
+            data = i.to_bytes(4, "big") * (size // 4)
+            out.append((cid_for_bytes(data), data))
+        return out
+
+    small = records(70, 300)
+    messages = wire.encode_announcements(small)
+    assert [len(cids) for _m, cids in messages] == [32, 32, 6]  # MAX_BATCH_RECORDS each
+    assert [c for _m, cids in messages for c in cids] == [c for c, _d in small]  # in order
+    got = [wire.decode_message(m) for m, _c in messages]
+    assert [r for b in got for r in b.records] == [d for _c, d in small]
+    # Records of the inline limit: as many as fit in a message, never more.
+    full = records(10, wire.INLINE_LIMIT)
+    messages = wire.encode_announcements(full)
+    assert [len(cids) for _m, cids in messages] == [3, 3, 3, 1]
+    assert all(len(m) <= wire.MAX_WIRE_BYTES for m, _c in messages)
+    assert wire.decode_message(messages[-1][0]) == wire.Announcement(record=full[-1][1])
+    # One record is the plain announcement; one too large to inline goes alone by CID.
+    big = (CID, b"x" * (wire.INLINE_LIMIT + 1))
+    messages = wire.encode_announcements([small[0], big, small[1], small[2]])
+    assert messages[0] == (wire.encode_announcement(small[0][1], small[0][0]), [small[0][0]])
+    assert wire.decode_message(messages[1][0]) == wire.Announcement(cid=CID)
+    assert wire.decode_message(messages[2][0]) == wire.Batch((small[1][1], small[2][1]))
+    assert wire.encode_announcements([]) == []
+
+
+@pytest.mark.parametrize(
+    "recs",
+    [
+        [b"one record"],  # one goes as "rec": one encoding per announcement
+        [b"r"] * (wire.MAX_BATCH_RECORDS + 1),
+        [b"r", "not bytes"],
+        [b"r", b"x" * (wire.INLINE_LIMIT + 1)],
+        "not a list",
+    ],
+)
+def test_a_batch_out_of_its_limits_is_refused(recs) -> None:
+    data = cbor2.dumps({"v": 1, "t": "recs", "recs": recs}, canonical=True)
+    assert wire.decode_message(data) == Rejection(R.MALFORMED, "bad batch")
+    extra = cbor2.dumps({"v": 1, "t": "recs", "recs": [b"a", b"b"], "x": 1}, canonical=True)
+    assert wire.decode_message(extra) == Rejection(R.MALFORMED, "bad batch")
+
+
 @pytest.mark.parametrize("bad_cid", ["head:x", "head:peer:bafy", "Qm" + "a" * 44, "", "b" * 300])
 def test_an_announced_cid_must_be_a_real_cid(bad_cid: str) -> None:
     # A crafted CID once made a fetcher thread take it for a head job and die.

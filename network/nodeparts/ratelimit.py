@@ -28,7 +28,7 @@ class _Bucket:
 
 
 class PeerRateLimiter:
-    """`allow(peer)` takes one token from the peer's bucket (False: over its rate).
+    """`allow(peer)` takes a token from the peer's bucket (False: over its rate).
 
     Args:
         rate_per_s: tokens added per second.
@@ -52,7 +52,9 @@ class PeerRateLimiter:
         self._lock = threading.Lock()
         self._buckets: LRUCache[str, _Bucket] = LRUCache(max_peers)
 
-    def allow(self, peer: str) -> bool:
+    def allow(self, peer: str, cost: float = 1.0) -> bool:
+        """Take `cost` tokens (a batch of records costs one per record) if the peer
+        has them; nothing is taken when it has not."""
         now = self._clock()
         with self._lock:
             bucket = self._buckets.get(peer)
@@ -60,9 +62,9 @@ class PeerRateLimiter:
                 bucket = self._buckets[peer] = _Bucket(self.burst, now)
             bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate_per_s)
             bucket.stamp = now
-            if bucket.tokens < 1.0:
+            if bucket.tokens < cost:
                 return False
-            bucket.tokens -= 1.0
+            bucket.tokens -= cost
             return True
 
     def __len__(self) -> int:

@@ -136,6 +136,16 @@ class Sync:
                 self._store.ingest(msg.record, peer)
             elif msg.cid is not None and self.worth_fetching(msg.cid):
                 self.want(RECORD, msg.cid, peer)
+        elif isinstance(msg, wire.Batch):
+            # Each record costs the sender one message of its rate, as if it came
+            # alone, so a batch validates no more records than single messages could.
+            if not self.rates.allow(peer, cost=len(msg.records) - 1):
+                self._services.reject(
+                    Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer
+                )
+                return
+            for record in msg.records:
+                self._store.ingest(record, peer)
         elif isinstance(msg, wire.Claim):
             self.on_claim(msg, peer)
         elif isinstance(msg, wire.Head):
