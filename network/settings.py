@@ -66,8 +66,8 @@ NETWORK_SETTINGS: tuple[Setting, ...] = (
         "0: no limit. Applies at once; nothing is dropped, only delayed. Traffic the "
         "IPFS node makes on its own (serving blocks to peers, passing on others' "
         "gossip, the DHT) is not paced: with a limit, the built-in IPFS node runs a "
-        "low-traffic configuration from its next start (fewer connections, DHT client "
-        "only, no relaying for others).",
+        "low-traffic configuration from its next start (no relaying for others, no "
+        "reachability checks for others).",
         unit="KiB/s",
         minimum=0,
         maximum=1024 * 1024,

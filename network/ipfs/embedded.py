@@ -359,34 +359,36 @@ def _uses_default_flatfs(repo: str) -> bool:
     return False
 
 
-# kubo's own background traffic, kept low while a bandwidth limit is set (the values of
+# kubo's own background traffic, kept low while a bandwidth limit is set (values of
 # kubo's "lowpower" profile; reproviding is off for every node, REPROVIDER_INTERVAL;
-# network/ipfs/capped.py paces the rest):
-# a DHT client asks the DHT but answers no one's queries and stores no one's records,
-# and a node that serves no AutoNAT checks and relays no one's connections carries no
-# one else's bytes.
+# network/ipfs/capped.py paces the rest): a node that serves no AutoNAT checks and
+# relays no one's connections carries no one else's bytes. The profile's
+# `Routing.Type: dhtclient` is not among them: the library builds every node with
+# kubo's DHT in its automatic mode whatever the config says (its node options fix
+# the routing, as kubo's daemon does from the config: bench/mesh.py shows a chain of
+# nodes becoming a full mesh with "none" as with the default), so the key is removed
+# where an older Hailstone wrote it.
 def low_traffic_config(cfg: dict[str, Any], on: bool) -> None:
     """Set (``on``) or undo kubo's low-traffic options in a parsed ``config``."""
-    routing = cfg.setdefault("Routing", {})
+    cfg.setdefault("Routing", {}).pop("Type", None)
     autonat = cfg.setdefault("AutoNAT", {})
     relay = cfg.setdefault("Swarm", {}).setdefault("RelayService", {})
     if on:
-        routing["Type"] = "dhtclient"
         autonat["ServiceMode"] = "disabled"
         relay["Enabled"] = False
     else:  # back to kubo's defaults (absent keys)
-        routing.pop("Type", None)
         autonat.pop("ServiceMode", None)
         relay.pop("Enabled", None)
 
 
-# The connections kubo keeps (kubo's default: 32 to 96). Bitswap asks every connected
-# peer for each block it fetches, every peer it asks looks in its block store, and
-# gossip, identify and keep-alives cost per connection too, so a node's CPU and
-# traffic grow with them; gossipsub's mesh needs 6 (its peers are tagged, so the
-# trim keeps them). bench/swarm.py, 24 nodes on two cores: 173 work records for the
-# 96 needed against 204, gossip delivery median 10 s against 32, TCP 17 against 25 MB
-# per node per minute.
+# The connections kubo's manager trims to (kubo's default: 32 to 96). Bitswap asks
+# every connected peer for each block it fetches, every peer it asks looks in its
+# block store, and gossip, identify and keep-alives cost per connection too, so a
+# node's CPU and traffic grow with them; gossipsub's mesh needs 6 (its peers are
+# tagged, so the trim keeps them). The trim cannot go below what kubo's DHT
+# protects: a node on a LAN (or loopback) of N nodes stays connected to about
+# min(N-1, 40) of them (bench/mesh.py: 23 of 23 at 24 nodes, 28-44 of 49 at 50;
+# docs/ARCHITECTURE.md, "The full mesh").
 CONNMGR = {"Type": "basic", "LowWater": 8, "HighWater": 16, "GracePeriod": "20s"}
 
 # kubo's reprovider announces every block in the store to the DHT when the node
