@@ -247,3 +247,83 @@ def test_a_busy_backend_puts_no_peer_on_hold(tmp_path) -> None:
         assert fetch.timeouts == 0 and fetch.peers_on_hold == 0
     finally:
         node.stop()
+
+
+def test_a_page_held_already_is_not_fetched_again_from_another_peer(tmp_path, monkeypatch) -> None:
+    """A page is content-addressed: one we held every record of when one peer listed
+    it, or one of our own, is held whoever lists it next. A peer's page that is one of
+    ours acknowledges the records of ours it lists, as reading it would."""
+    import network.nodeparts.sync as sync_module
+    from network.nodeparts.heads import HeadBook
+
+    monkeypatch.setattr(sync_module, "REFOLLOW_INTERVAL_S", 0.0)  # (no re-announcing peer)
+
+    swarm = MemorySwarm()
+    node = _joiner(tmp_path, swarm)
+    peer, other, third = swarm.node("peer"), swarm.node("other"), swarm.node("third")
+    records = _delegations(40)
+    cids = [peer.add(r) for r in records]
+    head = HeadBook().our_head(sorted(cids))
+    for obj in head.new_objects:
+        peer.add(obj)
+    node._sync.on_head(wire.Head(bytes(32), head.head_cid, len(cids)), "peer")
+    node.start()
+    for p in (peer, other, third):
+        p.connect(node.ipfs.addresses()[0])
+    me = node.ipfs.peer_id()
+
+    def gets() -> list[str]:
+        return [cid for who, cid in swarm.gets if who == me]
+
+    def holds(wanted: list[str]) -> bool:
+        node.poll(0.1)
+        return all(node._store.holds(c) for c in wanted)
+
+    def head_held(who: str, head_cid: str) -> bool:
+        node.poll(0.1)  # (a head read again once its records are in)
+        return node._heads.holds(who, head_cid)
+
+    try:
+        wait_until(lambda: holds(cids), 60, "the first peer's records")
+        wait_until(lambda: head_held("peer", head.head_cid), 30, "its head held")
+        # "other" holds the same records and one more: one page differs
+        extra = _delegations(1)[0]
+        for r in records:
+            other.add(r)
+        more = [*cids, other.add(extra)]
+        other_head = HeadBook().our_head(sorted(more))
+        for obj in other_head.new_objects:
+            other.add(obj)
+        before = len(gets())
+        node._sync.on_head(wire.Head(bytes(32), other_head.head_cid, len(more)), "other")
+        wait_until(lambda: holds(more), 60, "the one more record")
+        wait_until(lambda: head_held("other", other_head.head_cid), 30, "that head")
+        # its index (read again until held), the one changed page, the record: no page
+        # read a second time
+        assert set(gets()[before:]) == {
+            other_head.head_cid,
+            wire_page_cid(more, more[-1]),
+            more[-1],
+        }
+        # "third" lists exactly what we do: every page is one of ours
+        node._publisher.publish_head()
+        ours = node.ledger.heads_list()
+        assert node.ledger.outbox()  # our account and delegation: not acknowledged yet
+        for data in node.ledger.get_many(ours):
+            third.add(data)
+        third_head = HeadBook().our_head(sorted(ours))
+        for obj in third_head.new_objects:
+            third.add(obj)
+        before = len(gets())
+        node._sync.on_head(wire.Head(bytes(32), third_head.head_cid, len(ours)), "third")
+        wait_until(lambda: head_held("third", third_head.head_cid), 30, "the third head")
+        assert set(gets()[before:]) == {third_head.head_cid}  # the index alone
+        assert node.ledger.outbox() == []  # each of ours acknowledged by "third"
+    finally:
+        node.stop()
+
+
+def wire_page_cid(cids: list[str], member: str) -> str:
+    """The CID of the head page that lists `member`, in a head over `cids`."""
+    page = wire.head_page_lists(sorted(cids))[wire.page_of(member)]
+    return cid_for_bytes(wire.encode_cid_list(page))

@@ -7,7 +7,10 @@ of those objects changed since the last time (only they are added to IPFS again)
 the head's CID and the bundle index's. For each
 peer, `HeadBook` remembers its last head that we hold completely and the pages
 of it we hold, so an unchanged head costs nothing and a changed one only its new
-pages. Thread-safe (the network loop publishes, fetcher threads follow peers).
+pages. A page is content-addressed, so one that is also ours, or one we once held
+every record of, is held whoever lists it: it is not fetched again from each peer
+(`our_page`, `whole_page`). Thread-safe (the network loop publishes, fetcher
+threads follow peers).
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from cachetools import FIFOCache
+
 from network import wire
 from network.ipfs import cid_for_bytes
+
+# Pages we held every record of, remembered by CID (64 per head, so this covers the
+# pages of 64 different heads).
+MAX_WHOLE_PAGES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,8 @@ class HeadBook:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._my_pages: list[str] = []
+        self._my_lists: dict[str, list[str]] = {}  # our page CID -> the CIDs it lists
+        self._whole_pages: FIFOCache[str, None] = FIFOCache(MAX_WHOLE_PAGES)
         self._my_bundles: list[str] = []
         self._my_head = ""
         self._my_bundle_index = ""
@@ -91,6 +102,7 @@ class HeadBook:
             if bundles_cid and bundles_cid != self._my_bundle_index:
                 new.append(bundle_index)
             self._my_pages = page_cids
+            self._my_lists = dict(zip(page_cids, lists, strict=True))
             self._my_bundles = bundle_cids
             self._my_head = head_cid
             self._my_bundle_index = bundles_cid
@@ -99,6 +111,7 @@ class HeadBook:
     def forget_ours(self) -> None:
         with self._lock:
             self._my_pages = []
+            self._my_lists = {}
             self._my_bundles = []
             self._my_head = ""
             self._my_bundle_index = ""
@@ -109,7 +122,21 @@ class HeadBook:
         with self._lock:
             return self._my_head
 
+    def our_page(self, page_cid: str) -> list[str] | None:
+        """The CIDs our current page `page_cid` lists, or None if it is none of ours."""
+        with self._lock:
+            return self._my_lists.get(page_cid)
+
     # -- peers -----------------------------------------------------------------------
+
+    def note_whole_page(self, page_cid: str) -> None:
+        """We hold every record page `page_cid` lists (none refused or given up)."""
+        with self._lock:
+            self._whole_pages[page_cid] = None
+
+    def whole_page(self, page_cid: str) -> bool:
+        with self._lock:
+            return page_cid in self._whole_pages
 
     def holds(self, peer: str, head_cid: str) -> bool:
         """We hold everything `head_cid` of `peer` lists (nothing to fetch)."""

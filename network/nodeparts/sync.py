@@ -320,6 +320,9 @@ class Sync:
         for i, page_cid in enumerate(index):
             if page_cid in held:
                 continue
+            if self._held_elsewhere(page_cid, peer):
+                held.add(page_cid)
+                continue
             page = wire.decode_cid_list(ipfs.get(page_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
             if isinstance(page, Rejection):
                 self._services.reject(page, peer)
@@ -338,6 +341,8 @@ class Sync:
                     bundles = self._bundle_index(bundles_cid, peer)
                 if bundles:
                     missing = self._take_bundle(bundles[i], missing, peer)
+            if not missing:
+                self._heads.note_whole_page(page_cid)
             if self._want_missing(missing, peer):
                 complete = False
             else:
@@ -347,6 +352,24 @@ class Sync:
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
+
+    def _held_elsewhere(self, page_cid: str, peer: str) -> bool:
+        """A page of `peer`'s that is one of ours, or that we held every record of when
+        another peer listed it: nothing to fetch (a CID names its content). At 24 nodes
+        every node read each page of each peer's every head, nearly always a page it
+        already had. A page of ours acknowledges the records of ours it lists, as
+        reading it would; a page held whole from another peer acknowledged them then."""
+        ours = self._heads.our_page(page_cid)
+        if ours is None:
+            return self._heads.whole_page(page_cid)
+        try:
+            acked = self._services.ledger.acknowledge(ours, peer)
+        except LedgerError as exc:
+            self._services.event("warning", f"ledger: {exc}")
+            return False
+        if acked:
+            self._services.event("acknowledged", f"{acked} of our records reached {peer}")
+        return True
 
     def _bundle_index(self, cid: str, peer: str) -> list[str]:
         """A peer's bundle index, or [] when unreachable or malformed (its records are
