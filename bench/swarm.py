@@ -468,6 +468,24 @@ def audit(swarm: Swarm) -> dict:
     }
 
 
+def fetches_and_peers(swarm: Swarm) -> dict:
+    """From each node's last status, summed over the nodes: fetch jobs done, failed and
+    timed out, IPFS gets by what they fetched (sync's work, less noisy than the
+    outcome); and connected peers."""
+    statuses = [m.status() for m in swarm.members]
+    fetch = [s.get("fetch") or {} for s in statuses]
+    peers = [s.get("peers", 0) for s in statuses if s]
+    gets: dict[str, int] = {}
+    for s in statuses:
+        for kind, n in (s.get("gets") or {}).items():
+            gets[kind] = gets.get(kind, 0) + n
+    return {
+        "fetches": {k: sum(f.get(k, 0) for f in fetch) for k in ("done", "failed", "timeouts")},
+        "gets": dict(sorted(gets.items())),
+        "peers_per_node": {"min": min(peers, default=0), **_spread(peers)},
+    }
+
+
 def sigterm_all(swarm: Swarm, limit: float) -> dict:
     """SIGTERM every process at once; seconds until each exited (killed past `limit`)."""
     started = time.monotonic()
@@ -701,6 +719,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
                 swarm.clock.sleep(args.idle_settle_s)  # let the catch-up after agreement end
             report["idle"] = idle_window(swarm, args.idle_s)
             report["idle"]["settled_s"] = args.idle_settle_s
+        report.update(fetches_and_peers(swarm))
         report["sigterm"] = sigterm_all(swarm, args.sigterm_limit)
         report["audit"] = audit(swarm)
         report["restarts"] = sum(h.starts - 1 for h in swarm.hosts)

@@ -530,6 +530,7 @@ class Node:
             state_digest=state_digest(st),
             leaderboard=tuple((e.display_name, e.units_credited) for e in st.leaderboard),
             fetch=self._sync.fetches.counters(),
+            gets=tuple(sorted(self._sync.gets_by_kind().items())),
             account_weight=st.account_weight(self.account_pub),
             phases=phase_counts(st),
             candidate_units=tuple(u.unit for u in st.candidate_units),

@@ -299,7 +299,11 @@ def test_a_page_held_already_is_not_fetched_again_from_another_peer(tmp_path, mo
         wait_until(lambda: holds(more), 60, "the one more record")
         wait_until(lambda: head_held("other", other_head.head_cid), 30, "that head")
         # its index (read again until held), the one changed page, the record: no page
-        # read a second time
+        # read a second time (the status counts the pages held already)
+        other_pages = {
+            cid_for_bytes(wire.encode_cid_list(p)) for p in wire.head_page_lists(sorted(more))
+        }
+        assert dict(node.status().gets)["page_held"] == len(other_pages) - 1
         assert set(gets()[before:]) == {
             other_head.head_cid,
             wire_page_cid(more, more[-1]),

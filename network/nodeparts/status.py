@@ -31,6 +31,9 @@ class NodeStatus:
     state_digest: str = ""
     leaderboard: tuple[tuple[str, int], ...] = ()
     fetch: FetchCounters | None = None
+    # IPFS gets by what they fetched (head, page, bundle_index, bundle, record) and
+    # pages held already, not fetched (page_held): Sync.gets_by_kind.
+    gets: tuple[tuple[str, int], ...] = ()
     # The verification protocol (PROTOCOL §11): this account's weight (None: no
     # policy), units per phase, and units holding a reported candidate.
     account_weight: int | None = None
@@ -51,6 +54,7 @@ class NodeStatus:
             "outbox": self.outbox,
             "state": state,
             "fetch": None if self.fetch is None else dataclasses.asdict(self.fetch),
+            "gets": dict(self.gets),
             "account_weight": self.account_weight,
             "phases": dict(self.phases),
             "candidate_units": list(self.candidate_units),

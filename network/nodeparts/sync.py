@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 from cachetools import FIFOCache, TTLCache
 
@@ -107,6 +107,9 @@ class Sync:
         # The bundle index of each peer's newest head, if it sent one ("Bundles").
         self._bundles_of: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
         self.bundled = 0  # records taken from peers' bundles (status, tests)
+        # IPFS gets by what they fetched, and pages not fetched because held already
+        # ("page_held"): where sync's traffic goes (status file, bench/swarm.py).
+        self._gets: Counter[str] = Counter()
         # Peers whose head came within HEAD_SENDERS_WINDOW_S: the swarm's size, as
         # far as heads show it (the head rate scales with it, Node._periodic).
         self._head_senders: TTLCache[str, None] = TTLCache(
@@ -255,7 +258,7 @@ class Sync:
                 else:
                     # Every get has a hard deadline (fetch_timeout_s); a timed-out get
                     # counts against the peer that wanted it fetched (FetchQueue).
-                    data = self._services.ipfs.get(cid, self._timeout_s, codec.MAX_RECORD_BYTES)
+                    data = self._get("record", cid, codec.MAX_RECORD_BYTES)
                     with self._lock:
                         self._fetched[cid] = None
                     self.inbox.put((data, "fetch", cid))
@@ -307,8 +310,8 @@ class Sync:
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
-        ipfs, ledger = self._services.ipfs, self._services.ledger
-        index = wire.decode_head_index(ipfs.get(head_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
+        ledger = self._services.ledger
+        index = wire.decode_head_index(self._get("head", head_cid, wire.MAX_HEAD_BYTES))
         if isinstance(index, Rejection):
             self._services.reject(index, peer)
             return
@@ -322,8 +325,9 @@ class Sync:
                 continue
             if self._held_elsewhere(page_cid, peer):
                 held.add(page_cid)
+                self._count("page_held")
                 continue
-            page = wire.decode_cid_list(ipfs.get(page_cid, self._timeout_s, wire.MAX_HEAD_BYTES))
+            page = wire.decode_cid_list(self._get("page", page_cid, wire.MAX_HEAD_BYTES))
             if isinstance(page, Rejection):
                 self._services.reject(page, peer)
                 complete = False
@@ -353,6 +357,18 @@ class Sync:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
 
+    def _get(self, what: str, cid: str, max_bytes: int) -> bytes:
+        self._count(what)
+        return self._services.ipfs.get(cid, self._timeout_s, max_bytes)
+
+    def _count(self, what: str) -> None:
+        with self._lock:  # (fetcher threads)
+            self._gets[what] += 1
+
+    def gets_by_kind(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._gets)
+
     def _held_elsewhere(self, page_cid: str, peer: str) -> bool:
         """A page of `peer`'s that is one of ours, or that we held every record of when
         another peer listed it: nothing to fetch (a CID names its content). At 24 nodes
@@ -376,7 +392,7 @@ class Sync:
         then fetched one by one, as from a head without bundles)."""
         try:
             index = wire.decode_head_index(
-                self._services.ipfs.get(cid, self._timeout_s, wire.MAX_HEAD_BYTES)
+                self._get("bundle_index", cid, wire.MAX_HEAD_BYTES)
             )
         except IpfsError as exc:
             log.info("bundle index %s of %s: %s", cid, peer, exc)
@@ -393,7 +409,7 @@ class Sync:
         and its CID is its hash, so a bundle can bring nothing else."""
         try:
             bundle = wire.decode_bundle(
-                self._services.ipfs.get(cid, self._timeout_s, wire.BUNDLE_MAX_BYTES)
+                self._get("bundle", cid, wire.BUNDLE_MAX_BYTES)
             )
         except IpfsError as exc:
             log.info("bundle %s of %s: %s", cid, peer, exc)
