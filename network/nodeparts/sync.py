@@ -340,13 +340,13 @@ class Sync:
                 return
             if acked:
                 self._services.event("acknowledged", f"{acked} of our records reached {peer}")
+            if not missing:  # (stored, not merely taken from a bundle and still unjudged)
+                self._heads.note_whole_page(page_cid)
             if len(missing) >= BUNDLE_MIN_MISSING and bundles_cid:
                 if bundles is None:
                     bundles = self._bundle_index(bundles_cid, peer)
                 if bundles:
                     missing = self._take_bundle(bundles[i], missing, peer)
-            if not missing:
-                self._heads.note_whole_page(page_cid)
             if self._want_missing(missing, peer):
                 complete = False
             else:
@@ -372,7 +372,7 @@ class Sync:
     def _held_elsewhere(self, page_cid: str, peer: str) -> bool:
         """A page of `peer`'s that is one of ours, or that we held every record of when
         another peer listed it: nothing to fetch (a CID names its content). At 24 nodes
-        every node read each page of each peer's every head, nearly always a page it
+        every node read each changed page of each peer's heads, 63 % of them pages it
         already had. A page of ours acknowledges the records of ours it lists, as
         reading it would; a page held whole from another peer acknowledged them then."""
         ours = self._heads.our_page(page_cid)
