@@ -629,19 +629,23 @@ class Ledger:
         )
         return self._read(lambda c: c.execute(sql).fetchone()[0])
 
-    def mark_published(self, cid: str, at: float | None = None) -> bool:
-        """Record that outbox entry `cid` was (re-)announced; False if it is not in the outbox."""
+    def mark_published(self, cids: Iterable[str], at: float | None = None) -> int:
+        """Record that outbox entries `cids` were (re-)announced, in one transaction (a
+        batch announces up to 32); returns how many of them are in the outbox."""
         when = self._clock() if at is None else at
-        return self._write(
-            lambda c: (
+        wanted = list(cids)
+
+        def fn(c: sqlite3.Connection) -> int:
+            return sum(
                 c.execute(
                     "UPDATE outbox SET published_at = ?, publish_count = publish_count + 1"
                     " WHERE cid = ?",
                     (when, cid),
                 ).rowcount
-                == 1
+                for cid in wanted
             )
-        )
+
+        return self._write(fn)
 
     def acknowledge(self, cids: Iterable[str], peer_id: str, at: float | None = None) -> int:
         """Mark outbox entries as held by `peer_id`; returns how many became acknowledged."""

@@ -166,9 +166,9 @@ def test_outbox_lifecycle(tmp_path):
             None,
             0,
         )
-        assert led.mark_published(mine.cid, at=60.0)
-        assert led.mark_published(mine.cid, at=70.0)
-        assert not led.mark_published("bafkreiunknown")
+        assert led.mark_published([mine.cid], at=60.0) == 1
+        assert led.mark_published([mine.cid], at=70.0) == 1
+        assert led.mark_published(["bafkreiunknown"]) == 0
     # Still pending after a restart: nothing is lost.
     with Ledger.in_dir(tmp_path, clock=lambda: 80.0) as led:
         (entry,) = led.outbox()

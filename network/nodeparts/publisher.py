@@ -88,9 +88,9 @@ class Publisher:
             for _cid, data in records:
                 ipfs.add(data)
             ipfs.publish(self._services.topic("records"), message)
-            at = self._services.clock()
-            for cid, _data in records:
-                self._services.ledger.mark_published(cid, at=at)
+            self._services.ledger.mark_published(
+                [cid for cid, _data in records], at=self._services.clock()
+            )
         except (IpfsError, LedgerError) as exc:
             # Stays in the outbox; the next re-announce tries again.
             what = records[0][0] if len(records) == 1 else f"{len(records)} records"
