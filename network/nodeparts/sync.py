@@ -128,8 +128,7 @@ class Sync:
 
     def on_message(self, peer: str, data: bytes) -> None:
         """One gossip message from `peer` (never from ourselves)."""
-        if not self.rates.allow(peer):
-            self._services.reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
+        if not self._within_rate(peer):
             return
         msg = wire.decode_message(data)
         if isinstance(msg, Rejection):
@@ -142,10 +141,7 @@ class Sync:
         elif isinstance(msg, wire.Batch):
             # Each record costs the sender one message of its rate, as if it came
             # alone, so a batch validates no more records than single messages could.
-            if not self.rates.allow(peer, cost=len(msg.records) - 1):
-                self._services.reject(
-                    Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer
-                )
+            if not self._within_rate(peer, cost=len(msg.records) - 1):
                 return
             for record in msg.records:
                 self._store.ingest(record, peer)
@@ -153,6 +149,13 @@ class Sync:
             self.on_claim(msg, peer)
         elif isinstance(msg, wire.Head):
             self.on_head(msg, peer)
+
+    def _within_rate(self, peer: str, cost: float = 1.0) -> bool:
+        """Take `cost` messages of `peer`'s rate; a message past it is refused, counted."""
+        if self.rates.allow(peer, cost=cost):
+            return True
+        self._services.reject(Rejection(R.RATE_LIMITED, "peer exceeds the message rate"), peer)
+        return False
 
     def on_claim(self, claim: wire.Claim, peer: str) -> None:
         now = self._services.now()
@@ -333,13 +336,11 @@ class Sync:
                 complete = False
                 continue
             try:
-                acked = ledger.acknowledge(page, peer)
+                self._acknowledge(page, peer)
                 missing = ledger.missing(page)
             except LedgerError as exc:
                 self._services.event("warning", f"ledger: {exc}")
                 return
-            if acked:
-                self._services.event("acknowledged", f"{acked} of our records reached {peer}")
             if not missing:  # (stored, not merely taken from a bundle and still unjudged)
                 self._heads.note_whole_page(page_cid)
             if len(missing) >= BUNDLE_MIN_MISSING and bundles_cid:
@@ -379,13 +380,17 @@ class Sync:
         if ours is None:
             return self._heads.whole_page(page_cid)
         try:
-            acked = self._services.ledger.acknowledge(ours, peer)
+            self._acknowledge(ours, peer)
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
             return False
+        return True
+
+    def _acknowledge(self, cids: list[str], peer: str) -> None:
+        """Our outbox entries among `cids` (a page `peer` lists) reached it (LedgerError)."""
+        acked = self._services.ledger.acknowledge(cids, peer)
         if acked:
             self._services.event("acknowledged", f"{acked} of our records reached {peer}")
-        return True
 
     def _bundle_index(self, cid: str, peer: str) -> list[str]:
         """A peer's bundle index, or [] when unreachable or malformed (its records are
