@@ -199,6 +199,7 @@ class Swarm:
         self.members: list[Member] = []
         self.hosts: list[Host] = []
         self.events: list[dict] = []
+        self.convergence: list[dict] = []
         self.t0 = time.monotonic()
         self._add(n)
 
@@ -290,11 +291,30 @@ class Swarm:
     def agreed(self, members: list[Member] | None = None) -> bool:
         members = members if members is not None else self.members
         statuses = [m.status() for m in members]
+        self._trace(statuses)
         return (
             all(s.get("frontier") == self.unit_limit and s.get("outbox") == 0 for s in statuses)
             and len({s.get("state_digest") for s in statuses}) == 1
             and len({s.get("records") for s in statuses}) == 1
         )
+
+    def _trace(self, statuses: list[dict], every_s: float = 10.0) -> None:
+        """Every `every_s` of waiting for agreement, which of its conditions still fail:
+        nodes short of the limit, outbox entries unacknowledged, state digests and
+        record counts that differ (the report's `convergence`)."""
+        if self.convergence and self.now() - self.convergence[-1]["t"] < every_s:
+            return
+        records = [s.get("records") or 0 for s in statuses]
+        self.convergence.append({
+            "t": self.now(),
+            "short_of_limit": sum(s.get("frontier") != self.unit_limit for s in statuses),
+            "outbox": sum(s.get("outbox") or 0 for s in statuses),
+            "nodes_with_outbox": sum(bool(s.get("outbox")) for s in statuses),
+            "digests": len({s.get("state_digest") for s in statuses}),
+            "records_min": min(records, default=0),
+            "records_max": max(records, default=0),
+            "fetch_backlog": sum((s.get("fetch") or {}).get("backlog", 0) for s in statuses),
+        })
 
     def first_done(self) -> bool:
         return any(m.status().get("frontier") == self.unit_limit for m in self.live())
@@ -733,6 +753,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
                 rogue.stop()
         swarm.close()
         report["events"] = swarm.events
+        report["convergence"] = swarm.convergence
         report["wall_s"] = swarm.now()
     return report
 
