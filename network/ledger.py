@@ -1,10 +1,13 @@
 """The ledger: every validated record by CID, the outbox, claims and sync bookkeeping.
 
 One SQLite file in WAL mode under the profile's data directory (`ledger.sqlite3`).
-Every public write runs in one `BEGIN IMMEDIATE ... COMMIT` transaction with
-`synchronous=FULL`, so a write is durable when the method returns, and a failure
-(full disk, I/O error) rolls back completely and raises `LedgerError` with a stable
-reason code; the ledger stays readable and unchanged.
+Every public write runs in one `BEGIN IMMEDIATE ... COMMIT` transaction, and a
+failure (full disk, I/O error) rolls back completely and raises `LedgerError` with a
+stable reason code; the ledger stays readable and unchanged. What this node made (its
+own records and outbox, rejection counts, ...) commits with `synchronous=FULL`, durable
+when the method returns; what the network gives again (peers' records, claims, outbox
+and head bookkeeping) commits with `synchronous=NORMAL`: it survives a killed process,
+and a power loss may take the last of it, never a part of a transaction (`_write`).
 
 The ledger stores what it is given: records reach it only after `network.codec.parse`
 and `network.validate.validate` accepted them (the worker's job). The network state is
@@ -349,6 +352,7 @@ class Ledger:
                 raise LedgerError(DATABASE_ERROR, f"WAL mode refused (got {mode!r})")
             # FULL: a committed transaction survives power loss, also in WAL mode.
             conn.execute("PRAGMA synchronous=FULL")
+            self._synchronous = "FULL"
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.Error as exc:
@@ -412,11 +416,21 @@ class Ledger:
                 conn.execute("ROLLBACK")
                 raise
 
-    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `fn` in one immediate transaction; roll back and raise LedgerError on failure."""
+    def _write(self, fn: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
+        """Run `fn` in one immediate transaction; roll back and raise LedgerError on failure.
+
+        `durable=False` commits without flushing the WAL (synchronous=NORMAL) for what
+        the network gives us again if a power loss takes it: peers' records (listed in
+        their heads), claims (announced again while held), outbox and sync bookkeeping
+        (a lost acknowledgement costs one re-announcement). The WAL is written in
+        order, so the next durable commit (our own record) flushes these with it; a
+        killed process loses nothing either way. One fsync'd commit per gossiped
+        record was a fifth of a busy swarm node's network loop (bench/swarm.py).
+        """
         with self._lock:
             conn = self._connection()
             try:
+                self._set_synchronous(conn, "FULL" if durable else "NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise LedgerError(_reason_for(exc), str(exc)) from None
@@ -433,6 +447,12 @@ class Ledger:
                     raise LedgerError(_reason_for(exc), str(exc)) from None
                 raise
             return result
+
+    def _set_synchronous(self, conn: sqlite3.Connection, mode: str) -> None:
+        # (only outside a transaction; the setting is the connection's)
+        if self._synchronous != mode:
+            conn.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
@@ -492,7 +512,9 @@ class Ledger:
         for rec in batch:
             self._check(rec)
         now = self._clock()
-        return self._write(lambda c: sum(self._insert_record(c, r, now) for r in batch))
+        return self._write(
+            lambda c: sum(self._insert_record(c, r, now) for r in batch), durable=False
+        )
 
     def add_own_record(self, rec: StoredRecord) -> bool:
         """Store a record this node made and put it in the outbox, in one transaction.
@@ -645,13 +667,13 @@ class Ledger:
                 for cid in wanted
             )
 
-        return self._write(fn)
+        return self._write(fn, durable=False)
 
     def acknowledge(self, cids: Iterable[str], peer_id: str, at: float | None = None) -> int:
         """Mark outbox entries as held by `peer_id`; returns how many became acknowledged."""
         when = self._clock() if at is None else at
         wanted = sorted(set(cids))
-        return self._write(lambda c: _acknowledge(c, wanted, peer_id, when))
+        return self._write(lambda c: _acknowledge(c, wanted, peer_id, when), durable=False)
 
     # --- sync bookkeeping -----------------------------------------------------------
 
@@ -686,7 +708,7 @@ class Ledger:
             )
             return 0 if listed is None else _acknowledge(c, listed, peer_id, when)
 
-        return self._write(fn)
+        return self._write(fn, durable=False)
 
     def peer_heads(self) -> list[PeerHead]:
         """The latest head seen from each peer, by peer id."""
@@ -755,7 +777,7 @@ class Ledger:
             )
             return terms
 
-        return self._write(fn)
+        return self._write(fn, durable=False)
 
     def active_claims(self, now: float | None = None) -> list[ClaimRow]:
         """Claims that have not expired at `now`, by unit then claim id, each with its

@@ -67,6 +67,9 @@ __all__ += ["NodeStatus", "claim_id", "state_digest", "trust_policy"]
 FETCH_THREADS = 8
 # Most fetched records ingested in one ledger transaction.
 INGEST_BATCH = 256
+# Gossip messages read from each topic per round of the network loop, then handled
+# together: the records among them are stored in one ledger transaction.
+MESSAGES_PER_ROUND = 64
 HOUSEKEEPING_INTERVAL_S = 60.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 # The connected peers are looked at this often: a new one gets our live claim.
@@ -325,17 +328,21 @@ class Node:
         gossip_sub = self._subs.get("gossip")
         while True:
             got = False
-            for name, sub in subs:  # one message per topic per round: no topic starves
-                try:
-                    msg = sub.next_message(0.0)
-                except IpfsError as exc:
-                    self._event("warning", f"subscription {name}: {exc}")
-                    continue
-                if msg is None:
-                    continue
-                got = True
-                if msg.from_peer != own_id:
-                    self._on_message(msg.from_peer, msg.data)
+            messages: list[tuple[str, bytes]] = []
+            for name, sub in subs:  # at most MESSAGES_PER_ROUND a topic: none starves
+                for _ in range(MESSAGES_PER_ROUND):
+                    try:
+                        msg = sub.next_message(0.0)
+                    except IpfsError as exc:
+                        self._event("warning", f"subscription {name}: {exc}")
+                        break
+                    if msg is None:
+                        break
+                    got = True
+                    if msg.from_peer != own_id:
+                        messages.append((msg.from_peer, msg.data))
+            if messages:
+                self._sync.on_messages(messages)
             # Fetched records in batches: one ledger transaction (one fsync) each.
             batch: list[tuple[bytes, str, str]] = []
             while len(batch) < INGEST_BATCH:

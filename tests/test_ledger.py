@@ -187,6 +187,37 @@ def test_outbox_lifecycle(tmp_path):
         assert (head.peer_id, head.head_cid, head.record_count) == ("peer-b", "bafkreihead2", 2)
 
 
+def _synchronous(led: Ledger) -> str:
+    """The SQLite sync mode the ledger's last write committed with."""
+    mode = led._read(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    return {1: "NORMAL", 2: "FULL"}[mode]
+
+
+def test_own_records_commit_durably_what_the_network_gives_again_does_not(tmp_path):
+    # FULL flushes the WAL at each commit; NORMAL leaves it to the next FULL commit or
+    # checkpoint (a killed process loses nothing; a power loss the last of these).
+    mine, theirs = _work(1), _work(2, root_byte=9)
+    with Ledger.in_dir(tmp_path, clock=lambda: 50.0) as led:
+        assert _synchronous(led) == "FULL"
+        led.add_records([_delegation(), theirs])
+        assert _synchronous(led) == "NORMAL"
+        led.add_own_record(mine)
+        assert _synchronous(led) == "FULL"
+        led.mark_published([mine.cid])
+        assert _synchronous(led) == "NORMAL"
+        led.put_claim("c1", 3, _pub(NODE), _pub(ACCOUNT), 500.0)
+        assert _synchronous(led) == "NORMAL"
+        led.drop_claim("c1")
+        assert _synchronous(led) == "FULL"
+        led.acknowledge([mine.cid], "peer-b")
+        assert _synchronous(led) == "NORMAL"
+        led.note_peer_head("peer-b", "bafkreihead")
+        assert _synchronous(led) == "NORMAL"
+    with Ledger.in_dir(tmp_path) as led:
+        assert led.has(theirs.cid) and led.has(mine.cid)
+        assert led.outbox_count() == 0
+
+
 def test_claims_expire(ledger):
     node, account = _pub(NODE), _pub(ACCOUNT)
     ledger.put_claim("c1", 4, node, account, expires_at=100.0)

@@ -291,6 +291,36 @@ def test_a_batch_is_taken_record_by_record_and_costs_one_message_each(parts) -> 
     assert parts.services.ledger.rejection_counts() == {R.BAD_SIGNATURE: 1, R.RATE_LIMITED: 1}
 
 
+def test_messages_read_together_store_their_records_in_one_transaction(parts, monkeypatch) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    ledger = parts.services.ledger
+    transactions: list[int] = []
+    add_records = ledger.add_records
+
+    def counted(recs):
+        batch = list(recs)
+        transactions.append(len(batch))
+        return add_records(batch)
+
+    monkeypatch.setattr(ledger, "add_records", counted)
+    parts.listeners.append(lambda signed, _cid: sync.retry_claims())  # as the node does
+    deleg, first, second = delegation(BOB), _commit(BOB), _commit(BOB, unit=1)
+    claim = wire.sign_claim(wire.Claim(3, BOB.node_pub, BOB.acct, NOW + 300), BOB.node)
+    ((batch, _cids),) = wire.encode_announcements(
+        [(first.cid, _bytes(first)), (second.cid, _bytes(second))]
+    )
+    sync.on_messages([
+        ("peer-a", wire.encode_announcement(_bytes(deleg), deleg.cid)),
+        ("peer-b", b"not a message"),
+        ("peer-a", claim),
+        ("peer-c", batch),  # records that need the delegation above: judged after it
+    ])
+    assert transactions == [3]
+    assert all(parts.store.holds(r.cid) for r in (deleg, first, second))
+    assert ledger.rejection_counts() == {R.MALFORMED: 1}
+    assert [(c.unit, c.account) for c in ledger.active_claims(NOW)] == [(3, BOB.acct)]
+
+
 # ---- Publisher --------------------------------------------------------------------------
 
 

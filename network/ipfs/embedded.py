@@ -49,7 +49,8 @@ What the library offers and how it is used here:
   import settings (CIDv0, dag-pb leaves), which would not give the raw CIDv1 that
   :func:`network.ipfs.cid.cid_for_bytes` computes. kubo's flatfs blockstore keys
   blocks by multihash, so :meth:`EmbeddedIpfsNode.add` writes the raw block file
-  into ``<repo>/blocks`` itself (atomically, exactly as flatfs names it); bitswap
+  into ``<repo>/blocks`` itself (atomically but unflushed, see ``add``; exactly as
+  flatfs names it); bitswap
   then serves it under the raw CID. Caveat: if a peer asked this node for the
   block *before* it was added, kubo's in-memory "has" cache may keep answering
   "not here" for it until restart; Hailstone only announces a CID after adding it.
@@ -334,6 +335,14 @@ def _kubo_log_in(log_dir: str | None) -> Iterator[None]:
             if before is not None:
                 with contextlib.suppress(OSError):
                     os.chdir(before)
+
+
+def _block_size(path: str) -> int | None:
+    """The size of a block file, or None when there is none."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return None
 
 
 def _flatfs_key(digest: bytes) -> str:
@@ -716,9 +725,14 @@ class EmbeddedIpfsNode(IpfsNode):
         digest = hashlib.sha256(data).digest()
         path = self._block_path(digest)
         try:
-            if not os.path.exists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_atomic(path, data)
+            if _block_size(path) != len(data):
+                # Not flushed to disk: a block is a copy of what the ledger holds (or
+                # the evidence folder, or a head made again at every publish), so it
+                # needs no fsync of its own, which cost the network loop of a busy
+                # swarm node a third of its time (bench/swarm.py with py-spy). A power
+                # loss may leave it empty or short: the size check here writes it
+                # again, and a local read checks its hash (_read_local).
+                write_atomic(path, data, durable=False)
         except OSError as exc:
             raise IpfsError(f"cannot store the object in {self._repo}: {exc}") from exc
         return cid_from_digest(digest)
@@ -784,8 +798,11 @@ class EmbeddedIpfsNode(IpfsNode):
         except OSError as exc:
             raise IpfsError(f"cannot read the local block store: {exc}") from exc
         if hashlib.sha256(data).digest() != digest:
-            # A damaged local block: ignore it and let the network supply a good copy.
+            # A damaged local block (a power loss after add()): removed, so that the
+            # network's good copy, or our own next add(), can take its place.
             log.warning("local block %s is damaged; fetching it again", path)
+            with contextlib.suppress(OSError):
+                os.remove(path)
             return None
         return data
 

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 
 from cachetools import FIFOCache, TTLCache
 
@@ -128,27 +129,40 @@ class Sync:
 
     def on_message(self, peer: str, data: bytes) -> None:
         """One gossip message from `peer` (never from ourselves)."""
+        self.on_messages([(peer, data)])
+
+    def on_messages(self, messages: Iterable[tuple[str, bytes]]) -> None:
+        """Gossip messages (peer, bytes) read together, in order: the records they
+        carry are judged in that order and stored in one ledger transaction (one per
+        record was most of a busy node's network loop, bench/swarm.py)."""
+        records: list[tuple[bytes, str]] = []
+        for peer, data in messages:
+            records.extend((record, peer) for record in self._take_message(peer, data))
+        if records:
+            self._store.ingest_many(records)
+
+    def _take_message(self, peer: str, data: bytes) -> tuple[bytes, ...]:
+        """Act on one message; return the records it carries, for the caller to ingest."""
         if not self._within_rate(peer):
-            return
+            return ()
         msg = wire.decode_message(data)
         if isinstance(msg, Rejection):
             self._services.reject(msg, peer)
         elif isinstance(msg, wire.Announcement):
             if msg.record is not None:
-                self._store.ingest(msg.record, peer)
-            elif msg.cid is not None and self.worth_fetching(msg.cid):
+                return (msg.record,)
+            if msg.cid is not None and self.worth_fetching(msg.cid):
                 self.want(RECORD, msg.cid, peer)
         elif isinstance(msg, wire.Batch):
             # Each record costs the sender one message of its rate, as if it came
             # alone, so a batch validates no more records than single messages could.
-            if not self._within_rate(peer, cost=len(msg.records) - 1):
-                return
-            for record in msg.records:
-                self._store.ingest(record, peer)
+            if self._within_rate(peer, cost=len(msg.records) - 1):
+                return msg.records
         elif isinstance(msg, wire.Claim):
             self.on_claim(msg, peer)
         elif isinstance(msg, wire.Head):
             self.on_head(msg, peer)
+        return ()
 
     def _within_rate(self, peer: str, cost: float = 1.0) -> bool:
         """Take `cost` messages of `peer`'s rate; a message past it is refused, counted."""
