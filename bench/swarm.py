@@ -499,10 +499,24 @@ def fetches_and_peers(swarm: Swarm) -> dict:
     for s in statuses:
         for kind, n in (s.get("gets") or {}).items():
             gets[kind] = gets.get(kind, 0) + n
+    spent: dict[str, float] = {}
+    longest: list[tuple[float, str, str]] = []
+    for m, s in zip(swarm.members, statuses, strict=True):
+        loop = s.get("loop") or {}
+        for step, secs in (loop.get("spent_s") or {}).items():
+            spent[step] = spent.get(step, 0.0) + secs
+        if loop.get("longest"):
+            longest.append((loop["longest_s"], loop["longest"], m.name))
     return {
         "fetches": {k: sum(f.get(k, 0) for f in fetch) for k in ("done", "failed", "timeouts")},
         "gets": dict(sorted(gets.items())),
         "peers_per_node": {"min": min(peers, default=0), **_spread(peers)},
+        # Where the nodes' network loops spent their time, summed, and the longest
+        # single steps (a slow step delays every message behind it).
+        "network_loop": {
+            "spent_s": {k: round(v, 1) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])},
+            "longest": [[name, step, secs] for secs, step, name in sorted(longest, reverse=True)[:8]],
+        },
     }
 
 

@@ -47,6 +47,7 @@ from network.nodeparts.backoff import FETCH_BACKOFF_MAX_S
 from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
 from network.nodeparts.heads import HeadBook
+from network.nodeparts.looptime import LoopTime
 from network.nodeparts.planner import Hold, Planner
 from network.nodeparts.publisher import REANNOUNCE_BUDGET_S, Publisher
 from network.nodeparts.services import Services
@@ -71,6 +72,9 @@ INGEST_BATCH = 256
 # together: the records among them are stored in one ledger transaction.
 MESSAGES_PER_ROUND = 64
 HOUSEKEEPING_INTERVAL_S = 60.0
+# The connected peers and our listen addresses are asked of IPFS at most this often.
+PEERS_MAX_AGE_S = 1.0
+ADDRESSES_MAX_AGE_S = 10.0
 TRUST_INTERVAL_S = 1.0  # reveals due and beacon rounds are looked at this often
 # The connected peers are looked at this often: a new one gets our live claim.
 PEER_WATCH_INTERVAL_S = 1.0
@@ -171,6 +175,10 @@ class Node:
         self._last_redial = 0.0
         self._last_housekeeping = 0.0
         self._last_trust = 0.0
+        self.loop_time = LoopTime()  # where the network loop's time goes (status)
+        # (when, what): the connected peers and our listen addresses, last listed
+        self._peers_listed: tuple[float, list[str]] = (-PEERS_MAX_AGE_S, [])
+        self._addresses_listed: tuple[float, tuple[str, ...]] = (-ADDRESSES_MAX_AGE_S, ())
         self._last_peer_watch = 0.0
         self._started_at = 0.0
         self._stop = threading.Event()
@@ -342,7 +350,8 @@ class Node:
                     if msg.from_peer != own_id:
                         messages.append((msg.from_peer, msg.data))
             if messages:
-                self._sync.on_messages(messages)
+                with self.loop_time.step("messages"):
+                    self._sync.on_messages(messages)
             # Fetched records in batches: one ledger transaction (one fsync) each.
             batch: list[tuple[bytes, str, str]] = []
             while len(batch) < INGEST_BATCH:
@@ -352,8 +361,9 @@ class Node:
                     break
             if batch:
                 got = True
-                self._store.ingest_many([(data, source) for data, source, _ in batch])
-                self._sync.ingested([cid for _, _, cid in batch])
+                with self.loop_time.step("fetched"):
+                    self._store.ingest_many([(data, source) for data, source, _ in batch])
+                    self._sync.ingested([cid for _, _, cid in batch])
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -374,7 +384,8 @@ class Node:
             if msg is not None:
                 wait = busy_wait_s
                 if msg.from_peer != own_id:
-                    self._on_message(msg.from_peer, msg.data)
+                    with self.loop_time.step("messages"):
+                        self._on_message(msg.from_peer, msg.data)
         self._periodic()
         with self._lock:
             fresh, self._fresh = self._fresh, []
@@ -402,27 +413,36 @@ class Node:
             key = (self._store.counts()[0], tuple(sorted(self._safe_peers())))
             last_key, last_sent = getattr(self, "_head_sent", (None, -refresh))
             if key != last_key or now - last_sent >= refresh:
-                self._publish_head()
+                with self.loop_time.step("head"):
+                    self._publish_head()
                 if self._heads.last_head_cid:  # ("": it failed; tried again next time)
                     self._head_sent = (key, now)
         if now - self._last_peer_watch >= PEER_WATCH_INTERVAL_S:
             self._last_peer_watch = now
             # A new peer learns our claim; the nodes heard of set the spread.
-            self._planner.note_peers(self._safe_peers(), heard=self._sync.head_senders())
+            with self.loop_time.step("peers"):
+                peers = self._safe_peers()
+            with self.loop_time.step("planner"):
+                self._planner.note_peers(peers, heard=self._sync.head_senders())
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
-            if self._reannounce(backoff=True):
+            with self.loop_time.step("reannounce"):
+                more = self._reannounce(backoff=True)
+            if more:
                 # (its time was up with entries left: the rest a second from now)
                 self._last_reannounce = now - self.config.reannounce_interval_s + 1.0
         if now - self._last_redial >= self.config.redial_interval_s:
             self._last_redial = now
-            self._dial_peers()
+            with self.loop_time.step("dial"):
+                self._dial_peers()
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
             self._last_housekeeping = now
-            self._housekeeping()
+            with self.loop_time.step("housekeeping"):
+                self._housekeeping()
         if self.config.trust is not None and now - self._last_trust >= TRUST_INTERVAL_S:
             self._last_trust = now
-            self._trust_tick()
+            with self.loop_time.step("trust"):
+                self._trust_tick()
 
     def _housekeeping(self) -> None:
         """Forget what must not grow without bound."""
@@ -476,10 +496,22 @@ class Node:
         threading.Thread(target=dial, name="hailstone-dial", daemon=True).start()
 
     def _safe_peers(self) -> list[str]:
+        """The connected peers, as listed at most PEERS_MAX_AGE_S ago ([] on an error).
+
+        The status, the peer watch and the head's refresh each asked every second, and
+        each ask is a library call on a thread of its own: on a loaded machine those
+        took a third of the network loop's time, up to 5 s a call (bench/swarm.py,
+        the report's network_loop)."""
+        now = time.monotonic()
+        at, peers = self._peers_listed
+        if now - at < PEERS_MAX_AGE_S:
+            return peers
         try:
-            return self.ipfs.peers()
+            peers = self.ipfs.peers()
         except IpfsError:
             return []
+        self._peers_listed = (time.monotonic(), peers)
+        return peers
 
     def _event(self, kind: str, detail: str = "", cid: str | None = None) -> None:
         event = NodeEvent(kind, detail, cid)
@@ -516,8 +548,12 @@ class Node:
 
     def status(self) -> NodeStatus:
         st = self.state()
+        now = time.monotonic()
+        at, addrs = self._addresses_listed
         try:
-            addrs = tuple(self.ipfs.addresses())
+            if now - at >= ADDRESSES_MAX_AGE_S or not addrs:
+                addrs = tuple(self.ipfs.addresses())
+                self._addresses_listed = (now, addrs)
             peer_id = self.ipfs.peer_id()
         except IpfsError:
             addrs, peer_id = (), ""
@@ -541,6 +577,7 @@ class Node:
             account_weight=st.account_weight(self.account_pub),
             phases=phase_counts(st),
             candidate_units=tuple(u.unit for u in st.candidate_units),
+            loop=self.loop_time.snapshot(),
         )
 
     def my_units(self) -> list[tuple[int, str, str]]:

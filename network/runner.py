@@ -147,7 +147,8 @@ class NodeRunner:
         if self.status_file is None:
             return
         try:
-            doc = self.node.status().to_json(self.state)
+            with self.node.loop_time.step("status"):
+                doc = self.node.status().to_json(self.state)
         except Exception:  # noqa: BLE001 - status must never kill the loop
             log.exception("status failed")
             return

@@ -103,7 +103,10 @@ def test_a_head_listing_more_than_the_queue_holds_is_read_again_until_all_is_fet
         fetched = [cid for who, cid in swarm.gets if who == me and cid in cids]
         assert sorted(fetched) == sorted(cids)  # each once
         head_reads = [cid for who, cid in swarm.gets if who == me and cid == head.head_cid]
-        assert len(head_reads) >= 2  # read again by us, not re-announced by the peer
+        # read again by us, not re-announced by the peer (from the node's cache of
+        # head objects: fetched once)
+        assert len(head_reads) == 1
+        assert dict(node.status().gets)["head_cached"] >= 1
     finally:
         node.stop()
 
@@ -323,6 +326,59 @@ def test_a_page_held_already_is_not_fetched_again_from_another_peer(tmp_path, mo
         wait_until(lambda: head_held("third", third_head.head_cid), 30, "the third head")
         assert set(gets()[before:]) == {third_head.head_cid}  # the index alone
         assert node.ledger.outbox() == []  # each of ours acknowledged by "third"
+    finally:
+        node.stop()
+
+
+def test_an_index_or_page_is_fetched_once_however_many_heads_list_it(tmp_path, monkeypatch) -> None:
+    """Two peers list the same head; three of its records nobody serves, so their
+    pages are never held whole and both heads are read again and again: each index
+    and page is still fetched once (a CID names its content), the rest read from the
+    node's cache of head objects."""
+    import network.nodeparts.sync as sync_module
+    from network.nodeparts.heads import HeadBook
+
+    monkeypatch.setattr(sync_module, "REFOLLOW_INTERVAL_S", 0.0)
+    swarm = MemorySwarm()
+    profile = make_profile(tmp_path / "myself", "myself")
+    node = Node(
+        NodeConfig(
+            data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(), fetch_timeout_s=0.3
+        ),
+        profile,
+        profile.node_key(),
+        ipfs=swarm.node("myself"),
+    )
+    peers = [swarm.node("a"), swarm.node("b")]
+    records = _delegations(20)
+    unserved = [cid_for_bytes(b"nobody has this %d" % i) for i in range(3)]
+    listed = sorted([cid_for_bytes(r) for r in records] + unserved)
+    head = HeadBook().our_head(listed)
+    for p in peers:
+        for obj in [*records, *head.new_objects]:
+            p.add(obj)
+    node.start()
+    for p in peers:
+        p.connect(node.ipfs.addresses()[0])
+    me = node.ipfs.peer_id()
+    try:
+        for name in ("a", "b"):
+            node._sync.on_head(wire.Head(bytes(32), head.head_cid, len(listed)), name)
+
+        def read_again() -> bool:
+            node.poll(0.1)
+            return dict(node.status().gets).get("head_cached", 0) >= 4
+
+        wait_until(read_again, 60, "both heads read, and read again")
+        assert all(node._store.holds(cid_for_bytes(r)) for r in records)
+        fetched = [cid for who, cid in swarm.gets if who == me and cid not in unserved]
+        head_objects = {head.head_cid} | {
+            cid_for_bytes(wire.encode_cid_list(p)) for p in wire.head_page_lists(listed)
+        }
+        assert sorted(c for c in fetched if c in head_objects) == sorted(head_objects)
+        gets = dict(node.status().gets)
+        assert gets["head"] == 1 and gets["head_cached"] >= 4
+        assert gets["page_cached"] >= 3  # the pages never held whole, read again
     finally:
         node.stop()
 

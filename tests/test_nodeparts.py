@@ -9,6 +9,7 @@ import pytest
 
 from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.evidence import PENDING, EvidenceFetcher
+from network.nodeparts.looptime import LoopTime
 from network.nodeparts.ratelimit import PeerRateLimiter
 from tests.netutil import wait_until
 
@@ -149,3 +150,19 @@ def test_peer_heads_are_followed_until_held_completely():
     assert book.heads_completed == 1
     book.forget_peers_except(["q"])
     assert not book.holds("p", "h1") and book.pages_held("p") == set()
+
+
+def test_loop_time_sums_each_step_and_keeps_the_longest_even_one_that_raised() -> None:
+    now = [0.0]
+    lt = LoopTime(clock=lambda: now[0])
+    for name, took in (("messages", 0.5), ("head", 2.0), ("messages", 0.25)):
+        with lt.step(name):
+            now[0] += took
+    with pytest.raises(RuntimeError), lt.step("trust"):
+        now[0] += 3.0
+        raise RuntimeError("a step that failed still took its time")
+    assert lt.snapshot() == {
+        "spent_s": {"head": 2.0, "messages": 0.75, "trust": 3.0},
+        "longest_s": 3.0,
+        "longest": "trust",
+    }

@@ -39,6 +39,8 @@ class NodeStatus:
     account_weight: int | None = None
     phases: tuple[tuple[str, int], ...] = ()
     candidate_units: tuple[int, ...] = ()
+    # Where the network loop's time went (LoopTime.snapshot).
+    loop: dict | None = None
 
     def to_json(self, state: str) -> dict:
         return {
@@ -58,6 +60,7 @@ class NodeStatus:
             "account_weight": self.account_weight,
             "phases": dict(self.phases),
             "candidate_units": list(self.candidate_units),
+            "loop": self.loop,
         }
 
 

@@ -22,9 +22,9 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from cachetools import FIFOCache, TTLCache
+from cachetools import FIFOCache, LRUCache, TTLCache
 
 from network import codec, wire
 from network import rejection as R
@@ -55,6 +55,14 @@ HEAD = "head"
 # for fewer (a node keeping up, which gossip already gave nearly everything) one
 # get per record moves a few hundred bytes, where the bundle moves all of the page.
 BUNDLE_MIN_MISSING = 4
+# Memory for head indexes and pages read before (about 60,000 CIDs): a page is read
+# once however many peers' heads list it. Bounded, so junk pages only push out others.
+CID_LIST_CACHE_BYTES = 8 << 20
+
+
+def _cid_list_bytes(cids: list[str]) -> int:
+    """About what a cached list of CIDs holds in memory (list slot, str object)."""
+    return 64 + sum(56 + len(c) for c in cids)
 
 
 def claim_id(node: bytes) -> str:
@@ -118,6 +126,10 @@ class Sync:
         )
         # Fetched, in the inbox, not ingested yet: not fetched again meanwhile.
         self._fetched: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
+        # Head indexes and pages read, by (kind, CID), bounded by their size (_cid_list).
+        self._cid_lists: LRUCache[tuple[str, str], list[str]] = LRUCache(
+            CID_LIST_CACHE_BYTES, getsizeof=_cid_list_bytes
+        )
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
         self.last_progress = time.monotonic()  # when fetched records were last ingested
 
@@ -328,7 +340,7 @@ class Sync:
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
         ledger = self._services.ledger
-        index = wire.decode_head_index(self._get("head", head_cid, wire.MAX_HEAD_BYTES))
+        index = self._cid_list("head", head_cid, wire.decode_head_index)
         if isinstance(index, Rejection):
             self._services.reject(index, peer)
             return
@@ -344,7 +356,7 @@ class Sync:
                 held.add(page_cid)
                 self._count("page_held")
                 continue
-            page = wire.decode_cid_list(self._get("page", page_cid, wire.MAX_HEAD_BYTES))
+            page = self._cid_list("page", page_cid, wire.decode_cid_list)
             if isinstance(page, Rejection):
                 self._services.reject(page, peer)
                 complete = False
@@ -371,6 +383,24 @@ class Sync:
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
+
+    def _cid_list(
+        self, what: str, cid: str, decode: Callable[[bytes], list[str] | Rejection]
+    ) -> list[str] | Rejection:
+        """A head index or page, from the cache of those read before or fetched (and
+        then cached when well-formed). A CID names its content, so a page that several
+        peers' heads list is read once: a node catching up held few pages whole, and
+        fetched each peer's copy of each changed page again (bench/swarm.py)."""
+        with self._lock:
+            known = self._cid_lists.get((what, cid))
+        if known is not None:
+            self._count(f"{what}_cached")
+            return known
+        got = decode(self._get(what, cid, wire.MAX_HEAD_BYTES))
+        if not isinstance(got, Rejection):
+            with self._lock:
+                self._cid_lists[(what, cid)] = got
+        return got
 
     def _get(self, what: str, cid: str, max_bytes: int) -> bytes:
         self._count(what)
