@@ -314,6 +314,8 @@ class Swarm:
             "records_min": min(records, default=0),
             "records_max": max(records, default=0),
             "fetch_backlog": sum((s.get("fetch") or {}).get("backlog", 0) for s in statuses),
+            # records held back until what they depend on arrives (a delegation, a work)
+            "pending": sum(s.get("pending") or 0 for s in statuses),
         })
 
     def first_done(self) -> bool:

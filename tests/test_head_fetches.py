@@ -200,6 +200,52 @@ def test_a_head_with_bundles_is_caught_up_a_page_at_a_time(tmp_path) -> None:
         node.stop()
 
 
+def test_a_bundle_is_not_fetched_again_while_its_records_wait_to_be_judged(tmp_path) -> None:
+    """Two peers list the same head and bundles. The records of the first peer's
+    bundles wait in the inbox (the network loop has not run), so the second peer's
+    head, read meanwhile, fetches no bundle again: each is fetched once."""
+    from network.nodeparts.heads import HeadBook
+    from network.nodeparts.sync import BUNDLE_MIN_MISSING
+
+    swarm = MemorySwarm()
+    node = _joiner(tmp_path, swarm)
+    peers = [swarm.node("a"), swarm.node("b")]
+    records = _delegations(64 * 2 * BUNDLE_MIN_MISSING)
+    by_cid = {cid_for_bytes(r): r for r in records}
+    head = HeadBook().our_head(sorted(by_cid), lambda cids: [by_cid[c] for c in cids])
+    bundles = {cid_for_bytes(o) for o in head.new_objects if isinstance(wire.decode_bundle(o), list)}
+    assert len(bundles) > 1
+    for p in peers:
+        for obj in [*records, *head.new_objects]:
+            p.add(obj)
+    node.start()
+    for p in peers:
+        p.connect(node.ipfs.addresses()[0])
+    me = node.ipfs.peer_id()
+    announced = wire.Head(bytes(32), head.head_cid, len(by_cid), bundles=head.bundles_cid)
+    def read(done_before: int) -> bool:  # a head read, nothing queued or in flight
+        fetch = node.status().fetch
+        return fetch.done > done_before and fetch.backlog == 0 and fetch.inflight == 0
+
+    try:
+        for name in ("a", "b"):
+            before = node.status().fetch.done
+            node._sync.on_head(announced, name)
+            wait_until(lambda b=before: read(b), 60, f"{name}'s head read")
+        assert node._sync.inbox.qsize() == len(by_cid)  # (all still waiting)
+        bundle_gets = [cid for who, cid in swarm.gets if who == me and cid in bundles]
+        # each at most once (a page listing fewer than BUNDLE_MIN_MISSING has none read)
+        assert len(bundle_gets) == len(set(bundle_gets)) > len(bundles) / 2
+
+        def holds_all() -> bool:
+            node.poll(0.1)
+            return all(node._store.holds(c) for c in by_cid)
+
+        wait_until(holds_all, 60, "every record")
+    finally:
+        node.stop()
+
+
 def test_bundles_change_only_with_their_pages() -> None:
     from network.nodeparts.heads import HeadBook
 

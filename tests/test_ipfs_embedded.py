@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import gc
-import json
 import hashlib
+import json
 import os
 import time
 from collections.abc import Iterator

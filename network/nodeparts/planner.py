@@ -172,14 +172,19 @@ class Planner:
         self._listen_s = listen_s
         self._listen_max_s = listen_max_s
         self._alone = alone
-        # Guarded by _lock: the peers we last saw, since when we have had any, when
-        # we started, our claim waiting out its settle time (unit, until), and when to
-        # send our live claim again.
+        # Guarded by _lock: when we started and our claim waiting out its settle time
+        # (unit, until).
+        self._started_at: float | None = None
+        self._settling: tuple[int, float] | None = None
+        # Guarded by _peers_lock, which the network loop's peer watch (note_peers) takes
+        # alone: it waited on _lock while the compute loop chose a unit. Taken inside
+        # _lock (never the other way round). The peers we last saw, how many nodes'
+        # heads we heard, since when we have had peers, and when to send our live
+        # claim again.
+        self._peers_lock = threading.Lock()
         self._peers: frozenset[str] = frozenset()
         self._heard = 0  # nodes whose heads came lately (spread_units)
         self._peers_since: float | None = None
-        self._started_at: float | None = None
-        self._settling: tuple[int, float] | None = None
         self._republish_at: float | None = None
 
     @property
@@ -237,7 +242,8 @@ class Planner:
                 unit = self._choose(st, claims, now, floor)
                 if not isinstance(unit, int):
                     return unit  # a Hold, the settled unit, or None
-                settle = self._settle_s > 0 and bool(self._peers)
+                with self._peers_lock:
+                    settle = self._settle_s > 0 and bool(self._peers)
                 if settle:
                     self._settling = (unit, now + self._settle_s)
         # The claim after the lock: a ledger write and a (local) publish.
@@ -279,7 +285,8 @@ class Planner:
         listening = self._listening(now)
         if listening is not None:
             return listening
-        spread = spread_units(len(self._peers), self._heard)
+        with self._peers_lock:
+            spread = spread_units(len(self._peers), self._heard)
         units = open_units(
             st,
             taken,
@@ -332,7 +339,9 @@ class Planner:
         started = self._started_at if self._started_at is not None else now
         if now - started >= self._listen_max_s:
             return None
-        if self._peers_since is not None and now - self._peers_since >= self._listen_s:
+        with self._peers_lock:
+            since = self._peers_since
+        if since is not None and now - since >= self._listen_s:
             return None
         return Hold("listening for the network's claims", 0.5)
 
@@ -349,7 +358,7 @@ class Planner:
         learn them."""
         now = self._services.clock()
         current = frozenset(peers)
-        with self._lock:
+        with self._peers_lock:
             self._heard = max(0, heard)
             gained = bool(current - self._peers)
             self._peers = current

@@ -54,6 +54,7 @@ class NodeStatus:
             "records": self.records,
             "rejected": self.rejected,
             "outbox": self.outbox,
+            "pending": self.pending,
             "state": state,
             "fetch": None if self.fetch is None else dataclasses.asdict(self.fetch),
             "gets": dict(self.gets),
