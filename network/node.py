@@ -211,9 +211,10 @@ class Node:
             raise
         self._store.load(self.ledger.records())
         # Our own account and delegation records travel like any other record.
-        for signed in self.profile.local_records():
-            if signed.kind in ("account", "delegation"):
-                self._publisher.add_own(signed)
+        identity = [s for s in self.profile.local_records() if s.kind in ("account", "delegation")]
+        for signed in identity:
+            self._publisher.add_own(signed)
+        self._publisher.set_identity(identity)
         self._publisher.republish_evidence()
         # Work records this node already checked or disputed are not checked again.
         self._checks.start(self._store.checked_by_node(self.node_pub))
@@ -425,7 +426,10 @@ class Node:
             with self.loop_time.step("peers"):
                 peers = self._safe_peers()
             with self.loop_time.step("planner"):
-                self._planner.note_peers(peers, heard=self._sync.head_senders())
+                if self._planner.note_peers(peers, heard=self._sync.head_senders()):
+                    self._publisher.new_peers(now)
+            with self.loop_time.step("identity"):
+                self._publisher.announce_identity_if_due(now)
         if now - self._last_reannounce >= self.config.reannounce_interval_s:
             self._last_reannounce = now
             with self.loop_time.step("reannounce"):

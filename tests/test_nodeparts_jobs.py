@@ -324,6 +324,33 @@ def test_messages_read_together_store_their_records_in_one_transaction(parts, mo
 # ---- Publisher --------------------------------------------------------------------------
 
 
+def test_our_identity_goes_out_again_to_new_peers_at_most_every_30_s(parts, tmp_path) -> None:
+    from network.nodeparts.publisher import IDENTITY_AGAIN_S
+
+    publisher = Publisher(
+        parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "evidence"
+    )
+    ipfs = parts.services.ipfs
+    first, second = delegation(ALICE), _commit(ALICE)  # (any two records of ours)
+    publisher.set_identity([first.record, second.record])
+    assert not publisher.announce_identity_if_due(100.0)  # no new peer: nothing sent
+    publisher.new_peers(100.0)
+    assert publisher.announce_identity_if_due(100.0)
+    ((topic, message),) = ipfs.published
+    assert topic == parts.services.topic("records")
+    batch = wire.decode_message(message)
+    assert isinstance(batch, wire.Batch) and [codec.record_cid(r) for r in batch.records] == [
+        first.cid,
+        second.cid,
+    ]
+    assert not publisher.announce_identity_if_due(101.0)  # sent: not again on its own
+    publisher.new_peers(110.0)  # another new peer, 10 s later: due 30 s after the last
+    publisher.new_peers(120.0)
+    assert not publisher.announce_identity_if_due(100.0 + IDENTITY_AGAIN_S - 1)
+    assert publisher.announce_identity_if_due(100.0 + IDENTITY_AGAIN_S)
+    assert len(ipfs.published) == 2
+
+
 def test_our_record_is_in_the_outbox_before_it_is_announced(parts, tmp_path) -> None:
     publisher = Publisher(
         parts.services, parts.store, HeadBook(), evidence_dir=tmp_path / "evidence"

@@ -350,12 +350,12 @@ class Planner:
         with self._lock:
             self._started_at = self._services.clock()
 
-    def note_peers(self, peers: Iterable[str], *, heard: int = 0) -> None:
+    def note_peers(self, peers: Iterable[str], *, heard: int = 0) -> bool:
         """The peers we are connected to now, and how many nodes' heads we heard lately
         (`heard`; the network loop calls this about once a second). A new peer gets
         our live claim at once and again REPUBLISH_AGAIN_S later: claims travel only
         when made or renewed, so a joining (or returning) node would otherwise not
-        learn them."""
+        learn them. True when there is a new peer."""
         now = self._services.clock()
         current = frozenset(peers)
         with self._peers_lock:
@@ -373,6 +373,7 @@ class Planner:
                 self._republish_at = None
         if gained or due:
             self.republish_claim()
+        return gained
 
     def republish_claim(self) -> None:
         """Send our claim in force again as it is stored (same expiry and `done`: for
