@@ -133,6 +133,7 @@ class Node:
             services, self._store, self._heads, fetch_timeout_s=config.fetch_timeout_s
         )
         self._inbox = self._sync.inbox  # drained by poll()
+        self._store.on_wait = self._sync.want_dependency  # a check's missing work: asked for
         self._publisher = Publisher(
             services, self._store, self._heads, evidence_dir=config.data_dir / "evidence"
         )

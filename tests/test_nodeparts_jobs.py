@@ -321,6 +321,25 @@ def test_messages_read_together_store_their_records_in_one_transaction(parts, mo
     assert [(c.unit, c.account) for c in ledger.active_claims(NOW)] == [(3, BOB.acct)]
 
 
+def test_a_record_waiting_for_its_work_has_the_work_asked_for_at_once(parts) -> None:
+    sync = Sync(parts.services, parts.store, HeadBook(), fetch_timeout_s=1.0)
+    parts.store.on_wait = sync.want_dependency  # (as the node wires it)
+    for p in (BOB, CAROL):
+        parts.store.ingest(_bytes(delegation(p)), "peer")
+    target = work(BOB, 0)  # not held
+    disputed = dispute(CAROL, target, 1, 99)
+    sync.on_message("peer-c", wire.encode_announcement(_bytes(disputed), disputed.cid))
+    assert parts.store.is_pending(disputed.cid)
+    # queued under the peer that sent the dispute, once
+    assert sync.fetches.get(timeout=0) == ("peer-c", ("record", target.cid, "peer-c"))
+    assert sync.fetches.counters().backlog == 0
+    # a dispute that came by a fetch (no peer to blame) queues it as our own job
+    again = dispute(CAROL, target, 2, 99)
+    parts.store.ingest(_bytes(again), "fetch")
+    assert parts.store.is_pending(again.cid)
+    assert sync.fetches.get(timeout=0) == ("", ("record", target.cid, ""))
+
+
 # ---- Publisher --------------------------------------------------------------------------
 
 

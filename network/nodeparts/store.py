@@ -83,6 +83,9 @@ class RecordStore:
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._state: NetworkState | None = None
         self._pending = PendingRecords(MAX_PENDING)  # until their delegation or work arrives
+        # Told (no lock held) what a record from `source` now waits for: the node asks
+        # for a missing work record by its CID at once (Sync.want_dependency).
+        self.on_wait: Callable[[WaitKey, str], None] | None = None
         self._rejected: FIFOCache[str, None] = FIFOCache(MAX_REMEMBERED)
 
     # --- writing ---------------------------------------------------------------------
@@ -115,6 +118,21 @@ class RecordStore:
     ) -> list[Accepted | Rejection | None]:
         """ingest_many's work; an item's parsed form, when given, is not parsed (nor
         its signature checked) again."""
+        waiting_on: list[tuple[WaitKey, str]] = []
+        try:
+            return self._ingest_noting(items, waiting_on)
+        finally:  # (after every lock is released)
+            if self.on_wait is not None:
+                for key, source in waiting_on:
+                    self.on_wait(key, source)
+
+    def _ingest_noting(
+        self,
+        items: Sequence[tuple[bytes, str, SignedRecord | None]],
+        waiting_on: list[tuple[WaitKey, str]],
+    ) -> list[Accepted | Rejection | None]:
+        """_ingest's work; appends to `waiting_on` what each record held pending waits
+        on, with its source."""
         services = self._services
         verdicts: list[Accepted | Rejection | None] = [None] * len(items)
         batch: list[
@@ -146,6 +164,8 @@ class RecordStore:
                         )
                         if self._pending.add(cid, held):
                             verdicts[i] = verdict
+                            if held.key is not None:
+                                waiting_on.append((held.key, source))
                             continue
                 verdicts[i] = verdict
                 if isinstance(verdict, Rejection):

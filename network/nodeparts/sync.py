@@ -30,6 +30,7 @@ from network import codec, wire
 from network import rejection as R
 from network.fetchqueue import OWN, FetchQueue
 from network.ipfs import IpfsError, IpfsTimeout, cid_for_bytes
+from network.ipfs.cid import is_valid_cid
 from network.ledger import LedgerError
 from network.nodeparts.backoff import FetchBackoff
 from network.nodeparts.heads import HeadBook
@@ -259,6 +260,19 @@ class Sync:
             if cid in self._fetched:
                 return False
         return self.backoff.due(cid)
+
+    def want_dependency(self, key: tuple[str, object], source: str) -> None:
+        """A record from `source` waits, pending, for what `key` names: a work record
+        (a check's or a dispute's) is asked for by its CID at once, under the peer that
+        sent the record (one naming junk is that peer's flood), where it waited for a
+        head read to list it (24 nodes: late nodes held 100+ checks for a minute).
+        A missing delegation has no CID to ask for (its node announces it again to new
+        peers, Publisher.new_peers)."""
+        kind, what = key
+        if kind != "work" or not isinstance(what, str) or not is_valid_cid(what):
+            return
+        if self.worth_fetching(what):
+            self.want(RECORD, what, OWN if source in ("", "fetch") else source)
 
     def want(self, kind: str, cid: str, peer: str = "") -> None:
         """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
