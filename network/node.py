@@ -507,7 +507,7 @@ class Node:
 
         The status, the peer watch and the head's refresh each asked every second, and
         each ask is a library call on a thread of its own: on a loaded machine those
-        took a third of the network loop's time, up to 5 s a call (bench/swarm.py,
+        took a third of the network loop's time, seconds a call at worst (bench/swarm.py,
         the report's network_loop)."""
         now = time.monotonic()
         at, peers = self._peers_listed

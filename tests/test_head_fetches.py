@@ -111,6 +111,17 @@ def test_a_head_listing_more_than_the_queue_holds_is_read_again_until_all_is_fet
         node.stop()
 
 
+def _start_among(node: Node, peers: list, objects: list[bytes]) -> str:
+    """Each of `peers` holds `objects`; start `node`, connect them; its peer id."""
+    for p in peers:
+        for obj in objects:
+            p.add(obj)
+    node.start()
+    for p in peers:
+        p.connect(node.ipfs.addresses()[0])
+    return node.ipfs.peer_id()
+
+
 def _delegations(n: int) -> list[bytes]:
     import time
 
@@ -215,13 +226,7 @@ def test_a_bundle_is_not_fetched_again_while_its_records_wait_to_be_judged(tmp_p
     head = HeadBook().our_head(sorted(by_cid), lambda cids: [by_cid[c] for c in cids])
     bundles = {cid_for_bytes(o) for o in head.new_objects if isinstance(wire.decode_bundle(o), list)}
     assert len(bundles) > 1
-    for p in peers:
-        for obj in [*records, *head.new_objects]:
-            p.add(obj)
-    node.start()
-    for p in peers:
-        p.connect(node.ipfs.addresses()[0])
-    me = node.ipfs.peer_id()
+    me = _start_among(node, peers, [*records, *head.new_objects])
     announced = wire.Head(bytes(32), head.head_cid, len(by_cid), bundles=head.bundles_cid)
     def read(done_before: int) -> bool:  # a head read, nothing queued or in flight
         fetch = node.status().fetch
@@ -400,13 +405,7 @@ def test_an_index_or_page_is_fetched_once_however_many_heads_list_it(tmp_path, m
     unserved = [cid_for_bytes(b"nobody has this %d" % i) for i in range(3)]
     listed = sorted([cid_for_bytes(r) for r in records] + unserved)
     head = HeadBook().our_head(listed)
-    for p in peers:
-        for obj in [*records, *head.new_objects]:
-            p.add(obj)
-    node.start()
-    for p in peers:
-        p.connect(node.ipfs.addresses()[0])
-    me = node.ipfs.peer_id()
+    me = _start_among(node, peers, [*records, *head.new_objects])
     try:
         for name in ("a", "b"):
             node._sync.on_head(wire.Head(bytes(32), head.head_cid, len(listed)), name)
