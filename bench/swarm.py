@@ -24,7 +24,11 @@ act on whole processes, and CPU and RSS per node are the process's shared out.
 
 Every scenario ends with an idle window (CPU, RSS, loopback bytes per node), a ledger
 audit (results lost, reported twice, units computed by more accounts than needed) and
-a SIGTERM of every node, timed. Every wait is bounded by its own limit and by
+a SIGTERM of every node, timed. While it waits for agreement it traces, every 10 s,
+which of agreement's conditions still fail (`convergence`: nodes short of the limit,
+outbox entries, digests, record counts, fetch backlog, records pending), and from the
+nodes' last status it sums their IPFS gets by kind and where their network loops
+spent their time (`network_loop`, with the longest single steps). Every wait is bounded by its own limit and by
 --stop-by (UTC HH:MM): past it the harness stops everything. Every process it
 started is killed at the end, on error and on Ctrl-C. The JSON report goes to stdout
 and --out.
