@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 class LoopTime:
     """Seconds spent per named step, and the longest step with its name."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.spent: Counter[str] = Counter()
         self.longest_s = 0.0

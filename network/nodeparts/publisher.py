@@ -104,8 +104,7 @@ class Publisher:
         if self._identity_due is None or now < self._identity_due:
             return False
         self._identity_due, self._identity_sent = None, now
-        for message, cids in wire.encode_announcements(self._identity):
-            self._send([(c, d) for c, d in self._identity if c in cids], message)
+        self._send_batched(dict(self._identity))
         return True
 
     def _announce(self, cid: str, data: bytes) -> None:
@@ -150,12 +149,17 @@ class Publisher:
         now = self._services.clock()
         stop_at = None if budget_s is None else time.monotonic() + budget_s
         due = {e.cid: e.data for e in entries if interval_s <= 0 or _due(e, now, interval_s)}
-        # In batches (PROTOCOL §8, "Batches"): a pass of 90 entries was 90 messages,
-        # each crossing the whole network; now it is three.
-        for message, cids in wire.encode_announcements(list(due.items())):
+        return self._send_batched(due, stop_at)
+
+    def _send_batched(self, records: dict[str, bytes], stop_at: float | None = None) -> bool:
+        """Announce `records` (CID -> bytes, in order) in as few messages as the limits
+        allow (PROTOCOL §8, "Batches": a pass of 90 entries was 90 messages, each
+        crossing the whole network; now it is three). Past `stop_at` (monotonic) it
+        stops and returns True: some were left."""
+        for message, cids in wire.encode_announcements(list(records.items())):
             if stop_at is not None and time.monotonic() >= stop_at:
                 return True
-            self._send([(cid, due[cid]) for cid in cids], message)
+            self._send([(cid, records[cid]) for cid in cids], message)
         return False
 
     def publish_head(self) -> None:
