@@ -18,6 +18,13 @@ as --peer (a sparse graph: discovery and relaying are real), then runs one scena
 - mixed:     hostile and churn at once (the test suite's short run);
 - late:      after agreement, --late nodes join with one peer each; time to catch up.
 
+The nodes start with computing paused (`main.py node --paused`) and are released
+together (SIGUSR2) once every node has a peer, so every scenario starts from a
+running network: starting 24 processes on two cores takes 40-120 s, and without the
+barrier the first nodes finish the range before the last have started, which turns
+half the swarm into late joiners (that case has its own scenario). `--no-barrier`
+starts each node computing at once, as before.
+
 --per-process K runs K nodes in each process (bench/swarm_host.py: one Python, one
 Go runtime, the embedded kubo's registry holding K nodes); kill -9 and SIGSTOP then
 act on whole processes, and CPU and RSS per node are the process's shared out.
@@ -105,6 +112,7 @@ class Member:
         self.unit_limit = unit_limit
         self.claim_ttl = claim_ttl
         self.peers: list[str] = []
+        self.paused = False  # start with computing paused (the start barrier)
         self.host: Host | None = None
         make_profile(self.data_dir, name)
 
@@ -116,6 +124,7 @@ class Member:
             "--status-file", str(self.status_file), "--cores", "1",
             "--unit-limit", str(self.unit_limit), "--claim-ttl", str(self.claim_ttl),
             *[a for p in self.peers for a in ("--peer", p)],
+            *(["--paused"] if self.paused else []),
         ]
 
     @property
@@ -276,6 +285,19 @@ class Swarm:
             dead = [m.name for m in nodes if not m.alive()]
             if got is None or dead:
                 raise RuntimeError(f"nodes did not start: {dead or [m.name for m in nodes]}")
+
+    def release(self, limit: float) -> float | None:
+        """The start barrier: wait (at most `limit`) until every node has a peer, then
+        let all compute at once (SIGUSR2); they started with `--paused`. Returns the
+        wait, or None if some node was still alone at the limit (released anyway)."""
+        waited = self.wait(lambda: all((m.status().get("peers") or 0) > 0 for m in self.members),
+                           limit, 0.5)
+        for m in self.members:
+            m.paused = False  # a restart computes at once
+        for h in self.hosts:
+            h.signal(signal.SIGUSR2)
+        self.note("computing released", waited_for_peers=waited)
+        return waited
 
     def pick_hosts(self, share: float, exclude: Host | None = None) -> list[Host]:
         """Random hosts holding at least `share` of the nodes (at least one host)."""
@@ -681,9 +703,14 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     rogue: Rogue | None = None
     try:
         t = time.monotonic()
+        report["start_barrier"] = args.barrier
+        for m in swarm.members:
+            m.paused = args.barrier
         swarm.start_members(swarm.members)
         report["start_s"] = round(time.monotonic() - t, 1)
         swarm.note("all started")
+        if args.barrier:
+            report["peers_wait_s"] = swarm.release(60)
         scenario_t0 = time.monotonic()
         baseline_rss = rss_now(swarm)
         sampler = RssSampler(swarm)
@@ -807,6 +834,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oversize-kib", type=int, default=256)
     p.add_argument("--late", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-barrier", dest="barrier", action="store_false",
+                   help="each node computes as soon as it starts (by default all start "
+                   "paused and compute together once every node has a peer)")
     p.add_argument("--stop-by", help="UTC HH:MM: stop everything at this time")
     p.add_argument("--base", type=Path, help="folder for the profiles (default: a new temp folder)")
     p.add_argument("--out", type=Path)

@@ -12,7 +12,8 @@ run 50 and more.
 Each node is started as `main.py node` starts one (network/node_commands.py:
 `prepare_node`, `start_headless`), one after the other, and computes on its own
 thread. SIGTERM or SIGINT stops every node between batches and the process exits 0
-once all have closed; a node that fails to start ends the process with exit 1
+once all have closed; SIGUSR1 and SIGUSR2 pause and resume every node's computing
+(`--paused` in a node's arguments starts it paused); a node that fails to start ends the process with exit 1
 (the harness then reports the host as not started). kill -9 ends all its nodes at
 once, which is how the harness's churn treats a host.
 """
@@ -36,6 +37,7 @@ from network.node_commands import (  # noqa: E402
     STOP_SIGNALS,
     HeadlessNode,
     NodeStartError,
+    arm_pause_signals,
     arm_stop_deadline,
     prepare_node,
     start_headless,
@@ -69,6 +71,7 @@ def main(argv: list[str]) -> int:
             signal.signal(s, on_signal)
 
     take_signals_back()
+    arm_pause_signals(lambda: [h.runner for h in started])
     threads: list[threading.Thread] = []
     code = 0
     try:
@@ -80,6 +83,9 @@ def main(argv: list[str]) -> int:
                 prepared, status_file=args.status_file, after_ipfs_open=take_signals_back
             )
             take_signals_back()
+            arm_pause_signals(lambda: [h.runner for h in started])  # kubo may take them too
+            if args.paused:
+                headless.runner.pause()
             started.append(headless)
             t = threading.Thread(target=headless.runner.run, name=f"node-{len(started)}",
                                  daemon=True)

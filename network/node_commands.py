@@ -40,6 +40,10 @@ USAGE_ERROR = 2
 FAILED = 1
 # Ctrl-C and `kill`/`systemctl stop`/`docker stop`: both end the node between batches.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# `kill -USR1` pauses computing after the current batch (the network stays up: records
+# are still exchanged and checked), `kill -USR2` resumes it: `systemctl kill -s USR1`.
+PAUSE_SIGNAL = signal.SIGUSR1
+RESUME_SIGNAL = signal.SIGUSR2
 # A stop signal is honoured within this many seconds, however loaded the machine.
 STOP_DEADLINE_S = 4.0
 
@@ -87,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-deadline", type=float, default=STOP_DEADLINE_S, help=argparse.SUPPRESS)
     p.add_argument("--unit-limit", type=int, default=None, metavar="N",
                    help="only work on units below N (a local test network)")
+    p.add_argument("--paused", action="store_true",
+                   help="start with computing paused: the node joins the network, and "
+                   "SIGUSR2 starts computing (SIGUSR1 pauses it again)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                    "(HOST defaults to 127.0.0.1; name another address to expose them)")
@@ -400,6 +407,9 @@ def cmd_node(args: argparse.Namespace) -> int:
             )
 
     old = {s: signal.signal(s, note_stop) for s in STOP_SIGNALS}
+    runners: list[NodeRunner] = []  # the one runner, once started
+    # Armed before the start, so a pause signal never takes the default action (exit).
+    old.update(arm_pause_signals(lambda: runners))
     try:
         headless = start_headless(
             prepared, status_file=args.status_file, after_ipfs_open=take_signals_back,
@@ -432,6 +442,11 @@ def cmd_node(args: argparse.Namespace) -> int:
     # A signal that arrives during the start itself is lost to kubo.
     for s in STOP_SIGNALS:
         signal.signal(s, on_signal)
+    arm_pause_signals(lambda: runners)  # again: kubo's start may have taken them
+    if args.paused:
+        runner.pause()
+        log.warning("computing paused (--paused): send SIGUSR2 to start")
+    runners.append(runner)
     if stop_asked:
         runner.stop()
         deadline.append(arm_stop_deadline(args.stop_deadline))
@@ -486,6 +501,30 @@ def arm_stop_deadline(seconds: float, exit_now: Callable[[], None] | None = None
     timer.name = "hailstone-stop-deadline"
     timer.start()
     return timer
+
+
+def arm_pause_signals(runners: Callable[[], list[NodeRunner]]) -> dict:
+    """SIGUSR1 pauses and SIGUSR2 resumes computing in every runner `runners()` lists.
+
+    The handler runs on the main thread between bytecodes, possibly while that thread
+    holds the session's lock, so it only starts a thread that gives the command.
+
+    Returns:
+        The handlers these replaced, for `_restore`.
+    """
+
+    def on_signal(signum: int, _frame: object) -> None:
+        pause = signum == PAUSE_SIGNAL
+        log.warning("%s received: %s computing", signal.Signals(signum).name,
+                    "pausing" if pause else "resuming")
+
+        def command() -> None:
+            for r in runners():
+                r.pause() if pause else r.resume()
+
+        threading.Thread(target=command, name="hailstone-pause", daemon=True).start()
+
+    return {s: signal.signal(s, on_signal) for s in (PAUSE_SIGNAL, RESUME_SIGNAL)}
 
 
 def _exit_now() -> None:

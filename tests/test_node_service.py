@@ -297,6 +297,33 @@ def test_sigint_stops_a_real_node_cleanly(tmp_path) -> None:
     assert_nothing_lost(node.data_dir)
 
 
+def test_a_node_started_paused_computes_on_sigusr2_and_pauses_on_sigusr1(tmp_path) -> None:
+    node = NodeProcess(tmp_path, "paused", extra=["--paused", "--unit-limit", "4"]).start()
+    try:
+        wait_until(lambda: node.status().get("state") == "paused", 60, "the paused state")
+        # Paused from the start: the network runs (the status is written), nothing computed.
+        node.proc.send_signal(signal.SIGUSR1)  # pausing again changes nothing, exits nothing
+        for _ in range(3):
+            status = node.status()
+            assert status["state"] == "paused" and status["units_done"] == 0
+            assert status["unit"] is None and status["blocks_done"] == 0
+            threading.Event().wait(1.0)
+        node.proc.send_signal(signal.SIGUSR2)
+        wait_until(lambda: node.status().get("blocks_done", 0) > 0, 120, "computing after SIGUSR2")
+        node.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: node.status().get("state") == "paused", 60, "paused after SIGUSR1")
+        done = node.status()["blocks_done"]
+        threading.Event().wait(3.0)
+        assert node.status()["blocks_done"] == done  # no batch after the pause
+        assert node.stop() == 0
+    finally:
+        node.stop()
+    text = node.log_file.read_text()
+    assert "SIGUSR2 received: resuming" in text and "SIGUSR1 received: pausing" in text
+    assert "Traceback" not in text
+    assert_nothing_lost(node.data_dir)
+
+
 def test_plain_stderr_gets_times_and_secrets_are_redacted(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
     stream = io.StringIO()
