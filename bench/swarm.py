@@ -97,6 +97,8 @@ class Member:
     """One node: its profile, port, peers and status file; it runs in a `Host`."""
 
     ports: set[int] = set()  # every port handed to a node of this run
+    # Arguments every node is given besides its own (--cpu-share).
+    extra_args: list[str] = []
 
     def __init__(self, base: Path, name: str, unit_limit: int, claim_ttl: int) -> None:
         self.name = name
@@ -125,6 +127,7 @@ class Member:
             "--unit-limit", str(self.unit_limit), "--claim-ttl", str(self.claim_ttl),
             *[a for p in self.peers for a in ("--peer", p)],
             *(["--paused"] if self.paused else []),
+            *Member.extra_args,
         ]
 
     @property
@@ -284,7 +287,10 @@ class Swarm:
             got = self.wait(lambda g=nodes: all(m.address() or not m.alive() for m in g), limit, 0.5)
             dead = [m.name for m in nodes if not m.alive()]
             if got is None or dead:
-                raise RuntimeError(f"nodes did not start: {dead or [m.name for m in nodes]}")
+                logs = {h.name: h.log_file.read_text(errors="replace")[-800:] for h in group
+                        if h.log_file.exists()}
+                raise RuntimeError(f"nodes did not start: {dead or [m.name for m in nodes]}; "
+                                   f"their logs end: {logs}")
 
     def release(self, limit: float) -> float | None:
         """The start barrier: wait (at most `limit`) until every node has a peer, then
@@ -342,6 +348,8 @@ class Swarm:
             "fetch_backlog": sum((s.get("fetch") or {}).get("backlog", 0) for s in statuses),
             # records held back until what they depend on arrives (a delegation, a work)
             "pending": sum(s.get("pending") or 0 for s in statuses),
+            # how long a fresh claim settles now, the longest of the nodes' (DeliveryLag)
+            "claim_settle_s_max": max((s.get("claim_settle_s") or 0 for s in statuses), default=0),
         })
 
     def first_done(self) -> bool:
@@ -695,7 +703,8 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     clock = Clock(stop_by)
     report: dict = {
         "scenario": args.scenario, "nodes": args.nodes, "unit_limit": args.unit_limit,
-        "cpus": os.cpu_count(), "go_env": dict(Host.env), "per_process": args.per_process, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(), "go_env": dict(Host.env), "per_process": args.per_process,
+        "cpu_share": args.cpu_share, "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     swarm = Swarm(base, args.nodes, args.unit_limit, args.claim_ttl, clock, args.seed,
@@ -834,6 +843,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oversize-kib", type=int, default=256)
     p.add_argument("--late", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--cpu-share", type=int, metavar="PERCENT",
+                   help="each node computes this share of the time (main.py node --cpu-share): "
+                   "N nodes on two cores each get what a machine of its own would leave "
+                   "its network loop")
     p.add_argument("--no-barrier", dest="barrier", action="store_false",
                    help="each node computes as soon as it starts (by default all start "
                    "paused and compute together once every node has a peer)")
@@ -849,6 +862,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM to the harness: unwind through the finally that kills every node
     signal.signal(signal.SIGTERM, _interrupt)
     Host.env = dict(kv.split("=", 1) for kv in args.go_env)
+    if args.cpu_share is not None:
+        Member.extra_args = ["--cpu-share", str(args.cpu_share)]
     report = run(args, base)
     report["base"] = str(base)
     if args.base is None and report.get("agreed") and not args.keep:

@@ -46,6 +46,7 @@ from network.ledger import Ledger, LedgerError
 from network.nodeparts.backoff import FETCH_BACKOFF_MAX_S
 from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
+from network.nodeparts.deliverylag import DeliveryLag
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.looptime import LoopTime
 from network.nodeparts.planner import Hold, Planner
@@ -53,7 +54,7 @@ from network.nodeparts.publisher import REANNOUNCE_BUDGET_S, Publisher
 from network.nodeparts.services import Services
 from network.nodeparts.status import NodeEvent, NodeStatus, phase_counts, state_digest
 from network.nodeparts.store import PENDING_TTL_S, RecordStore
-from network.nodeparts.sync import Sync, claim_id
+from network.nodeparts.sync import FETCHED, Sync, claim_id
 from network.nodeparts.trustduty import TrustDuty, reveal_path
 from network.records import SignedRecord, WorkRecord
 from network.rejection import Accepted, Rejection
@@ -121,6 +122,8 @@ class Node:
             config.params, node_key, self.account_pub, clock, self._event, opened_ipfs=ipfs
         )
         self._services = services
+        # How long peers' fresh records take to arrive: a fresh claim settles as long.
+        self.delivery_lag = DeliveryLag()
         self._heads = HeadBook()  # our head's pages, and how far we follow each peer's
         self._store = RecordStore(
             services,
@@ -158,6 +161,7 @@ class Node:
             trust_stall_s=config.trust_stall_s,
             on_submitted=self._checks.earn,
             settle_s=config.claim_settle_s,
+            settle_for=self.delivery_lag.settle_s,
             listen_s=config.listen_s,
             listen_max_s=config.sync_timeout_s,
             alone=not config.peers and not config.bootstrap,
@@ -530,8 +534,11 @@ class Node:
         else:
             log.debug("%s %s %s", kind, detail, cid or "")
 
-    def _after_accept(self, signed: SignedRecord, cid: str) -> None:
-        """A record from the network was stored: the parts that wait on one are told."""
+    def _after_accept(self, signed: SignedRecord, cid: str, source: str) -> None:
+        """A record from the network was stored: the parts that wait on one are told,
+        and a record gossip brought tells how long gossip takes (the claim settle)."""
+        if source != FETCHED:
+            self.delivery_lag.note(signed.kind, self._services.clock() - signed.record.created)
         if signed.kind in ("delegation", "work"):
             self._sync.retry_claims()
         self._checks.note_accepted(signed, cid)
@@ -585,6 +592,7 @@ class Node:
             phases=phase_counts(st),
             candidate_units=tuple(u.unit for u in st.candidate_units),
             loop=self.loop_time.snapshot(),
+            claim_settle_s=self.delivery_lag.settle_s(self.config.claim_settle_s),
         )
 
     def my_units(self) -> list[tuple[int, str, str]]:

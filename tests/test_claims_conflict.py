@@ -221,7 +221,8 @@ def test_the_spread_counts_the_nodes_heard_not_only_the_peers_connected():
 class Seat:
     """One node's planner over a real ledger and the in-memory IPFS."""
 
-    def __init__(self, tmp_path, swarm, me: Person, clock, *, unit_limit=None, alone=False):
+    def __init__(self, tmp_path, swarm, me: Person, clock, *, unit_limit=None, alone=False,
+                 settle_for=None):
         self.me = me
         self.events: list[tuple[str, str]] = []
         self.services = Services(
@@ -236,7 +237,7 @@ class Seat:
             param_sets=(PARAMS,),
             trust=None,
             max_skew_s=600,
-            on_accept=lambda s, c: None,
+            on_accept=lambda s, c, src: None,
         )
         self.sync = Sync(self.services, self.store, HeadBook(), fetch_timeout_s=1.0)
         publisher = Publisher(self.services, self.store, HeadBook(), evidence_dir=folder / "ev")
@@ -251,6 +252,7 @@ class Seat:
             trust_stall_s=600.0,
             on_submitted=lambda: None,
             settle_s=SETTLE,
+            settle_for=settle_for,
             listen_s=LISTEN,
             listen_max_s=LISTEN_MAX,
             alone=alone,
@@ -315,6 +317,32 @@ def test_two_nodes_racing_for_one_unit_end_with_one_computing_it(seats, clock):
     assert any(kind == "claim lost" for kind, _d in loser.events)
     winner_node = (bob if loser is alice else alice).me.node_pub
     assert min((ALICE, BOB), key=lambda p: claim_rank(1, p.node_pub)).node_pub == winner_node
+
+
+def test_while_gossip_is_slow_a_fresh_claim_settles_longer_and_a_late_rival_still_counts(
+    seats, clock
+):
+    # Gossip lately took 4 settle times to arrive (DeliveryLag measured it): Alice's
+    # claim waits that long, so Bob's claim, made at the same moment but delivered
+    # three settle times late, still decides who computes unit 1.
+    slow = 4 * SETTLE
+    alice = seats(ALICE, unit_limit=2, settle_for=lambda base: max(base, slow))
+    bob = seats(BOB, unit_limit=2, settle_for=lambda base: max(base, slow))
+    for seat in (alice, bob):
+        for p in (CAROL, DAVE):
+            seat.sync.on_message("peer", signed_claim(p, 0, clock() + 900))
+        seat.planner.note_peers(["peer"])
+    clock.t += LISTEN
+    holds = [alice.planner.take_unit(), bob.planner.take_unit()]
+    assert all(isinstance(h, Hold) and h.retry_s == slow for h in holds)
+    clock.t += 3 * SETTLE  # past the base settle: both still wait
+    assert all(isinstance(s.planner.take_unit(), Hold) for s in (alice, bob))
+    alice.send_to(bob)
+    bob.send_to(alice)
+    clock.t += SETTLE
+    got = [alice.planner.take_unit(), bob.planner.take_unit()]
+    computing = [a for a in got if isinstance(a, Assignment)]
+    assert len(computing) == 1 and computing[0].unit == 1 and got.count(None) == 1
 
 
 def test_a_settled_claim_nobody_contests_is_computed_and_a_loser_moves_on(seats, clock):

@@ -57,7 +57,7 @@ class Parts:
             on_accept=self._accepted,
         )
 
-    def _accepted(self, signed, cid: str) -> None:
+    def _accepted(self, signed, cid: str, source: str) -> None:
         self.accepted.append(cid)
         for listener in self.listeners:
             listener(signed, cid)

@@ -131,6 +131,8 @@ class Planner:
         trust_stall_s: how long a reporter holds a round without a pair.
         on_submitted: called once per unit reported (the spot-check budget grows).
         settle_s: `take_unit`'s wait between claiming a fresh unit and computing it.
+        settle_for: the wait for a base `settle_s` now (DeliveryLag.settle_s: longer
+            while gossip is slow); None: `settle_s` as it is.
         listen_s: how long a new node has had peers before `take_unit` gives a new unit.
         listen_max_s: after this long since `started()`, listening ends regardless.
         alone: no peers are configured (nothing to listen or settle for).
@@ -152,6 +154,7 @@ class Planner:
         trust_stall_s: float,
         on_submitted: Callable[[], None],
         settle_s: float = CLAIM_SETTLE_S,
+        settle_for: Callable[[float], float] | None = None,
         listen_s: float = LISTEN_S,
         listen_max_s: float = 20.0,
         alone: bool = False,
@@ -169,6 +172,7 @@ class Planner:
         self.roles: dict[int, bytes] = {}
         self._seeded_at: dict[int, float] = {}  # unit -> when we first saw its draw
         self._settle_s = settle_s
+        self._settle_for = settle_for or (lambda base: base)
         self._listen_s = listen_s
         self._listen_max_s = listen_max_s
         self._alone = alone
@@ -243,13 +247,14 @@ class Planner:
                 if not isinstance(unit, int):
                     return unit  # a Hold, the settled unit, or None
                 with self._peers_lock:
-                    settle = self._settle_s > 0 and bool(self._peers)
+                    settle_s = self._settle_for(self._settle_s) if self._peers else 0.0
+                settle = settle_s > 0
                 if settle:
-                    self._settling = (unit, now + self._settle_s)
+                    self._settling = (unit, now + settle_s)
         # The claim after the lock: a ledger write and a (local) publish.
         self.claim(unit)
         if settle:
-            return Hold(f"claimed unit {unit}; checking for other claims", self._settle_s)
+            return Hold(f"claimed unit {unit}; checking for other claims", settle_s)
         return Assignment.of_unit(services.params, unit, self._checkpoints)
 
     def _resume_or_duty(

@@ -41,6 +41,8 @@ class NodeStatus:
     candidate_units: tuple[int, ...] = ()
     # Where the network loop's time went (LoopTime.snapshot).
     loop: dict | None = None
+    # How long a fresh claim settles now (DeliveryLag: longer while gossip is slow).
+    claim_settle_s: float | None = None
 
     def to_json(self, state: str) -> dict:
         return {
@@ -62,6 +64,7 @@ class NodeStatus:
             "phases": dict(self.phases),
             "candidate_units": list(self.candidate_units),
             "loop": self.loop,
+            "claim_settle_s": self.claim_settle_s,
         }
 
 

@@ -46,7 +46,7 @@ PENDING_TTL_S = 600.0
 # How many refused CIDs are remembered.
 MAX_REMEMBERED = 50_000
 
-AcceptListener = Callable[[SignedRecord, str], None]
+AcceptListener = Callable[[SignedRecord, str, str], None]  # (record, CID, source)
 
 
 class RecordStore:
@@ -57,7 +57,8 @@ class RecordStore:
         param_sets: parameter sets work may use (ours first).
         trust: the verification protocol's policy for derive_state (None: quorum).
         max_skew_s: how far a record's `created` may lie ahead of our clock.
-        on_accept: called after a record from the network is stored (no lock held).
+        on_accept: called after a record from the network is stored, with its CID and
+            source (a peer id, or "fetch"; no lock held).
     """
 
     def __init__(
@@ -214,8 +215,8 @@ class RecordStore:
                 arrived.add(("work", cid))
         if arrived:
             self._retry_pending(arrived)
-        for _, signed, cid, _, _ in batch:
-            self._on_accept(signed, cid)
+        for _, signed, cid, _, source in batch:
+            self._on_accept(signed, cid, source)
         return verdicts
 
     def store_own(self, signed: SignedRecord) -> StoredRecord:

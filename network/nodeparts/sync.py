@@ -50,6 +50,8 @@ REFOLLOW_INTERVAL_S = 2.0
 HEAD_SENDERS_WINDOW_S = 300.0
 # A fetcher with nothing to do sleeps this long (woken by a job or by stop()).
 FETCH_WAIT_S = 5.0
+# The source of a record a fetch brought (a gossiped one names its peer).
+FETCHED = "fetch"
 RECORD = "record"
 HEAD = "head"
 # A page's bundle is fetched when the page lists at least this many records we lack:
@@ -272,7 +274,7 @@ class Sync:
         if kind != "work" or not isinstance(what, str) or not is_valid_cid(what):
             return
         if self.worth_fetching(what):
-            self.want(RECORD, what, OWN if source in ("", "fetch") else source)
+            self.want(RECORD, what, OWN if source in ("", FETCHED) else source)
 
     def want(self, kind: str, cid: str, peer: str = "") -> None:
         """Queue a fetch under the peer that announced or listed it (fairness, blame)."""
@@ -304,7 +306,7 @@ class Sync:
                     data = self._get("record", cid, codec.MAX_RECORD_BYTES)
                     with self._lock:
                         self._fetched[cid] = None
-                    self.inbox.put((data, "fetch", cid))
+                    self.inbox.put((data, FETCHED, cid))
                 self.backoff.succeeded(cid)
                 ok = True
             except IpfsTimeout as exc:
@@ -502,7 +504,7 @@ class Sync:
             taken.add(rec_cid)
             with self._lock:
                 self._fetched[rec_cid] = None
-            self.inbox.put((data, "fetch", rec_cid))
+            self.inbox.put((data, FETCHED, rec_cid))
         with self._lock:  # (fetcher threads)
             self.bundled += len(taken)
         return [c for c in missing if c not in taken]
