@@ -13,9 +13,9 @@ Each node is started as `main.py node` starts one (network/node_commands.py:
 `prepare_node`, `start_headless`), one after the other, and computes on its own
 thread. SIGTERM or SIGINT stops every node between batches and the process exits 0
 once all have closed; SIGUSR1 and SIGUSR2 pause and resume every node's computing
-(`--paused` in a node's arguments starts it paused); a node that fails to start ends the process with exit 1
-(the harness then reports the host as not started). kill -9 ends all its nodes at
-once, which is how the harness's churn treats a host.
+(`--paused` in a node's arguments starts it paused). A node that fails to start
+ends the process with exit 1 (the harness then reports the host as not started).
+kill -9 ends all its nodes at once, which is how the harness's churn treats a host.
 """
 
 from __future__ import annotations

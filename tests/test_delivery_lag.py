@@ -10,14 +10,7 @@ from network.nodeparts.deliverylag import (
     WINDOW_S,
     DeliveryLag,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.test_fetchqueue import Clock  # a monotonic clock the test moves (`t`)
 
 
 def test_no_measure_until_enough_fresh_records_came():
