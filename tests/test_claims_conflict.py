@@ -292,16 +292,22 @@ def seats(tmp_path, clock):
         seat.close()
 
 
-def test_two_nodes_racing_for_one_unit_end_with_one_computing_it(seats, clock):
-    # Carol and Dave hold the frontier unit 0 (two accounts close it); unit 1 is the
-    # only other unit under the limit. Alice and Bob both pick it at the same moment;
-    # after the settle exactly one computes it.
-    alice, bob = seats(ALICE, unit_limit=2), seats(BOB, unit_limit=2)
+def _racing_for_unit_1(seats, clock, **kw) -> tuple[Seat, Seat]:
+    """Alice and Bob, listened long enough to choose: Carol and Dave hold the frontier
+    unit 0 (two accounts close it), so unit 1 is the only other unit under the limit."""
+    alice, bob = seats(ALICE, unit_limit=2, **kw), seats(BOB, unit_limit=2, **kw)
     for seat in (alice, bob):
         for p in (CAROL, DAVE):
             seat.sync.on_message("peer", signed_claim(p, 0, clock() + 900))
         seat.planner.note_peers(["peer"])
     clock.t += LISTEN
+    return alice, bob
+
+
+def test_two_nodes_racing_for_one_unit_end_with_one_computing_it(seats, clock):
+    # Alice and Bob both pick unit 1 at the same moment; after the settle exactly one
+    # computes it.
+    alice, bob = _racing_for_unit_1(seats, clock)
     first = [alice.planner.take_unit(), bob.planner.take_unit()]
     assert all(isinstance(h, Hold) and "unit 1" in h.reason for h in first)
     alice.send_to(bob)
@@ -326,13 +332,7 @@ def test_while_gossip_is_slow_a_fresh_claim_settles_longer_and_a_late_rival_stil
     # claim waits that long, so Bob's claim, made at the same moment but delivered
     # three settle times late, still decides who computes unit 1.
     slow = 4 * SETTLE
-    alice = seats(ALICE, unit_limit=2, settle_for=lambda base: max(base, slow))
-    bob = seats(BOB, unit_limit=2, settle_for=lambda base: max(base, slow))
-    for seat in (alice, bob):
-        for p in (CAROL, DAVE):
-            seat.sync.on_message("peer", signed_claim(p, 0, clock() + 900))
-        seat.planner.note_peers(["peer"])
-    clock.t += LISTEN
+    alice, bob = _racing_for_unit_1(seats, clock, settle_for=lambda base: max(base, slow))
     holds = [alice.planner.take_unit(), bob.planner.take_unit()]
     assert all(isinstance(h, Hold) and h.retry_s == slow for h in holds)
     clock.t += 3 * SETTLE  # past the base settle: both still wait
