@@ -60,7 +60,8 @@ from network.trust import TrustPolicy
 # if no conflicting claim outranks ours (PROTOCOL §8, "Conflicting claims"). About one
 # gossip round trip: a claim reaches loopback peers in 0.1-2 s (bench/swarm.py), so
 # the claims of nodes that chose the same unit at the same moment arrive within it.
-# A production unit takes minutes, so this costs under 1 % of a unit.
+# A production unit takes minutes, so this costs under 1 % of a unit. The least wait:
+# while gossip is slower the node waits longer (settle_for: DeliveryLag, at most 10 s).
 CLAIM_SETTLE_S = 2.0
 # A node that starts takes no new unit (it may resume its checkpoint) until it has had
 # peers this long: they send their live claims again when they see it (`note_peers`),
