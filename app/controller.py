@@ -698,7 +698,8 @@ class AppController(QObject):
             what = f"Dispute on block {d.block} of {d.work_cid[:16]}… checked: {verdict}"
         else:
             verdict = "matches" if d.agrees else "does NOT match; a dispute was published"
-            what = f"Spot-check of block {d.block} of {d.work_cid[:16]}…: {verdict}"
+            kind = "Audit" if d.purpose == "audit" else "Spot-check"
+            what = f"{kind} of block {d.block} of {d.work_cid[:16]}…: {verdict}"
         self.note(f"{what} ({d.seconds:.2f} s on {d.backend}).", "network")
         self.block_task_done.emit(d)
 

@@ -394,7 +394,7 @@ class DashboardPage(QWidget):
 
     @Slot(object)
     def on_block_task(self, task: Any) -> None:
-        what = "Confirming a dispute" if task.purpose == "confirm" else "Spot-check"
+        what = {"confirm": "Confirming a dispute", "audit": "Audit"}.get(task.purpose, "Spot-check")
         self.unit_label.setText(
             f"{what}: block {task.block} of another node's unit ({task.work_cid[:16]}…)"
         )

@@ -43,6 +43,7 @@ from network.records import (
     RecheckRecord,
     Record,
     SignedRecord,
+    SpotCheckRecord,
     WorkRecord,
 )
 from network.rejection import Rejection
@@ -58,6 +59,7 @@ SIZE_CAPS: dict[str, int] = {
     BeaconRecord.KIND: 4096,
     RecheckRecord.KIND: 1024,
     CheckRecord.KIND: 1024,
+    SpotCheckRecord.KIND: 1024,
     DisputeRecord.KIND: 4096,
 }
 MAX_RECORD_BYTES = max(SIZE_CAPS.values())
@@ -131,6 +133,13 @@ SCHEMAS: dict[str, dict[str, int]] = {
         "account": _B32,
         "created": _UINT,
         "unavailable": _BOOL,
+    },
+    SpotCheckRecord.KIND: {
+        "work_cid": _TEXT,
+        "blocks": _LIST_UINT,
+        "node": _B32,
+        "account": _B32,
+        "created": _UINT,
     },
     DisputeRecord.KIND: {
         "work_cid": _TEXT,

@@ -8,7 +8,7 @@ a state with the current claims to choose what to compute next.
 
 Rules, in order:
 
-1. Authority. A work, check or dispute record *counts* only if its node is delegated
+1. Authority. A work, check, spot-check or dispute record *counts* only if its node is delegated
    by its account at the record's `created` time: some non-revoked delegation
    (account, node) has `created <= t` and (`expires == 0` or `t < expires`), and no
    revocation of (account, node) has `created <= t`. Work must also use `params`
@@ -32,6 +32,8 @@ Rules, in order:
    their earliest report (created, then CID); the first two (the quorum) are
    credited, the first with a first report, the second with a second report. Entries
    are ordered by units credited (desc), first reports (desc), then account key.
+   Each account is also shown the blocks of others' counted work it recomputed (a
+   check record counts one, a spot-check record each block it names).
 6. Usernames: network.usernames decides owners among current account records; the
    others are shown as ``name#xxxx``. Accounts without an account record show the
    first 8 hex digits of their key.
@@ -203,7 +205,8 @@ class LeaderboardEntry:
         first_reports: credited units where it reported first.
         second_reports: credited units where it reported second.
         pending: units it reported that are not verified (yet).
-        checks: counted spot-check records it published.
+        checks: blocks of others' work it recomputed (counted check and spot-check
+            records: one per check record, each block of a spot-check record).
     """
 
     rank: int
@@ -316,6 +319,7 @@ class _Inputs:
     delegation: list[tuple[str, Any]]
     work: list[tuple[str, Any]]
     check: list[tuple[str, Any]]
+    spotcheck: list[tuple[str, Any]]
     dispute: list[tuple[str, Any]]
     commit: list[tuple[str, Any]]
     beacon: list[tuple[str, Any]]
@@ -407,6 +411,13 @@ def derive_state(
             checks[cid] = c
         else:
             ignored.add(cid)
+    # Spot-checks only ever state matches: nothing but the leaderboard reads them.
+    spotchecks: dict[str, Any] = {}
+    for cid, c in inputs.spotcheck:
+        if counts(c) and c.work_cid in work and c.blocks[-1] < blocks:
+            spotchecks[cid] = c
+        else:
+            ignored.add(cid)
 
     trust_state = None
     confirmed_local = frozenset(confirmed_dispute_cids)
@@ -436,7 +447,7 @@ def derive_state(
         units=units,
         frontier=frontier,
         frontier_bound=params.start + frontier * params.unit_size,
-        leaderboard=_leaderboard(units, quorum_members, checks, accounts, params),
+        leaderboard=_leaderboard(units, quorum_members, checks, spotchecks, accounts, params),
         accounts=accounts,
         name_owners=owner_map,
         confirmed_disputes=frozenset(disputes.confirmed),
@@ -674,6 +685,7 @@ def _leaderboard(
     units: Mapping[int, UnitStatus],
     quorum_members: Mapping[int, tuple[bytes, ...]],
     checks: Mapping[str, Any],
+    spotchecks: Mapping[str, Any],
     accounts: Mapping[bytes, AccountEntry],
     params: Params,
 ) -> tuple[LeaderboardEntry, ...]:
@@ -697,6 +709,8 @@ def _leaderboard(
                 tallies.setdefault(account, _Tally())  # listed, with nothing credited
     for c in checks.values():
         tallies.setdefault(c.account, _Tally()).checks += 1
+    for c in spotchecks.values():
+        tallies.setdefault(c.account, _Tally()).checks += len(c.blocks)
     ordered = sorted(tallies.items(), key=lambda kv: (-kv[1].credited, -kv[1].first, kv[0]))
     return tuple(
         LeaderboardEntry(

@@ -44,6 +44,7 @@ from network.records import (
     DisputeRecord,
     RecheckRecord,
     SignedRecord,
+    SpotCheckRecord,
     WorkRecord,
 )
 from network.rejection import Accepted, Rejection
@@ -279,7 +280,9 @@ def recheck(candidate: int, bound: int) -> tuple[bool, int]:
     return g.fell, g.odd_steps if g.fell else 0
 
 
-def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> Rejection | None:
+def _validate_report(
+    r: CheckRecord | SpotCheckRecord | DisputeRecord, ctx: ValidationContext
+) -> Rejection | None:
     denied = authorised(ctx, r.account, r.node, r.created)
     if denied is not None:
         return denied
@@ -288,8 +291,10 @@ def _validate_report(r: CheckRecord | DisputeRecord, ctx: ValidationContext) -> 
         # Judged only against its work record: a node holds it until that arrives.
         return Rejection(R.UNKNOWN_WORK, f"work record {r.work_cid} is not known yet")
     blocks = work.params.blocks_per_unit
-    if r.block >= blocks:
-        return Rejection(R.BAD_FIELD, f"block {r.block} is past the unit's {blocks} blocks")
+    # (a spot-check's blocks are strictly increasing: its last is its largest)
+    last = r.blocks[-1] if isinstance(r, SpotCheckRecord) else r.block
+    if last >= blocks:
+        return Rejection(R.BAD_FIELD, f"block {last} is past the unit's {blocks} blocks")
     if isinstance(r, DisputeRecord) and not dispute_is_proven(r, work):
         # Without the worker's own leaf, proven against its root, a dispute could
         # accuse correct work and honest nodes would "confirm" it.
@@ -326,7 +331,7 @@ def validate(item: SignedRecord, ctx: ValidationContext) -> Accepted | Rejection
         verdict = _validate_recheck(record, ctx)
     elif isinstance(record, CommitRecord | BeaconRecord):
         verdict = _validate_commit(record, ctx)
-    elif isinstance(record, CheckRecord | DisputeRecord):
+    elif isinstance(record, CheckRecord | SpotCheckRecord | DisputeRecord):
         verdict = _validate_report(record, ctx)
     if verdict is not None:
         return verdict

@@ -37,6 +37,21 @@ def _poll_all(nodes: list[Node]) -> None:
         n.poll(0.02)
 
 
+def _spot_check(checker: Node, nodes: list[Node], first=None) -> tuple[str, str]:
+    """Run one whole idle spot-check for real (every block the checker drew, on the CPU
+    engine): (the work's CID, the spot-check record's CID)."""
+    backend = CpuBackend(DEV)
+    task = first or wait_until(lambda: _poll_all(nodes) or checker.next_block_task(idle=True),
+                               60, f"{checker.config.data_dir.name}'s spot-check")
+    while True:
+        cid = checker.submit_block(task, backend.run_block(task.lo, task.hi))
+        if cid:
+            return task.work_cid, cid
+        nxt = checker.next_block_task(idle=True)
+        assert nxt is not None and nxt.work_cid == task.work_cid  # the same check goes on
+        task = nxt
+
+
 def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
     assert IDLE_CHECKERS == 2
     swarm = MemorySwarm()
@@ -48,12 +63,10 @@ def test_idle_node_leaves_well_checked_work_to_its_budget(tmp_path) -> None:
         a = reporter.next_assignment()
         work_cid = reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
         evidence_cid = reporter.work_record(work_cid).evidence_cid
-        backend = CpuBackend(DEV)
-        for c in checkers:  # each checks one block of the work, for real
-            task = wait_until(lambda c=c: _poll_all(nodes) or c.next_block_task(idle=True),
-                              60, f"{c.config.data_dir.name}'s spot-check")
-            assert task.work_cid == work_cid
-            c.submit_block(task, backend.run_block(task.lo, task.hi))
+        for c in checkers:  # each spot-checks the work, for real
+            checked, record_cid = _spot_check(c, nodes)
+            assert checked == work_cid
+            assert record_cid in {r.cid for r in c.ledger.records("spotcheck")}
         wait_until(lambda: _poll_all(nodes) or len(me._store.checkers(work_cid)) == IDLE_CHECKERS,
                    60, "both checks to reach me")
         asked = len(swarm.gets)
@@ -128,15 +141,13 @@ def test_spot_checks_go_to_the_least_checked_works_in_an_order_of_each_nodes_own
             works.append(reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu")))
         wait_until(lambda: _poll_all(nodes) or all(me._store.work(w) for w in works),
                    60, "the work records to reach me")
-        task = wait_until(lambda: _poll_all(nodes) or checker.next_block_task(idle=True),
-                          60, "the checker's spot-check")
-        checker.submit_block(task, CpuBackend(DEV).run_block(task.lo, task.hi))
-        wait_until(lambda: _poll_all(nodes) or me._store.checkers(task.work_cid),
+        checked, _record = _spot_check(checker, nodes)
+        wait_until(lambda: _poll_all(nodes) or me._store.checkers(checked),
                    60, "the check to reach me")
         order = [cid for cid, _w, _n in me._checks._spot_check_order()]
-        unchecked = sorted((w for w in works if w != task.work_cid),
+        unchecked = sorted((w for w in works if w != checked),
                            key=lambda w: hashlib.sha256(me._services.node_pub + w.encode()).digest())
-        assert order == [*unchecked, task.work_cid]
+        assert order == [*unchecked, checked]
     finally:
         for n in nodes:
             n.stop()

@@ -98,8 +98,9 @@ class BlockTaskStarted:
 class BlockTaskDone:
     """One block of someone else's work recomputed and reported.
 
-    purpose: "spot-check" or "confirm"; agrees: our leaf matched the claimed one
-    (for a confirmation: the dispute was confirmed when False); cid: our record.
+    purpose: "spot-check", "audit" or "confirm"; agrees: our leaf matched the claimed
+    one (for a confirmation: the dispute was confirmed when False); cid: our record
+    ("" while a spot-check's record waits for its other blocks).
     """
 
     purpose: str

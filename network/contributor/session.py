@@ -445,7 +445,7 @@ class ContributorSession:
         yield from self._ensure_backend(cmd)
         assert self._backend is not None
         backend = self._backend.name
-        what = "confirming a dispute" if task.purpose == "confirm" else "spot-check"
+        what = {"confirm": "confirming a dispute", "audit": "audit"}.get(task.purpose, "spot-check")
         yield from self._set_state("computing", f"{backend}, {what}")
         yield BlockTaskStarted(task)
         yield BatchStarted(backend)

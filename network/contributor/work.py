@@ -50,7 +50,8 @@ class WorkSource(Protocol):
 
     `submit` and `submit_block` store durably before they return; they raise
     `OSError` or `network.ledger.LedgerError` when they cannot (the session then
-    keeps the result and tries again later).
+    keeps the result and tries again later). `submit_block` returns "" for a matching
+    block of a spot-check whose record waits for the check's other blocks.
     """
 
     def next_work(self) -> Assignment | BlockTask | Wait: ...

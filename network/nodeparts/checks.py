@@ -6,14 +6,15 @@ the trust protocol) a drawn audit, then a spot-check when the budget allows (eve
 unit we report earns `spot_check_share` of a unit's blocks; an idle node checks
 without budget, but only works fewer than IDLE_CHECKERS accounts checked). It runs
 the block and hands the result to `submit_block`: a check record, or a dispute on
-a mismatch. The evidence a check needs is fetched on EvidenceFetcher's own thread
+a mismatch. A spot-check draws several blocks of one work (a `_SpotGroup`) and
+publishes one spot-check record naming those that matched once all are done. The evidence a check needs is fetched on EvidenceFetcher's own thread
 (evidence.py), so the compute loop never waits for IPFS. Candidates that others
 report are re-checked on `recheck_loop`'s thread.
 
 Lock discipline: `_lock` guards the confirmations queue, filled on the network loop
 (`note_accepted`) and drained by the compute loop; it is never held across an IPFS
-call or a ledger write. The spot-check budget, `_checked` and `_evidence_retry` are
-the compute loop's alone.
+call or a ledger write. The spot-check budget, `_group`, `_checked` and
+`_evidence_retry` are the compute loop's alone.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from dataclasses import dataclass
 from engine import BlockEvidence, merkle_proof, merkle_root
 from network import trust as T
 from network.ipfs import MAX_OBJECT_BYTES, IpfsError
+from network.ledger import LedgerError
 from network.nodeparts.evidence import PENDING, EvidenceFetcher
 from network.nodeparts.services import Services
 from network.nodeparts.store import RecordStore
 from network.records import (
+    MAX_SPOT_BLOCKS,
     RECHECK_FACTOR,
     CheckRecord,
     DisputeRecord,
     RecheckRecord,
     SignedRecord,
+    SpotCheckRecord,
     WorkRecord,
 )
 from network.state import NetworkState
@@ -61,13 +65,15 @@ MAX_EVIDENCE_BYTES = MAX_OBJECT_BYTES
 # put on hold for it (bench/swarm.py). Records and heads keep the rest.
 EVIDENCE_MAX_PENDING = 8
 EVIDENCE_WAIT_STEP_S = 0.5
+SPOT_DOMAIN = b"hailstone/spot/v1\x00"
 
 
 @dataclass(frozen=True, slots=True)
 class BlockTask:
     """One block of someone else's work to recompute.
 
-    `purpose` is "spot-check" (we chose the block) or "confirm" (a dispute names it).
+    `purpose` is "spot-check" (we chose the block), "audit" (the trust protocol drew
+    it for us) or "confirm" (a dispute names it).
     """
 
     purpose: str
@@ -79,6 +85,18 @@ class BlockTask:
     proof: tuple[bytes, ...]
     dispute_cid: str | None = None
     disputed_leaf: bytes | None = None
+
+
+@dataclass(slots=True)
+class _SpotGroup:
+    """The blocks of one work drawn for one spot-check: those still to hand out, and
+    those whose result came back (matched or not)."""
+
+    work_cid: str
+    todo: deque[BlockTask]
+    blocks: frozenset[int]
+    matched: set[int]
+    done: set[int]
 
 
 class BlockChecks:
@@ -124,6 +142,7 @@ class BlockChecks:
         # (work CID, candidate); None: stop() wakes the idle re-check thread
         self._rechecks: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._checked: set[str] = set()
+        self._group: _SpotGroup | None = None
         self._evidence_retry: dict[str, float] = {}
         self._evidence = EvidenceFetcher(self._fetch_evidence_of)
         self.spot_budget = 0.0
@@ -229,15 +248,25 @@ class BlockChecks:
             audit = self._audit_duty(self._store.state())
             if audit is not None:
                 return audit
+        if self._group is not None and self._group.todo:
+            return self._group.todo.popleft()
         if self.spot_budget < 1.0 and not idle:
             return None
-        # Budgeted checks pick any work; checks beyond the budget (idle) only the
-        # works that fewer than IDLE_CHECKERS accounts have checked.
+        # Budgeted checks pick any work and spend the budget on its blocks; checks
+        # beyond the budget (idle) only the works that fewer than IDLE_CHECKERS
+        # accounts have checked, as many blocks as one reported unit earns.
         budgeted = self.spot_budget >= 1.0
-        task = self._choose_spot_check(well_checked_too=budgeted)
-        if task is not None and budgeted:
-            self.spot_budget -= 1.0
-        return task
+        size = int(self.spot_budget) if budgeted else round(self._share * self._blocks_per_unit)
+        group = self._choose_spot_check(min(max(size, 1), MAX_SPOT_BLOCKS), budgeted)
+        if group is None:
+            return None
+        if budgeted:
+            self.spot_budget -= len(group.blocks)
+        return group.todo.popleft()
+
+    @property
+    def _blocks_per_unit(self) -> int:
+        return self._services.params.blocks_per_unit
 
     def _audit_duty(self, st: NetworkState) -> BlockTask | None:
         """A drawn audit of a paired unit: its drawn block, not one we choose (T5)."""
@@ -273,7 +302,7 @@ class BlockChecks:
                     )
                     self._add_own(services.sign(rec))
                     continue
-                return self._spot_task(cid, unit, block, leaves)
+                return self._block_task("audit", cid, unit, block, leaves)
         return None
 
     def _spot_check_order(self) -> list[tuple[str, WorkRecord, int]]:
@@ -298,7 +327,9 @@ class BlockChecks:
 
         return sorted(out, key=order)
 
-    def _choose_spot_check(self, *, well_checked_too: bool = True) -> BlockTask | None:
+    def _choose_spot_check(self, size: int, well_checked_too: bool) -> _SpotGroup | None:
+        """Draw `size` blocks (at most all) of the first work in our order whose evidence
+        we hold, and make them the current spot-check group."""
         services = self._services
         st = self._store.state()
         now = time.monotonic()
@@ -319,23 +350,30 @@ class BlockChecks:
                 continue
             self._checked.add(cid)
             # The reporter cannot predict our key nor our current head: it cannot
-            # know which block we will recompute.
+            # know which blocks we will recompute.
             seed = hashlib.sha256(
-                b"hailstone/spot/v1\x00"
-                + cid.encode()
-                + services.node_pub
-                + self._head_cid().encode()
+                SPOT_DOMAIN + cid.encode() + services.node_pub + self._head_cid().encode()
             ).digest()
-            block = int.from_bytes(seed[:8], "big") % len(leaves)
-            return self._spot_task(cid, w.unit, block, leaves)
+            blocks = draw_blocks(seed, len(leaves), min(size, len(leaves)))
+            self._end_abandoned_group()
+            self._group = _SpotGroup(
+                work_cid=cid,
+                todo=deque(self._block_task("spot-check", cid, w.unit, b, leaves) for b in blocks),
+                blocks=frozenset(blocks),
+                matched=set(),
+                done=set(),
+            )
+            return self._group
         return None
 
-    def _spot_task(self, cid: str, unit: int, block: int, leaves: list[bytes]) -> BlockTask:
+    def _block_task(
+        self, purpose: str, cid: str, unit: int, block: int, leaves: list[bytes]
+    ) -> BlockTask:
         params = self._services.params
         lo, _ = params.unit_range(unit)
         blo = lo + block * params.block_size
         return BlockTask(
-            "spot-check",
+            purpose,
             cid,
             block,
             blo,
@@ -370,9 +408,20 @@ class BlockChecks:
         return leaves
 
     def submit_block(self, task: BlockTask, evidence: BlockEvidence) -> str:
-        """Publish the outcome of a recomputed block: a check, or a dispute on mismatch."""
+        """Publish the outcome of a recomputed block: a dispute on a mismatch; for a
+        spot-check that matched, the group's spot-check record once its last block is
+        in ("" until then); otherwise a check record. Returns the CID published."""
         services = self._services
         leaf = evidence.leaf()
+        if task.purpose == "spot-check":
+            group = self._group
+            if group is not None and group.work_cid == task.work_cid and task.block in group.blocks:
+                group.done.add(task.block)
+                if leaf == task.claimed_leaf:
+                    group.matched.add(task.block)
+                    return self._publish_group() if group.done == group.blocks else ""
+                if group.done == group.blocks:
+                    self._publish_group()
         now = services.now()
         if task.purpose == "confirm" or leaf == task.claimed_leaf:
             # A check says whether the work's leaf (proven against its root) stands. For
@@ -401,3 +450,52 @@ class BlockChecks:
         cid = self._add_own(services.sign(record))
         services.event("published", f"{record.KIND} on block {task.block} of {task.work_cid}", cid)
         return cid
+
+    def _publish_group(self) -> str:
+        """Publish the current group's spot-check record (the blocks that matched, if
+        any) and end the group; the record's CID, or "" when nothing matched.
+
+        Raises:
+            LedgerError, OSError: the record could not be stored; the group stays, so
+                the caller's retry of the same block publishes it.
+        """
+        group = self._group
+        cid = ""
+        if group is not None and group.matched:
+            services = self._services
+            record = SpotCheckRecord(
+                work_cid=group.work_cid,
+                blocks=tuple(sorted(group.matched)),
+                node=services.node_pub,
+                account=services.account_pub,
+                created=services.now(),
+            )
+            cid = self._add_own(services.sign(record))
+            services.event(
+                "published", f"spotcheck of {len(record.blocks)} blocks of {group.work_cid}", cid
+            )
+        self._group = None
+        return cid
+
+    def _end_abandoned_group(self) -> None:
+        """A new group starts while blocks of the last were handed out and never came
+        back (the compute loop dropped them): publish what matched, or drop it when
+        that cannot be stored now (spot-checks are chosen again, never owed)."""
+        try:
+            self._publish_group()
+        except (LedgerError, OSError) as exc:
+            self._services.event("warning", f"a spot-check record was not stored: {exc}")
+            self._group = None
+
+
+def draw_blocks(seed: bytes, n: int, k: int) -> list[int]:
+    """`k` distinct blocks out of `n` (k <= n), in the order `seed` draws them."""
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot draw {k} distinct blocks of {n}")
+    chosen: dict[int, None] = {}
+    counter = 0
+    while len(chosen) < k:
+        h = hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+        chosen.setdefault(int.from_bytes(h[:8], "big") % n, None)
+        counter += 1
+    return list(chosen)

@@ -25,7 +25,9 @@ from collections.abc import Callable
 
 # Records signed moments before they are first sent (an account or delegation record
 # is re-announced to new peers all its life: its `created` says nothing of the delay).
-FRESH_KINDS = frozenset({"work", "check", "dispute", "commit", "beacon", "recheck"})
+FRESH_KINDS = frozenset(
+    {"work", "check", "spotcheck", "dispute", "commit", "beacon", "recheck"}
+)
 # The settle covers this share of recent deliveries.
 QUANTILE = 0.9
 # Deliveries older than this are forgotten; fewer than MIN_SAMPLES recent ones: no

@@ -33,7 +33,13 @@ from network.ipfs import IpfsError
 from network.ledger import LedgerError, StoredRecord, stored_record
 from network.nodeparts.pending import PendingRecords, Waiting, WaitKey
 from network.nodeparts.services import Services
-from network.records import CheckRecord, DelegationRecord, SignedRecord, WorkRecord
+from network.records import (
+    CheckRecord,
+    DelegationRecord,
+    SignedRecord,
+    SpotCheckRecord,
+    WorkRecord,
+)
 from network.rejection import Accepted, Rejection
 from network.state import NetworkState, derive_state
 from network.trust import TrustPolicy
@@ -238,7 +244,7 @@ class RecordStore:
                 self._delegations.append(signed.record)
             elif isinstance(signed.record, WorkRecord):
                 self._works[cid] = signed.record
-            elif isinstance(signed.record, CheckRecord):
+            elif isinstance(signed.record, CheckRecord | SpotCheckRecord):
                 self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
             self._state = None
 
@@ -327,7 +333,7 @@ class RecordStore:
             return {
                 s.record.work_cid
                 for s in self._records.values()
-                if s.kind in ("check", "dispute") and s.record.node == node
+                if s.kind in ("check", "spotcheck", "dispute") and s.record.node == node
             }
 
     def holds(self, cid: str) -> bool:
