@@ -283,7 +283,11 @@ class Node:
         if waited > HINT_MAX_FACTOR * self.config.sync_timeout_s:
             return None
         hint = self._sync.frontier_hint()
-        if hint is None or hint <= self.state().frontier:
+        # The state as last derived will do: with an older frontier below the hint we
+        # return a floor at or below the true frontier, below which every unit is
+        # verified, so take_unit chooses as it would without one; with one above it
+        # (a dispute moved it back) we return none, as a synced node has.
+        if hint is None or hint <= self._store.last_state().frontier:
             return None
         if not self.is_synced(cap=False) and waited <= self.config.sync_timeout_s:
             return None  # waiting for sync, as before

@@ -242,6 +242,19 @@ def test_a_full_pending_set_counts_what_it_cannot_hold(parts, monkeypatch) -> No
     assert parts.services.ledger.rejection_counts() == {R.NO_DELEGATION: 1}
 
 
+def test_the_last_state_is_kept_until_someone_asks_for_the_state_again(parts) -> None:
+    parts.store.load([stored_record(d.record) for d in (delegation(ALICE), delegation(BOB))])
+    first = parts.store.state()
+    assert parts.store.last_state() is first
+    report = work(BOB, 0)
+    parts.store.load([stored_record(report.record)])
+    # A record arrived: the last state is the older one, the state is derived again.
+    assert parts.store.last_state() is first and 0 not in first.units
+    fresh = parts.store.state()
+    assert fresh is not first and fresh.units[0].status == "reported_once"
+    assert parts.store.last_state() is fresh
+
+
 # ---- Sync -------------------------------------------------------------------------------
 
 

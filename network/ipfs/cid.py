@@ -8,6 +8,7 @@ multibase base32 lower-case ('b' prefix), e.g. ``bafkrei...``.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 CID_VERSION = 1
@@ -19,6 +20,11 @@ SHA2_256_LENGTH = 32
 # varint is the single byte itself.
 _RAW_SHA256_PREFIX = bytes([CID_VERSION, CODEC_RAW, MULTIHASH_SHA2_256, SHA2_256_LENGTH])
 _BINARY_LENGTH = len(_RAW_SHA256_PREFIX) + SHA2_256_LENGTH
+# Conversions remembered (each way; about 200 bytes an entry). The standard library's
+# base32 is written in Python: with every head page's CIDs checked on each read, it was
+# a tenth of a busy swarm node's Python time (bench/swarm.py with py-spy --gil), while
+# a node meets the same few thousand CIDs again and again.
+CID_CACHE_SIZE = 16384
 
 
 class CidError(ValueError):
@@ -51,6 +57,12 @@ def digest_from_cid(cid: str) -> bytes:
     """
     if not isinstance(cid, str) or not cid.startswith("b") or len(cid) > 100:
         raise CidError(f"not a base32 CIDv1 (expected 'bafkrei...'): {cid!r:.80}")
+    return _digest_of(cid)
+
+
+@functools.lru_cache(maxsize=CID_CACHE_SIZE)
+def _digest_of(cid: str) -> bytes:
+    """digest_from_cid past its type check (an error is raised each time, never kept)."""
     body = cid[1:]
     if body != body.lower():
         raise CidError(f"CID must be lower-case base32: {cid!r:.80}")
@@ -71,6 +83,11 @@ def cid_from_digest(digest: bytes) -> str:
     """Return the raw CIDv1 string for a sha2-256 ``digest``."""
     if len(digest) != SHA2_256_LENGTH:
         raise CidError("a sha2-256 digest has 32 bytes")
+    return _cid_of(bytes(digest))
+
+
+@functools.lru_cache(maxsize=CID_CACHE_SIZE)
+def _cid_of(digest: bytes) -> str:
     return "b" + base64.b32encode(_RAW_SHA256_PREFIX + digest).decode("ascii").rstrip("=").lower()
 
 

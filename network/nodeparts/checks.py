@@ -331,7 +331,8 @@ class BlockChecks:
         """Draw `size` blocks (at most all) of the first work in our order whose evidence
         we hold, and make them the current spot-check group."""
         services = self._services
-        st = self._store.state()
+        # (an older state only risks checking work a dispute has just removed)
+        st = self._store.last_state()
         now = time.monotonic()
         for cid, w, checkers in self._spot_check_order():
             if not well_checked_too and checkers >= IDLE_CHECKERS:
