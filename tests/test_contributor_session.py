@@ -573,18 +573,6 @@ def test_node_work_waits_while_the_node_holds_a_unit_back(tmp_path):
     wait = work.next_work()
     assert isinstance(wait, Wait) and wait.state == "syncing" and wait.retry_ms == 1500
     assert work.next_work() is unit
-    # With others' work to check, the settle time goes to an idle node's spot-check.
-    idle = _spot_check(0, 2)
-    hold = Hold("claimed unit 5; checking", 1.5)
-    node = _Node(tmp_path, idle_tasks=[idle], units=[hold, hold, unit])
-    work = NodeWork(node)
-    assert work.next_work() is idle
-    assert isinstance(work.next_work(), Wait)  # nothing more to check: it waits
-    assert work.next_work() is unit
-    # A node still catching up checks nothing, as before.
-    behind = _Node(tmp_path, synced=False, idle_tasks=[idle], units=[hold])
-    behind.floor = 3
-    assert isinstance(NodeWork(behind).next_work(), Wait) and behind.idle_tasks == [idle]
 
 
 def test_node_work_waits_for_the_catch_up_unless_a_checkpoint_is_there(tmp_path):

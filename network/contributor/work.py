@@ -93,9 +93,8 @@ class NodeWork:
        nothing else until it is synced;
     2. a dispute to confirm, or a spot-check when the budget allows;
     3. the next unit (`take_unit()`: our own checkpoint first, claimed; a new unit
-       only after listening and once its claim settled; till then a spot-check as
-       an idle node makes them, else `Wait("syncing")`; none below the floor while
-       the node catches up, past the sync cap too);
+       only after listening and once its claim settled, `Wait("syncing")` till then;
+       none below the floor while the node catches up, past the sync cap too);
     4. with no unit open, a spot-check anyway (an idle node checks others);
     5. else `Wait("idle")`.
     """
@@ -119,13 +118,6 @@ class NodeWork:
         if isinstance(assignment, Assignment):
             return assignment
         if assignment is not None:  # a Hold: listening, or our claim settling
-            # The cores would sit idle for the settle time (up to 10 s on a slow
-            # network): check others' work meanwhile, as an idle node does. At 32
-            # nodes the spot-checks made after the range was done were what the
-            # swarm still waited for (bench/swarm.py).
-            task = None if catching_up else node.next_block_task(idle=True)
-            if task is not None:
-                return task
             return Wait("syncing", assignment.reason, max(1, int(assignment.retry_s * 1000)))
         if not catching_up:
             task = node.next_block_task(idle=True)
