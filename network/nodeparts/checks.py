@@ -7,8 +7,9 @@ unit we report earns `spot_check_share` of a unit's blocks; an idle node checks
 without budget, but only works fewer than IDLE_CHECKERS accounts checked). It runs
 the block and hands the result to `submit_block`: a check record, or a dispute on
 a mismatch. A spot-check draws several blocks of one work (a `_SpotGroup`) and
-publishes one spot-check record naming those that matched once all are done. The evidence a check needs is fetched on EvidenceFetcher's own thread
-(evidence.py), so the compute loop never waits for IPFS. Candidates that others
+publishes one spot-check record naming those that matched once all are done. The
+evidence a check needs is fetched on EvidenceFetcher's own thread (evidence.py), so
+the compute loop never waits for IPFS. Candidates that others
 report are re-checked on `recheck_loop`'s thread.
 
 Lock discipline: `_lock` guards the confirmations queue, filled on the network loop
@@ -411,7 +412,8 @@ class BlockChecks:
     def submit_block(self, task: BlockTask, evidence: BlockEvidence) -> str:
         """Publish the outcome of a recomputed block: a dispute on a mismatch; for a
         spot-check that matched, the group's spot-check record once its last block is
-        in ("" until then); otherwise a check record. Returns the CID published."""
+        in ("" until then); otherwise a check record (also for a spot-check block that
+        comes back after its group ended). Returns the CID published."""
         services = self._services
         leaf = evidence.leaf()
         if task.purpose == "spot-check":
