@@ -8,6 +8,7 @@ records at 32 nodes (about 5 per work with dev parameters; 82 with production on
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import cbor2
@@ -20,7 +21,7 @@ from network import rejection as R
 from network.ipfs.memory import MemorySwarm
 from network.ledger import LedgerError, stored_record
 from network.nodeparts.checks import BlockChecks, draw_blocks
-from network.records import MAX_SPOT_BLOCKS, SpotCheckRecord, WorkRecord
+from network.records import MAX_SPOT_BLOCKS, SpotCheckRecord
 from network.rejection import Accepted, Rejection
 from network.validate import context, validate
 from tests.test_nodeparts_jobs import Parts
@@ -155,21 +156,9 @@ class _Reporter:
         if wrong_block is not None:
             leaves[wrong_block] = bytes(32)
         evidence_cid = parts.services.ipfs.add(b"".join(leaves))
-        rec = WorkRecord(
-            params=PARAMS,
-            unit=0,
-            root=merkle_root(leaves),
-            evidence_cid=evidence_cid,
-            tested=10,
-            odd_steps=100,
-            max_value=1000,
-            max_n=PARAMS.start + 1,
-            overflows=0,
-            backend="cpu",
-            compute_ms=5,
-            node=BOB.node_pub,
-            account=BOB.acct,
-            created=T0 + 100,
+        # (Bob's made-up totals, as the state tests use, with this root and evidence)
+        rec = dataclasses.replace(
+            work(BOB, 0).record.record, root=merkle_root(leaves), evidence_cid=evidence_cid
         )
         signed = codec.sign(rec, BOB.node)
         self.cid = codec.record_cid(signed)
