@@ -8,8 +8,8 @@ a state with the current claims to choose what to compute next.
 
 Rules, in order:
 
-1. Authority. A work, check, spot-check or dispute record *counts* only if its node is delegated
-   by its account at the record's `created` time: some non-revoked delegation
+1. Authority. A work, check, spot-check or dispute record *counts* only if its node is
+   delegated by its account at the record's `created` time: some non-revoked delegation
    (account, node) has `created <= t` and (`expires == 0` or `t < expires`), and no
    revocation of (account, node) has `created <= t`. Work must also use `params`
    (every field but the informational name). Everything else is ignored, not an error.
