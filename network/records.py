@@ -8,6 +8,7 @@ turns records into bytes and back (docs/PROTOCOL.md, "Records").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,6 +69,19 @@ def _check_bool(name: str, value: object) -> None:
 def _check_created(value: object) -> None:
     if type(value) is not int or not MIN_CREATED <= value <= MAX_CREATED:
         raise ValueError(f"created must be unix seconds in {MIN_CREATED}..{MAX_CREATED}")
+
+
+def _check_increasing(
+    name: str, value: object, check_item: Callable[[object], None], max_len: int, min_len: int = 0
+) -> None:
+    """`value` is a tuple of min_len..max_len items, each passing `check_item`, strictly
+    increasing (sorted, no repeats: a set has one spelling, so a record has one CID)."""
+    if type(value) is not tuple or not min_len <= len(value) <= max_len:
+        raise ValueError(f"{name} must be a tuple of {min_len}..{max_len} items")
+    for item in value:
+        check_item(item)
+    if list(value) != sorted(set(value)):
+        raise ValueError(f"{name} must be strictly increasing (sorted, distinct)")
 
 
 def _check_params(value: object) -> None:
@@ -184,12 +198,12 @@ class WorkRecord:
             _check_uint(field, getattr(self, field), MAX_COUNT)
         _check_uint("max_value", self.max_value, MAX_BIG_UINT)
         _check_uint("max_n", self.max_n, MAX_BIG_UINT)
-        if type(self.candidates) is not tuple or len(self.candidates) > MAX_CANDIDATES:
-            raise ValueError(f"candidates must be a tuple of at most {MAX_CANDIDATES}")
-        for c in self.candidates:
-            _check_uint("candidate", c, MAX_BIG_UINT)
-        if list(self.candidates) != sorted(set(self.candidates)):
-            raise ValueError("candidates must be strictly increasing")
+        _check_increasing(
+            "candidates",
+            self.candidates,
+            lambda c: _check_uint("candidate", c, MAX_BIG_UINT),
+            MAX_CANDIDATES,
+        )
         _check_uint("extra_candidates", self.extra_candidates, MAX_COUNT)
         if self.extra_candidates:
             # Bounded record, unbounded report: the first MAX_CANDIDATES inline, all of
@@ -211,12 +225,12 @@ class WorkRecord:
         if self.evidence_cid is not None:
             _check_text("evidence_cid", self.evidence_cid, MAX_CID_CHARS, printable_ascii=True)
         _check_bytes("nonce", self.nonce, HASH_BYTES)
-        if type(self.seen_commits) is not tuple or len(self.seen_commits) > MAX_SEEN_COMMITS:
-            raise ValueError(f"seen_commits must be a tuple of at most {MAX_SEEN_COMMITS} CIDs")
-        for c in self.seen_commits:
-            _check_text("seen commit", c, MAX_CID_CHARS, printable_ascii=True)
-        if list(self.seen_commits) != sorted(set(self.seen_commits)):
-            raise ValueError("seen_commits must be sorted and distinct")
+        _check_increasing(
+            "seen_commits",
+            self.seen_commits,
+            lambda c: _check_text("seen commit", c, MAX_CID_CHARS, printable_ascii=True),
+            MAX_SEEN_COMMITS,
+        )
 
     @property
     def signer(self) -> bytes:
@@ -365,12 +379,12 @@ class BeaconRecord:
     def __post_init__(self) -> None:
         _check_uint("round", self.round, MAX_COUNT)
         _check_bytes("value", self.value, HASH_BYTES)
-        if type(self.listed) is not tuple or len(self.listed) > MAX_BEACON_LISTED:
-            raise ValueError(f"listed must be a tuple of at most {MAX_BEACON_LISTED} CIDs")
-        for c in self.listed:
-            _check_text("listed CID", c, MAX_CID_CHARS, printable_ascii=True)
-        if list(self.listed) != sorted(set(self.listed)):
-            raise ValueError("listed must be sorted and distinct")
+        _check_increasing(
+            "listed",
+            self.listed,
+            lambda c: _check_text("listed CID", c, MAX_CID_CHARS, printable_ascii=True),
+            MAX_BEACON_LISTED,
+        )
         _check_bytes("node", self.node, KEY_BYTES)
         _check_bytes("account", self.account, KEY_BYTES)
         _check_created(self.created)
@@ -479,12 +493,13 @@ class SpotCheckRecord:
 
     def __post_init__(self) -> None:
         _check_text("work_cid", self.work_cid, MAX_CID_CHARS, printable_ascii=True)
-        if type(self.blocks) is not tuple or not 1 <= len(self.blocks) <= MAX_SPOT_BLOCKS:
-            raise ValueError(f"blocks must list 1..{MAX_SPOT_BLOCKS} blocks")
-        for b in self.blocks:
-            _check_uint("block", b, MAX_COUNT)
-        if any(a >= b for a, b in zip(self.blocks, self.blocks[1:], strict=False)):
-            raise ValueError("blocks must be strictly increasing")
+        _check_increasing(
+            "blocks",
+            self.blocks,
+            lambda b: _check_uint("block", b, MAX_COUNT),
+            MAX_SPOT_BLOCKS,
+            min_len=1,
+        )
         _check_bytes("node", self.node, KEY_BYTES)
         _check_bytes("account", self.account, KEY_BYTES)
         _check_created(self.created)
