@@ -37,6 +37,7 @@ from app.network_bridge import (
     StartFailure,
     WorkBridge,
     accounts_available,
+    block_task_label,
     release_off_reason,
 )
 from app.ringbuffer import RateTracker
@@ -698,7 +699,7 @@ class AppController(QObject):
             what = f"Dispute on block {d.block} of {d.work_cid[:16]}… checked: {verdict}"
         else:
             verdict = "matches" if d.agrees else "does NOT match; a dispute was published"
-            kind = "Audit" if d.purpose == "audit" else "Spot-check"
+            kind = block_task_label(d.purpose).capitalize()
             what = f"{kind} of block {d.block} of {d.work_cid[:16]}…: {verdict}"
         self.note(f"{what} ({d.seconds:.2f} s on {d.backend}).", "network")
         self.block_task_done.emit(d)

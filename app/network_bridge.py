@@ -60,6 +60,7 @@ from network.facade import StoreFailed as StoreFailed
 from network.facade import UnitDone as UnitDone
 from network.facade import UnitStarted as UnitStarted
 from network.facade import Wait as Wait
+from network.facade import block_task_label as block_task_label
 from network.facade import claim_renew_interval_s
 
 # One profile folder for the app and the CLI (and the move of an old GUI profile).

@@ -49,6 +49,7 @@ from app.network_bridge import (
     BANDWIDTH_COVERAGE,
     TRAFFIC_NOT_MEASURED,
     BridgeStatus,
+    block_task_label,
     trust_root,
 )
 from app.theme import plot_colours
@@ -394,7 +395,7 @@ class DashboardPage(QWidget):
 
     @Slot(object)
     def on_block_task(self, task: Any) -> None:
-        what = {"confirm": "Confirming a dispute", "audit": "Audit"}.get(task.purpose, "Spot-check")
+        what = block_task_label(task.purpose).capitalize()
         self.unit_label.setText(
             f"{what}: block {task.block} of another node's unit ({task.work_cid[:16]}…)"
         )

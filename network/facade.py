@@ -44,6 +44,7 @@ from network.contributor import (
     UnitStarted,
     Wait,
     WorkSource,
+    block_task_label,
     claim_renew_interval_s,
 )
 from network.identity import Profile
@@ -91,6 +92,7 @@ __all__ = [
     "UsernameError",
     "Wait",
     "WorkSource",
+    "block_task_label",
     "claim_renew_interval_s",
     "create_backup",
     "default_data_dir",

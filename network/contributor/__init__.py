@@ -25,6 +25,7 @@ from network.contributor.events import (
     StoreFailed,
     UnitDone,
     UnitStarted,
+    block_task_label,
 )
 from network.contributor.session import STORE_RETRY_S, ContributorSession
 from network.contributor.work import (
@@ -54,5 +55,6 @@ __all__ = [
     "UnitStarted",
     "Wait",
     "WorkSource",
+    "block_task_label",
     "claim_renew_interval_s",
 ]

@@ -87,6 +87,12 @@ class UnitDone:
     candidates: int
 
 
+def block_task_label(purpose: str) -> str:
+    """What a block task (`BlockTask.purpose`) is, in words: "spot-check", "audit" or
+    "confirming a dispute" (the front ends capitalise it where a line begins)."""
+    return {"confirm": "confirming a dispute", "audit": "audit"}.get(purpose, "spot-check")
+
+
 @dataclass(frozen=True, slots=True)
 class BlockTaskStarted:
     """A block of someone else's record (a network.node.BlockTask) is recomputed."""

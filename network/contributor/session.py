@@ -51,6 +51,7 @@ from network.contributor.events import (
     StoreFailed,
     UnitDone,
     UnitStarted,
+    block_task_label,
 )
 from network.contributor.work import Wait, WorkSource
 from network.ledger import LedgerError
@@ -445,7 +446,7 @@ class ContributorSession:
         yield from self._ensure_backend(cmd)
         assert self._backend is not None
         backend = self._backend.name
-        what = {"confirm": "confirming a dispute", "audit": "audit"}.get(task.purpose, "spot-check")
+        what = block_task_label(task.purpose)
         yield from self._set_state("computing", f"{backend}, {what}")
         yield BlockTaskStarted(task)
         yield BatchStarted(backend)
