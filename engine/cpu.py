@@ -4,7 +4,8 @@ The public `CpuBackend.run_block()` validates its range, runs the kernel
 (engine/cpu_kernel.py), and sends every number the kernel could not finish (a
 value that would pass 2**128, or more odd steps than the fast bound) through
 the exact reference path. The kernel releases the GIL, so several blocks run
-on several cores from plain Python threads while the GUI stays live.
+on several cores from plain Python threads while the GUI stays live. Those
+threads are the backend's own, at background priority (engine/priority.py).
 
 The kernel comes in two forms with one definition (`select_kernel`): compiled
 ahead of time into a small library loaded without numba (engine/aot.py; built
@@ -27,6 +28,7 @@ import numpy as np
 from engine import aot, reference
 from engine.evidence import BlockEvidence
 from engine.params import MOD9_KEPT, Params
+from engine.priority import lower_this_thread
 from engine.sieve import Sieve, loaded
 from engine.sieve import load as load_sieve
 
@@ -114,6 +116,13 @@ def _select(mode: str, announce: Callable[[str], None] | None) -> Kernel:
     return JitKernel()
 
 
+def _check_range(lo: int, hi: int) -> None:
+    if not 1 <= lo < hi:
+        raise ValueError("need 1 <= lo < hi")
+    if hi - lo >= 1 << 62:
+        raise ValueError("a block must be shorter than 2**62 integers")
+
+
 class CpuBackend:
     """Runs blocks on the CPU; exact fallback through engine.reference.
 
@@ -138,6 +147,7 @@ class CpuBackend:
         self._call = self.kernel.bind(self.sieve, _KEPT9, _POW3)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._pool_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Compile (or load) the kernel now rather than inside the first timed block."""
@@ -146,10 +156,46 @@ class CpuBackend:
 
     def run_block(self, lo: int, hi: int) -> BlockEvidence:
         """Evidence for [lo, hi), bit-identical to engine.reference.run_block."""
-        if not 1 <= lo < hi:
-            raise ValueError("need 1 <= lo < hi")
-        if hi - lo >= 1 << 62:
-            raise ValueError("a block must be shorter than 2**62 integers")
+        return self.run_blocks([(lo, hi)], 1)[0]
+
+    def run_blocks(self, ranges: Sequence[tuple[int, int]], cores: int) -> list[BlockEvidence]:
+        """Several blocks at once, one per thread (the kernel releases the GIL).
+
+        Every block runs on the backend's own threads, at background priority
+        (engine/priority.py): the caller's thread keeps its priority for the rest of
+        its work (a node's records, the app's window) and waits."""
+        for lo, hi in ranges:
+            _check_range(lo, hi)
+        # At most `cores` blocks at once however large the pool grew: lane i runs
+        # blocks i, i + lanes, ... one after another.
+        lanes = max(1, min(cores, len(ranges)))
+        with self._pool_lock:
+            pool = self._pool_for(lanes)
+            futures = [pool.submit(self._compute_lane, ranges[i::lanes]) for i in range(lanes)]
+        out: list[BlockEvidence | None] = [None] * len(ranges)
+        for i, future in enumerate(futures):
+            out[i::lanes] = future.result()
+        return out  # type: ignore[return-value]  (every slot filled above)
+
+    def _compute_lane(self, ranges: Sequence[tuple[int, int]]) -> list[BlockEvidence]:
+        return [self._compute(lo, hi) for lo, hi in ranges]
+
+    def _pool_for(self, threads: int) -> ThreadPoolExecutor:
+        """The compute pool, grown to at least `threads` threads (under `_pool_lock`;
+        it never shrinks: run_blocks caps what one call runs at once)."""
+        if self._pool is None or self._pool_size < threads:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)  # (what it runs finishes; nothing is lost)
+            self._pool = ThreadPoolExecutor(
+                max_workers=threads,
+                thread_name_prefix="hailstone-cpu",
+                initializer=lower_this_thread,
+            )
+            self._pool_size = threads
+        return self._pool
+
+    def _compute(self, lo: int, hi: int) -> BlockEvidence:
+        """One block's evidence, on a compute thread."""
         if hi > _FAST_RANGE_LIMIT:
             exact = reference.run_block(self.sieve, lo, hi, self.params.exact_step_bound)
             self.sieve.confirm()
@@ -178,22 +224,12 @@ class CpuBackend:
         self.sieve.confirm()
         return acc.finish(lo, hi)
 
-    def run_blocks(self, ranges: Sequence[tuple[int, int]], cores: int) -> list[BlockEvidence]:
-        """Several blocks at once, one per thread (the kernel releases the GIL)."""
-        if cores <= 1 or len(ranges) <= 1:
-            return [self.run_block(lo, hi) for lo, hi in ranges]
-        if self._pool is None or self._pool_size != cores:
-            self.close()
-            self._pool = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="hailstone-cpu")
-            self._pool_size = cores
-        return list(self._pool.map(lambda r: self.run_block(*r), ranges))
-
     def batch_blocks(self, cores: int) -> int:
         """One block per core: a batch lasts one block's time (milliseconds)."""
         return max(1, cores)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-            self._pool_size = 0
+        with self._pool_lock:
+            pool, self._pool, self._pool_size = self._pool, None, 0
+        if pool is not None:
+            pool.shutdown(wait=True)
