@@ -187,6 +187,24 @@ def test_outbox_lifecycle(tmp_path):
         assert (head.peer_id, head.head_cid, head.record_count) == ("peer-b", "bafkreihead2", 2)
 
 
+def test_acknowledging_reads_only_the_entries_no_peer_has_acknowledged(tmp_path):
+    first, second = _work(1), _work(2, root_byte=9)
+    with Ledger.in_dir(tmp_path, clock=lambda: 50.0) as led:
+        led.add_own_record(first)
+        led.add_own_record(second)
+        assert led.acknowledge([first.cid, "bafkreiother"], "peer-b") == 1
+        # A page listing none of the waiting entries changes nothing.
+        assert led.acknowledge([first.cid, "bafkreiother"], "peer-c") == 0
+        assert [e.cid for e in led.outbox()] == [second.cid]
+        assert led.acknowledge(reversed([second.cid, first.cid]), "peer-c") == 1
+        assert led.outbox_count() == 0
+        # The waiting entries are read from their own index, not the whole outbox.
+        plan = led._read(lambda c: c.execute(
+            "EXPLAIN QUERY PLAN SELECT cid FROM outbox WHERE acknowledged_at IS NULL"
+        ).fetchall())
+        assert "outbox_waiting" in " ".join(str(row[-1]) for row in plan)
+
+
 def _synchronous(led: Ledger) -> str:
     """The SQLite sync mode the ledger's last write committed with."""
     mode = led._read(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
@@ -426,7 +444,7 @@ def test_a_version_1_ledger_file_is_migrated_with_its_claims(tmp_path):
     path = tmp_path / LEDGER_FILENAME
     _v1_file(path)
     with Ledger(path, clock=lambda: 1000.0) as led:
-        assert led.schema_version() == SCHEMA_VERSION == 2
+        assert led.schema_version() == SCHEMA_VERSION == 3
         assert led.heads_list() == [_delegation().cid]
         rows = led.active_claims(1000.0)
         # Old claims: done 0, progress and first seen at their last renewal (the best
@@ -438,5 +456,5 @@ def test_a_version_1_ledger_file_is_migrated_with_its_claims(tmp_path):
         assert led.active_claims(1999.0)[0].expires_at == 2000.0
         led.put_claim("a", 4, b"\x01" * 32, b"\x02" * 32, 5000.0, done=1)
         assert led.active_claims(1999.0)[0].expires_at == 5000.0
-    with Ledger(path) as led:  # a second open finds version 2 and changes nothing
-        assert led.schema_version() == 2 and len(led.active_claims(0.0)) == 2
+    with Ledger(path) as led:  # a second open finds version 3 and changes nothing
+        assert led.schema_version() == 3 and len(led.active_claims(0.0)) == 2
