@@ -28,7 +28,7 @@ import numpy as np
 from engine import aot, reference
 from engine.evidence import BlockEvidence
 from engine.params import MOD9_KEPT, Params
-from engine.priority import lower_this_thread
+from engine.priority import lower_compute_thread
 from engine.sieve import Sieve, loaded
 from engine.sieve import load as load_sieve
 
@@ -189,7 +189,7 @@ class CpuBackend:
             self._pool = ThreadPoolExecutor(
                 max_workers=threads,
                 thread_name_prefix="hailstone-cpu",
-                initializer=lower_this_thread,
+                initializer=lower_compute_thread,
             )
             self._pool_size = threads
         return self._pool

@@ -4,9 +4,9 @@ A volunteer's machine is theirs first: the engine's threads take only the CPU
 that nothing else wants (BOINC does the same), so the desktop, the app's own
 window and the node's network loop are served at once even when every core
 computes. The node's networking matters most: a claim or a record answered late
-is a unit computed twice by someone else (bench/swarm.py: with 50 nodes sharing
-two cores, compute threads at normal priority delayed gossip by 21 s at the
-median).
+is a unit computed twice by someone else.
+
+HAILSTONE_COMPUTE_PRIORITY=normal keeps them at normal priority.
 
 Per thread, not per process: only the engine's compute threads are lowered
 (Linux: a thread's nice value; Windows: THREAD_PRIORITY_IDLE; macOS: the
@@ -26,8 +26,30 @@ log = logging.getLogger(__name__)
 
 # The lowest priority of a Unix nice value (the highest number).
 NICE_LOWEST = 19
+# "normal" keeps compute at the priority of the rest of the program: for a machine
+# given over to computing, and for bench/swarm.py, whose tens of nodes share two
+# cores, so one node's compute would wait behind every other node's network loop
+# (which no real deployment has: there each node's network competes only with its
+# own compute).
+PRIORITY_ENV = "HAILSTONE_COMPUTE_PRIORITY"
+PRIORITIES = ("background", "normal")
 _THREAD_PRIORITY_IDLE = -15  # Windows: SetThreadPriority's lowest normal level
 _QOS_CLASS_UTILITY = 0x11  # macOS: long-running work the user does not wait on
+
+
+def compute_priority() -> str:
+    """"background" (the default) or "normal", from HAILSTONE_COMPUTE_PRIORITY."""
+    value = os.environ.get(PRIORITY_ENV, "").strip().lower() or "background"
+    if value not in PRIORITIES:
+        log.warning("%s=%s is not one of %s: computing at background priority",
+                    PRIORITY_ENV, value, ", ".join(PRIORITIES))
+        return "background"
+    return value
+
+
+def lower_compute_thread() -> bool:
+    """A compute thread's start: lowered unless the compute priority is "normal"."""
+    return compute_priority() == "background" and lower_this_thread()
 
 
 def lower_this_thread() -> bool:

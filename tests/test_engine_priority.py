@@ -13,7 +13,13 @@ import pytest
 from engine import reference
 from engine.cpu import CpuBackend
 from engine.params import Params
-from engine.priority import NICE_LOWEST, lower_this_thread, thread_nice
+from engine.priority import (
+    NICE_LOWEST,
+    PRIORITY_ENV,
+    compute_priority,
+    lower_this_thread,
+    thread_nice,
+)
 
 P = Params.custom(unit_bits=20, block_bits=14, sieve_k=12)
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
@@ -116,3 +122,34 @@ def test_a_bad_range_is_refused_before_anything_runs() -> None:
         assert backend._pool is None  # nothing was started for them
     finally:
         backend.close()
+
+
+@linux_only
+def test_normal_priority_keeps_the_compute_threads_where_the_program_is(monkeypatch) -> None:
+    monkeypatch.setenv(PRIORITY_ENV, "normal")
+    backend = CpuBackend(P)
+    niceness: list[int | None] = []
+    compute = backend._compute
+
+    def observed(lo: int, hi: int):
+        niceness.append(thread_nice())
+        return compute(lo, hi)
+
+    backend._compute = observed  # type: ignore[method-assign]
+    try:
+        backend.run_blocks(_ranges(2), cores=2)
+    finally:
+        backend.close()
+    assert niceness == [thread_nice()] * 2 != [NICE_LOWEST] * 2
+
+
+def test_the_priority_setting_is_read_and_a_bad_value_falls_back_to_background(
+    monkeypatch, caplog
+) -> None:
+    monkeypatch.delenv(PRIORITY_ENV, raising=False)
+    assert compute_priority() == "background"
+    monkeypatch.setenv(PRIORITY_ENV, " Normal ")
+    assert compute_priority() == "normal"
+    monkeypatch.setenv(PRIORITY_ENV, "realtime")
+    assert compute_priority() == "background"
+    assert "realtime" in caplog.text
