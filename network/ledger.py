@@ -674,13 +674,28 @@ class Ledger:
 
         return self._write(fn, durable=False)
 
+    def unacknowledged(self, created_before: float | None = None) -> list[str]:
+        """The CIDs of the outbox entries no peer has acknowledged yet (only those
+        created before `created_before`, when given)."""
+        if created_before is None:
+            return self._read(_unacknowledged)
+        return self._read(
+            lambda c: [
+                row[0]
+                for row in c.execute(
+                    "SELECT cid FROM outbox WHERE acknowledged_at IS NULL AND created < ?",
+                    (created_before,),
+                )
+            ]
+        )
+
     def acknowledge(self, cids: Iterable[str], peer_id: str, at: float | None = None) -> int:
         """Mark outbox entries as held by `peer_id`; returns how many became acknowledged."""
         when = self._clock() if at is None else at
         # Most pages a peer lists hold none of our unacknowledged records: a read of
         # the (short) outbox spares them a write transaction and one UPDATE per CID
         # (every page read at 32 nodes took the ledger's write lock, bench/swarm.py).
-        waiting = set(self._read(_unacknowledged))
+        waiting = set(self.unacknowledged())
         wanted = sorted(waiting.intersection(cids))
         if not wanted:
             return 0

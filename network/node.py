@@ -450,6 +450,8 @@ class Node:
             self._last_redial = now
             with self.loop_time.step("dial"):
                 self._dial_peers()
+        with self.loop_time.step("unread_heads"):
+            self._sync.follow_unread()
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
             self._last_housekeeping = now
             with self.loop_time.step("housekeeping"):

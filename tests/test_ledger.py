@@ -192,6 +192,10 @@ def test_acknowledging_reads_only_the_entries_no_peer_has_acknowledged(tmp_path)
     with Ledger.in_dir(tmp_path, clock=lambda: 50.0) as led:
         led.add_own_record(first)
         led.add_own_record(second)
+        assert sorted(led.unacknowledged()) == sorted([first.cid, second.cid])
+        # (made at 50.0: none before it, both before 50.5)
+        assert led.unacknowledged(created_before=50.0) == []
+        assert len(led.unacknowledged(created_before=50.5)) == 2
         assert led.acknowledge([first.cid, "bafkreiother"], "peer-b") == 1
         # A page listing none of the waiting entries changes nothing.
         assert led.acknowledge([first.cid, "bafkreiother"], "peer-c") == 0

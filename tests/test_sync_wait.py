@@ -36,7 +36,7 @@ def test_past_the_timeout_a_node_waits_only_while_records_keep_coming(tmp_path) 
         node._started_at = now - 5
         assert not node.is_synced()  # within the timeout, nothing held yet
         # a peer's head is queued (a fetch pending) and a record came 1 s ago
-        node._sync.on_head(wire.Head(bytes(32), "bafkreiaaaa", 10), "peer")
+        node._sync.on_head(wire.Head(bytes(32), "bafkreiaaaa", 100), "peer")  # (far ahead)
         assert not node._sync.idle()
         node._started_at = now - TIMEOUT_S - 1
         node._sync.last_progress = now - 1

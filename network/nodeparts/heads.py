@@ -129,6 +129,18 @@ class HeadBook:
 
     # -- peers -----------------------------------------------------------------------
 
+    def held_as_ours(self, peer: str, head_cid: str) -> list[str] | None:
+        """If `head_cid` is our own current head, `peer` lists exactly what we hold:
+        it is held whole at once, and the CIDs it lists are returned (for our outbox's
+        acknowledgement); else None. A swarm in agreement sends such heads."""
+        with self._lock:
+            if not head_cid or head_cid != self._my_head:
+                return None
+            self._peer_heads[peer] = head_cid
+            self._peer_pages[peer] = set(self._my_pages)
+            self._complete += 1
+            return [cid for cids in self._my_lists.values() for cid in cids]
+
     def note_whole_page(self, page_cid: str) -> None:
         """We hold every record page `page_cid` lists (none refused or given up)."""
         with self._lock:

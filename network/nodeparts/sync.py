@@ -32,7 +32,9 @@ from network.fetchqueue import OWN, FetchQueue
 from network.ipfs import IpfsError, IpfsTimeout, cid_for_bytes
 from network.ipfs.cid import is_valid_cid
 from network.ledger import LedgerError
+from network.nodeparts import headreads
 from network.nodeparts.backoff import FetchBackoff
+from network.nodeparts.headreads import ACK, READ, HeadReadPolicy
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.ratelimit import PeerRateLimiter
 from network.nodeparts.services import Services
@@ -46,6 +48,8 @@ MAX_FETCH_QUEUE = 10_000
 PER_PEER_INFLIGHT = 4
 # Least time between two re-reads of a peer's head that we do not hold completely.
 REFOLLOW_INTERVAL_S = 2.0
+# How long the outbox's waiting count is taken as known (one query, not one per head).
+OUTBOX_COUNT_TTL_S = 1.0
 # How long a peer's head counts it among the swarm's head senders (head_senders).
 HEAD_SENDERS_WINDOW_S = 300.0
 # A fetcher with nothing to do sleeps this long (woken by a job or by stop()).
@@ -54,6 +58,7 @@ FETCH_WAIT_S = 5.0
 FETCHED = "fetch"
 RECORD = "record"
 HEAD = "head"
+ACK_READ = "ack"  # a head's index and the pages where our waiting records would be
 # A page's bundle is fetched when the page lists at least this many records we lack:
 # for fewer (a node keeping up, which gossip already gave nearly everything) one
 # get per record moves a few hundred bytes, where the bundle moves all of the page.
@@ -114,6 +119,12 @@ class Sync:
         # outbox and so re-announcing it again and again).
         self._newest_head: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
         self._refollowed: FIFOCache[str, float] = FIFOCache(MAX_REMEMBERED)  # peer -> when
+        # Which peers' heads to read, and when (headreads.py).
+        self.reads = HeadReadPolicy(MAX_REMEMBERED)
+        # The head of each peer we began to read and hold only in part: read again
+        # until held (_follow_again), whatever its count says.
+        self._following: FIFOCache[str, str] = FIFOCache(MAX_REMEMBERED)
+        self._outbox_waiting: tuple[float, int] = (-OUTBOX_COUNT_TTL_S, 0)  # (when, count)
         # The frontier each peer's newest head reported (PROTOCOL §8, "Catching up").
         self._frontier_of: FIFOCache[str, int] = FIFOCache(MAX_REMEMBERED)
         # The bundle index of each peer's newest head, if it sent one ("Bundles").
@@ -229,8 +240,61 @@ class Sync:
             self._frontier_of[peer] = head.frontier
             self._bundles_of[peer] = head.bundles
             self._head_senders[peer] = None
-        if not self._heads.holds(peer, head.head):
-            self.want(HEAD, head.head, peer)
+        if self._heads.holds(peer, head.head):
+            return
+        listed = self._heads.held_as_ours(peer, head.head)
+        if listed is not None:  # (the very head we published: nothing to read)
+            self.reads.held(peer)
+            try:
+                self._acknowledge(listed, peer)
+            except LedgerError as exc:
+                self._services.event("warning", f"ledger: {exc}")
+            return
+        if self.reads.on_head(peer, head.count, self._store.counts()[0]) == READ:
+            self._read_head(peer, head.head)
+
+    def _read_head(self, peer: str, head_cid: str) -> None:
+        with self._lock:
+            self._following[peer] = head_cid
+        self.want(HEAD, head_cid, peer)
+
+    def _outbox_waits(self, now: float) -> bool:
+        """Some of our records made more than a head's grace ago wait for a peer's head
+        to list them (a head sent before a record reached its sender cannot; asked
+        once per OUTBOX_COUNT_TTL_S)."""
+        at, waiting = self._outbox_waiting
+        if now - at >= OUTBOX_COUNT_TTL_S:
+            before = self._services.clock() - headreads.HEAD_GRACE_S
+            try:
+                waiting = len(self._services.ledger.unacknowledged(created_before=before))
+            except LedgerError:
+                waiting = 0
+            self._outbox_waiting = (now, waiting)
+        return waiting > 0
+
+    def follow_unread(self) -> None:
+        """Read the heads the read policy says are due (headreads.py); the network
+        loop calls this every round."""
+        newest: dict[str, str] = {}
+        for peer in self.reads.unread():
+            with self._lock:
+                head = self._newest_head.get(peer)
+            if head is None or self._heads.holds(peer, head):
+                self.reads.held(peer)
+            else:
+                newest[peer] = head
+        if not newest:
+            return
+        due = self.reads.due(
+            self._store.counts()[0],
+            lambda: self._outbox_waits(time.monotonic()),
+            skip=lambda peer: peer not in newest or self.fetches.busy(peer),
+        )
+        for peer, how in due:
+            if how == ACK:
+                self.want(ACK_READ, newest[peer], peer)
+            else:
+                self._read_head(peer, newest[peer])
 
     def head_senders(self) -> int:
         """How many peers' heads came within the last HEAD_SENDERS_WINDOW_S."""
@@ -295,11 +359,15 @@ class Sync:
                 self.fetches.done(queue_peer, ok=True)
                 continue
             try:
-                if kind == HEAD:
+                if kind in (HEAD, ACK_READ):
                     with self._lock:
                         stale = self._newest_head.get(peer, cid) != cid
-                    if not stale:  # (a stale head counts as done: a newer one is queued)
+                    if stale:  # (counts as done: a newer one is queued or due)
+                        pass
+                    elif kind == HEAD:
                         self._fetch_head(peer, cid)
+                    else:
+                        self._acknowledge_from(peer, cid)
                 else:
                     # Every get has a hard deadline (fetch_timeout_s); a timed-out get
                     # counts against the peer that wanted it fetched (FetchQueue).
@@ -350,8 +418,9 @@ class Sync:
             if head is None or now - self._refollowed.get(peer, 0.0) < REFOLLOW_INTERVAL_S:
                 return
             self._refollowed[peer] = now
-        if not self._heads.holds(peer, head):
-            self.want(HEAD, head, peer)
+            begun = self._following.get(peer) == head
+        if begun and not self._heads.holds(peer, head):
+            self._read_head(peer, head)
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
@@ -403,6 +472,39 @@ class Sync:
         except LedgerError as exc:
             self._services.event("warning", f"ledger: {exc}")
         self._heads.followed(peer, head_cid, held, complete)
+        if complete:
+            self.reads.held(peer)
+        else:
+            self.reads.read_in_part(peer)
+
+    def _acknowledge_from(self, peer: str, head_cid: str) -> None:
+        """Read of `peer`'s head only what acknowledges our outbox: its index and the
+        pages where our waiting records would be listed (a record's page is fixed by
+        its CID, `wire.page_of`). Nothing else is fetched, and the head stays unread."""
+        try:
+            waiting = self._services.ledger.unacknowledged()
+        except LedgerError as exc:
+            self._services.event("warning", f"ledger: {exc}")
+            return
+        if not waiting:
+            return
+        index = self._cid_list("head", head_cid, wire.decode_head_index)
+        if isinstance(index, Rejection):
+            self._services.reject(index, peer)
+            return
+        for i in sorted({wire.page_of(cid) for cid in waiting}):
+            page_cid = index[i]
+            if self._held_elsewhere(page_cid, peer):
+                continue  # (one of ours acknowledges what it lists; see there)
+            page = self._cid_list("page", page_cid, wire.decode_cid_list)
+            if isinstance(page, Rejection):
+                self._services.reject(page, peer)
+                return
+            try:
+                self._acknowledge(page, peer)
+            except LedgerError as exc:
+                self._services.event("warning", f"ledger: {exc}")
+                return
 
     def _cid_list(
         self, what: str, cid: str, decode: Callable[[bytes], list[str] | Rejection]
