@@ -6,7 +6,8 @@ the fetcher threads (`fetch_loop`), a claim goes to the ledger (held until its
 node's delegation arrives). Fetches are queued per peer and served round-robin
 (network/fetchqueue.py), so one peer's flood cannot starve the rest; a failed
 fetch backs off (backoff.py); a peer's head is followed page by page (heads.py),
-and only its newest announced head is fetched. Fetched records land in `inbox`,
+only its newest announced head is fetched, and only when it may list a record we
+lack (headreads.py). Fetched records land in `inbox`,
 which the network loop drains into the store, so validation stays on one thread.
 
 Lock discipline: `_lock` guards the newest-head table and the claims waiting for
@@ -362,12 +363,9 @@ class Sync:
                 if kind in (HEAD, ACK_READ):
                     with self._lock:
                         stale = self._newest_head.get(peer, cid) != cid
-                    if stale:  # (counts as done: a newer one is queued or due)
-                        pass
-                    elif kind == HEAD:
-                        self._fetch_head(peer, cid)
-                    else:
-                        self._acknowledge_from(peer, cid)
+                    if not stale:  # (a stale one counts as done: a newer head is due)
+                        read = self._fetch_head if kind == HEAD else self._acknowledge_from
+                        read(peer, cid)
                 else:
                     # Every get has a hard deadline (fetch_timeout_s); a timed-out get
                     # counts against the peer that wanted it fetched (FetchQueue).
@@ -393,8 +391,8 @@ class Sync:
     def ingested(self, cids: list[str]) -> None:
         """The network loop ingested these fetched records (whatever the verdict: one
         the store could not keep, e.g. with its pending set full, may be fetched
-        again). When the inbox is empty, peers' heads we do not hold completely are
-        read again."""
+        again). When the inbox is empty, peers' heads we began to read and do not
+        hold completely yet are read again (_follow_again)."""
         with self._lock:
             if cids:
                 self.last_progress = time.monotonic()
@@ -405,8 +403,8 @@ class Sync:
             self._follow_again(peer)
 
     def _follow_again(self, peer: str) -> None:
-        """Read `peer`'s newest head again once all we queued from it is done, if we do
-        not hold it all yet: what did not fit in the queue (a backlog larger than it)
+        """Read `peer`'s newest head again once all we queued from it is done, if we
+        began to read it and do not hold it all yet: what did not fit in the queue (a backlog larger than it)
         or failed is asked for now, not at the peer's next head announcement (an
         unchanged head is announced only once a minute). At most every
         REFOLLOW_INTERVAL_S per peer, so CIDs that keep failing cost nothing."""
