@@ -214,3 +214,36 @@ def test_a_head_that_is_our_own_is_held_at_once_and_acknowledges_our_outbox(star
     assert node.ledger.unacknowledged() == []
     assert node._sync.reads.unread() == []
     assert len(_gets(swarm, node)) == before  # nothing fetched for it
+
+
+def test_a_head_whose_read_failed_waits_out_its_backoff(tmp_path, monkeypatch) -> None:
+    from engine import DEV
+    from network.node import Node, NodeConfig
+    from network.nodeparts.backoff import FetchBackoff
+    from tests.netutil import make_profile
+
+    monkeypatch.setattr(headreads, "HEAD_GRACE_S", 0.0)
+    swarm = MemorySwarm()
+    profile = make_profile(tmp_path / "myself", "myself")
+    node = Node(
+        NodeConfig(data_dir=tmp_path / "myself", params=DEV, listen=(), bootstrap=(),
+                   fetch_timeout_s=0.2),
+        profile, profile.node_key(), ipfs=swarm.node("myself"),
+    )
+    node._sync.backoff = FetchBackoff(base_s=3600.0)  # (the first failure waits an hour)
+    peer = swarm.node("peer")
+    node.start()
+    peer.connect(node.ipfs.addresses()[0])
+    try:
+        nowhere = cid_for_bytes(b"a head nobody serves")
+        node._sync.on_head(wire.Head(bytes(32), nowhere, node._store.counts()[0] + 1), "peer")
+
+        def failed() -> bool:
+            node.poll(0.05)
+            return node.status().fetch.failed >= 1
+
+        wait_until(failed, 30, "the failed read")
+        _run_for(node, 1.5)  # ahead of us after its grace: due every round, but backed off
+        assert _gets(swarm, node).count(nowhere) == 1
+    finally:
+        node.stop()

@@ -289,7 +289,12 @@ class Sync:
         due = self.reads.due(
             self._store.counts()[0],
             lambda: self._outbox_waits(time.monotonic()),
-            skip=lambda peer: peer not in newest or self.fetches.busy(peer),
+            # (a head whose read failed waits out its backoff, as a record would)
+            skip=lambda peer: (
+                peer not in newest
+                or self.fetches.busy(peer)
+                or not self.backoff.due(newest[peer])
+            ),
         )
         for peer, how in due:
             if how == ACK:
@@ -407,7 +412,8 @@ class Sync:
         began to read it and do not hold it all yet: what did not fit in the queue (a backlog larger than it)
         or failed is asked for now, not at the peer's next head announcement (an
         unchanged head is announced only once a minute). At most every
-        REFOLLOW_INTERVAL_S per peer, so CIDs that keep failing cost nothing."""
+        REFOLLOW_INTERVAL_S per peer, so CIDs that keep failing cost nothing, and not
+        while the head's own read is backed off after a failure."""
         if peer == OWN or self.fetches.busy(peer):
             return
         now = time.monotonic()
@@ -417,7 +423,7 @@ class Sync:
                 return
             self._refollowed[peer] = now
             begun = self._following.get(peer) == head
-        if begun and not self._heads.holds(peer, head):
+        if begun and not self._heads.holds(peer, head) and self.backoff.due(head):
             self._read_head(peer, head)
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
