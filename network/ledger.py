@@ -677,17 +677,7 @@ class Ledger:
     def unacknowledged(self, created_before: float | None = None) -> list[str]:
         """The CIDs of the outbox entries no peer has acknowledged yet (only those
         created before `created_before`, when given)."""
-        if created_before is None:
-            return self._read(_unacknowledged)
-        return self._read(
-            lambda c: [
-                row[0]
-                for row in c.execute(
-                    "SELECT cid FROM outbox WHERE acknowledged_at IS NULL AND created < ?",
-                    (created_before,),
-                )
-            ]
-        )
+        return self._read(lambda c: _unacknowledged(c, created_before))
 
     def acknowledge(self, cids: Iterable[str], peer_id: str, at: float | None = None) -> int:
         """Mark outbox entries as held by `peer_id`; returns how many became acknowledged."""
@@ -971,8 +961,11 @@ def _stored(row: tuple) -> StoredRecord:
     )
 
 
-def _unacknowledged(c: sqlite3.Connection) -> list[str]:
-    return [row[0] for row in c.execute("SELECT cid FROM outbox WHERE acknowledged_at IS NULL")]
+def _unacknowledged(c: sqlite3.Connection, created_before: float | None = None) -> list[str]:
+    sql = "SELECT cid FROM outbox WHERE acknowledged_at IS NULL"
+    if created_before is None:
+        return [row[0] for row in c.execute(sql)]
+    return [row[0] for row in c.execute(sql + " AND created < ?", (created_before,))]
 
 
 def _acknowledge(c: sqlite3.Connection, cids: list[str], peer_id: str, when: float) -> int:

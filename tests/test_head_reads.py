@@ -247,3 +247,13 @@ def test_a_head_whose_read_failed_waits_out_its_backoff(tmp_path, monkeypatch) -
         assert _gets(swarm, node).count(nowhere) == 1
     finally:
         node.stop()
+
+
+def test_our_head_says_which_cids_it_lists() -> None:
+    records = [cid_for_bytes(r) for r in _delegations(40)]
+    book = HeadBook()
+    assert book.listed_by_ours(records) == []  # nothing published yet
+    head = book.our_head(sorted(records[:30]))
+    assert book.held_as_ours("peer", head.head_cid)
+    assert not book.held_as_ours("peer", cid_for_bytes(b"another head"))
+    assert book.listed_by_ours(reversed(records)) == list(reversed(records[:30]))

@@ -15,6 +15,7 @@ threads follow peers).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -129,17 +130,32 @@ class HeadBook:
 
     # -- peers -----------------------------------------------------------------------
 
-    def held_as_ours(self, peer: str, head_cid: str) -> list[str] | None:
-        """If `head_cid` is our own current head, `peer` lists exactly what we hold:
-        it is held whole at once, and the CIDs it lists are returned (for our outbox's
-        acknowledgement); else None. A swarm in agreement sends such heads."""
+    def held_as_ours(self, peer: str, head_cid: str) -> bool:
+        """If `head_cid` is our own current head, `peer` lists exactly what we published:
+        it is held whole at once and True is returned. A swarm in agreement sends such
+        heads."""
         with self._lock:
             if not head_cid or head_cid != self._my_head:
-                return None
+                return False
             self._peer_heads[peer] = head_cid
             self._peer_pages[peer] = set(self._my_pages)
             self._complete += 1
-            return [cid for cids in self._my_lists.values() for cid in cids]
+            return True
+
+    def listed_by_ours(self, cids: Iterable[str]) -> list[str]:
+        """Those of `cids` that our current head lists (a CID's page is fixed, and each
+        page's list is sorted: no more than one lookup each)."""
+        with self._lock:
+            if len(self._my_pages) != wire.HEAD_PAGES:
+                return []
+            lists = [self._my_lists[page_cid] for page_cid in self._my_pages]
+        found = []
+        for cid in cids:
+            page = lists[wire.page_of(cid)]
+            i = bisect.bisect_left(page, cid)
+            if i < len(page) and page[i] == cid:
+                found.append(cid)
+        return found
 
     def note_whole_page(self, page_cid: str) -> None:
         """We hold every record page `page_cid` lists (none refused or given up)."""

@@ -243,11 +243,12 @@ class Sync:
             self._head_senders[peer] = None
         if self._heads.holds(peer, head.head):
             return
-        listed = self._heads.held_as_ours(peer, head.head)
-        if listed is not None:  # (the very head we published: nothing to read)
+        if self._heads.held_as_ours(peer, head.head):  # (nothing to read)
             self.reads.held(peer)
-            try:
-                self._acknowledge(listed, peer)
+            try:  # (it lists whatever of our waiting records our head lists)
+                listed = self._heads.listed_by_ours(self._services.ledger.unacknowledged())
+                if listed:
+                    self._acknowledge(listed, peer)
             except LedgerError as exc:
                 self._services.event("warning", f"ledger: {exc}")
             return
