@@ -16,7 +16,7 @@ from network import wire
 from network.ipfs import cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.nodeparts import headreads
-from network.nodeparts.headreads import ACK, READ, HeadReadPolicy
+from network.nodeparts.headreads import ACK, BACKSTOP, READ, HeadReadPolicy
 from network.nodeparts.heads import HeadBook
 from tests.netutil import wait_until
 from tests.test_head_fetches import _delegations, _joiner
@@ -60,16 +60,16 @@ def test_the_backstop_reads_the_oldest_unread_head_one_per_interval() -> None:
         policy.on_head(peer, 10 - i, ours=10)  # as many as ours, or fewer
         clock.t += 0.1
     clock.t += headreads.HEAD_GRACE_S
-    assert _due(policy, 10) == [("a", READ)]
+    assert _due(policy, 10) == [("a", BACKSTOP)]
     assert _due(policy, 10) == []  # one per interval
     clock.t += headreads.BACKSTOP_INTERVAL_S
-    assert _due(policy, 10) == [("a", READ)]  # still unread: still the oldest
+    assert _due(policy, 10) == [("a", BACKSTOP)]  # still unread: still the oldest
     policy.held("a")
     clock.t += headreads.BACKSTOP_INTERVAL_S
-    assert _due(policy, 10) == [("b", READ)]
+    assert _due(policy, 10) == [("b", BACKSTOP)]
     policy.read_in_part("b")  # (unread again from now: "c" is older)
     clock.t += headreads.BACKSTOP_INTERVAL_S
-    assert _due(policy, 10) == [("c", READ)]
+    assert _due(policy, 10) == [("c", BACKSTOP)]
     assert policy.unread() == ["b", "c"]
 
 
@@ -79,7 +79,7 @@ def test_acknowledgement_reads_take_a_head_as_full_as_ours_while_the_outbox_wait
     policy.on_head("same", 10, ours=10)
     clock.t += headreads.HEAD_GRACE_S
     # the backstop takes the oldest ("fewer"); the ack read a head as full as ours
-    assert _due(policy, 10, waits=True) == [("fewer", READ), ("same", ACK)]
+    assert _due(policy, 10, waits=True) == [("fewer", BACKSTOP), ("same", ACK)]
     clock.t += headreads.ACK_READ_INTERVAL_S
     assert _due(policy, 10, waits=True) == [("same", ACK)]  # one per interval
     clock.t += headreads.ACK_READ_INTERVAL_S
@@ -153,6 +153,8 @@ def test_a_head_a_little_ahead_is_read_after_its_grace(started, monkeypatch) -> 
         return node._heads.holds("peer", head_cid)
 
     wait_until(held, 30, "the head held whole")
+    reads = dict(node.status().gets)  # (which rule read it, counted)
+    assert reads["read_after_grace"] >= 1 and "read_at_once" not in reads
 
 
 def test_the_backstop_brings_what_gossip_lost_behind_an_equal_count(started, monkeypatch) -> None:
@@ -168,6 +170,7 @@ def test_the_backstop_brings_what_gossip_lost_behind_an_equal_count(started, mon
     assert head_cid not in _gets(swarm, node)
     monkeypatch.setattr(headreads, "BACKSTOP_INTERVAL_S", 0.0)  # the next backstop
     wait_until(lambda: _holds(node, cids), 30, "the record, from the backstop's read")
+    assert dict(node.status().gets)["read_backstop"] >= 1
 
 
 def test_an_acknowledgement_read_fetches_only_the_pages_of_our_waiting_records(

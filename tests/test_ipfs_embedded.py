@@ -294,6 +294,26 @@ def test_close_releases_a_pending_fetch(tmp_path: os.PathLike[str]) -> None:
     assert not any(t.is_alive() for t in node._threads)
 
 
+def test_downloads_left_by_a_killed_node_are_cleared_at_the_next_start(
+    tmp_path: os.PathLike[str],
+) -> None:
+    repo = os.path.join(tmp_path, "r")
+    EmbeddedIpfsNode(repo).close()
+    # What a node killed mid-fetch leaves behind: a partial Download in the repo.
+    downloads = os.path.join(repo, embedded.DOWNLOAD_DIR_NAME)
+    os.makedirs(downloads, exist_ok=True)
+    with open(os.path.join(downloads, "get-partial"), "wb") as fh:
+        fh.write(b"half a block")
+    node = EmbeddedIpfsNode(repo)
+    try:
+        assert os.listdir(downloads) == []
+        with pytest.raises(IpfsTimeout):
+            node.get(cid_for_bytes(os.urandom(32)), timeout=0.3, max_bytes=10)
+    finally:
+        node.close()
+    assert not os.path.exists(downloads)
+
+
 _KUBO_LOG_SCRIPT = """
 import os, sys
 sys.path.insert(0, sys.argv[1])

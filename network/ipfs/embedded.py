@@ -217,6 +217,8 @@ _kubo_log_opened = False
 KUBO_LOG_NAME = "kubo.log"
 # How long the load waits for the library to open its log (it takes ~30 ms).
 KUBO_LOG_WAIT_S = 5.0
+# The folder inside the repo where Downloads write before we read them back.
+DOWNLOAD_DIR_NAME = "hailstone-downloads"
 
 
 def _library_filename() -> str:
@@ -547,7 +549,7 @@ class EmbeddedIpfsNode(IpfsNode):
             self._id = self._call_string(self._lib.lib.GetNodeID, (self._repo_c,), "peer id")
             if not self._id:
                 raise IpfsUnavailable("the embedded IPFS node started but reports no peer id")
-            self._tmp_dir = tempfile.mkdtemp(prefix="hailstone-ipfs-")
+            self._tmp_dir = self._fresh_download_dir()
         except BaseException:
             self._closed = True
             if started:
@@ -805,6 +807,18 @@ class EmbeddedIpfsNode(IpfsNode):
                 os.remove(path)
             return None
         return data
+
+    def _fresh_download_dir(self) -> str:
+        """Return the repo's empty folder for Downloads in flight.
+
+        Inside the repo rather than the system's temp folder: a node killed while
+        fetching leaves its partial files where its next start clears them, instead
+        of a folder in /tmp for every kill.
+        """
+        path = os.path.join(self._repo, DOWNLOAD_DIR_NAME)
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
 
     def _start_fetch(self, cid: str, fetch: _Fetch) -> None:
         assert self._tmp_dir is not None

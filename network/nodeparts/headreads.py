@@ -31,6 +31,7 @@ from collections.abc import Callable
 from cachetools import FIFOCache
 
 READ = "read"  # the whole head: every page we do not hold, what they list that we lack
+BACKSTOP = "backstop"  # a READ as the backstop: the head unread longest
 ACK = "ack"  # the index and the pages where our waiting records would be, nothing else
 
 HEAD_GRACE_S = 3.0
@@ -79,7 +80,7 @@ class HeadReadPolicy:
     def due(
         self, ours: int, outbox_waits: Callable[[], bool], skip: Callable[[str], bool]
     ) -> list[tuple[str, str]]:
-        """The (peer, READ or ACK) reads due now, given `ours` records held. `skip(peer)`
+        """The (peer, READ, BACKSTOP or ACK) reads due now, given `ours` records held. `skip(peer)`
         leaves a peer out (its head held, or a read of it already queued);
         `outbox_waits()` is asked only when an ACK read could be due."""
         now = self._clock()
@@ -96,7 +97,7 @@ class HeadReadPolicy:
         if rest and now - self._last_backstop >= BACKSTOP_INTERVAL_S:
             with self._lock:
                 self._last_backstop = now
-            due.append((rest.pop(0), READ))
+            due.append((rest.pop(0), BACKSTOP))
         as_full = [peer for peer in rest if counts[peer] == ours]
         if as_full and now - self._last_ack >= ACK_READ_INTERVAL_S and outbox_waits():
             with self._lock:

@@ -35,7 +35,7 @@ from network.ipfs.cid import is_valid_cid
 from network.ledger import LedgerError
 from network.nodeparts import headreads
 from network.nodeparts.backoff import FetchBackoff
-from network.nodeparts.headreads import ACK, READ, HeadReadPolicy
+from network.nodeparts.headreads import ACK, BACKSTOP, READ, HeadReadPolicy
 from network.nodeparts.heads import HeadBook
 from network.nodeparts.ratelimit import PeerRateLimiter
 from network.nodeparts.services import Services
@@ -253,9 +253,12 @@ class Sync:
                 self._services.event("warning", f"ledger: {exc}")
             return
         if self.reads.on_head(peer, head.count, self._store.counts()[0]) == READ:
-            self._read_head(peer, head.head)
+            self._read_head(peer, head.head, why="at_once")
 
-    def _read_head(self, peer: str, head_cid: str) -> None:
+    def _read_head(self, peer: str, head_cid: str, *, why: str) -> None:
+        """Queue a read of `peer`'s head; `why` is counted ("read_<why>" among the
+        gets: which rule reads the heads, bench/swarm.py)."""
+        self._count(f"read_{why}")
         with self._lock:
             self._following[peer] = head_cid
         self.want(HEAD, head_cid, peer)
@@ -299,9 +302,12 @@ class Sync:
         )
         for peer, how in due:
             if how == ACK:
+                self._count("read_ack")
                 self.want(ACK_READ, newest[peer], peer)
             else:
-                self._read_head(peer, newest[peer])
+                self._read_head(
+                    peer, newest[peer], why="backstop" if how == BACKSTOP else "after_grace"
+                )
 
     def head_senders(self) -> int:
         """How many peers' heads came within the last HEAD_SENDERS_WINDOW_S."""
@@ -425,7 +431,7 @@ class Sync:
             self._refollowed[peer] = now
             begun = self._following.get(peer) == head
         if begun and not self._heads.holds(peer, head) and self.backoff.due(head):
-            self._read_head(peer, head)
+            self._read_head(peer, head, why="again")
 
     def _fetch_head(self, peer: str, head_cid: str) -> None:
         """Read a peer's head index and each of its pages we do not hold completely."""
