@@ -80,9 +80,10 @@ class HeadReadPolicy:
     def due(
         self, ours: int, outbox_waits: Callable[[], bool], skip: Callable[[str], bool]
     ) -> list[tuple[str, str]]:
-        """The (peer, READ, BACKSTOP or ACK) reads due now, given `ours` records held. `skip(peer)`
-        leaves a peer out (its head held, or a read of it already queued);
-        `outbox_waits()` is asked only when an ACK read could be due."""
+        """The (peer, READ, BACKSTOP or ACK) reads due now, given `ours` records held
+        (BACKSTOP is read as READ is; it names the rule). `skip(peer)` leaves a peer
+        out (its head held, or a read of it already queued); `outbox_waits()` is
+        asked only when an ACK read could be due."""
         now = self._clock()
         with self._lock:
             aged = sorted(

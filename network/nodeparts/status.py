@@ -32,9 +32,9 @@ class NodeStatus:
     leaderboard: tuple[tuple[str, int], ...] = ()
     fetch: FetchCounters | None = None
     # IPFS gets by what they fetched (head, page, bundle_index, bundle, record), pages
-    # not fetched (page_held: held already; page_by_count: counting no more than
-    # ours) and head reads queued by the rule that chose them (read_at_once,
-    # read_after_grace, read_backstop, read_ack, read_again): Sync.gets_by_kind.
+    # held already, not fetched (page_held), and head reads queued by the rule that
+    # chose them (read_at_once, read_after_grace, read_backstop, read_ack,
+    # read_again): Sync.gets_by_kind.
     gets: tuple[tuple[str, int], ...] = ()
     # The verification protocol (PROTOCOL §11): this account's weight (None: no
     # policy), units per phase, and units holding a reported candidate.
