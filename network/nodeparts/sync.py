@@ -416,9 +416,9 @@ class Sync:
 
     def _follow_again(self, peer: str) -> None:
         """Read `peer`'s newest head again once all we queued from it is done, if we
-        began to read it and do not hold it all yet: what did not fit in the queue (a backlog larger than it)
-        or failed is asked for now, not at the peer's next head announcement (an
-        unchanged head is announced only once a minute). At most every
+        began to read it and do not hold it all yet: what did not fit in the queue (a
+        backlog larger than it) or failed is asked for now, not at the peer's next head
+        announcement (an unchanged head is announced only once a minute). At most every
         REFOLLOW_INTERVAL_S per peer, so CIDs that keep failing cost nothing, and not
         while the head's own read is backed off after a failure."""
         if peer == OWN or self.fetches.busy(peer):
