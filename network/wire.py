@@ -23,6 +23,8 @@ Claims and heads are signed by the node key over a domain prefix, like records.
 from __future__ import annotations
 
 import hashlib
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +71,11 @@ MIN_BUNDLED_RECORD_BYTES = 128
 # A head's frontier (a unit count) is at most this: 2^44 units is 2^84 integers at the
 # production unit size and 2^64 at the dev size, far beyond any network's reach.
 MAX_HEAD_FRONTIER = 1 << 44
+# A head acknowledges the records its sender added since its previous head (its "a",
+# PROTOCOL §8 "Acknowledgements"), each by ACK_ID_BYTES bytes, at most MAX_HEAD_ACKS
+# of them (4 KiB: the message stays well within MAX_WIRE_BYTES).
+ACK_ID_BYTES = 8
+MAX_HEAD_ACKS = 512
 
 CLAIM_DOMAIN = b"hailstone/claim/v1\x00"
 HEAD_DOMAIN = b"hailstone/head/v1\x00"
@@ -138,6 +145,10 @@ class Head:
     # The CID of the sender's bundle index ("" when it sends none): HEAD_PAGES bundle
     # CIDs, bundle i holding the records that page i lists (PROTOCOL §8, "Bundles").
     bundles: str = ""
+    # The ack ids (`ack_id`) of records the sender added since its previous head,
+    # sorted, concatenated (b"" for none): whose author sees one of its waiting records
+    # here stops announcing it (PROTOCOL §8, "Acknowledgements").
+    acks: bytes = b""
 
 
 Message = Announcement | Batch | Claim | Head
@@ -179,7 +190,39 @@ def _head_body(h: Head) -> dict:
     # head of the wire format before them.
     if h.bundles:
         body["b"] = h.bundles
+    # Likewise no acknowledgements, no key.
+    if h.acks:
+        body["a"] = h.acks
     return body
+
+
+def ack_id(cid: str) -> bytes:
+    """The short name a head's acknowledgements give record `cid`: the first
+    ACK_ID_BYTES of SHA-256 of the CID's text (as `page_of`, no CID parsing)."""
+    return hashlib.sha256(cid.encode()).digest()[:ACK_ID_BYTES]
+
+
+def encode_acks(cids: Iterable[str]) -> bytes:
+    """The "a" of a head acknowledging `cids`: their ack ids sorted, without repeats,
+    concatenated; past MAX_HEAD_ACKS, the lowest ids (one encoding for a set)."""
+    ids = sorted({ack_id(cid) for cid in cids})[:MAX_HEAD_ACKS]
+    return b"".join(ids)
+
+
+def ack_ids(acks: bytes) -> set[bytes]:
+    """The ack ids a well-formed "a" (decode_message checked it) lists."""
+    return {acks[i : i + ACK_ID_BYTES] for i in range(0, len(acks), ACK_ID_BYTES)}
+
+
+def _acks_well_formed(acks: object) -> bool:
+    """1..MAX_HEAD_ACKS ids, strictly ascending: exactly encode_acks' output."""
+    if not isinstance(acks, bytes) or not acks or len(acks) % ACK_ID_BYTES:
+        return False
+    n = len(acks) // ACK_ID_BYTES
+    if n > MAX_HEAD_ACKS:
+        return False
+    ids = [acks[i * ACK_ID_BYTES : (i + 1) * ACK_ID_BYTES] for i in range(n)]
+    return all(a < b for a, b in itertools.pairwise(ids))
 
 
 def encode_announcement(record_bytes: bytes, cid: str) -> bytes:
@@ -232,6 +275,8 @@ def sign_claim(claim: Claim, key: SigningKey) -> bytes:
 def sign_head(head: Head, key: SigningKey) -> bytes:
     if not 0 <= head.frontier <= MAX_HEAD_FRONTIER:
         raise ValueError(f"head frontier {head.frontier} out of range")
+    if head.acks and not _acks_well_formed(head.acks):
+        raise ValueError("head acknowledgements not as encode_acks makes them")
     body = _head_body(head)
     sig = key.sign(HEAD_DOMAIN + _dumps(body)).signature
     return _dumps({**body, "sig": sig})
@@ -395,11 +440,13 @@ def decode_message(data: bytes) -> Message | Rejection:
     if kind == "head":
         # "f" (the sender's frontier) is optional, as a claim's "done": absent means
         # 0, and when present it is 1..MAX_HEAD_FRONTIER, so one encoding per head.
-        # "b" (the bundle index's CID) is optional too; when present, a valid CID.
-        keys = _HEAD_KEYS + tuple(k for k in ("f", "b") if k in obj)
+        # "b" (the bundle index's CID) is optional too; when present, a valid CID;
+        # and "a" (acknowledgements): when present, what encode_acks makes.
+        keys = _HEAD_KEYS + tuple(k for k in ("f", "b", "a") if k in obj)
         body = {k: obj.get(k) for k in keys}
         frontier = body.get("f", 0)
         bundles = body.get("b", "")
+        acks = body.get("a", b"")
         ok = (
             set(obj) == set(body) | {"sig"}
             and _is_key(body["node"])
@@ -411,10 +458,13 @@ def decode_message(data: bytes) -> Message | Rejection:
             and not isinstance(frontier, bool)
             and (0 < frontier <= MAX_HEAD_FRONTIER if "f" in body else True)
             and (isinstance(bundles, str) and is_valid_cid(bundles) if "b" in body else True)
+            and (_acks_well_formed(acks) if "a" in body else True)
         )
         if not ok:
             return Rejection(R.MALFORMED, "bad head")
         if not _verify(HEAD_DOMAIN, body, body["node"], obj["sig"]):
             return Rejection(R.BAD_SIGNATURE, "head signature does not verify")
-        return Head(body["node"], body["head"], body["count"], obj["sig"], frontier, bundles)
+        return Head(
+            body["node"], body["head"], body["count"], obj["sig"], frontier, bundles, acks
+        )
     return Rejection(R.MALFORMED, "unknown gossip message type")

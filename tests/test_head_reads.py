@@ -219,6 +219,41 @@ def test_a_head_that_is_our_own_is_held_at_once_and_acknowledges_our_outbox(star
     assert len(_gets(swarm, node)) == before  # nothing fetched for it
 
 
+def test_a_head_naming_our_records_among_its_acknowledgements_acknowledges_them_unread(
+    started,
+) -> None:
+    swarm, node, _peer = started
+    waiting = node.ledger.unacknowledged()
+    assert len(waiting) >= 2
+    elsewhere = cid_for_bytes(b"a head we never read")
+    before = len(_gets(swarm, node))
+    # Names none of ours: nothing changes.
+    others = wire.encode_acks([cid_for_bytes(b"someone else's record")])
+    node._sync.on_head(wire.Head(bytes(32), elsewhere, 1, acks=others), "peer")
+    assert sorted(node.ledger.unacknowledged()) == sorted(waiting)
+    # Names one of ours (among others): that one, and only it, is acknowledged by the
+    # sender, without a get.
+    acks = wire.encode_acks([waiting[0], cid_for_bytes(b"another record")])
+    node._sync.on_head(wire.Head(bytes(32), elsewhere, 1, acks=acks), "peer")
+    assert sorted(node.ledger.unacknowledged()) == sorted(waiting[1:])
+    assert {e.cid: e.acknowledged_by for e in node.ledger.outbox(pending_only=False)}[
+        waiting[0]
+    ] == "peer"
+    assert len(_gets(swarm, node)) == before
+    assert node._sync.gets_by_kind()["ack_by_head"] == 1
+
+
+def test_our_head_acknowledges_the_records_added_since_the_last_one() -> None:
+    book = HeadBook()
+    first = [cid_for_bytes(b"r%d" % i) for i in range(100)]
+    assert sorted(book.our_head(first).added) == sorted(first)
+    more = [cid_for_bytes(b"new %d" % i) for i in range(3)]
+    assert sorted(book.our_head(first + more).added) == sorted(more)
+    assert book.our_head(first + more).added == ()
+    book.forget_ours()  # (a publish failed: everything is offered again)
+    assert len(book.our_head(first + more).added) == 103
+
+
 def test_a_head_whose_read_failed_waits_out_its_backoff(tmp_path, monkeypatch) -> None:
     from engine import DEV
     from network.node import Node, NodeConfig

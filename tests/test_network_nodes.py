@@ -62,6 +62,8 @@ def test_three_nodes_reach_the_same_frontier_and_leaderboard(net) -> None:
     # Each verified unit credits exactly two accounts.
     assert sum(units for _, units in board) == 2 * LIMIT
     assert all(s["peers"] >= 1 and s["rejected"] == 0 for s in statuses)
+    # Outboxes drained (settled) and heads' acknowledgements did some of it, unread.
+    assert sum(s["gets"].get("ack_by_head", 0) for s in statuses) > 0
 
 
 def test_late_joiner_catches_up_from_heads(net) -> None:

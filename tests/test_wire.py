@@ -206,6 +206,58 @@ def test_heads_name_their_bundles_signed_and_only_as_a_real_cid() -> None:
         assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
 
 
+def test_heads_acknowledge_records_by_short_ids_signed_and_in_one_encoding() -> None:
+    cids = [cid_for_bytes(b"record %d" % i) for i in range(5)]
+    acks = wire.encode_acks([*cids, cids[0]])  # (a repeat counts once)
+    assert len(acks) == 5 * wire.ACK_ID_BYTES
+    got = wire.decode_message(wire.sign_head(wire.Head(NODE, CID, 12, acks=acks), KEY))
+    assert isinstance(got, wire.Head) and got.acks == acks
+    assert wire.ack_ids(got.acks) == {wire.ack_id(c) for c in cids}
+    assert wire.ack_id(CID) not in wire.ack_ids(got.acks)
+    # Without acknowledgements the key is left out: the head of the format before them.
+    assert "a" not in cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12), KEY))
+    assert wire.encode_acks([]) == b""
+    # They are signed: an acknowledgement added after signing breaks the signature.
+    obj = cbor2.loads(wire.sign_head(wire.Head(NODE, CID, 12, acks=acks), KEY))
+    obj["a"] = wire.encode_acks([*cids, CID])
+    assert wire.decode_message(cbor2.dumps(obj, canonical=True)).reason_code == R.BAD_SIGNATURE
+
+
+def test_a_head_acknowledges_at_most_its_limit_keeping_the_lowest_ids() -> None:
+    cids = [cid_for_bytes(b"record %d" % i) for i in range(wire.MAX_HEAD_ACKS + 40)]
+    acks = wire.encode_acks(cids)
+    assert len(acks) == wire.MAX_HEAD_ACKS * wire.ACK_ID_BYTES
+    assert wire.ack_ids(acks) == set(sorted(wire.ack_id(c) for c in cids)[: wire.MAX_HEAD_ACKS])
+    head = wire.sign_head(wire.Head(NODE, CID, 12, acks=acks), KEY)
+    assert len(head) < wire.MAX_WIRE_BYTES and isinstance(wire.decode_message(head), wire.Head)
+
+
+def _ids(*values: int) -> bytes:
+    return b"".join(v.to_bytes(wire.ACK_ID_BYTES, "big") for v in values)
+
+
+@pytest.mark.parametrize(
+    "acks",
+    [
+        b"",  # none: the key is left out instead
+        _ids(1)[:-1],  # not whole ids
+        _ids(2, 1),  # not sorted
+        _ids(1, 1),  # a repeat
+        _ids(*range(1, wire.MAX_HEAD_ACKS + 2)),  # past the limit
+        "0102030405060708",
+        5,
+        None,
+        [_ids(1)],
+    ],
+)
+def test_a_heads_acknowledgements_are_refused_unless_as_encode_acks_makes_them(acks) -> None:
+    verdict = wire.decode_message(signed_body(_head_body(a=acks), wire.HEAD_DOMAIN))
+    assert isinstance(verdict, Rejection) and verdict.reason_code == R.MALFORMED
+    if isinstance(acks, bytes) and acks:
+        with pytest.raises(ValueError):
+            wire.sign_head(wire.Head(NODE, CID, 12, acks=acks), KEY)
+
+
 def test_a_bundle_holds_what_fits_and_junk_is_refused() -> None:
     records = [i.to_bytes(2, "big") * 500 for i in range(400)]  # 400 KB: more than fits
     data = wire.encode_bundle(records)

@@ -33,12 +33,14 @@ MAX_WHOLE_PAGES = 4096
 @dataclass(frozen=True, slots=True)
 class OurHead:
     """Our head now: the objects to add (changed pages and bundles, new indexes), its
-    CID and its bundle index's ("" without bundles)."""
+    CID and its bundle index's ("" without bundles), and the record CIDs it lists that
+    the last one did not (what it acknowledges, PROTOCOL §8 "Acknowledgements")."""
 
     head_cid: str
     count: int
     new_objects: tuple[bytes, ...]
     bundles_cid: str = ""
+    added: tuple[str, ...] = ()
 
 
 class HeadBook:
@@ -77,12 +79,17 @@ class HeadBook:
         head_cid = cid_for_bytes(index)
         with self._lock:
             old_pages, old_bundles = self._my_pages, self._my_bundles
+            old_lists = self._my_lists
         changed = [
             i
             for i, page_cid in enumerate(page_cids)
             if i >= len(old_pages) or old_pages[i] != page_cid
         ]
         new = [pages[i] for i in changed]
+        added: list[str] = []
+        for i in changed:
+            before = set(old_lists.get(old_pages[i], ())) if i < len(old_pages) else set()
+            added.extend(cid for cid in lists[i] if cid not in before)
         bundle_cids: list[str] = []
         bundle_index = b""
         if records_of is not None:
@@ -107,7 +114,7 @@ class HeadBook:
             self._my_bundles = bundle_cids
             self._my_head = head_cid
             self._my_bundle_index = bundles_cid
-        return OurHead(head_cid, len(cids), tuple(new), bundles_cid)
+        return OurHead(head_cid, len(cids), tuple(new), bundles_cid, tuple(added))
 
     def forget_ours(self) -> None:
         with self._lock:

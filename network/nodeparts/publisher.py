@@ -183,6 +183,9 @@ class Publisher:
                     head.count,
                     frontier=frontier,
                     bundles=head.bundles_cid,
+                    # What reached us since our last head: its authors stop
+                    # re-announcing it (PROTOCOL §8, "Acknowledgements").
+                    acks=wire.encode_acks(head.added),
                 ),
                 services.node_key,
             )

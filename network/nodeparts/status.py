@@ -34,7 +34,8 @@ class NodeStatus:
     # IPFS gets by what they fetched (head, page, bundle_index, bundle, record), pages
     # held already, not fetched (page_held), and head reads queued by the rule that
     # chose them (read_at_once, read_after_grace, read_backstop, read_ack,
-    # read_again): Sync.gets_by_kind.
+    # read_again), and heads whose acknowledgements named records of our outbox
+    # (ack_by_head): Sync.gets_by_kind.
     gets: tuple[tuple[str, int], ...] = ()
     # The verification protocol (PROTOCOL §11): this account's weight (None: no
     # policy), units per phase, and units holding a reported candidate.

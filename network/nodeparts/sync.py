@@ -241,6 +241,8 @@ class Sync:
             self._frontier_of[peer] = head.frontier
             self._bundles_of[peer] = head.bundles
             self._head_senders[peer] = None
+        if head.acks:
+            self._acknowledge_by_ids(head.acks, peer)
         if self._heads.holds(peer, head.head):
             return
         if self._heads.held_as_ours(peer, head.head):  # (nothing to read)
@@ -562,6 +564,22 @@ class Sync:
             self._services.event("warning", f"ledger: {exc}")
             return False
         return True
+
+    def _acknowledge_by_ids(self, acks: bytes, peer: str) -> None:
+        """Our waiting outbox entries whose ack ids `peer`'s head names reached it: it
+        says it added them since its previous head (PROTOCOL §8, "Acknowledgements").
+        No read at all, where a head listing them had to be read first."""
+        try:
+            waiting = self._services.ledger.unacknowledged()
+            if not waiting:
+                return
+            named = wire.ack_ids(acks)
+            listed = [cid for cid in waiting if wire.ack_id(cid) in named]
+            if listed:
+                self._count("ack_by_head")
+                self._acknowledge(listed, peer)
+        except LedgerError as exc:
+            self._services.event("warning", f"ledger: {exc}")
 
     def _acknowledge(self, cids: list[str], peer: str) -> None:
         """Our outbox entries among `cids` (a page `peer` lists) reached it (LedgerError)."""
