@@ -44,6 +44,7 @@ from network.identity import Profile
 from network.ipfs import IpfsError, IpfsNode, Subscription, open_node
 from network.ledger import Ledger, LedgerError
 from network.nodeparts.backoff import FETCH_BACKOFF_MAX_S
+from network.nodeparts.blockgc import HeadObjectCollector
 from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
 from network.nodeparts.deliverylag import DeliveryLag
@@ -136,6 +137,9 @@ class Node:
             services, self._store, self._heads, fetch_timeout_s=config.fetch_timeout_s
         )
         self._inbox = self._sync.inbox  # drained by poll()
+        # Head objects (ours superseded, peers' read) removed after a grace time.
+        self._head_objects = HeadObjectCollector(lambda: services.ipfs, self._keeps_object)
+        self._sync.on_head_object = self._head_objects.fetched
         self._store.on_wait = self._sync.want_dependency  # a check's missing work: asked for
         self._publisher = Publisher(
             services, self._store, self._heads, evidence_dir=config.data_dir / "evidence"
@@ -452,6 +456,8 @@ class Node:
                 self._dial_peers()
         with self.loop_time.step("unread_heads"):
             self._sync.follow_unread()
+        with self.loop_time.step("head_objects"):
+            self._head_objects.collect()
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
             self._last_housekeeping = now
             with self.loop_time.step("housekeeping"):
@@ -481,7 +487,16 @@ class Node:
         self._sync.on_message(peer, data)
 
     def _publish_head(self) -> None:
-        self._publisher.publish_head()
+        self._head_objects.retire(self._publisher.publish_head())
+
+    def _keeps_object(self, cid: str) -> bool:
+        """An object that stays in our IPFS store: one of our current head's, a record
+        we hold, or one of our evidence (or candidate list) files."""
+        return (
+            self._heads.names(cid)
+            or self._store.holds(cid)
+            or (self.config.data_dir / "evidence" / cid).exists()
+        )
 
     def _reannounce(self, *, backoff: bool = False) -> bool:
         """Announce our unacknowledged records again: those due (``backoff``, within

@@ -137,6 +137,27 @@ def test_add_on_a_get_on_b(trio: tuple[EmbeddedIpfsNode, ...]) -> None:
     assert a.add(data) == cid
 
 
+def test_remove_drops_our_copy_and_a_later_get_fetches_it_again(
+    trio: tuple[EmbeddedIpfsNode, ...],
+) -> None:
+    a, b, _ = trio
+    data = b"a head page " + os.urandom(64)
+    cid = a.add(data)
+    assert b.get(cid, timeout=20.0, max_bytes=4096) == data
+    stored = b._block_path(hashlib.sha256(data).digest())
+    assert os.path.exists(stored)  # a fetch keeps what it fetched in B's store
+    assert b.remove(cid) is True
+    assert not os.path.exists(stored)
+    assert b.remove(cid) is False  # (nothing held: no error)
+    # kubo may still believe B holds it; its store finds nothing and asks A.
+    assert b.get(cid, timeout=20.0, max_bytes=4096) == data
+    assert a.remove(cid) is True and b.remove(cid) is True
+    with pytest.raises(IpfsTimeout):
+        b.get(cid, timeout=1.0, max_bytes=4096)
+    with pytest.raises(IpfsError):
+        b.remove("QmNotARawCid")
+
+
 def test_a_block_left_short_or_damaged_by_a_power_loss_is_made_good(
     trio: tuple[EmbeddedIpfsNode, ...],
 ) -> None:

@@ -176,6 +176,19 @@ def test_live_add_get_round_trip(rpc_node: KuboRpcNode) -> None:
 
 @live
 @pytest.mark.network
+def test_live_remove_unpins_and_drops_the_block(rpc_node: KuboRpcNode) -> None:
+    data = b"hailstone rpc remove " + os.urandom(32)
+    cid = rpc_node.add(data)  # (pinned)
+    assert rpc_node.remove(cid) is True
+    assert rpc_node.remove(cid) is False
+    with pytest.raises(IpfsTimeout):  # (nobody else holds it)
+        rpc_node.get(cid, timeout=1.0, max_bytes=len(data))
+    with pytest.raises(IpfsError):
+        rpc_node.remove("QmNotARawCid")
+
+
+@live
+@pytest.mark.network
 def test_live_unknown_cid_times_out(rpc_node: KuboRpcNode) -> None:
     with pytest.raises(IpfsTimeout):
         rpc_node.get(cid_for_bytes(os.urandom(32)), timeout=1.0, max_bytes=100)

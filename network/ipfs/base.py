@@ -125,6 +125,16 @@ class IpfsNode(abc.ABC):
         """
 
     @abc.abstractmethod
+    def remove(self, cid: str) -> bool:
+        """Stop holding the object ``cid`` in this node's store (peers keep theirs).
+
+        Returns True when a copy was removed, False when none was held.
+
+        Raises:
+            IpfsError: Bad CID, or the store refused.
+        """
+
+    @abc.abstractmethod
     def publish(self, topic: str, data: bytes) -> None:
         """Publish ``data`` on the pubsub ``topic``."""
 

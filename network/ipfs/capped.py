@@ -321,6 +321,9 @@ class CappedIpfsNode(IpfsNode):
     def add(self, data: bytes) -> str:
         return self.inner.add(data)  # local: nothing crosses the network here
 
+    def remove(self, cid: str) -> bool:
+        return self.inner.remove(cid)  # local too
+
     def subscribe(self, topic: str) -> Subscription:
         return _CountedSubscription(self.inner.subscribe(topic), self)
 

@@ -54,7 +54,9 @@ What the library offers and how it is used here:
   then serves it under the raw CID. Caveat: if a peer asked this node for the
   block *before* it was added, kubo's in-memory "has" cache may keep answering
   "not here" for it until restart; Hailstone only announces a CID after adding it.
-  The embedded node never runs garbage collection, so these blocks stay.
+  The embedded node never runs kubo's garbage collection; ``remove`` deletes a
+  block file the same way (Hailstone removes head objects it no longer needs,
+  network/nodeparts/blockgc.py).
 * WORKAROUND: the library opens a log file named ``kubo.log`` in the process's
   *current directory* (a relative path inside Go; no API moves it). It does so
   once per process, from a goroutine that its load starts (about 30 ms after
@@ -782,6 +784,23 @@ class EmbeddedIpfsNode(IpfsNode):
         if hashlib.sha256(fetch.data).digest() != digest:
             raise IpfsError(f"the bytes received for {cid} do not match the CID")
         return fetch.data
+
+    def remove(self, cid: str) -> bool:
+        """Delete the block file of ``cid`` from the repo's flatfs store (as ``add``
+        writes it, see the module notes). kubo's cache may still say it holds the
+        block; asked for it, its store then finds nothing and a fetch goes to peers."""
+        try:
+            digest = digest_from_cid(cid)
+        except CidError as exc:
+            raise IpfsError(str(exc)) from exc
+        self._check_open()
+        try:
+            os.remove(self._block_path(digest))
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise IpfsError(f"cannot remove {cid} from {self._repo}: {exc}") from exc
+        return True
 
     def pending_fetches(self) -> int:
         with self._lock:

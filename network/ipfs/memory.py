@@ -179,6 +179,13 @@ class MemoryIpfsNode(IpfsNode):
             raise IpfsTooLarge(f"{cid} is {len(data)} bytes; the limit is {max_bytes}")
         return data
 
+    def remove(self, cid: str) -> bool:
+        self._check_open()
+        if not isinstance(cid, str) or not is_valid_cid(cid):
+            raise IpfsError(f"not a raw sha2-256 CID: {cid!r:.80}")
+        with self._lock:
+            return self._blocks.pop(cid, None) is not None
+
     def publish(self, topic: str, data: bytes) -> None:
         self._check_open()
         check_topic(topic)

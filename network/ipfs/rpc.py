@@ -331,6 +331,31 @@ class KuboRpcNode(IpfsNode):
             raise IpfsError(f"kubo stored the object as {reply.get('Key')!r}, not {expected}")
         return expected
 
+    def remove(self, cid: str) -> bool:
+        """Unpin ``cid`` (``add`` pins) and remove the block from the daemon's store."""
+        try:
+            digest_from_cid(cid)
+        except CidError as exc:
+            raise IpfsError(str(exc)) from exc
+        self._check_open()
+        try:
+            self._request("/pin/rm", (cid,))
+        except IpfsError as exc:
+            if "not pinned" not in str(exc).lower():
+                raise
+        try:
+            reply = self._single(self._request("/block/rm", (cid,)))
+        except IpfsError as exc:
+            if "not found" in str(exc).lower():
+                return False
+            raise
+        error = str(reply.get("Error") or "")
+        if not error:
+            return True
+        if "not found" in error.lower():
+            return False
+        raise IpfsError(f"kubo /block/rm {cid}: {error}")
+
     def get(self, cid: str, timeout: float, max_bytes: int) -> bytes:
         """Fetch ``cid`` through the daemon; see :meth:`IpfsNode.get`."""
         try:

@@ -41,6 +41,9 @@ class OurHead:
     new_objects: tuple[bytes, ...]
     bundles_cid: str = ""
     added: tuple[str, ...] = ()
+    # Objects of the last head that this one no longer names (pages and bundles that
+    # changed, the old indexes): served a while longer, then removed (blockgc.py).
+    retired: tuple[str, ...] = ()
 
 
 class HeadBook:
@@ -54,6 +57,7 @@ class HeadBook:
         self._my_bundles: list[str] = []
         self._my_head = ""
         self._my_bundle_index = ""
+        self._forgotten: set[str] = set()  # our objects from before a forget_ours()
         self._peer_heads: dict[str, str] = {}
         self._peer_pages: dict[str, set[str]] = {}
         self._complete = 0
@@ -109,15 +113,24 @@ class HeadBook:
                 new.append(index)
             if bundles_cid and bundles_cid != self._my_bundle_index:
                 new.append(bundle_index)
+            before = {*self._my_pages, *self._my_bundles, self._my_head,
+                      self._my_bundle_index, *self._forgotten}
+            now = {*page_cids, *bundle_cids, head_cid, bundles_cid}
+            retired = tuple(sorted(before - now - {""}))
+            self._forgotten = set()
             self._my_pages = page_cids
             self._my_lists = dict(zip(page_cids, lists, strict=True))
             self._my_bundles = bundle_cids
             self._my_head = head_cid
             self._my_bundle_index = bundles_cid
-        return OurHead(head_cid, len(cids), tuple(new), bundles_cid, tuple(added))
+        return OurHead(head_cid, len(cids), tuple(new), bundles_cid, tuple(added), retired)
 
     def forget_ours(self) -> None:
+        """Offer everything again next time (an add failed); what we published stays
+        on disk, so the next head retires it."""
         with self._lock:
+            self._forgotten |= {*self._my_pages, *self._my_bundles, self._my_head,
+                                self._my_bundle_index}
             self._my_pages = []
             self._my_lists = {}
             self._my_bundles = []
@@ -129,6 +142,18 @@ class HeadBook:
         """Our head's CID as last published ("" before the first)."""
         with self._lock:
             return self._my_head
+
+    def names(self, cid: str) -> bool:
+        """`cid` is one of our current head's objects: its index, a page, a bundle or
+        the bundle index (content-addressed: an empty page is every empty page)."""
+        if not cid:
+            return False
+        with self._lock:
+            return (
+                cid in (self._my_head, self._my_bundle_index)
+                or cid in self._my_lists
+                or cid in self._my_bundles
+            )
 
     def our_page(self, page_cid: str) -> list[str] | None:
         """The CIDs our current page `page_cid` lists, or None if it is none of ours."""

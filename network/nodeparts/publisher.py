@@ -162,14 +162,15 @@ class Publisher:
             self._send([(cid, records[cid]) for cid in cids], message)
         return False
 
-    def publish_head(self) -> None:
-        """Add our head pages and index to IPFS (only what changed) and announce the head."""
+    def publish_head(self) -> tuple[str, ...]:
+        """Add our head pages and index to IPFS (only what changed) and announce the
+        head. Returns the objects of our last head that this one no longer names."""
         services = self._services
         try:
             head = self._heads.our_head(services.ledger.heads_list(), services.ledger.get_many)
         except LedgerError as exc:
             services.event("warning", f"could not publish head: {exc}")
-            return
+            return ()
         try:
             for obj in head.new_objects:
                 services.ipfs.add(obj)
@@ -193,6 +194,7 @@ class Publisher:
         except IpfsError as exc:
             self._heads.forget_ours()  # everything is offered again next time
             services.event("warning", f"could not publish head: {exc}")
+        return head.retired
 
     def publish_claim(self, unit: int, claim_id: str, expires: int, done: int = 0) -> None:
         """Store our claim on `unit` (`done` blocks finished) and announce it (a failure

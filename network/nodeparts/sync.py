@@ -147,6 +147,9 @@ class Sync:
         )
         self._claims_waiting: deque[tuple[wire.Claim, str]] = deque(maxlen=MAX_PENDING)
         self.last_progress = time.monotonic()  # when fetched records were last ingested
+        # Told of each peer head object read (index, page, bundle, bundle index): the
+        # node removes them from its store a while later (blockgc.py).
+        self.on_head_object: Callable[[str], None] | None = None
 
     def idle(self) -> bool:
         """Nothing queued to fetch and nothing fetched waiting to be ingested."""
@@ -539,7 +542,10 @@ class Sync:
 
     def _get(self, what: str, cid: str, max_bytes: int) -> bytes:
         self._count(what)
-        return self._services.ipfs.get(cid, self._timeout_s, max_bytes)
+        data = self._services.ipfs.get(cid, self._timeout_s, max_bytes)
+        if what != "record" and self.on_head_object is not None:
+            self.on_head_object(cid)
+        return data
 
     def _count(self, what: str) -> None:
         with self._lock:  # (fetcher threads)
