@@ -44,7 +44,7 @@ from network.identity import Profile
 from network.ipfs import IpfsError, IpfsNode, Subscription, open_node
 from network.ledger import Ledger, LedgerError
 from network.nodeparts.backoff import FETCH_BACKOFF_MAX_S
-from network.nodeparts.blockgc import HeadObjectCollector
+from network.nodeparts.blockgc import BlockCollector
 from network.nodeparts.checks import IDLE_CHECKERS, BlockChecks, BlockTask
 from network.nodeparts.config import NodeConfig, trust_policy
 from network.nodeparts.deliverylag import DeliveryLag
@@ -137,9 +137,10 @@ class Node:
             services, self._store, self._heads, fetch_timeout_s=config.fetch_timeout_s
         )
         self._inbox = self._sync.inbox  # drained by poll()
-        # Head objects (ours superseded, peers' read) removed after a grace time.
-        self._head_objects = HeadObjectCollector(lambda: services.ipfs, self._keeps_object)
-        self._sync.on_head_object = self._head_objects.fetched
+        # Objects no longer needed (our superseded heads' and peers' heads and evidence
+        # read) are removed from the IPFS store after a grace time.
+        self._block_gc = BlockCollector(lambda: services.ipfs, self._keeps_object)
+        self._sync.on_head_object = self._block_gc.fetched
         self._store.on_wait = self._sync.want_dependency  # a check's missing work: asked for
         self._publisher = Publisher(
             services, self._store, self._heads, evidence_dir=config.data_dir / "evidence"
@@ -154,6 +155,7 @@ class Node:
             fetch_timeout_s=config.fetch_timeout_s,
             evidence_retry_s=FETCH_BACKOFF_MAX_S,
         )
+        self._checks.on_evidence_object = self._block_gc.fetched
         self._planner = Planner(
             services,
             self._store,
@@ -456,8 +458,8 @@ class Node:
                 self._dial_peers()
         with self.loop_time.step("unread_heads"):
             self._sync.follow_unread()
-        with self.loop_time.step("head_objects"):
-            self._head_objects.collect()
+        with self.loop_time.step("block_gc"):
+            self._block_gc.collect()
         if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL_S:
             self._last_housekeeping = now
             with self.loop_time.step("housekeeping"):
@@ -487,7 +489,7 @@ class Node:
         self._sync.on_message(peer, data)
 
     def _publish_head(self) -> None:
-        self._head_objects.retire(self._publisher.publish_head())
+        self._block_gc.retire(self._publisher.publish_head())
 
     def _keeps_object(self, cid: str) -> bool:
         """An object that stays in our IPFS store: one of our current head's, a record

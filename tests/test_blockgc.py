@@ -12,7 +12,7 @@ from network import wire
 from network.ipfs import IpfsError, cid_for_bytes
 from network.ipfs.memory import MemorySwarm
 from network.nodeparts import blockgc
-from network.nodeparts.blockgc import GRACE_S, HeadObjectCollector
+from network.nodeparts.blockgc import GRACE_S, BlockCollector
 from network.nodeparts.heads import HeadBook
 
 
@@ -33,7 +33,7 @@ def test_objects_are_removed_only_after_the_grace_and_never_one_to_keep() -> Non
     node, cids = _store(4)
     clock = Clock()
     keep = {cids[1]}
-    gc = HeadObjectCollector(lambda: node, keep.__contains__, clock)
+    gc = BlockCollector(lambda: node, keep.__contains__, clock)
     gc.retire(cids[:2])
     gc.fetched(cids[2])
     clock.now += GRACE_S - 1
@@ -55,7 +55,7 @@ def test_objects_are_removed_only_after_the_grace_and_never_one_to_keep() -> Non
 def test_an_object_already_gone_or_refused_is_not_an_error() -> None:
     node, cids = _store(1)
     clock = Clock()
-    gc = HeadObjectCollector(lambda: node, lambda _cid: False, clock)
+    gc = BlockCollector(lambda: node, lambda _cid: False, clock)
     missing = cid_for_bytes(b"never stored")
     gc.retire([cids[0], missing])
     gc.fetched("not a CID")  # (a caller's mistake: logged, not raised)
@@ -72,7 +72,7 @@ def test_the_list_and_each_collect_are_bounded(monkeypatch) -> None:
     monkeypatch.setattr(blockgc, "MAX_PER_COLLECT", 2)
     node, cids = _store(8)
     clock = Clock()
-    gc = HeadObjectCollector(lambda: node, lambda _cid: False, clock)
+    gc = BlockCollector(lambda: node, lambda _cid: False, clock)
     gc.retire(cids)
     assert gc.waiting() == 5 and gc.overflowed == 3  # the oldest three went unremoved
     clock.now += GRACE_S
@@ -131,3 +131,37 @@ def test_a_head_that_failed_to_publish_is_retired_by_the_next() -> None:
     second = book.our_head(sorted(records), lambda cids: [records[c] for c in cids])
     assert first.head_cid in second.retired
     assert book.our_head(sorted(records), lambda cids: [records[c] for c in cids]).retired == ()
+
+
+def test_a_checked_works_evidence_is_removed_later_but_never_our_own(tmp_path) -> None:
+    """A checker's fetched evidence is noted for removal; the reporter's own evidence
+    stays whatever it is told (two honest reports of a unit share one evidence CID)."""
+    import time
+
+    from engine import DEV, verify_range
+    from network.node import Node
+    from tests.test_idle_checks import _node, _spot_check
+
+    swarm = MemorySwarm()
+    nodes: list[Node] = []
+    try:
+        reporter = _node(tmp_path, swarm, "reporter", nodes)
+        checker = _node(tmp_path, swarm, "checker", nodes)
+        a = reporter.next_assignment()
+        work_cid = reporter.submit_unit(a, verify_range(DEV, a.lo, a.hi, "cpu"))
+        evidence = reporter.work_record(work_cid).evidence_cid
+        assert _spot_check(checker, nodes)[0] == work_cid
+        assert evidence in checker._block_gc._waiting  # (fetched, then read)
+        checker.ipfs.add(reporter.ipfs.get(evidence, 5.0, 1 << 20))  # (as kubo keeps it)
+        clock = [time.monotonic() + 2 * GRACE_S]
+        for n in nodes:
+            n._block_gc._clock = lambda: clock[0]
+        checker._block_gc.collect()
+        assert evidence not in checker.ipfs._blocks and checker._block_gc.removed == 1
+        reporter._block_gc.fetched(evidence)
+        clock[0] += 2 * GRACE_S
+        reporter._block_gc.collect()
+        assert evidence in reporter.ipfs._blocks and reporter._block_gc.kept == 1
+    finally:
+        for n in nodes:
+            n.stop()

@@ -75,8 +75,8 @@ def test_old_head_objects_go_and_everything_still_arrives(tmp_path, monkeypatch)
         wait_until(lambda: not _head_objects_not_needed(alice), 30, "alice's old heads removed")
         wait_until(lambda: not _head_objects_not_needed(bobby), 30, "bobby's read heads removed")
         # (five heads made ~4 x (40 pages + 40 bundles + 2 indexes) objects to remove)
-        assert alice.node._head_objects.removed > 100
-        assert bobby.node._head_objects.removed > 0
+        assert alice.node._block_gc.removed > 100
+        assert bobby.node._block_gc.removed > 0
         # Every record still in both stores, and served: a node joining now catches up.
         assert set(sent) <= _stored_cids(alice) and set(sent) <= _stored_cids(bobby)
         carol = InProcessNode(tmp_path, "carol", [bobby.node.ipfs.addresses()[0]]).start()

@@ -1,13 +1,15 @@
-"""Head objects we no longer need, removed from the IPFS store after a grace time.
+"""Objects we no longer need, removed from the IPFS store after a grace time.
 
 Every head we publish adds its changed pages and bundles and a new index (heads.py),
-and every peer head we read leaves its index, pages and bundles in our store (a
-fetch keeps what it fetched). Nothing removed them: at 20,000 records and five new
-records per head the superseded objects alone grew by 0.7 MB a head, 12 GB a day.
+every peer head we read leaves its index, pages and bundles in our store (a fetch
+keeps what it fetched), and so does every peer's evidence object a check fetched
+(128 KiB a work on the production parameters; its leaves are then held in memory,
+evidence.py). Nothing removed them: at 20,000 records and five new records per head
+the superseded head objects alone grew by 0.7 MB a head, 12 GB a day.
 
-`HeadObjectCollector` remembers the head objects that stopped being needed: ours
-once a newer head no longer names them (`retire`), a peer's once we read them
-(`fetched`). After GRACE_S (a peer that began to read our last head has finished
+`BlockCollector` remembers the objects that stopped being needed: our head's once
+a newer head no longer names them (`retire`), a peer's head objects and evidence
+once we read them (`fetched`). After GRACE_S (a peer that began to read our last head has finished
 or moved on to the newer one) `collect` removes each from the store, unless it is
 to be kept now: one of our current head's objects, a record we hold, one of our
 evidence files (a CID names its content, so a peer's page can be the same object
@@ -41,8 +43,9 @@ MAX_WAITING = 65_536
 MAX_PER_COLLECT = 512
 
 
-class HeadObjectCollector:
-    """Removes superseded and already-read head objects from the IPFS store.
+class BlockCollector:
+    """Removes our superseded head objects and peers' objects already read from the
+    IPFS store.
 
     Args:
         ipfs: the store to remove from (`ipfs()` at each collect: the node's IPFS
@@ -71,7 +74,8 @@ class HeadObjectCollector:
         self._note(cids)
 
     def fetched(self, cid: str) -> None:
-        """A peer's head object we read (its index, a page, a bundle, its bundle index)."""
+        """A peer's object we read: a head index, page, bundle or bundle index, or
+        evidence."""
         self._note((cid,))
 
     def _note(self, cids: Iterable[str]) -> None:
@@ -111,7 +115,7 @@ class HeadObjectCollector:
             try:
                 removed += ipfs.remove(cid)
             except IpfsError as exc:
-                log.info("could not remove head object %s: %s", cid, exc)
+                log.info("could not remove object %s: %s", cid, exc)
         with self._lock:
             self.removed += removed
             self.kept += kept

@@ -147,6 +147,9 @@ class BlockChecks:
         self._evidence_retry: dict[str, float] = {}
         self._evidence = EvidenceFetcher(self._fetch_evidence_of)
         self.spot_budget = 0.0
+        # Told of each peer's evidence object fetched (its leaves are then held in
+        # memory): the node removes it from its store a while later (blockgc.py).
+        self.on_evidence_object: Callable[[str], None] | None = None
 
     def start(self, checked: set[str]) -> None:
         """Start the evidence fetcher; `checked`: works we checked before a restart."""
@@ -401,6 +404,8 @@ class BlockChecks:
         except IpfsError as exc:
             self._services.event("warning", f"evidence {w.evidence_cid} unavailable: {exc}")
             return None
+        if self.on_evidence_object is not None:
+            self.on_evidence_object(w.evidence_cid)
         n = self._services.params.blocks_per_unit
         if len(data) != 32 * n:
             return None
