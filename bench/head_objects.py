@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from backlog import backlog  # noqa: E402
 
 from network.nodeparts import blockgc  # noqa: E402
-from tests.netutil import InProcessNode  # noqa: E402
+from tests.netutil import InProcessNode, free_port  # noqa: E402
 
 
 def store_bytes(node: InProcessNode) -> int:
@@ -40,21 +40,29 @@ def store_bytes(node: InProcessNode) -> int:
     return sum(p.stat().st_size for p in blocks.glob("*/*.data"))
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, nodes: list[InProcessNode]) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
+            said = {n.node.config.data_dir.name: _brief(n) for n in nodes}
+            raise SystemExit(f"timed out waiting for {what}: {json.dumps(said)}")
         time.sleep(0.1)
+
+
+def _brief(n: InProcessNode) -> dict:
+    st = n.node.status()
+    return {"records": st.records, "pending": st.pending, "peers": len(n.node.ipfs.peers()),
+            "fetch": str(st.fetch), "head": n.node._heads.last_head_cid}
 
 
 def one_run(base: Path, mode: str, records: list[bytes], args: argparse.Namespace) -> dict:
     blockgc.GRACE_S = args.grace_s if mode == "on" else blockgc.GRACE_S
-    writer = InProcessNode(base, f"writer-{mode}", [])
+    writer = InProcessNode(base, f"writer-{mode}", [], port=free_port())
     nodes = [writer]
     try:
         writer.start()
-        reader = InProcessNode(base, f"reader-{mode}", [writer.node.ipfs.addresses()[0]])
+        reader = InProcessNode(base, f"reader-{mode}", [writer.node.ipfs.addresses()[0]],
+                               port=free_port())
         nodes.append(reader)
         if mode == "off":
             for n in nodes:
@@ -64,7 +72,8 @@ def one_run(base: Path, mode: str, records: list[bytes], args: argparse.Namespac
         t = time.monotonic()
         writer.node._store.ingest_many([(r, "bench") for r in backlog_part])
         held = writer.node.status().records
-        wait_for(lambda: reader.node.status().records >= held, args.timeout, "the backlog")
+        wait_for(lambda: reader.node.status().records >= held, args.timeout, "the backlog",
+                 nodes)
         report: dict = {"backlog_s": round(time.monotonic() - t, 1)}
         time.sleep(args.grace_s + 2.0)  # (the catch-up's heads past their grace)
         before = {"writer": store_bytes(writer), "reader": store_bytes(reader)}
@@ -73,7 +82,8 @@ def one_run(base: Path, mode: str, records: list[bytes], args: argparse.Namespac
             batch = fresh[i * args.per_head : (i + 1) * args.per_head]
             writer.node._store.ingest_many([(r, "bench") for r in batch])
             held = writer.node.status().records
-            wait_for(lambda h=held: reader.node.status().records >= h, args.timeout, f"head {i}")
+            wait_for(lambda h=held: reader.node.status().records >= h, args.timeout, f"head {i}",
+                     nodes)
         report["heads_s"] = round(time.monotonic() - t, 1)
         after = {"writer": store_bytes(writer), "reader": store_bytes(reader)}
         report["store_bytes_before_heads"] = before

@@ -405,6 +405,15 @@ def _spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3)} if values else {}
 
 
+def block_stores(swarm: Swarm) -> dict:
+    """Each node's IPFS block store at the end (MiB of ipfs/blocks), median and max."""
+    sizes = []
+    for m in swarm.members:
+        blocks = m.data_dir / "ipfs" / "blocks"
+        sizes.append(sum(p.stat().st_size for p in blocks.glob("*/*.data")) / 2**20)
+    return _spread(sizes)
+
+
 def _live_hosts(swarm: Swarm) -> list[Host]:
     return [h for h in swarm.hosts if h.alive() and not h.stopped]
 
@@ -801,6 +810,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
         report.update(fetches_and_peers(swarm))
         report["sigterm"] = sigterm_all(swarm, args.sigterm_limit)
         report["audit"] = audit(swarm)
+        report["block_store_mib"] = block_stores(swarm)
         report["restarts"] = sum(h.starts - 1 for h in swarm.hosts)
     except Deadline:
         report["stopped_by_deadline"] = True

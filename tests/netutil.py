@@ -127,11 +127,14 @@ class InProcessNode:
         profile=None,
         params=DEV,
         clock: Callable[[], float] = time.time,
+        port: int = 0,
         **config,
     ) -> None:
+        # (port 0: the port may change when the embedded node is recycled, after which
+        # peers that dialled it cannot reach it again; give a port when they must)
         self.profile = profile if profile is not None else make_profile(base / name, name)
         cfg = NodeConfig(
-            data_dir=base / name, params=params, listen=("/ip4/127.0.0.1/tcp/0",),
+            data_dir=base / name, params=params, listen=(f"/ip4/127.0.0.1/tcp/{port}",),
             peers=tuple(peers), bootstrap=(), head_interval_s=1.0, reannounce_interval_s=2.0,
             **config,
         )

@@ -15,7 +15,7 @@ from network import wire
 from network.ipfs.cid import cid_from_digest
 from network.nodeparts import blockgc
 from network.rejection import Accepted
-from tests.netutil import InProcessNode, wait_until
+from tests.netutil import InProcessNode, free_port, wait_until
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -58,10 +58,10 @@ def _head_objects_not_needed(node: InProcessNode) -> set[str]:
 
 def test_old_head_objects_go_and_everything_still_arrives(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(blockgc, "GRACE_S", 1.0)
-    alice = InProcessNode(tmp_path, "alice", []).start()
+    alice = InProcessNode(tmp_path, "alice", [], port=free_port()).start()
     nodes = [alice]
     try:
-        bobby = InProcessNode(tmp_path, "bobby", [alice.node.ipfs.addresses()[0]]).start()
+        bobby = InProcessNode(tmp_path, "bobby", [alice.node.ipfs.addresses()[0]], port=free_port()).start()
         nodes.append(bobby)
         sent: list[str] = []
         for batch in range(5):  # five heads, each changing some pages
