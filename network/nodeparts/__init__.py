@@ -13,6 +13,8 @@
 - `ratelimit.py`: per-peer message rate limits (token buckets, bounded);
 - `backoff.py`: failed fetches and when to try them again;
 - `heads.py`: our head's pages, and how far we follow each peer's head;
+- `blockgc.py` (BlockCollector): head objects and peers' evidence no longer needed,
+  removed from the IPFS store after a grace time;
 - `evidence.py`: others' evidence fetched ahead of the compute loop;
 - `services.py` (Services): identity, the ledger and IPFS, the clock, events;
 - `config.py` (NodeConfig) and `status.py` (NodeStatus, NodeEvent): the node's types.

