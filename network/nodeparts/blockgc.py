@@ -9,9 +9,9 @@ the superseded head objects alone grew by 0.7 MB a head, 12 GB a day.
 
 `BlockCollector` remembers the objects that stopped being needed: our head's once
 a newer head no longer names them (`retire`), a peer's head objects and evidence
-once we read them (`fetched`). After GRACE_S (a peer that began to read our last head has finished
-or moved on to the newer one) `collect` removes each from the store, unless it is
-to be kept now: one of our current head's objects, a record we hold, one of our
+once we read them (`fetched`). After GRACE_S (a peer that began to read our last
+head has finished or moved on to the newer one) `collect` removes each from the
+store, unless it is to be kept now: one of our current head's objects, a record we hold, one of our
 evidence files (a CID names its content, so a peer's page can be the same object
 as ours, and a hostile peer can list any CID as its page). A removed object that
 is wanted again is fetched again; a peer that asks us for it gets it from
@@ -43,8 +43,9 @@ GRACE_S = 600.0
 # Objects remembered for removal (a head changes at most 64 pages and bundles and two
 # indexes; more than this waiting is a store under a flood, the oldest go unremoved).
 MAX_WAITING = 65_536
-# Removals per collect() call (each is a file deletion or an RPC call).
-MAX_PER_COLLECT = 512
+# Removals per collect() call, on the network loop (each is a file deletion, or two
+# RPC calls with an external daemon; a head retires at most 130 objects).
+MAX_PER_COLLECT = 128
 
 
 class BlockCollector:
