@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from network import wire
 from network.ipfs import open_node
 from network.ipfs.capped import CappedIpfsNode, TrafficStats
 
@@ -54,6 +55,7 @@ def open_ipfs(config: NodeConfig, limit_kib: int) -> CappedIpfsNode:
         bootstrap=config.bootstrap,
         api_addr=config.api_addr,
         low_traffic=limit_kib > 0,
+        max_received_bytes=wire.MAX_WIRE_BYTES,  # (as Node does: PROTOCOL §7)
     )
     return CappedIpfsNode(inner, limit_bytes_s(limit_kib))
 

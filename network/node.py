@@ -213,6 +213,9 @@ class Node:
                     listen=self.config.listen,
                     bootstrap=self.config.bootstrap,
                     api_addr=self.config.api_addr,
+                    # (a larger gossip message is refused by its size alone: the
+                    # library need not copy and decode the rest, PROTOCOL §7)
+                    max_received_bytes=wire.MAX_WIRE_BYTES,
                 )
             # One topic carries records, claims and heads (each message says its kind).
             topic = wire.gossip_topic(self.config.network_name)

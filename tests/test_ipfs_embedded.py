@@ -595,3 +595,31 @@ def test_a_subscription_left_detached_is_opened_again_by_the_poller(pair) -> Non
             assert time.monotonic() < deadline, "the subscription was never opened again"
             time.sleep(0.1)
         _until_heard(a, topic, sb, b"heard again " + os.urandom(8))
+
+
+def test_a_message_over_the_receive_limit_comes_cut_with_its_sender(tmp_path) -> None:
+    """A node that accepts at most 100-byte payloads gets a 300 KiB message cut to 101
+    bytes (the head of the payload, its sender named), so its own size check refuses
+    it; the rest is never copied out of the library. Messages up to the limit come
+    whole."""
+    a = EmbeddedIpfsNode(tmp_path / "a", listen=["/ip4/127.0.0.1/tcp/0"])
+    b = EmbeddedIpfsNode(tmp_path / "b", listen=["/ip4/127.0.0.1/tcp/0"], max_received_bytes=100)
+    try:
+        b.connect(a.addresses()[0])
+        topic = "hailstone-test-" + os.urandom(4).hex()
+        with a.subscribe(topic), b.subscribe(topic) as sb:
+            _until_heard(a, topic, sb, b"mesh " + os.urandom(8))
+            exact = os.urandom(100)
+            _until_heard(a, topic, sb, exact)
+            big = os.urandom(300 * 1024)
+            a.publish(topic, big)
+            deadline = time.monotonic() + MESH_DEADLINE_S
+            while True:
+                assert time.monotonic() < deadline, "the large message never arrived"
+                msg = sb.next_message(timeout=0.5)
+                if msg is not None and msg.data[:20] == big[:20]:
+                    break
+            assert msg.data == big[:101] and msg.from_peer == a.peer_id()
+    finally:
+        b.close()
+        a.close()

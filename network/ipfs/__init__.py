@@ -56,6 +56,7 @@ def open_node(
     mdns: bool = False,
     nat_portmap: bool = False,
     low_traffic: bool = False,
+    max_received_bytes: int | None = None,
 ) -> IpfsNode:
     """Start or connect to an IPFS node.
 
@@ -70,6 +71,9 @@ def open_node(
         nat_portmap: UPnP/NAT-PMP port mapping (embedded only).
         low_traffic: kubo's low-traffic options, for a bandwidth limit (embedded
             only; a daemon's own configuration is its owner's).
+        max_received_bytes: the largest pubsub payload the caller accepts; larger
+            messages are delivered cut to one byte over it (embedded only; see
+            EmbeddedIpfsNode).
 
     Returns:
         A running node; the caller closes it.
@@ -91,6 +95,7 @@ def open_node(
             mdns=mdns,
             nat_portmap=nat_portmap,
             low_traffic=low_traffic,
+            **({} if max_received_bytes is None else {"max_received_bytes": max_received_bytes}),
         )
     if kind == "rpc":
         from network.ipfs.rpc import DEFAULT_API_ADDR, KuboRpcNode

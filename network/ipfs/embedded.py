@@ -87,6 +87,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -235,6 +236,12 @@ _kubo_log_opened = False
 KUBO_LOG_NAME = "kubo.log"
 # How long the load waits for the library to open its log (it takes ~30 ms).
 KUBO_LOG_WAIT_S = 5.0
+# How much longer the library's JSON text of a message is than its payload's base64:
+# the sender's peer id, the field names, the sequence number and the topic twice
+# (topics are at most 256 characters, base.check_topic).
+_MESSAGE_JSON_OVERHEAD = 2048
+# The head of a message's JSON text as the library writes it (fields in this order).
+_MESSAGE_HEAD = re.compile(rb'\{"from":"([^"]{1,256})","data":"([A-Za-z0-9+/]*)')
 # The name of the helper threads that run Downloads.
 _FETCH_THREAD = "kubo-get"
 # The folder inside the repo where Downloads write before we read them back.
@@ -495,6 +502,10 @@ class EmbeddedIpfsNode(IpfsNode):
         recycle_after_fetches: Restart the library node when idle after this many
             Downloads (module notes); 0 never recycles.
         recycle_idle_s: How long no fetch may have started before a recycle.
+        max_received_bytes: Largest pubsub payload the caller accepts. A larger
+            message is delivered cut to ``max_received_bytes + 1`` bytes, so the
+            caller's own size check refuses it (and knows its sender), and the rest
+            of it is never copied out of the library or decoded.
 
     Raises:
         IpfsUnavailable: The library is missing, the repo is in use, or the node
@@ -514,7 +525,11 @@ class EmbeddedIpfsNode(IpfsNode):
         low_traffic: bool = False,
         recycle_after_fetches: int = RECYCLE_AFTER_FETCHES,
         recycle_idle_s: float = RECYCLE_IDLE_S,
+        max_received_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
+        self._max_received = int(max_received_bytes)
+        # (a JSON text longer than this carries a payload over max_received_bytes)
+        self._text_limit = 4 * -(-self._max_received // 3) + _MESSAGE_JSON_OVERHEAD
         self._low_traffic = low_traffic  # kubo's low-traffic options (a bandwidth limit)
         self._start_timeout = float(start_timeout)
         # Recycling (module notes): Downloads since the library node (re)started, when
@@ -675,10 +690,17 @@ class EmbeddedIpfsNode(IpfsNode):
 
     def _take_string(self, ptr: Any) -> str | None:
         """Copy a string returned by the library and free it."""
+        raw = self._take_bytes(ptr)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def _take_bytes(self, ptr: Any, limit: int | None = None) -> bytes | None:
+        """Copy (at most `limit` bytes of) a string returned by the library; free it."""
         if ptr == self._lib.ffi.NULL:
             return None
         try:
-            return self._lib.ffi.string(ptr).decode("utf-8", "replace")
+            if limit is None:
+                return bytes(self._lib.ffi.string(ptr))
+            return bytes(self._lib.ffi.string(ptr, limit))
         finally:
             if self._lib.free is not None:
                 self._lib.free(ptr)
@@ -1351,10 +1373,13 @@ class EmbeddedSubscription(Subscription):
                     break
                 # Non-blocking: only reads the library's in-memory queue.
                 ptr = lib.lib.PubSubNextMessage(self._sub_id)
-            text = self._node._take_string(ptr)
-            if text is None:
+            raw = self._node._take_bytes(ptr, self._node._text_limit + 1)
+            if raw is None:
                 break
-            message = _parse_message(text, self._topic)
+            if len(raw) > self._node._text_limit:
+                message = _cut_message(raw, self._topic, self._node._max_received)
+            else:
+                message = _parse_message(raw.decode("utf-8", "replace"), self._topic)
             if message is not None:
                 out.append(message)
         return out
@@ -1421,6 +1446,25 @@ class EmbeddedSubscription(Subscription):
                 self._node._call_timeout,
                 "unsubscribe",
             )
+
+
+def _cut_message(head: bytes, topic: str, max_bytes: int) -> PubsubMessage | None:
+    """A message whose JSON text was cut (its payload is over `max_bytes`): its sender
+    and the first `max_bytes + 1` bytes of its payload, from the text's head."""
+    match = _MESSAGE_HEAD.match(head)
+    if match is None:
+        log.warning("dropping an oversized pubsub message the library wrote unreadably")
+        return None
+    encoded = match.group(2)
+    try:
+        data = base64.b64decode(encoded[: len(encoded) // 4 * 4], validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if len(data) <= max_bytes:  # (a head this long holds more: not the library's form)
+        log.warning("dropping an oversized pubsub message the library wrote unreadably")
+        return None
+    sender = match.group(1).decode("ascii", "replace")
+    return PubsubMessage(from_peer=sender, data=data[: max_bytes + 1], topic=topic)
 
 
 def _parse_message(text: str, topic: str) -> PubsubMessage | None:
