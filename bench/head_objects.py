@@ -56,7 +56,8 @@ def _brief(n: InProcessNode) -> dict:
 
 
 def one_run(base: Path, mode: str, records: list[bytes], args: argparse.Namespace) -> dict:
-    blockgc.GRACE_S = args.grace_s if mode == "on" else blockgc.GRACE_S
+    if mode == "on":  # (off: nothing is collected, whatever the grace)
+        blockgc.GRACE_S = args.grace_s
     writer = InProcessNode(base, f"writer-{mode}", [], port=free_port())
     nodes = [writer]
     try:

@@ -142,8 +142,10 @@ class Node:
         self._block_gc = BlockCollector(lambda: services.ipfs, self._keeps_object)
         self._sync.on_head_object = self._block_gc.fetched
         self._store.on_wait = self._sync.want_dependency  # a check's missing work: asked for
+        # Our evidence objects, kept as files (served again after an IPFS repo loss).
+        self._evidence_dir = config.data_dir / "evidence"
         self._publisher = Publisher(
-            services, self._store, self._heads, evidence_dir=config.data_dir / "evidence"
+            services, self._store, self._heads, evidence_dir=self._evidence_dir
         )
         self._checks = BlockChecks(
             services,
@@ -500,7 +502,7 @@ class Node:
         return (
             self._heads.names(cid)
             or self._store.holds(cid)
-            or (self.config.data_dir / "evidence" / cid).exists()
+            or (self._evidence_dir / cid).exists()
         )
 
     def _reannounce(self, *, backoff: bool = False) -> bool:

@@ -56,7 +56,7 @@ def open_node(
     mdns: bool = False,
     nat_portmap: bool = False,
     low_traffic: bool = False,
-    max_received_bytes: int | None = None,
+    max_received_bytes: int = MAX_MESSAGE_BYTES,
 ) -> IpfsNode:
     """Start or connect to an IPFS node.
 
@@ -95,7 +95,7 @@ def open_node(
             mdns=mdns,
             nat_portmap=nat_portmap,
             low_traffic=low_traffic,
-            **({} if max_received_bytes is None else {"max_received_bytes": max_received_bytes}),
+            max_received_bytes=max_received_bytes,
         )
     if kind == "rpc":
         from network.ipfs.rpc import DEFAULT_API_ADDR, KuboRpcNode
