@@ -117,6 +117,9 @@ class Member:
         self.peers: list[str] = []
         self.paused = False  # start with computing paused (the start barrier)
         self.host: Host | None = None
+        # [from, until] unix seconds while this node could not receive (killed until
+        # its restart listens again, or SIGSTOPped); until is None while it lasts.
+        self.down: list[list[float | None]] = []
         make_profile(self.data_dir, name)
 
     def node_args(self) -> list[str]:
@@ -195,7 +198,18 @@ class Host:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(sig)
 
+    def went_down(self) -> None:
+        for m in self.members:
+            if not (m.down and m.down[-1][1] is None):
+                m.down.append([time.time(), None])
+
+    def came_up(self) -> None:
+        for m in self.members:
+            if m.down and m.down[-1][1] is None:
+                m.down[-1][1] = time.time()
+
     def kill9(self) -> None:
+        self.went_down()
         if self.proc is not None:
             self.signal(signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -286,6 +300,8 @@ class Swarm:
             # a host starts its nodes one after the other
             limit = 60 + 30 * max(len(h.members) for h in group)
             got = self.wait(lambda g=nodes: all(m.address() or not m.alive() for m in g), limit, 0.5)
+            for h in group:
+                h.came_up()
             dead = [m.name for m in nodes if not m.alive()]
             if got is None or dead:
                 logs = {h.name: h.log_file.read_text(errors="replace")[-800:] for h in group
@@ -481,6 +497,23 @@ def rss_now(swarm: Swarm) -> dict[str, float]:
     return out
 
 
+LIVE_WINDOW_S = 5.0  # the delivery target of issue #12
+
+
+def _was_down(m: Member, start: float, end: float) -> bool:
+    """Whether `m` was down at any moment of [start, end] (unix seconds)."""
+    return any(frm <= end and (until is None or until >= start) for frm, until in m.down)
+
+
+def _delays(measured: list[float]) -> dict:
+    delays = sorted(measured) or [0.0]
+    return {"median": round(statistics.median(delays), 2),
+            "p95": round(delays[int(0.95 * (len(delays) - 1))], 2),
+            "max": round(delays[-1], 2),
+            "share_within_5s": round(sum(d <= LIVE_WINDOW_S for d in delays) / len(delays), 3),
+            "count": len(measured)}
+
+
 def audit(swarm: Swarm) -> dict:
     """Results lost (a node's own work record missing from another node's ledger),
     reported twice (one account, one unit, two work records) and extra reports."""
@@ -488,7 +521,7 @@ def audit(swarm: Swarm) -> dict:
     have: dict[str, set[str]] = {}
     works: dict[str, tuple[bytes, int]] = {}
     account_of: dict[str, bytes] = {}
-    arrivals: dict[str, list[float]] = {}  # cid -> when each node stored it
+    arrivals: dict[str, list[tuple[float, Member]]] = {}  # cid -> when each node stored it
     for m in swarm.members:
         path = m.data_dir / "ledger.sqlite3"
         if not path.exists():
@@ -498,7 +531,7 @@ def audit(swarm: Swarm) -> dict:
             rows = conn.execute("SELECT cid, account, unit, source FROM records WHERE kind = 'work'").fetchall()
             for cid, at in conn.execute(  # (identity records predate the later nodes)
                     "SELECT cid, received_at FROM records WHERE kind NOT IN ('account', 'delegation')"):
-                arrivals.setdefault(cid, []).append(at)
+                arrivals.setdefault(cid, []).append((at, m))
         finally:
             conn.close()
         have[m.name] = {cid for cid, *_ in rows}
@@ -518,13 +551,25 @@ def audit(swarm: Swarm) -> dict:
         accounts_per_unit.setdefault(unit, set()).add(account)
     # Delivery: when each other node stored a record, counted from the first node
     # that stored it (its author, or the first to hear of it); one clock, one machine.
-    delays = sorted(at - min(ats) for ats in arrivals.values() for at in ats if len(ats) > 1)
-    delays = [d for d in delays if d > 0] or [0.0]
+    # "To live nodes" leaves out what no network could deliver in time: arrivals at a
+    # node that was down (killed or stopped) after the record's first arrival, and
+    # records whose first holder went down within 5 s of storing it.
+    delays: list[float] = []
+    live: list[float] = []
+    for ats in arrivals.values():
+        if len(ats) < 2:
+            continue
+        first, holder = min(ats, key=lambda a: a[0])
+        holder_left = _was_down(holder, first, first + LIVE_WINDOW_S)
+        for at, m in ats:
+            if m is holder or at <= first:
+                continue
+            delays.append(at - first)
+            if not holder_left and not _was_down(m, first, at):
+                live.append(at - first)
     return {
-        "delivery_s": {"median": round(statistics.median(delays), 2),
-                       "p95": round(delays[int(0.95 * (len(delays) - 1))], 2),
-                       "max": round(delays[-1], 2),
-                       "share_within_5s": round(sum(d <= 5 for d in delays) / len(delays), 3)},
+        "delivery_s": _delays(delays),
+        "delivery_to_live_nodes_s": _delays(live),
         "work_records": len(works),
         "units": len(accounts_per_unit),
         "results_lost": len(lost),
@@ -758,6 +803,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             cut_hosts = swarm.pick_hosts(1 / 3, exclude=swarm.members[0].host)
             for h in cut_hosts:
                 h.signal(signal.SIGSTOP)
+                h.went_down()
                 h.stopped = True
             cut = [m for h in cut_hosts for m in h.members]
             swarm.note("stopped", nodes=[m.name for m in cut])
@@ -767,6 +813,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             swarm.clock.sleep(max(0.0, args.partition_s - (time.monotonic() - scenario_t0)))
             for h in cut_hosts:
                 h.signal(signal.SIGCONT)
+                h.came_up()
                 h.stopped = False
             swarm.note("resumed")
             scenario_t0 = time.monotonic()  # heal time counts from the resume
