@@ -41,7 +41,7 @@ Rules, in order:
 `derive_state` runs one function per rule: `_counted_work` (1), `_disputes` (2),
 `_units` with `_root_reports` and `_quorum_status` or, under a trust policy,
 `_trust_verdicts` and `_trust_status` (3), `_frontier` (4), `_leaderboard` with its
-`_Tally` per account (5) and `_directory` (6); `_rechecks` and `_candidates` collect
+`_Tally` per account (5) and `network.directory` (6); `_rechecks` and `_candidates` collect
 what the unit statuses list about candidates.
 """
 
@@ -55,7 +55,7 @@ from typing import Any, Protocol
 
 from engine.params import Params
 from network import trust as T
-from network import usernames
+from network.directory import AccountEntry, Identities, directory_of
 from network.validate import Delegations, dispute_is_proven
 
 OPEN = "open"
@@ -220,29 +220,6 @@ class LeaderboardEntry:
     checks: int
 
 
-@dataclass(frozen=True, slots=True)
-class AccountEntry:
-    """One account in the directory.
-
-    Attributes:
-        account: the account key.
-        username: its current normalised username claim.
-        display_name: the name bare if it owns it, else ``name#xxxx``.
-        owns_name: whether it owns `username`.
-        nodes: node keys with a delegation that is not revoked, sorted.
-        revoked_nodes: node keys it revoked, sorted.
-        record_cid: the CID of the current account record.
-    """
-
-    account: bytes
-    username: str
-    display_name: str
-    owns_name: bool
-    nodes: tuple[bytes, ...]
-    revoked_nodes: tuple[bytes, ...]
-    record_cid: str
-
-
 @dataclass(frozen=True)
 class NetworkState:
     """Everything the app shows about the network, derived by `derive_state`.
@@ -376,6 +353,7 @@ def derive_state(
     *,
     trust: T.TrustPolicy | None = None,
     refuted_dispute_cids: Iterable[str] = (),
+    identities: Identities | None = None,
 ) -> NetworkState:
     """The network state of a set of valid records (see the module doc for the rules).
 
@@ -388,12 +366,23 @@ def derive_state(
             verified only under network.trust's rules (commit-reveal, drawn checker,
             audits, weight, slashing); without one, the two-account quorum of rule 3.
         refuted_dispute_cids: disputes this node refuted by recomputing the block.
+        identities: the account and delegation records, kept indexed by the caller
+            (the record store's `network.directory.IdentityBook`); `records` then
+            need not hold them, and those it holds are not read. Without it the
+            delegation index and the directory are built from `records`.
 
     Returns:
         The derived NetworkState.
     """
     inputs = _Inputs.of(records)
-    deleg = Delegations.of(d for _cid, d in inputs.delegation)
+    if identities is None:
+        deleg = Delegations.of(d for _cid, d in inputs.delegation)
+        directory = directory_of(inputs.account, deleg)
+        record_count = inputs.count
+    else:
+        deleg, directory = identities.delegations, identities.directory
+        record_count = inputs.count - len(inputs.account) - len(inputs.delegation)
+        record_count += identities.records
     blocks = params.blocks_per_unit
     ignored: set[str] = set()  # every rule adds the records it does not count
 
@@ -441,7 +430,8 @@ def derive_state(
     )
     units, quorum_members = _units(work, disputes, candidates, rechecks, trust_state)
     frontier = _frontier(units)
-    accounts, owner_map = _directory(inputs.account, deleg, ignored)
+    accounts = directory.accounts
+    ignored |= directory.ignored  # (account records whose username does not normalise)
     return NetworkState(
         params=params,
         units=units,
@@ -449,10 +439,10 @@ def derive_state(
         frontier_bound=params.start + frontier * params.unit_size,
         leaderboard=_leaderboard(units, quorum_members, checks, spotchecks, accounts, params),
         accounts=accounts,
-        name_owners=owner_map,
+        name_owners=directory.name_owners,
         confirmed_disputes=frozenset(disputes.confirmed),
         ignored=tuple(sorted(ignored)),
-        record_count=inputs.count,
+        record_count=record_count,
         trust=trust_state,
     )
 
@@ -640,45 +630,6 @@ def _frontier(units: Mapping[int, UnitStatus]) -> int:
     while units.get(frontier) is not None and units[frontier].status == VERIFIED:
         frontier += 1
     return frontier
-
-
-def _directory(
-    items: list[tuple[str, Any]], deleg: Delegations, ignored: set[str]
-) -> tuple[dict[bytes, AccountEntry], dict[str, bytes]]:
-    """Rule 6: the account directory, and the owner of each normalised username."""
-    claims = []
-    for cid, a in items:
-        try:
-            usernames.normalize(a.username)
-        except usernames.UsernameError:
-            ignored.add(cid)  # validation refuses these; never let one break the state
-            continue
-        claims.append(
-            usernames.Claim(account=a.account, username=a.username, created=a.created, cid=cid)
-        )
-    current = usernames.current_claims(claims)
-    owner_map = usernames.owners(claims)
-    node_sets: dict[bytes, set[bytes]] = {}
-    revoked_sets: dict[bytes, set[bytes]] = {}
-    for account, node in deleg.grants:
-        node_sets.setdefault(account, set()).add(node)
-    for account, node in deleg.revoked_at:
-        revoked_sets.setdefault(account, set()).add(node)
-    accounts: dict[bytes, AccountEntry] = {}
-    for account in sorted(current):
-        claim = current[account]
-        name = usernames.normalize(claim.username)
-        revoked = revoked_sets.get(account, set())
-        accounts[account] = AccountEntry(
-            account=account,
-            username=name,
-            display_name=usernames.display_name(account, claim.username, owner_map),
-            owns_name=owner_map.get(name) == account,
-            nodes=tuple(sorted(node_sets.get(account, set()) - revoked)),
-            revoked_nodes=tuple(sorted(revoked)),
-            record_cid=claim.cid,
-        )
-    return accounts, owner_map
 
 
 def _leaderboard(

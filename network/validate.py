@@ -26,6 +26,7 @@ Work records are checked in this order, the first failure wins:
 from __future__ import annotations
 
 import functools
+from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,6 +52,7 @@ from network.rejection import Accepted, Rejection
 
 __all__ = [
     "Accepted",
+    "DelegationIndex",
     "Delegations",
     "Rejection",
     "ValidationContext",
@@ -73,6 +75,8 @@ class ValidationContext:
         now: the local clock, unix seconds.
         delegations: delegation records the caller already validated
             (revocations included); only these authorise node keys.
+        indexed: the same, indexed (a `DelegationIndex` view); when given,
+            `delegations` is not read.
         param_sets: parameter sets work may use (tests add small ones).
         max_skew_s: how far `created` may lie ahead of `now`.
         works: known work records by CID, so disputes' Merkle proofs and
@@ -87,11 +91,13 @@ class ValidationContext:
     max_skew_s: int = DEFAULT_MAX_SKEW_S
     works: Mapping[str, WorkRecord] = field(default_factory=dict)
     recheck_candidates: bool = True
+    indexed: Delegations | None = None
 
     @functools.cached_property
     def delegation_index(self) -> Delegations:
-        """The context's delegations, indexed by (account, node) once."""
-        return Delegations.of(self.delegations)
+        """The context's delegations, indexed by (account, node) once (`indexed`
+        when the caller keeps them indexed already)."""
+        return self.indexed if self.indexed is not None else Delegations.of(self.delegations)
 
 
 def context(
@@ -184,6 +190,51 @@ class Delegations:
 
     def authorises(self, account: bytes, node: bytes, t: int) -> bool:
         return self.verdict(account, node, t) is None
+
+
+class DelegationIndex:
+    """`Delegations` kept up to date one record at a time, for a holder of records
+    that grow (the node's record store).
+
+    Rebuilding `Delegations.of` from every held delegation for each record validated
+    made each validation O(delegations held): with 20,000 fresh accounts held (any
+    flooder can sign those) an honest record took 116 ms instead of 0.9 ms
+    (bench/fresh_accounts.py). Here each delegation is indexed once, when it is
+    added, and `view` is the same rule over the live index.
+
+    `view` reflects later `add`s: use it under the lock that guards the adds.
+    """
+
+    def __init__(self, records: Iterable[DelegationRecord] = ()) -> None:
+        self._grants: dict[tuple[bytes, bytes], tuple[tuple[int, int], ...]] = {}
+        self._revoked_at: dict[tuple[bytes, bytes], int] = {}
+        self.view = Delegations(grants=self._grants, revoked_at=self._revoked_at)
+        for d in records:
+            self.add(d)
+
+    def add(self, d: DelegationRecord) -> None:
+        key = (d.account, d.node)
+        if d.revoked:
+            old = self._revoked_at.get(key)
+            self._revoked_at[key] = d.created if old is None else min(old, d.created)
+        else:
+            self._grants[key] = tuple(sorted({*self._grants.get(key, ()), (d.created, d.expires)}))
+
+    def with_batch(self, batch: Iterable[DelegationRecord]) -> Delegations:
+        """The rule over the index plus `batch` (records being ingested, not added
+        yet): O(len(batch)), the index unchanged."""
+        extra = Delegations.of(batch)
+        if not extra.grants and not extra.revoked_at:
+            return self.view
+        grants = {
+            k: tuple(sorted({*self._grants.get(k, ()), *v})) for k, v in extra.grants.items()
+        }
+        revoked = {
+            k: min(v, self._revoked_at.get(k, v)) for k, v in extra.revoked_at.items()
+        }
+        return Delegations(
+            grants=ChainMap(grants, self._grants), revoked_at=ChainMap(revoked, self._revoked_at)
+        )
 
 
 def authorised(

@@ -29,6 +29,7 @@ from cachetools import FIFOCache
 from engine import Params
 from network import codec
 from network import rejection as R
+from network.directory import IdentityBook
 from network.ipfs import IpfsError
 from network.ledger import LedgerError, StoredRecord, stored_record
 from network.nodeparts.pending import PendingRecords, Waiting, WaitKey
@@ -85,7 +86,12 @@ class RecordStore:
         self._lock = threading.RLock()
         self._write_lock = threading.RLock()
         self._records: dict[str, SignedRecord] = {}
-        self._delegations: list[DelegationRecord] = []
+        # Account and delegation records are indexed once, as they arrive, for
+        # validation and the directory; the state is derived from the rest
+        # (`_activity`), so what a flood of fresh accounts costs each later record and
+        # each state derivation does not grow with the flood (bench/fresh_accounts.py).
+        self._identities = IdentityBook()
+        self._activity: dict[str, SignedRecord] = {}
         self._works: dict[str, WorkRecord] = {}
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._state: NetworkState | None = None
@@ -241,9 +247,9 @@ class RecordStore:
     def _cache(self, cid: str, signed: SignedRecord) -> None:
         with self._lock:
             self._records[cid] = signed
-            if isinstance(signed.record, DelegationRecord):
-                self._delegations.append(signed.record)
-            elif isinstance(signed.record, WorkRecord):
+            if not self._identities.add(cid, signed):
+                self._activity[cid] = signed
+            if isinstance(signed.record, WorkRecord):
                 self._works[cid] = signed.record
             elif isinstance(signed.record, CheckRecord | SpotCheckRecord):
                 self._checkers.setdefault(signed.record.work_cid, set()).add(signed.record.account)
@@ -285,8 +291,8 @@ class RecordStore:
         batch being ingested, valid but not held yet."""
         return validation_context(
             self._services.now(),
-            [*self._delegations, *new_delegations],
-            self._param_sets,
+            param_sets=self._param_sets,
+            indexed=self._identities.delegations.with_batch(new_delegations),
             max_skew_s=self._max_skew_s,
             works=ChainMap(new_works, self._works) if new_works else self._works,
         )
@@ -305,8 +311,10 @@ class RecordStore:
         """The derived network state (cached until a record arrives)."""
         with self._lock:
             if self._state is None:
-                valid = [Accepted(record=s, cid=c) for c, s in self._records.items()]
-                self._state = derive_state(valid, self._params, trust=self._trust)
+                valid = [Accepted(record=s, cid=c) for c, s in self._activity.items()]
+                self._state = derive_state(
+                    valid, self._params, trust=self._trust, identities=self._identities.snapshot()
+                )
                 self._last_state = self._state
             return self._state
 
