@@ -4,7 +4,9 @@ Our head lists every record CID we hold in `wire.HEAD_PAGES` page objects and an
 index of their CIDs, and beside each page a *bundle* of the records it lists with
 an index of those (PROTOCOL §8, "Bundles"); `our_head(cids, records_of)` says which
 of those objects changed since the last time (only they are added to IPFS again),
-the head's CID and the bundle index's. For each
+the head's CID and the bundle index's. The node keeps its CIDs placed in their pages
+as records arrive (`PageLists`, in the record store) and calls `our_head_of_pages`;
+a page that lists what it listed last time is not encoded or hashed again. For each
 peer, `HeadBook` remembers its last head that we hold completely and the pages
 of it we hold, so an unchanged head costs nothing and a changed one only its new
 pages. A page is content-addressed, so one that is also ours, or one we once held
@@ -46,6 +48,31 @@ class OurHead:
     retired: tuple[str, ...] = ()
 
 
+class PageLists:
+    """The CIDs each of our head's pages lists (`wire.head_page_lists`), kept sorted
+    as records arrive.
+
+    Building them from the ledger's CIDs for each head read every CID from SQLite and
+    hashed each for its page: with 20,000 fresh accounts held (anyone can sign those)
+    that was most of a head's cost, every head interval (bench/fresh_accounts.py).
+    Here each CID is placed once, when the record store takes it. Not thread-safe:
+    its holder (the record store) guards it with its lock.
+    """
+
+    def __init__(self) -> None:
+        self._pages: list[list[str]] = [[] for _ in range(wire.HEAD_PAGES)]
+
+    def add(self, cid: str) -> None:
+        page = self._pages[wire.page_of(cid)]
+        i = bisect.bisect_left(page, cid)
+        if i == len(page) or page[i] != cid:
+            page.insert(i, cid)
+
+    def lists(self) -> list[list[str]]:
+        """A copy of every page's sorted CIDs."""
+        return [list(p) for p in self._pages]
+
+
 class HeadBook:
     """Our published pages, and each peer's head as far as we hold it."""
 
@@ -76,14 +103,29 @@ class HeadBook:
         `new_objects` to IPFS and then announces `head_cid`; if the add fails it
         calls `forget_ours()`, so everything is offered again.
         """
-        lists = wire.head_page_lists(cids)
-        pages = [wire.encode_cid_list(p) for p in lists]
-        page_cids = [cid_for_bytes(p) for p in pages]
-        index = wire.encode_head_index(page_cids)
-        head_cid = cid_for_bytes(index)
+        return self.our_head_of_pages(wire.head_page_lists(cids), records_of)
+
+    def our_head_of_pages(
+        self,
+        lists: list[list[str]],
+        records_of: Callable[[list[str]], list[bytes]] | None = None,
+    ) -> OurHead:
+        """`our_head` for CIDs already placed in their pages (`PageLists.lists()`)."""
         with self._lock:
             old_pages, old_bundles = self._my_pages, self._my_bundles
             old_lists = self._my_lists
+        # A page that lists what it listed last time keeps its CID: only changed
+        # pages are encoded and hashed again.
+        pages: dict[int, bytes] = {}
+        page_cids: list[str] = []
+        for i, page in enumerate(lists):
+            if i < len(old_pages) and old_lists.get(old_pages[i]) == page:
+                page_cids.append(old_pages[i])
+            else:
+                pages[i] = wire.encode_cid_list(page)
+                page_cids.append(cid_for_bytes(pages[i]))
+        index = wire.encode_head_index(page_cids)
+        head_cid = cid_for_bytes(index)
         changed = [
             i
             for i, page_cid in enumerate(page_cids)
@@ -98,9 +140,10 @@ class HeadBook:
         bundle_index = b""
         if records_of is not None:
             # A bundle changes exactly when its page does: only those are made again.
-            bundle_cids = list(old_bundles) if len(old_bundles) == len(pages) else [""] * len(pages)
-            for i in range(len(pages)):
-                if i in changed or not bundle_cids[i]:
+            bundle_cids = list(old_bundles) if len(old_bundles) == len(lists) else [""] * len(lists)
+            changed_set = set(changed)
+            for i in range(len(lists)):
+                if i in changed_set or not bundle_cids[i]:
                     # (no more records read than could fit: a page may list 16,000)
                     wanted = lists[i][: wire.BUNDLE_MAX_BYTES // wire.MIN_BUNDLED_RECORD_BYTES]
                     bundle = wire.encode_bundle(records_of(wanted))
@@ -123,7 +166,8 @@ class HeadBook:
             self._my_bundles = bundle_cids
             self._my_head = head_cid
             self._my_bundle_index = bundles_cid
-        return OurHead(head_cid, len(cids), tuple(new), bundles_cid, tuple(added), retired)
+        count = sum(len(page) for page in lists)
+        return OurHead(head_cid, count, tuple(new), bundles_cid, tuple(added), retired)
 
     def forget_ours(self) -> None:
         """Offer everything again next time (an add failed); what we published stays

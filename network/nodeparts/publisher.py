@@ -167,7 +167,7 @@ class Publisher:
         head. Returns the objects of our last head that this one no longer names."""
         services = self._services
         try:
-            head = self._heads.our_head(services.ledger.heads_list(), services.ledger.get_many)
+            head = self._heads.our_head_of_pages(self._store.page_lists(), services.ledger.get_many)
         except LedgerError as exc:
             services.event("warning", f"could not publish head: {exc}")
             return ()

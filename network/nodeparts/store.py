@@ -32,6 +32,7 @@ from network import rejection as R
 from network.directory import IdentityBook
 from network.ipfs import IpfsError
 from network.ledger import LedgerError, StoredRecord, stored_record
+from network.nodeparts.heads import PageLists
 from network.nodeparts.pending import PendingRecords, Waiting, WaitKey
 from network.nodeparts.services import Services
 from network.records import (
@@ -92,6 +93,7 @@ class RecordStore:
         # each state derivation does not grow with the flood (bench/fresh_accounts.py).
         self._identities = IdentityBook()
         self._activity: dict[str, SignedRecord] = {}
+        self._pages = PageLists()  # (our head lists every record held)
         self._works: dict[str, WorkRecord] = {}
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
         self._state: NetworkState | None = None
@@ -247,6 +249,7 @@ class RecordStore:
     def _cache(self, cid: str, signed: SignedRecord) -> None:
         with self._lock:
             self._records[cid] = signed
+            self._pages.add(cid)
             if not self._identities.add(cid, signed):
                 self._activity[cid] = signed
             if isinstance(signed.record, WorkRecord):
@@ -327,6 +330,11 @@ class RecordStore:
         with self._lock:
             last = self._last_state
         return self.state() if last is None else last
+
+    def page_lists(self) -> list[list[str]]:
+        """The CIDs of every held record, by head page, sorted (what our head lists)."""
+        with self._lock:
+            return self._pages.lists()
 
     def by_kind(self, kind: str) -> list[tuple[str, object]]:
         """(CID, payload) of every held record of `kind`, by CID."""
