@@ -14,7 +14,8 @@ as --peer (a sparse graph: discovery and relaying are real), then runs one scena
              then SIGCONT; time to heal;
 - hostile:   a rogue node in this process floods garbage, oversized, tampered,
              forged and replayed records, claims for every unit and heads that point
-             at missing content, while the honest nodes compute;
+             at missing content (and, with --fresh-accounts K, K valid fresh accounts
+             a round), while the honest nodes compute;
 - mixed:     hostile and churn at once (the test suite's short run);
 - late:      after agreement, --late nodes join with one peer each; time to catch up.
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import random
@@ -522,6 +524,7 @@ def audit(swarm: Swarm) -> dict:
     works: dict[str, tuple[bytes, int]] = {}
     account_of: dict[str, bytes] = {}
     arrivals: dict[str, list[tuple[float, Member]]] = {}  # cid -> when each node stored it
+    identities: dict[str, int] = {}  # account and delegation records each node holds
     for m in swarm.members:
         path = m.data_dir / "ledger.sqlite3"
         if not path.exists():
@@ -532,6 +535,8 @@ def audit(swarm: Swarm) -> dict:
             for cid, at in conn.execute(  # (identity records predate the later nodes)
                     "SELECT cid, received_at FROM records WHERE kind NOT IN ('account', 'delegation')"):
                 arrivals.setdefault(cid, []).append((at, m))
+            identities[m.name] = conn.execute(
+                "SELECT COUNT(*) FROM records WHERE kind IN ('account', 'delegation')").fetchone()[0]
         finally:
             conn.close()
         have[m.name] = {cid for cid, *_ in rows}
@@ -576,6 +581,7 @@ def audit(swarm: Swarm) -> dict:
         "reported_twice": sum(c - 1 for c in per_account_unit.values() if c > 1),
         "extra_reports": sum(max(0, len(a) - REPORTS_NEEDED) for a in accounts_per_unit.values()),
         "records_per_node": _spread([len(h) for h in have.values()]),
+        "identity_records_per_node": _spread(list(identities.values())),
     }
 
 
@@ -660,16 +666,40 @@ class RssSampler:
 # --- the rogue ------------------------------------------------------------------------
 
 
+_FRESH_NAMES = itertools.count()
+
+
+def _fresh_accounts(count: int, created: int) -> list[bytes]:
+    """`count` fresh accounts, each an account record and a delegation (valid: every
+    node keeps them; PROTOCOL §11, "A flood of fresh accounts' records")."""
+    from nacl.signing import SigningKey
+
+    from network import codec
+    from network.records import AccountRecord, DelegationRecord
+
+    out: list[bytes] = []
+    for _ in range(count):
+        acct, node = SigningKey.generate(), SigningKey.generate()
+        pub = bytes(acct.verify_key)
+        name = f"fresh{next(_FRESH_NAMES)}"
+        out.append(codec.encode(codec.sign(AccountRecord(account=pub, username=name, created=created), acct)))
+        out.append(codec.encode(codec.sign(
+            DelegationRecord(account=pub, node=bytes(node.verify_key), created=created), acct)))
+    return out
+
+
 class Rogue:
     """A node in this process that floods the honest ones (bounded rate and time)."""
 
-    def __init__(self, swarm: Swarm, peers: list[str], rate: float, oversize_kib: int) -> None:
+    def __init__(self, swarm: Swarm, peers: list[str], rate: float, oversize_kib: int,
+                 fresh_accounts: int = 0) -> None:
         from engine import DEV
         from tests.netutil import InProcessNode
 
         self.swarm = swarm
         self.rate = rate
         self.oversize = oversize_kib * 1024
+        self.fresh_accounts = fresh_accounts  # valid accounts a round (each record counts)
         self.inner = InProcessNode(swarm.base, "rogue", peers)
         self.topics = __import__("network.wire", fromlist=["topics"]).topics(DEV.name)
         self.sent: dict[str, int] = {}
@@ -710,6 +740,12 @@ class Rogue:
                     codec.encode(dataclasses.replace(signed, signature=forged_sig)), "x")),
                 ("replayed", "records", wire.encode_announcement(w.data, w.cid)),
             ]
+        if self.fresh_accounts:
+            # Valid records every node keeps: an account and a delegation per fresh key.
+            records = [(codec.record_cid(data), data)
+                       for data in _fresh_accounts(self.fresh_accounts, int(time.time()) - 60)]
+            out += [("fresh_account_records", "records", msg)
+                    for msg, _cids in wire.encode_announcements(records)]
         return out
 
     def _run(self, seconds: float) -> None:
@@ -724,6 +760,8 @@ class Rogue:
             for kind, topic, payload in self._payloads():
                 node.ipfs.publish(self.topics[topic], payload)
                 self.sent[kind] = self.sent.get(kind, 0) + 1
+            if self.fresh_accounts:
+                self.sent["fresh_accounts"] = self.sent.get("fresh_accounts", 0) + self.fresh_accounts
             # a claim on every unit, one more each tick
             with contextlib.suppress(Exception):
                 node.claim(unit % (self.swarm.unit_limit + 50))
@@ -783,7 +821,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
 
         if args.scenario in ("hostile", "mixed"):
             rogue = Rogue(swarm, [a for m in swarm.members[:2] if (a := m.address())],
-                          args.flood_rate, args.oversize_kib)
+                          args.flood_rate, args.oversize_kib, args.fresh_accounts)
             rogue.start()
             rogue.flood(args.flood_s)
             swarm.note("flood started")
@@ -901,6 +939,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flood-s", type=float, default=60)
     p.add_argument("--flood-rate", type=float, default=20, help="rounds of payloads per second (0: a control run, the rogue sends nothing)")
     p.add_argument("--oversize-kib", type=int, default=256)
+    p.add_argument("--fresh-accounts", type=int, default=0,
+                   help="valid fresh accounts (an account record and a delegation each) the rogue adds a round")
     p.add_argument("--late", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--cpu-share", type=int, metavar="PERCENT",

@@ -33,23 +33,32 @@ def _delegations(n: int) -> list[bytes]:
     ]
 
 
-def _stored_cids(node: InProcessNode) -> set[str]:
-    """Every block in the node's flatfs store, by CID (file name: base32 multihash)."""
-    cids = set()
+def _stored_blocks(node: InProcessNode) -> dict[str, Path]:
+    """Every block in the node's flatfs store: CID (file name: base32 multihash) -> file."""
+    blocks = {}
     for path in (Path(node.node.config.data_dir) / "ipfs" / "blocks").glob("*/*.data"):
         raw = base64.b32decode(path.stem + "=" * (-len(path.stem) % 8))
         if raw[:2] == b"\x12\x20":  # sha2-256 (kubo's own init blocks are too)
-            cids.add(cid_from_digest(raw[2:]))
-    return cids
+            blocks[cid_from_digest(raw[2:])] = path
+    return blocks
+
+
+def _stored_cids(node: InProcessNode) -> set[str]:
+    return set(_stored_blocks(node))
 
 
 def _head_objects_not_needed(node: InProcessNode) -> set[str]:
     """Blocks that are head indexes, pages or bundles and that the node need not keep."""
     left = set()
-    for cid in _stored_cids(node):
+    for cid, path in _stored_blocks(node).items():
         if node.node._keeps_object(cid):
             continue
-        data = node.node.ipfs.get(cid, 1.0, wire.MAX_HEAD_BYTES)
+        try:
+            # (read from the store itself: the collector may remove it meanwhile, and
+            # an IPFS get would then go looking for it on the network)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
         decoders = (wire.decode_cid_list, wire.decode_head_index, wire.decode_bundle)
         if any(isinstance(decode(data), list) for decode in decoders):
             left.add(cid)

@@ -3,8 +3,9 @@
 bench/swarm.py starts five `main.py node` processes on loopback, sparsely wired,
 kills a fifth of them with SIGKILL and restarts them while a rogue node in the
 harness floods garbage, oversized, tampered, forged and replayed records, claims on
-every unit and heads pointing at missing content. Every node must still agree, and
-no result any node finished may be missing from another's ledger.
+every unit, heads pointing at missing content and valid fresh accounts. Every node
+must still agree, and no result any node finished may be missing from another's
+ledger.
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ def test_churn_and_a_flood_lose_nothing_and_every_node_agrees(tmp_path) -> None:
         tmp_path, "--nodes", "5", "--scenario", "mixed",
         "--churn-interval", "8", "--churn-rounds", "1",
         "--flood-s", "15", "--flood-rate", "5", "--oversize-kib", "64", "--idle-s", "0",
+        "--fresh-accounts", "2",
     )
     assert report["kills"] >= 1 and report["restarts"] >= 1
     assert report["flood_sent"]["oversized"] > 0 and report["flood_sent"]["claim"] > 0
     assert report["rejected_per_node"]["max"] > 0  # the flood was seen and counted
+    # The fresh accounts are valid: kept (their records besides the nodes' own five
+    # accounts and delegations), and they change nothing the nodes agree on.
+    fresh = report["flood_sent"]["fresh_accounts"]
+    assert fresh > 0 and report["audit"]["identity_records_per_node"]["max"] >= 10 + fresh
     _agreed_and_nothing_lost(report, proc)
 
 
