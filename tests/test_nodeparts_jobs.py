@@ -177,7 +177,7 @@ def test_only_records_waiting_on_what_arrived_are_validated_again(parts, monkeyp
     calls: list[object] = []
     real_validate = store_module.validate
     monkeypatch.setattr(
-        store_module, "validate", lambda s, ctx: calls.append(s) or real_validate(s, ctx)
+        store_module, "validate", lambda s, ctx, **kw: calls.append(s) or real_validate(s, ctx, **kw)
     )
     parts.store.ingest(_bytes(delegation(CAROL)), "peer")  # CAROL's: Bob's stay put
     assert len(calls) == 2  # the delegation itself and Carol's commit, nothing of Bob's

@@ -667,6 +667,18 @@ def test_validate_checks_signatures_of_in_memory_records(work):
     assert validate("not a record", ctx()).reason_code == R.MALFORMED
 
 
+def test_a_record_from_parse_validates_the_same_without_a_second_signature_check(work):
+    data = codec.encode(codec.sign(work, NODE))
+    parsed = codec.parse(data)
+    cid = codec.record_cid(data)
+    assert validate(parsed, ctx(), parsed_cid=cid) == validate(parsed, ctx())
+    assert validate(parsed, ctx(), parsed_cid=cid).cid == cid
+    # The rest of validation still runs: an unauthorised node is refused.
+    assert validate(parsed, context(T, (), (P,)), parsed_cid=cid).reason_code == R.NO_DELEGATION
+    # (a record that did not come from parse must not be given a CID: it would skip
+    # the signature check that `test_validate_checks_signatures_...` relies on)
+
+
 def test_check_and_dispute_validation(unit_result, work):
     work_cid = codec.record_cid(codec.sign(work, NODE))
     leaves = list(unit_result.leaves)

@@ -168,7 +168,11 @@ class RecordStore:
                 with self._lock:
                     if cid in self._records or cid in batch_cids:
                         continue
-                    verdict = validate(signed, self._context(new_delegations, new_works))
+                    # (every record here came from codec.parse of `data`, now or
+                    # when it was first held pending: its signature is verified)
+                    verdict = validate(
+                        signed, self._context(new_delegations, new_works), parsed_cid=cid
+                    )
                     # May simply have arrived before its delegation or work record.
                     waits = isinstance(verdict, Rejection) and verdict.reason_code in (
                         R.NO_DELEGATION,
