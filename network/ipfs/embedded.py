@@ -560,6 +560,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._closed = True
         self._threads: set[threading.Thread] = set()
         self._fetches: dict[str, _Fetch] = {}
+        self._shards: set[str] = set()  # block folders known to exist (_write_block)
         self._subscriptions: set[EmbeddedSubscription] = set()
         self._poller = _Poller(self)
         self._tmp_dir: str | None = None
@@ -778,10 +779,37 @@ class EmbeddedIpfsNode(IpfsNode):
                 # swarm node a third of its time (bench/swarm.py with py-spy). A power
                 # loss may leave it empty or short: the size check here writes it
                 # again, and a local read checks its hash (_read_local).
-                write_atomic(path, data, durable=False)
+                self._write_block(path, data)
         except OSError as exc:
             raise IpfsError(f"cannot store the object in {self._repo}: {exc}") from exc
         return cid_from_digest(digest)
+
+    def _write_block(self, path: str, data: bytes) -> None:
+        """Write a block file all-or-nothing for readers (a temporary file renamed
+        into place), in four system calls: every record a node takes is added, so a
+        flood of valid records is a flood of these. `write_atomic` also creates the
+        folder, makes a random private name and changes its mode each time: 2-3 times
+        the cost (58 against 21-28 us for a 200-byte block on this project's ext4)."""
+        folder = os.path.dirname(path)
+        if folder not in self._shards:
+            os.makedirs(folder, exist_ok=True)
+            self._shards.add(folder)
+        # (unique per process and thread: two threads adding one block write apart)
+        tmp = os.path.join(
+            folder, f".{os.path.basename(path)}.{os.getpid()}-{threading.get_ident()}.tmp"
+        )
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
 
     def get(self, cid: str, timeout: float, max_bytes: int) -> bytes:
         """Fetch ``cid`` from the local store or from peers; see :meth:`IpfsNode.get`."""
