@@ -193,7 +193,6 @@ class AccountDirectory:
         )
 
 
-
 def directory_of(
     accounts: Iterable[tuple[str, AccountRecord]], delegations: Delegations
 ) -> DirectorySnapshot:

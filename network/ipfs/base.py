@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
+from network.ipfs.cid import CidError, digest_from_cid
+
 # Largest object add()/get() handle. One raw block; kubo refuses to exchange
 # blocks over 1 MiB (bitswap and `block put` limit), so this is the hard ceiling.
 MAX_OBJECT_BYTES = 1024 * 1024
@@ -192,6 +194,15 @@ def check_payload(data: bytes, limit: int, what: str) -> bytes:
     if len(data) > limit:
         raise IpfsTooLarge(f"{what} is {len(data)} bytes; the limit is {limit} bytes")
     return data
+
+
+def check_cid(cid: str) -> bytes:
+    """Return the sha2-256 digest ``cid`` names, or raise IpfsError for a CID that is
+    not one Hailstone uses (network/ipfs/cid.py)."""
+    try:
+        return digest_from_cid(cid)
+    except CidError as exc:
+        raise IpfsError(str(exc)) from exc
 
 
 def check_multiaddr(multiaddr: str) -> str:

@@ -111,11 +111,12 @@ from network.ipfs.base import (
     IpfsUnavailable,
     PubsubMessage,
     Subscription,
+    check_cid,
     check_multiaddr,
     check_payload,
     check_topic,
 )
-from network.ipfs.cid import CidError, cid_from_digest, digest_from_cid
+from network.ipfs.cid import cid_from_digest
 from network.ipfs.identity import new_ed25519_identity
 
 log = logging.getLogger(__name__)
@@ -813,10 +814,7 @@ class EmbeddedIpfsNode(IpfsNode):
 
     def get(self, cid: str, timeout: float, max_bytes: int) -> bytes:
         """Fetch ``cid`` from the local store or from peers; see :meth:`IpfsNode.get`."""
-        try:
-            digest = digest_from_cid(cid)
-        except CidError as exc:
-            raise IpfsError(str(exc)) from exc
+        digest = check_cid(cid)
         if not timeout > 0:
             raise IpfsError("get() needs a positive timeout")
         if max_bytes < 0:
@@ -859,10 +857,7 @@ class EmbeddedIpfsNode(IpfsNode):
         """Delete the block file of ``cid`` from the repo's flatfs store (as ``add``
         writes it, see the module notes). kubo's cache may still say it holds the
         block; asked for it, its store then finds nothing and a fetch goes to peers."""
-        try:
-            digest = digest_from_cid(cid)
-        except CidError as exc:
-            raise IpfsError(str(exc)) from exc
+        digest = check_cid(cid)
         self._check_open()
         try:
             os.remove(self._block_path(digest))

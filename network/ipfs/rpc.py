@@ -33,11 +33,12 @@ from network.ipfs.base import (
     IpfsUnavailable,
     PubsubMessage,
     Subscription,
+    check_cid,
     check_multiaddr,
     check_payload,
     check_topic,
 )
-from network.ipfs.cid import CidError, cid_for_bytes, digest_from_cid
+from network.ipfs.cid import cid_for_bytes
 
 log = logging.getLogger(__name__)
 
@@ -333,10 +334,7 @@ class KuboRpcNode(IpfsNode):
 
     def remove(self, cid: str) -> bool:
         """Unpin ``cid`` (``add`` pins) and remove the block from the daemon's store."""
-        try:
-            digest_from_cid(cid)
-        except CidError as exc:
-            raise IpfsError(str(exc)) from exc
+        check_cid(cid)
         self._check_open()
         try:
             self._request("/pin/rm", (cid,))
@@ -358,10 +356,7 @@ class KuboRpcNode(IpfsNode):
 
     def get(self, cid: str, timeout: float, max_bytes: int) -> bytes:
         """Fetch ``cid`` through the daemon; see :meth:`IpfsNode.get`."""
-        try:
-            digest = digest_from_cid(cid)
-        except CidError as exc:
-            raise IpfsError(str(exc)) from exc
+        digest = check_cid(cid)
         if not timeout > 0:
             raise IpfsError("get() needs a positive timeout")
         if max_bytes < 0:
