@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
 import json
 import os
 import random
@@ -666,28 +665,6 @@ class RssSampler:
 # --- the rogue ------------------------------------------------------------------------
 
 
-_FRESH_NAMES = itertools.count()
-
-
-def _fresh_accounts(count: int, created: int) -> list[bytes]:
-    """`count` fresh accounts, each an account record and a delegation (valid: every
-    node keeps them; PROTOCOL §11, "A flood of fresh accounts' records")."""
-    from nacl.signing import SigningKey
-
-    from network import codec
-    from network.records import AccountRecord, DelegationRecord
-
-    out: list[bytes] = []
-    for _ in range(count):
-        acct, node = SigningKey.generate(), SigningKey.generate()
-        pub = bytes(acct.verify_key)
-        name = f"fresh{next(_FRESH_NAMES)}"
-        out.append(codec.encode(codec.sign(AccountRecord(account=pub, username=name, created=created), acct)))
-        out.append(codec.encode(codec.sign(
-            DelegationRecord(account=pub, node=bytes(node.verify_key), created=created), acct)))
-    return out
-
-
 class Rogue:
     """A node in this process that floods the honest ones (bounded rate and time)."""
 
@@ -742,8 +719,11 @@ class Rogue:
             ]
         if self.fresh_accounts:
             # Valid records every node keeps: an account and a delegation per fresh key.
+            from bench.fresh_accounts import fresh_accounts
+
+            # (each round's accounts claim the same names again: names are not unique)
             records = [(codec.record_cid(data), data)
-                       for data in _fresh_accounts(self.fresh_accounts, int(time.time()) - 60)]
+                       for data in fresh_accounts(self.fresh_accounts, int(time.time()) - 60)]
             out += [("fresh_account_records", "records", msg)
                     for msg, _cids in wire.encode_announcements(records)]
         return out
