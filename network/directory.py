@@ -66,9 +66,7 @@ class _Claim:
 
     def newer_than(self, other: _Claim) -> bool:
         """Whether this claim replaces `other` as its account's current one."""
-        return self.created > other.created or (
-            self.created == other.created and self.cid < other.cid
-        )
+        return usernames.replaces(self.created, self.cid, other.created, other.cid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +90,9 @@ class AccountDirectory:
 
     def __init__(self) -> None:
         self._current: dict[bytes, _Claim] = {}
-        # name -> heap of (created, cid, account) of claims that were current when
-        # pushed; an item whose claim is no longer current is dropped when it
-        # reaches the top (`_owner`).
+        # name -> heap of (created, cid, account) (usernames.owner_order, then the
+        # account) of claims that were current when pushed; an item whose claim is no
+        # longer current is dropped when it reaches the top (`_settle_owner`).
         self._claimants: dict[str, list[tuple[int, str, bytes]]] = {}
         self._owners: dict[str, bytes] = {}
         self._nodes: dict[bytes, set[bytes]] = {}
@@ -118,7 +116,9 @@ class AccountDirectory:
             return
         self._current[account] = claim
         self._dirty.add(account)
-        heapq.heappush(self._claimants.setdefault(name, []), (created, cid, account))
+        heapq.heappush(
+            self._claimants.setdefault(name, []), (*usernames.owner_order(created, cid), account)
+        )
         self._settle_owner(name)
         if old is not None and old.name != name:
             self._settle_owner(old.name)
@@ -159,7 +159,7 @@ class AccountDirectory:
         """Find `name`'s owner again; the entries of an old and a new owner change."""
         heap = self._claimants[name]
         while heap:
-            created, cid, account = heap[0]
+            _, cid, account = heap[0]
             current = self._current.get(account)
             if current is not None and current.cid == cid:
                 break
@@ -183,9 +183,7 @@ class AccountDirectory:
         return AccountEntry(
             account=account,
             username=claim.name,
-            display_name=(
-                claim.name if owns else f"{claim.name}#{account.hex()[:usernames.SUFFIX_HEX_DIGITS]}"
-            ),
+            display_name=usernames.display_name(account, claim.name, self._owners),
             owns_name=owns,
             nodes=tuple(sorted(self._nodes.get(account, set()) - revoked)),
             revoked_nodes=tuple(sorted(revoked)),

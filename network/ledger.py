@@ -618,7 +618,8 @@ class Ledger:
         return out
 
     def heads_list(self) -> list[str]:
-        """The sorted CIDs of every stored record: what this node publishes as its head."""
+        """The sorted CIDs of every stored record (what the node's head lists; the
+        node itself keeps them by page as records arrive, nodeparts/heads.PageLists)."""
         return self._read(
             lambda c: [r[0] for r in c.execute("SELECT cid FROM records ORDER BY cid")]
         )

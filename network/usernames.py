@@ -89,23 +89,34 @@ class Claim:
         return normalize(self.username)
 
 
+def replaces(created: int, cid: str, current_created: int, current_cid: str) -> bool:
+    """Rule 3: whether a claim (`created`, `cid`) replaces an account's current one."""
+    return created > current_created or (created == current_created and cid < current_cid)
+
+
+def owner_order(created: int, cid: str) -> tuple[int, str]:
+    """Rule 4: current claims of one name in this order; the first owns it."""
+    return (created, cid)
+
+
 def current_claims(claims: Iterable[Claim]) -> dict[bytes, Claim]:
     """Each account's current claim: latest `created`, ties by smallest CID."""
     best: dict[bytes, Claim] = {}
     for c in claims:
         old = best.get(c.account)
-        if old is None or c.created > old.created or (c.created == old.created and c.cid < old.cid):
+        if old is None or replaces(c.created, c.cid, old.created, old.cid):
             best[c.account] = c
     return best
 
 
 def owners(claims: Iterable[Claim]) -> dict[str, bytes]:
-    """Normalised name -> owning account, by the rule in the module doc."""
+    """Normalised name -> owning account, by the rule in the module doc. (The node
+    keeps the same rule one record at a time: network/directory.py.)"""
     winners: dict[str, Claim] = {}
     for c in current_claims(claims).values():
         name = c.normalized
         old = winners.get(name)
-        if old is None or (c.created, c.cid) < (old.created, old.cid):
+        if old is None or owner_order(c.created, c.cid) < owner_order(old.created, old.cid):
             winners[name] = c
     return {name: c.account for name, c in winners.items()}
 

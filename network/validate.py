@@ -25,9 +25,10 @@ Work records are checked in this order, the first failure wins:
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from engine import reference, sieve
@@ -154,21 +155,12 @@ class Delegations:
         revoked_at: (account, node) -> the earliest revocation's created.
     """
 
-    grants: Mapping[tuple[bytes, bytes], tuple[tuple[int, int], ...]]
+    grants: Mapping[tuple[bytes, bytes], Sequence[tuple[int, int]]]
     revoked_at: Mapping[tuple[bytes, bytes], int]
 
     @classmethod
     def of(cls, records: Iterable[DelegationRecord]) -> Delegations:
-        grants: dict[tuple[bytes, bytes], set[tuple[int, int]]] = {}
-        revoked_at: dict[tuple[bytes, bytes], int] = {}
-        for d in records:
-            key = (d.account, d.node)
-            if d.revoked:
-                old = revoked_at.get(key)
-                revoked_at[key] = d.created if old is None else min(old, d.created)
-            else:
-                grants.setdefault(key, set()).add((d.created, d.expires))
-        return cls(grants={k: tuple(sorted(v)) for k, v in grants.items()}, revoked_at=revoked_at)
+        return DelegationIndex(records).view
 
     def verdict(self, account: bytes, node: bytes, t: int) -> Rejection | None:
         """None if `account` had delegated `node` at time `t`, else why not."""
@@ -205,9 +197,19 @@ class DelegationIndex:
     `view` reflects later `add`s: use it under the lock that guards the adds.
     """
 
-    def __init__(self, records: Iterable[DelegationRecord] = ()) -> None:
-        self._grants: dict[tuple[bytes, bytes], tuple[tuple[int, int], ...]] = {}
-        self._revoked_at: dict[tuple[bytes, bytes], int] = {}
+    def __init__(
+        self,
+        records: Iterable[DelegationRecord] = (),
+        *,
+        over: DelegationIndex | None = None,
+    ) -> None:
+        # (`over`: a layer over that index; adds go to the layer, reads see both)
+        self._grants: MutableMapping[tuple[bytes, bytes], list[tuple[int, int]]] = (
+            {} if over is None else ChainMap({}, over._grants)
+        )
+        self._revoked_at: MutableMapping[tuple[bytes, bytes], int] = (
+            {} if over is None else ChainMap({}, over._revoked_at)
+        )
         self.view = Delegations(grants=self._grants, revoked_at=self._revoked_at)
         for d in records:
             self.add(d)
@@ -217,24 +219,34 @@ class DelegationIndex:
         if d.revoked:
             old = self._revoked_at.get(key)
             self._revoked_at[key] = d.created if old is None else min(old, d.created)
-        else:
-            self._grants[key] = tuple(sorted({*self._grants.get(key, ()), (d.created, d.expires)}))
+            return
+        # (kept sorted in place: an account may sign any number of delegations of one
+        # node, and re-sorting them all at each one would make that flood quadratic)
+        entries = self._own_grants(key)
+        entry = (d.created, d.expires)
+        i = bisect.bisect_left(entries, entry)
+        if i == len(entries) or entries[i] != entry:
+            entries.insert(i, entry)
+
+    def _own_grants(self, key: tuple[bytes, bytes]) -> list[tuple[int, int]]:
+        """The pair's entries to add to: in a layer, a copy of those below it."""
+        grants = self._grants
+        if isinstance(grants, ChainMap):
+            own = grants.maps[0]
+            if key not in own:
+                own[key] = list(grants.get(key, ()))
+            return own[key]
+        return grants.setdefault(key, [])
+
+    def layer(self) -> DelegationIndex:
+        """An index over this one whose adds stay in the layer (records of a batch
+        being ingested, not held yet): O(1) to make and each add O(1), this index
+        unchanged."""
+        return DelegationIndex(over=self)
 
     def with_batch(self, batch: Iterable[DelegationRecord]) -> Delegations:
-        """The rule over the index plus `batch` (records being ingested, not added
-        yet): O(len(batch)), the index unchanged."""
-        extra = Delegations.of(batch)
-        if not extra.grants and not extra.revoked_at:
-            return self.view
-        grants = {
-            k: tuple(sorted({*self._grants.get(k, ()), *v})) for k, v in extra.grants.items()
-        }
-        revoked = {
-            k: min(v, self._revoked_at.get(k, v)) for k, v in extra.revoked_at.items()
-        }
-        return Delegations(
-            grants=ChainMap(grants, self._grants), revoked_at=ChainMap(revoked, self._revoked_at)
-        )
+        """The rule over the index plus `batch`, the index unchanged."""
+        return DelegationIndex(batch, over=self).view
 
 
 def authorised(

@@ -45,7 +45,7 @@ from network.records import (
 from network.rejection import Accepted, Rejection
 from network.state import NetworkState, derive_state
 from network.trust import TrustPolicy
-from network.validate import ValidationContext, authorised, validate
+from network.validate import Delegations, ValidationContext, authorised, validate
 from network.validate import context as validation_context
 
 # Records waiting for their delegation or work record to arrive, and for how long.
@@ -155,7 +155,8 @@ class RecordStore:
             tuple[int, SignedRecord, str, bytes, str]
         ] = []  # (i, record, cid, bytes, source)
         batch_cids: set[str] = set()
-        new_delegations: list[DelegationRecord] = []
+        # (the batch's delegations, over those held: a record may use one before it)
+        batch_delegations = self._identities.delegations.layer()
         new_works: dict[str, WorkRecord] = {}
         with self._write_lock:
             for i, (data, source, parsed) in enumerate(items):
@@ -171,7 +172,7 @@ class RecordStore:
                     # (every record here came from codec.parse of `data`, now or
                     # when it was first held pending: its signature is verified)
                     verdict = validate(
-                        signed, self._context(new_delegations, new_works), parsed_cid=cid
+                        signed, self._context(batch_delegations.view, new_works), parsed_cid=cid
                     )
                     # May simply have arrived before its delegation or work record.
                     waits = isinstance(verdict, Rejection) and verdict.reason_code in (
@@ -202,7 +203,7 @@ class RecordStore:
                 batch.append((i, signed, cid, data, source))
                 batch_cids.add(cid)
                 if isinstance(signed.record, DelegationRecord):
-                    new_delegations.append(signed.record)
+                    batch_delegations.add(signed.record)
                 elif isinstance(signed.record, WorkRecord):
                     new_works[cid] = signed.record
             if not batch:
@@ -291,15 +292,16 @@ class RecordStore:
 
     def _context(
         self,
-        new_delegations: Sequence[DelegationRecord] = (),
+        delegations: Delegations | None = None,
         new_works: Mapping[str, WorkRecord] | None = None,
     ) -> ValidationContext:
-        """What validation consults; call with `_lock` held. `new_*`: records of a
-        batch being ingested, valid but not held yet."""
+        """What validation consults; call with `_lock` held. `delegations` (those held
+        unless given) and `new_works` may include records of a batch being ingested,
+        valid but not held yet."""
         return validation_context(
             self._services.now(),
             param_sets=self._param_sets,
-            indexed=self._identities.delegations.with_batch(new_delegations),
+            indexed=self._identities.delegations.view if delegations is None else delegations,
             max_skew_s=self._max_skew_s,
             works=ChainMap(new_works, self._works) if new_works else self._works,
         )
