@@ -16,6 +16,8 @@ step, then times, with the flood held:
   record arrived since the last time it was asked, e.g. for each status);
 - head: building and publishing our head after one more record arrived (ms; a node
   does it every head interval while records arrive, 5 s by default);
+- read by kind: reading the held work records (`RecordStore.by_kind`), which the
+  planner, the checks and the trust duty do every loop (ms);
 - RSS: the process's resident memory (MiB) and its growth a held record (bytes).
 The node is started but its loop is not polled, so nothing else runs meanwhile and
 each figure is that operation's own. Bounded by --steps and --timeout; the node stops
@@ -120,6 +122,9 @@ def main() -> None:
             t0 = time.perf_counter()
             node._publish_head()
             head_ms = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            node._store.by_kind("work")
+            read_ms = (time.perf_counter() - t0) * 1000
             node._store._state = None  # (derive from scratch, as after any arrival)
             t0 = time.perf_counter()
             st = node._store.state()
@@ -132,6 +137,7 @@ def main() -> None:
                 "honest_ms_per_record": round(honest_ms, 2),
                 "state_ms": round(state_ms, 1),
                 "head_ms": round(head_ms, 1),
+                "read_by_kind_ms": round(read_ms, 2),
                 "accounts_in_state": len(st.accounts),
                 "rss_mib": round(proc.memory_info().rss / 2**20, 1),
             }

@@ -95,7 +95,9 @@ class AccountDirectory:
         # longer current is dropped when it reaches the top (`_settle_owner`).
         self._claimants: dict[str, list[tuple[int, str, bytes]]] = {}
         self._owners: dict[str, bytes] = {}
-        self._nodes: dict[bytes, set[bytes]] = {}
+        # account -> its delegated node key, or a set of them once it has two (most
+        # accounts have one node: a set each cost 120 bytes an account in a flood)
+        self._nodes: dict[bytes, bytes | set[bytes]] = {}
         self._revoked: dict[bytes, set[bytes]] = {}
         self._ignored: set[str] = set()
         self._entries: dict[bytes, AccountEntry] = {}
@@ -126,10 +128,18 @@ class AccountDirectory:
 
     def add_grant(self, account: bytes, node: bytes) -> None:
         """A delegation of `node` by `account` that is not a revocation."""
-        nodes = self._nodes.setdefault(account, set())
-        if node not in nodes:
+        nodes = self._nodes.get(account)
+        if nodes is None:
+            self._nodes[account] = node
+        elif isinstance(nodes, bytes):
+            if nodes == node:
+                return
+            self._nodes[account] = {nodes, node}
+        elif node in nodes:
+            return
+        else:
             nodes.add(node)
-            self._touch(account)
+        self._touch(account)
 
     def add_revocation(self, account: bytes, node: bytes) -> None:
         revoked = self._revoked.setdefault(account, set())
@@ -176,6 +186,12 @@ class AccountDirectory:
                 if account is not None:
                     self._dirty.add(account)
 
+    def _granted(self, account: bytes) -> set[bytes]:
+        nodes = self._nodes.get(account)
+        if nodes is None:
+            return set()
+        return {nodes} if isinstance(nodes, bytes) else nodes
+
     def _entry(self, account: bytes) -> AccountEntry:
         claim = self._current[account]
         owns = self._owners.get(claim.name) == account
@@ -185,7 +201,7 @@ class AccountDirectory:
             username=claim.name,
             display_name=usernames.display_name(account, claim.name, self._owners),
             owns_name=owns,
-            nodes=tuple(sorted(self._nodes.get(account, set()) - revoked)),
+            nodes=tuple(sorted(self._granted(account) - revoked)),
             revoked_nodes=tuple(sorted(revoked)),
             record_cid=claim.cid,
         )
@@ -225,6 +241,8 @@ class Identities:
 class IdentityBook:
     """Account and delegation records as they arrive: the delegation index that
     validation asks and the directory derive_state shows, each updated once a record."""
+
+    KINDS = frozenset({AccountRecord.KIND, DelegationRecord.KIND})  # the kinds it indexes
 
     def __init__(self) -> None:
         self.delegations = DelegationIndex()

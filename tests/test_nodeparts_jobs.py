@@ -32,7 +32,19 @@ from network.rejection import Accepted, Rejection
 from network.state import derive_state
 from network.trust import TrustPolicy
 from network.validate import Delegations, authorised, context
-from tests.test_state import ALICE, BOB, CAROL, DAVE, PARAMS, T0, Person, delegation, dispute, work
+from tests.test_state import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    PARAMS,
+    T0,
+    Person,
+    account,
+    delegation,
+    dispute,
+    work,
+)
 
 NOW = T0 + 1000
 
@@ -138,6 +150,37 @@ def test_a_record_before_its_delegation_waits_and_is_stored_when_it_arrives(part
     # Both are in the ledger and served from IPFS (our head lists them).
     assert {r.cid for r in parts.services.ledger.records()} == {commit.cid, deleg.cid}
     assert parts.services.ipfs.get(commit.cid, 1.0, 10_000) == _bytes(commit)
+
+
+def test_identity_records_are_indexed_not_kept_and_reads_by_kind_see_only_their_kind(
+    parts,
+) -> None:
+    """Account and delegation records live in the identity index (and the ledger), not
+    in the per-kind tables the node's loops read: a flood of them costs those reads
+    nothing (bench/fresh_accounts.py)."""
+    bob_deleg, carol_deleg = delegation(BOB), delegation(CAROL)
+    identities = (account(BOB, "bobby"), bob_deleg, carol_deleg)
+    commits = [_commit(BOB, unit=u) for u in (2, 0, 1)] + [_commit(CAROL, unit=5)]
+    verdicts = parts.store.ingest_many([(_bytes(r), "peer") for r in (*identities, *commits)])
+    assert all(isinstance(v, Accepted) for v in verdicts)
+    assert all(parts.store.holds(r.cid) for r in (*identities, *commits))
+    assert parts.store.counts() == (7, 0)
+    kept = parts.store.by_kind("commit")
+    assert [c for c, _ in kept] == sorted(r.cid for r in commits)
+    assert {p.unit for _, p in kept} == {0, 1, 2, 5}
+    assert parts.store.by_kind("work") == []
+    with pytest.raises(ValueError, match="indexed"):
+        parts.store.by_kind("delegation")
+    # The index still answers for them: validation, the state's directory, our head.
+    assert parts.store.authorised(BOB.acct, BOB.node_pub, T0 + 10) is None
+    st = parts.store.state()
+    assert st.record_count == 7
+    assert st.accounts[BOB.acct].nodes == (BOB.node_pub,)
+    assert st.accounts[BOB.acct].display_name == "bobby"
+    assert sorted(c for page in parts.store.page_lists() for c in page) == sorted(
+        r.cid for r in (*identities, *commits)
+    )
+    assert parts.store.ingest(_bytes(bob_deleg), "peer") is None  # held: nothing happens
 
 
 def test_a_refused_record_is_counted_and_remembered(parts) -> None:

@@ -1,8 +1,9 @@
 """The record store: every valid record the node holds, and the derived state.
 
-Each record is parsed once and kept in memory by CID, with the delegations and work
-records indexed as they arrive, so validation and `derive_state` never re-parse the
-ledger. Records that arrive before their delegation or work record wait in `pending`
+Each record is parsed once. Account and delegation records are indexed as they
+arrive (`IdentityBook`: the delegation rule and the directory) and not kept; every
+other record is kept in memory by CID and by kind, the work records indexed, so
+validation and `derive_state` never re-parse the ledger. Records that arrive before their delegation or work record wait in `pending`
 (bounded, forgotten after PENDING_TTL_S). Each waits on one key: the node key its
 delegation must authorise, or the work CID it reports on; only the records waiting
 on what just arrived are validated again, so a backlog of records no delegation
@@ -86,13 +87,16 @@ class RecordStore:
         self._on_accept = on_accept
         self._lock = threading.RLock()
         self._write_lock = threading.RLock()
-        self._records: dict[str, SignedRecord] = {}
+        self._held: set[str] = set()  # the CID of every record held, of any kind
         # Account and delegation records are indexed once, as they arrive, for
-        # validation and the directory; the state is derived from the rest
-        # (`_activity`), so what a flood of fresh accounts costs each later record and
-        # each state derivation does not grow with the flood (bench/fresh_accounts.py).
+        # validation and the directory, and not kept otherwise (the ledger and IPFS
+        # have them); the state is derived from the rest (`_activity`, also indexed
+        # by kind). So what a flood of fresh accounts costs each later record, each
+        # state derivation and each read by kind does not grow with the flood, and a
+        # held identity record costs only its index entries (bench/fresh_accounts.py).
         self._identities = IdentityBook()
         self._activity: dict[str, SignedRecord] = {}
+        self._by_kind: dict[str, dict[str, SignedRecord]] = {}  # activity records only
         self._pages = PageLists()  # (our head lists every record held)
         self._works: dict[str, WorkRecord] = {}
         self._checkers: dict[str, set[bytes]] = {}  # work CID -> accounts that checked it
@@ -167,7 +171,7 @@ class RecordStore:
                     continue
                 cid = codec.record_cid(data)
                 with self._lock:
-                    if cid in self._records or cid in batch_cids:
+                    if cid in self._held or cid in batch_cids:
                         continue
                     # (every record here came from codec.parse of `data`, now or
                     # when it was first held pending: its signature is verified)
@@ -253,10 +257,11 @@ class RecordStore:
 
     def _cache(self, cid: str, signed: SignedRecord) -> None:
         with self._lock:
-            self._records[cid] = signed
+            self._held.add(cid)
             self._pages.add(cid)
             if not self._identities.add(cid, signed):
                 self._activity[cid] = signed
+                self._by_kind.setdefault(signed.kind, {})[cid] = signed
             if isinstance(signed.record, WorkRecord):
                 self._works[cid] = signed.record
             elif isinstance(signed.record, CheckRecord | SpotCheckRecord):
@@ -343,9 +348,16 @@ class RecordStore:
             return self._pages.lists()
 
     def by_kind(self, kind: str) -> list[tuple[str, object]]:
-        """(CID, payload) of every held record of `kind`, by CID."""
+        """(CID, payload) of every held record of `kind`, by CID.
+
+        Raises:
+            ValueError: `kind` is "account" or "delegation" (indexed, not kept: the
+                state's directory and `authorised` answer for them).
+        """
+        if kind in IdentityBook.KINDS:
+            raise ValueError(f"{kind} records are indexed, not kept")
         with self._lock:
-            return [(c, s.record) for c, s in sorted(self._records.items()) if s.kind == kind]
+            return [(c, s.record) for c, s in sorted(self._by_kind.get(kind, {}).items())]
 
     def work(self, cid: str) -> WorkRecord | None:
         with self._lock:
@@ -366,13 +378,14 @@ class RecordStore:
         with self._lock:
             return {
                 s.record.work_cid
-                for s in self._records.values()
-                if s.kind in ("check", "spotcheck", "dispute") and s.record.node == node
+                for kind in ("check", "spotcheck", "dispute")
+                for s in self._by_kind.get(kind, {}).values()
+                if s.record.node == node
             }
 
     def holds(self, cid: str) -> bool:
         with self._lock:
-            return cid in self._records
+            return cid in self._held
 
     def refused(self, cid: str) -> bool:
         with self._lock:
@@ -385,12 +398,12 @@ class RecordStore:
     def known(self, cid: str) -> bool:
         """Held, refused or pending: nothing to fetch."""
         with self._lock:
-            return cid in self._records or cid in self._rejected or cid in self._pending
+            return cid in self._held or cid in self._rejected or cid in self._pending
 
     def counts(self) -> tuple[int, int]:
         """(records held, records pending)."""
         with self._lock:
-            return len(self._records), len(self._pending)
+            return len(self._held), len(self._pending)
 
 
 def _waits_on(signed: SignedRecord, verdict: Rejection) -> WaitKey | None:
