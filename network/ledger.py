@@ -868,16 +868,22 @@ class Ledger:
     # --- rejections -----------------------------------------------------------------
 
     def count_rejection(
-        self, reason: str, detail: str = "", source: str | None = None, at: float | None = None
+        self,
+        reason: str,
+        detail: str = "",
+        source: str | None = None,
+        at: float | None = None,
+        count: int = 1,
     ) -> None:
-        """Count one rejected record by reason and keep it in the bounded recent log.
+        """Count `count` rejected records (or messages) by reason, and keep one entry
+        for them in the bounded recent log.
 
         Held in memory and written with the others at most every REJECTION_FLUSH_S.
         """
         when = self._clock() if at is None else at
         entry = RejectionEntry(when, reason, str(detail)[:MAX_DETAIL_CHARS], source)
         with self._rej_lock:
-            self._rej_counts[reason] = self._rej_counts.get(reason, 0) + 1
+            self._rej_counts[reason] = self._rej_counts.get(reason, 0) + count
             self._rej_log.append(entry)
             due = time.monotonic() - self._rej_flushed >= REJECTION_FLUSH_S
         if due:

@@ -39,6 +39,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from engine import Assignment, BlockEvidence, Params, UnitResult
+from network import rejection as R
 from network import wire
 from network.identity import Profile
 from network.ipfs import IpfsError, IpfsNode, Subscription, open_node
@@ -414,7 +415,16 @@ class Node:
             fresh, self._fresh = self._fresh, []
         return fresh
 
+    def _count_inbox_drops(self) -> None:
+        """Count, per sender, the messages our subscriptions' inboxes dropped unread
+        (over their budget: network/ipfs/inbox.py); head sync brings their records."""
+        for name, sub in list(self._subs.items()):
+            for peer, n in sub.take_dropped().items():
+                why = f"{n} message(s) on {name} dropped unread: the inbox was full"
+                self._services.reject(Rejection(R.INBOX_FULL, why), peer, count=n)
+
     def _periodic(self) -> None:
+        self._count_inbox_drops()
         now = time.monotonic()
         # Every node reads every changed head it hears of, so the swarm's head reads
         # grow with the square of its size; the interval grows with the number of

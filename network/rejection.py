@@ -36,6 +36,7 @@ UNKNOWN_WORK = "unknown_work"
 
 # Gossip-level codes (network/node.py).
 RATE_LIMITED = "rate_limited"
+INBOX_FULL = "inbox_full"
 
 REASON_CODES = (
     OVERSIZED,
@@ -59,6 +60,7 @@ REASON_CODES = (
     BAD_PROOF,
     UNKNOWN_WORK,
     RATE_LIMITED,
+    INBOX_FULL,
 )
 
 

@@ -11,7 +11,6 @@ promptly (each checked against a generous bound far below what a hang would take
 
 from __future__ import annotations
 
-import collections
 import json
 import signal
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 from network.ipfs import IpfsUnavailable
 from network.ipfs.base import PubsubMessage
+from network.ipfs.inbox import FairInbox
 
 embedded = pytest.importorskip("network.ipfs.embedded")
 
@@ -29,10 +29,10 @@ BOUND_S = 20.0
 
 
 class _FakeSub:
-    """What the poller needs of a subscription: `_pull` from a library queue, `_queue`."""
+    """What the poller needs of a subscription: `_pull` from a library queue, `_inbox`."""
 
     def __init__(self) -> None:
-        self._queue: collections.deque[PubsubMessage] = collections.deque()
+        self._inbox = FairInbox(2**20, 1000)
         self._library: list[PubsubMessage] = []
         self._lock = threading.Lock()
 
@@ -58,7 +58,7 @@ class _FakeNode:
     def _reattach(self, subs: list[_FakeSub]) -> None:
         pass
 
-    def recycle_if_due(self) -> bool:
+    def recycle_if_due(self, busy: bool = False) -> bool:
         return False
 
 
@@ -72,11 +72,13 @@ def _wait_for(predicate, what: str) -> None:
 def _take(poller, sub: _FakeSub) -> PubsubMessage:
     deadline = time.monotonic() + BOUND_S
     with poller.cond:
-        while not sub._queue:
+        while not len(sub._inbox):
             left = deadline - time.monotonic()
             assert left > 0, "the message was never delivered"
             poller.cond.wait(left)
-        return sub._queue.popleft()
+        message = sub._inbox.take()
+        assert message is not None
+        return message
 
 
 @pytest.fixture

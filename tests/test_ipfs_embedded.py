@@ -438,6 +438,12 @@ def _works_again(a, b, topic: str, sa, sb, label: bytes) -> None:
     assert b.get(a.add(data), timeout=10.0, max_bytes=100) == data
 
 
+def _queued(node, sub) -> list[bytes]:
+    """The payloads `sub`'s inbox holds (read under the poller's lock)."""
+    with node._poller.cond:
+        return [m.data for q in sub._inbox._queues.values() for m in q]
+
+
 def test_a_recycled_node_keeps_its_identity_subscriptions_peers_and_readers(pair) -> None:
     a, b = pair
     topic = "hailstone-test-" + os.urandom(4).hex()
@@ -450,7 +456,7 @@ def test_a_recycled_node_keeps_its_identity_subscriptions_peers_and_readers(pair
         unread = b"unread " + os.urandom(8)
         a.publish(topic, unread)
         deadline = time.monotonic() + MESH_DEADLINE_S
-        while unread not in [m.data for m in list(sb._queue)]:
+        while unread not in _queued(b, sb):
             assert time.monotonic() < deadline, "the poller never read the message"
             time.sleep(0.05)
         peer_id = b.peer_id()
@@ -559,6 +565,32 @@ def test_jammed_fetch_slots_are_ended_by_a_recycle(pair, monkeypatch) -> None:
                 b.get(cid_for_bytes(os.urandom(32)), timeout=0.1, max_bytes=10)
         time.sleep(1.5)
         assert not b.recycle_due() and b.recycles == 1
+
+
+def test_a_node_that_never_idles_is_recycled_past_the_force_limit(pair, monkeypatch) -> None:
+    """Leaked sessions pile up in a node that never idles (a flood, a busy swarm): past
+    RECYCLE_FORCE_AFTER_FETCHES the poller recycles it anyway, its pending fetch and
+    all; it works again, and is not forced again within the interval."""
+    a, b = pair
+    monkeypatch.setattr(embedded, "RECYCLE_FORCE_AFTER_FETCHES", 3)
+    b._recycle_idle_s = 3600.0  # (never idle long enough for the ordinary recycle)
+    topic = "hailstone-test-" + os.urandom(4).hex()
+    with a.subscribe(topic) as sa, b.subscribe(topic) as sb:
+        _until_heard(a, topic, sb, b"mesh")
+        _fetch_twice(a, b, b"forced")
+        assert not b.recycle_due(busy=True) and b.forced_recycles == 0
+        with pytest.raises(IpfsTimeout):  # the third, left pending in the library
+            b.get(cid_for_bytes(os.urandom(32)), timeout=0.3, max_bytes=10)
+        deadline = time.monotonic() + MESH_DEADLINE_S
+        while b.forced_recycles == 0:
+            assert time.monotonic() < deadline, "the busy node was never recycled"
+            time.sleep(0.1)
+        assert b.recycles == 1 and b.jam_recycles == 0 and b.pending_fetches() == 0
+        _works_again(a, b, topic, sa, sb, b"after a forced recycle")
+        _fetch_twice(a, b, b"forced again")
+        with pytest.raises(IpfsTimeout):
+            b.get(cid_for_bytes(os.urandom(32)), timeout=0.3, max_bytes=10)
+        assert not b.recycle_due(busy=True)  # (within RECYCLE_FORCE_MIN_INTERVAL_S)
 
 
 def test_a_full_pool_of_young_fetches_is_not_recycled(pair, monkeypatch) -> None:

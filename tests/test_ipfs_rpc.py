@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,7 @@ from network.ipfs import (
 )
 from network.ipfs.rpc import (
     KuboRpcNode,
+    RpcSubscription,
     decode_multibase,
     decode_topic,
     encode_topic,
@@ -34,6 +36,67 @@ from network.ipfs.rpc import (
 )
 
 KUBO_API = os.environ.get("HAILSTONE_KUBO_API", "")
+
+
+class _StreamingNode:
+    """What an RpcSubscription needs of its node: a `pubsub/sub` stream of decoded
+    JSON objects (here a burst, then nothing until closed)."""
+
+    def __init__(self, burst: list[dict]) -> None:
+        self.burst = burst
+        self.opened = 0
+        self.closed = threading.Event()
+
+    def _open_stream(self, topic: str) -> Iterator[dict]:
+        self.opened += 1
+        if self.opened == 1:
+            return iter(self.burst)
+        return self._quiet()
+
+    def _quiet(self) -> Iterator[dict]:
+        self.closed.wait(5.0)
+        return
+        yield  # (a generator that yields nothing)
+
+    def _forget_subscription(self, sub: object) -> None:
+        self.closed.set()
+
+
+def _wire(sender: str, data: bytes) -> dict:
+    return {"from": sender, "data": "m" + base64.b64encode(data).decode("ascii")}
+
+
+def test_the_subscription_serves_senders_in_turn_and_counts_what_it_drops(monkeypatch) -> None:
+    """The RPC backend's inbox is the embedded one's (network/ipfs/inbox.py): a peer's
+    message does not wait behind a flooder's backlog, and the flooder's excess is
+    dropped and counted, not held."""
+    monkeypatch.setattr("network.ipfs.rpc.SUB_QUEUE_MAX", 20)
+    burst = [_wire("flooder", i.to_bytes(2, "big")) for i in range(100)]
+    burst.append(_wire("honest", b"hello"))
+    node = _StreamingNode(burst)
+    sub = RpcSubscription(node, "t")  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 10.0
+        dropped: dict[str, int] = {}
+        while sum(dropped.values()) < 81:
+            assert time.monotonic() < deadline, "the burst was never read"
+            for peer, n in sub.take_dropped().items():
+                dropped[peer] = dropped.get(peer, 0) + n
+            time.sleep(0.01)
+        first = [sub.next_message(1.0), sub.next_message(1.0)]
+        assert b"hello" in [m.data for m in first if m is not None]
+        rest = []
+        while (m := sub.next_message(0.0)) is not None:
+            rest.append(m)
+        assert len(rest) == 18 and dropped == {"flooder": 81}
+        # the flooder's newest made it, in order
+        assert [m.data for m in first + rest if m.from_peer == "flooder"] == [
+            i.to_bytes(2, "big") for i in range(81, 100)
+        ]
+    finally:
+        sub.close()
+    with pytest.raises(IpfsUnavailable):
+        sub.next_message(0.1)
 
 
 # ----------------------------------------------------------------- encoders

@@ -88,6 +88,11 @@ class Subscription(abc.ABC):
     def close(self) -> None:
         """Stop the subscription; idempotent."""
 
+    def take_dropped(self) -> dict[str, int]:
+        """Messages dropped unread since the last call, by sender (the inbox was over
+        its budget: network/ipfs/inbox.py)."""
+        return {}
+
     def __enter__(self) -> Subscription:
         return self
 

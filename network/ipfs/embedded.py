@@ -118,6 +118,7 @@ from network.ipfs.base import (
 )
 from network.ipfs.cid import cid_from_digest
 from network.ipfs.identity import new_ed25519_identity
+from network.ipfs.inbox import FairInbox
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,12 @@ CLOSE_JOIN_S = 5.0
 POLL_FAST_S = 0.02
 POLL_IDLE_S = 0.5
 # Messages read per subscription and round at most (the rest stay in the library's
-# queue for the next round), and held on our side at most per subscription.
+# queue for the next round), and held on our side at most per subscription, in
+# messages and in bytes (network/ipfs/inbox.py: past either, the heaviest sender's
+# oldest is dropped and counted).
 POLL_ROUND_MAX = 256
 MAX_QUEUED_MESSAGES = 10_000
+MAX_QUEUED_BYTES = 4 * 2**20
 
 # Recycling (see the module notes): after this many Downloads since the node started,
 # once it is idle (no fetch pending, none started for RECYCLE_IDLE_S), the library
@@ -179,6 +183,16 @@ RECYCLE_MIN_INTERVAL_S = 300.0
 # fetches and all, at most once per JAMMED_MIN_INTERVAL_S.
 JAMMED_AFTER_S = 30.0
 JAMMED_MIN_INTERVAL_S = 60.0
+# A node that is never idle for RECYCLE_IDLE_S (under a flood, or syncing in a busy
+# swarm) was never recycled, so its leaked sessions piled up: in a 60 s flood of
+# fresh accounts at 8 nodes each node made ~1,800 Downloads (head pages, bundles and
+# records that the flood kept changing) and Go's live heap grew from 11 to 64 MB
+# (GODEBUG=gctrace=1), each session also waking twice a second. Past
+# RECYCLE_FORCE_AFTER_FETCHES Downloads the node is recycled busy or not, pending
+# fetches and all (as when jammed: their callers see an error and retry later), at
+# most once per RECYCLE_FORCE_MIN_INTERVAL_S.
+RECYCLE_FORCE_AFTER_FETCHES = 512
+RECYCLE_FORCE_MIN_INTERVAL_S = 60.0
 # How long a recycle waits for library calls in flight to return before giving up
 # (it tries again at the next idle turn), and how many peers it dials again.
 RECYCLE_DRAIN_S = 5.0
@@ -545,6 +559,7 @@ class EmbeddedIpfsNode(IpfsNode):
         self._last_reattach = 0.0
         self.recycles = 0
         self.jam_recycles = 0  # of those, recycles that ended jammed fetches
+        self.forced_recycles = 0  # and those forced by RECYCLE_FORCE_AFTER_FETCHES
         self._repo = os.path.realpath(os.fspath(repo_dir))
         log_dir: str | None = self._repo
         try:
@@ -1043,19 +1058,30 @@ class EmbeddedIpfsNode(IpfsNode):
 
     # --------------------------------------------------------------- recycling
 
-    def recycle_due(self) -> bool:
+    def recycle_due(self, busy: bool = False) -> bool:
         """True when the node has fetched enough and idled long enough to be recycled,
-        or when its fetch slots are jammed (JAMMED_AFTER_S)."""
+        when its fetch slots are jammed (JAMMED_AFTER_S), or when it fetched past
+        RECYCLE_FORCE_AFTER_FETCHES. `busy` (messages are flowing): only the last two."""
         now = time.monotonic()
         with self._lock:
             if self._closed or self._recycling or self._recycle_after <= 0:
                 return False
-            return self._jammed(now) or (
-                self._downloads >= self._recycle_after
+            if self._jammed(now) or self._forced(now):
+                return True
+            return (
+                not busy
+                and self._downloads >= self._recycle_after
                 and not self._fetches
                 and now - self._last_fetch >= self._recycle_idle_s
                 and now - self._last_recycle >= RECYCLE_MIN_INTERVAL_S
             )
+
+    def _forced(self, now: float) -> bool:
+        """Past RECYCLE_FORCE_AFTER_FETCHES Downloads since the last start (lock held)."""
+        return (
+            self._downloads >= max(self._recycle_after, RECYCLE_FORCE_AFTER_FETCHES)
+            and now - self._last_recycle >= RECYCLE_FORCE_MIN_INTERVAL_S
+        )
 
     def _jammed(self, now: float) -> bool:
         """Every fetch slot held by fetches started JAMMED_AFTER_S ago or more (lock held)."""
@@ -1065,19 +1091,24 @@ class EmbeddedIpfsNode(IpfsNode):
             and now - self._last_recycle >= JAMMED_MIN_INTERVAL_S
         )
 
-    def recycle_if_due(self) -> bool:
+    def recycle_if_due(self, busy: bool = False) -> bool:
         """Recycle the library node if :meth:`recycle_due`; True if it was restarted.
 
-        Called by the poller thread between rounds (tests call it directly).
+        Called by the poller thread between rounds, with `busy` while messages flow
+        (tests call it directly).
         """
-        if not self.recycle_due():
+        if not self.recycle_due(busy):
             return False
         with self._lock:
-            jammed = self._jammed(time.monotonic())
-            if (self._fetches and not jammed) or self._recycling or self._closed:
+            now = time.monotonic()
+            jammed = self._jammed(now)
+            forced = not jammed and self._forced(now)
+            ends_fetches = jammed or forced
+            if (self._fetches and not ends_fetches) or self._recycling or self._closed:
                 return False
             self._recycling = True
-            self._last_recycle = time.monotonic()
+            self._last_recycle = now
+            downloads = self._downloads
         if jammed:
             log.warning(
                 "every fetch slot of the embedded IPFS node %s is held by fetches nobody "
@@ -1085,21 +1116,32 @@ class EmbeddedIpfsNode(IpfsNode):
                 self._id,
                 JAMMED_AFTER_S,
             )
+        elif forced:
+            log.info(
+                "the embedded IPFS node %s made %d fetches without an idle turn: "
+                "restarting the library node to end their sessions",
+                self._id,
+                downloads,
+            )
         try:
-            return self._recycle(jammed)
+            restarted = self._recycle(ends_fetches)
+            self.jam_recycles += jammed and restarted
+            self.forced_recycles += forced and restarted
+            return restarted
         finally:
             with self._lock:
                 self._recycling = False
                 self._gate.notify_all()
             self._poller.kick()
 
-    def _recycle(self, jammed: bool = False) -> bool:
+    def _recycle(self, end_fetches: bool = False) -> bool:
         """Stop and start the library node on the same repo (the gate is closed).
-        `jammed`: fetches still pending (jammed slots) end when the node stops."""
+        `end_fetches`: fetches still pending (jammed slots, or a forced recycle) end
+        when the node stops."""
         began = time.monotonic()
         downloads = self._downloads
         # Calls that passed the gate before it closed return first (bounded). Pending
-        # fetches (only when jammed) are not waited for: the stop ends them.
+        # fetches (only when ending them) are not waited for: the stop ends them.
         deadline = began + RECYCLE_DRAIN_S
         while True:
             with self._lock:
@@ -1124,7 +1166,7 @@ class EmbeddedIpfsNode(IpfsNode):
         try:
             if not self._await_library_stop():
                 return False  # closed meanwhile: close() stops the library node itself
-            if jammed:
+            if end_fetches:
                 self._await_fetches_ended(time.monotonic() + RECYCLE_DRAIN_S)
             rc = self._call(
                 self._lib.lib.RunNode, (self._repo_c,), self._start_timeout, "restart", gated=False
@@ -1143,7 +1185,6 @@ class EmbeddedIpfsNode(IpfsNode):
             except IpfsError as exc:
                 log.warning("subscription %s not opened again after a recycle: %s", sub.topic, exc)
         self.recycles += 1
-        self.jam_recycles += jammed
         log.info(
             "embedded IPFS node %s recycled after %d fetches in %.1f s (%d peers to dial again)",
             self._id,
@@ -1306,9 +1347,9 @@ class _Poller:
             except Exception:  # noqa: BLE001 - the poller must outlive a bad message
                 log.exception("reading pubsub messages from the IPFS library failed")
                 got = 0
-            if not got and self.interval >= POLL_IDLE_S:
+            if got or self.interval >= POLL_IDLE_S:
                 try:
-                    self._recycle_if_due()
+                    self._recycle_if_due(busy=bool(got))
                 except Exception:  # noqa: BLE001 - nor may a failed recycle stop it
                     log.exception("recycling the embedded IPFS node failed")
             self.rounds += 1
@@ -1319,10 +1360,10 @@ class _Poller:
                 self.idle_rounds += 1
                 self.interval = min(POLL_IDLE_S, self.interval * 2)
 
-    def _recycle_if_due(self) -> None:
+    def _recycle_if_due(self, busy: bool) -> None:
         node = self._node()
         if node is not None:
-            node.recycle_if_due()
+            node.recycle_if_due(busy)
 
     def _round(self) -> int:
         node = self._node()
@@ -1341,7 +1382,8 @@ class _Poller:
             if messages:
                 got += len(messages)
                 with self.cond:
-                    sub._queue.extend(messages)
+                    for message in messages:
+                        sub._inbox.put(message)
                     self.cond.notify_all()
         return got
 
@@ -1349,8 +1391,9 @@ class _Poller:
 class EmbeddedSubscription(Subscription):
     """A pubsub subscription of an :class:`EmbeddedIpfsNode`.
 
-    Its node's `_Poller` fills `_queue`; `next_message` waits on the poller's
-    condition (no polling of its own).
+    Its node's `_Poller` fills `_inbox` (a `FairInbox`: senders served in turn,
+    bounded in bytes); `next_message` waits on the poller's condition (no polling
+    of its own).
     """
 
     def __init__(self, node: EmbeddedIpfsNode, sub_id: int, topic: str) -> None:
@@ -1359,7 +1402,7 @@ class EmbeddedSubscription(Subscription):
         self._topic = topic
         self._closed = False
         self._lock = threading.Lock()  # closed, and the library calls for this id
-        self._queue: collections.deque[PubsubMessage] = collections.deque()
+        self._inbox = FairInbox(MAX_QUEUED_BYTES, MAX_QUEUED_MESSAGES)  # (under the poller's cond)
 
     @property
     def topic(self) -> str:
@@ -1378,19 +1421,27 @@ class EmbeddedSubscription(Subscription):
             while True:
                 if self._closed:
                     raise IpfsUnavailable("the subscription is closed")
-                if self._queue:
-                    return self._queue.popleft()
+                message = self._inbox.take()
+                if message is not None:
+                    return message
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 cond.wait(remaining)
 
+    def take_dropped(self) -> dict[str, int]:
+        with self._node._poller.cond:
+            return self._inbox.take_dropped()
+
     def _pull(self, limit: int) -> list[PubsubMessage]:
-        """Read up to ``limit`` messages from the library (the poller's thread only)."""
+        """Read up to ``limit`` messages from the library (the poller's thread only).
+
+        Read even while the inbox is full: the inbox then drops what the heaviest
+        sender queued first, where leaving messages in the library would keep a
+        flooder's backlog ahead of everyone else's."""
         lib = self._node._lib
         out: list[PubsubMessage] = []
-        room = min(limit, MAX_QUEUED_MESSAGES - len(self._queue))
-        while len(out) < room:
+        while len(out) < limit:
             with self._lock:
                 if self._closed or self._sub_id < 0:
                     break

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import queue
 import threading
 import time
 from typing import Any
@@ -39,6 +38,7 @@ from network.ipfs.base import (
     check_topic,
 )
 from network.ipfs.cid import cid_for_bytes
+from network.ipfs.inbox import FairInbox
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ CONNECT_TIMEOUT_S = 5.0
 # A pubsub stream idle this long is re-opened, which also bounds how long a
 # closed subscription's reader thread can linger in a blocking read.
 SUB_IDLE_READ_S = 10.0
-# Most messages buffered per subscription before the oldest are dropped.
+# Most messages, and bytes, buffered per subscription (network/ipfs/inbox.py: past
+# either, the heaviest sender's oldest is dropped and counted).
 SUB_QUEUE_MAX = 10_000
+SUB_QUEUE_MAX_BYTES = 4 * 2**20
 
 _NOT_REACHABLE = (
     "cannot reach the kubo daemon at {addr} ({why}); start IPFS Desktop or "
@@ -460,7 +462,8 @@ def _translate_error(path: str, message: str) -> IpfsError:
 class RpcSubscription(Subscription):
     """A pubsub subscription held open as a streaming ``pubsub/sub`` request.
 
-    A reader thread feeds a queue; the stream is re-opened when it goes idle for
+    A reader thread feeds an inbox (a `FairInbox`: senders served in turn, bounded
+    in bytes); the stream is re-opened when it goes idle for
     :data:`SUB_IDLE_READ_S` or drops, so a closed subscription's thread ends within
     that time even if closing the socket does not wake it.
     """
@@ -468,7 +471,8 @@ class RpcSubscription(Subscription):
     def __init__(self, node: KuboRpcNode, topic: str) -> None:
         self._node = node
         self._topic = topic
-        self._queue: queue.Queue[PubsubMessage] = queue.Queue(maxsize=SUB_QUEUE_MAX)
+        self._inbox = FairInbox(SUB_QUEUE_MAX_BYTES, SUB_QUEUE_MAX)  # (under `_arrived`)
+        self._arrived = threading.Condition()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         # Opened here so the daemon has subscribed before subscribe() returns.
@@ -501,10 +505,9 @@ class RpcSubscription(Subscription):
                     message = parse_pubsub_message(obj, self._topic)
                     if message is None:
                         continue
-                    if self._queue.full():
-                        with contextlib.suppress(queue.Empty):
-                            self._queue.get_nowait()
-                    self._queue.put_nowait(message)
+                    with self._arrived:
+                        self._inbox.put(message)
+                        self._arrived.notify_all()
             except Exception as exc:  # noqa: BLE001 - idle read timeout or dropped stream
                 log.debug("pubsub stream for %r ended: %s", self._topic, exc)
             with contextlib.suppress(Exception):
@@ -521,18 +524,30 @@ class RpcSubscription(Subscription):
         """Wait up to ``timeout`` seconds for the next message (None if none)."""
         if self._closed.is_set():
             raise IpfsUnavailable("the subscription is closed")
-        try:
-            return self._queue.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            if self._closed.is_set():
-                raise IpfsUnavailable("the subscription is closed") from None
-            return None
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._arrived:
+            while True:
+                message = self._inbox.take()
+                if message is not None:
+                    return message
+                if self._closed.is_set():
+                    raise IpfsUnavailable("the subscription is closed")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._arrived.wait(remaining)
+
+    def take_dropped(self) -> dict[str, int]:
+        with self._arrived:
+            return self._inbox.take_dropped()
 
     def close(self) -> None:
         """Stop listening; idempotent."""
         if self._closed.is_set():
             return
         self._closed.set()
+        with self._arrived:
+            self._arrived.notify_all()
         self._node._forget_subscription(self)
         with self._lock:
             stream = self._stream

@@ -77,10 +77,12 @@ class Services:
     def event(self, kind: str, detail: str = "", cid: str | None = None) -> None:
         self.on_event(kind, detail, cid)
 
-    def reject(self, rejection: Rejection, source: str) -> None:
-        """Count a rejection by reason in the ledger, and tell the event log."""
+    def reject(self, rejection: Rejection, source: str, count: int = 1) -> None:
+        """Count `count` rejections by reason in the ledger, and tell the event log."""
         try:
-            self.ledger.count_rejection(rejection.reason_code, rejection.message, source)
+            self.ledger.count_rejection(
+                rejection.reason_code, rejection.message, source, count=count
+            )
         except LedgerError as exc:
             log.warning("cannot count a rejection: %s", exc)
         self.event("rejected", f"{rejection} (from {source})")
