@@ -30,7 +30,9 @@ What the library offers and how it is used here:
   Downloads since it (re)started, none is pending and none was started for
   ``recycle_idle_s``, the poller thread stops the library node and starts it again
   on the same repo (same peer id, same listen addresses), at most once per
-  RECYCLE_MIN_INTERVAL_S. Library calls and new fetches wait at a gate meanwhile
+  RECYCLE_MIN_INTERVAL_S. A node that never idles that long (a flood, a busy swarm)
+  is recycled anyway past RECYCLE_FORCE_AFTER_FETCHES Downloads, pending fetches
+  and all, at most once per RECYCLE_FORCE_MIN_INTERVAL_S. Library calls and new fetches wait at a gate meanwhile
   (within their own timeouts); subscriptions are opened again under the same
   :class:`EmbeddedSubscription` objects (messages already read stay queued for
   their readers; gossip that arrives during the restart, about a second, is
