@@ -55,7 +55,7 @@ class FairInbox:
         self._bytes_of: dict[str, int] = {}
         self._turns: deque[str] = deque()  # senders in serving order (may hold emptied ones)
         self._in_turns: set[str] = set()
-        # (-bytes, sender) pushed at every put; stale entries are skipped when read
+        # (-bytes, sender) pushed whenever its bytes change; stale entries skipped when read
         self._heaviest: list[tuple[int, str]] = []
         self._bytes = 0
         self._count = 0

@@ -3,11 +3,12 @@
 Each record is parsed once. Account and delegation records are indexed as they
 arrive (`IdentityBook`: the delegation rule and the directory) and not kept; every
 other record is kept in memory by CID and by kind, the work records indexed, so
-validation and `derive_state` never re-parse the ledger. Records that arrive before their delegation or work record wait in `pending`
-(bounded, forgotten after PENDING_TTL_S). Each waits on one key: the node key its
-delegation must authorise, or the work CID it reports on; only the records waiting
-on what just arrived are validated again, so a backlog of records no delegation
-will ever authorise costs nothing per accepted record. Records dropped because the
+validation and `derive_state` never re-parse the ledger. Records that arrive before
+their delegation or work record wait in `pending` (bounded, forgotten after
+PENDING_TTL_S). Each waits on one key: the node key its delegation must authorise,
+or the work CID it reports on; only the records waiting on what just arrived are
+validated again, so a backlog of records no delegation will ever authorise costs
+nothing per accepted record. Records dropped because the
 pending set is full or because they waited too long are counted as rejections.
 CIDs we refused are remembered (bounded) so they are not fetched again.
 
