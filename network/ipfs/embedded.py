@@ -32,8 +32,8 @@ What the library offers and how it is used here:
   on the same repo (same peer id, same listen addresses), at most once per
   RECYCLE_MIN_INTERVAL_S. A node that never idles that long (a flood, a busy swarm)
   is recycled anyway past RECYCLE_FORCE_AFTER_FETCHES Downloads, pending fetches
-  and all, at most once per RECYCLE_FORCE_MIN_INTERVAL_S. Library calls and new fetches wait at a gate meanwhile
-  (within their own timeouts); subscriptions are opened again under the same
+  and all, at most once per RECYCLE_FORCE_MIN_INTERVAL_S. Library calls and new
+  fetches wait at a gate meanwhile (within their own timeouts); subscriptions are opened again under the same
   :class:`EmbeddedSubscription` objects (messages already read stay queued for
   their readers; gossip that arrives during the restart, about a second, is
   missed: delivery is best effort); the peers connected before are dialled again
