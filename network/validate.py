@@ -240,13 +240,9 @@ class DelegationIndex:
 
     def layer(self) -> DelegationIndex:
         """An index over this one whose adds stay in the layer (records of a batch
-        being ingested, not held yet): O(1) to make and each add O(1), this index
-        unchanged."""
+        being ingested, not held yet), this index unchanged: O(1) to make; an add
+        copies at most its own pair's entries from below."""
         return DelegationIndex(over=self)
-
-    def with_batch(self, batch: Iterable[DelegationRecord]) -> Delegations:
-        """The rule over the index plus `batch`, the index unchanged."""
-        return DelegationIndex(batch, over=self).view
 
 
 def authorised(
