@@ -18,6 +18,8 @@ step, then times, with the flood held:
   does it every head interval while records arrive, 5 s by default);
 - read by kind: reading the held work records (`RecordStore.by_kind`), which the
   planner, the checks and the trust duty do every loop (ms);
+- held again: ingesting records already held, as a page's bundle or a replay brings
+  them (ms a record);
 - RSS: the process's resident memory (MiB) and its growth a held record (bytes).
 The node is started but its loop is not polled, so nothing else runs meanwhile and
 each figure is that operation's own. Bounded by --steps and --timeout; the node stops
@@ -48,6 +50,7 @@ from network.records import AccountRecord, CheckRecord, DelegationRecord  # noqa
 from tests.netutil import make_profile  # noqa: E402
 
 BATCH = 256  # records per ingest call, as one fetched batch
+DUPLICATES = 2048  # held records ingested again at each step
 
 
 def fresh_accounts(count: int, created: int) -> list[bytes]:
@@ -106,6 +109,7 @@ def main() -> None:
                     raise TimeoutError(f"--timeout {args.timeout:g} s passed at {held} accounts")
                 node._store.ingest_many([(r, "flood") for r in flood[i:i + BATCH]])
             flood_s = time.perf_counter() - t0
+            again = flood[-DUPLICATES:] if flood else []
             held = step
             del flood
             gc.collect()
@@ -125,6 +129,12 @@ def main() -> None:
             t0 = time.perf_counter()
             node._store.by_kind("work")
             read_ms = (time.perf_counter() - t0) * 1000
+            again_ms = None
+            if again:
+                t0 = time.perf_counter()
+                for i in range(0, len(again), BATCH):
+                    node._store.ingest_many([(r, "bundle") for r in again[i:i + BATCH]])
+                again_ms = (time.perf_counter() - t0) * 1000 / len(again)
             node._store._state = None  # (derive from scratch, as after any arrival)
             t0 = time.perf_counter()
             st = node._store.state()
@@ -138,6 +148,7 @@ def main() -> None:
                 "state_ms": round(state_ms, 1),
                 "head_ms": round(head_ms, 1),
                 "read_by_kind_ms": round(read_ms, 2),
+                "held_again_ms_per_record": None if again_ms is None else round(again_ms, 4),
                 "accounts_in_state": len(st.accounts),
                 "rss_mib": round(proc.memory_info().rss / 2**20, 1),
             }

@@ -254,6 +254,28 @@ def test_a_batch_is_one_ledger_transaction_and_may_carry_its_own_delegation(
     assert sorted(parts.accepted) == sorted(c.cid for c in (deleg, *commits))
 
 
+def test_a_held_record_is_known_by_its_hash_and_not_parsed_again(parts, monkeypatch) -> None:
+    # A page's bundle brings mostly records held, and a flood replays them: each
+    # once cost a parse and an Ed25519 check before it was found to be held.
+    import network.nodeparts.store as store_module
+
+    deleg, commit = delegation(BOB), _commit(BOB)
+    assert all(isinstance(v, Accepted) for v in parts.store.ingest_many(
+        [(_bytes(deleg), "peer"), (_bytes(commit), "peer")]))
+    parsed: list[bytes] = []
+    real_parse = store_module.codec.parse
+    monkeypatch.setattr(store_module.codec, "parse", lambda d: parsed.append(d) or real_parse(d))
+    fresh = _commit(BOB, created=T0 + 11)
+    verdicts = parts.store.ingest_many(
+        [(_bytes(commit), "bundle"), (_bytes(deleg), "bundle"), (_bytes(fresh), "bundle"),
+         (_bytes(fresh), "bundle")])
+    assert verdicts[:2] == [None, None] and verdicts[3] is None  # known: nothing changes
+    assert isinstance(verdicts[2], Accepted)
+    assert parsed == [_bytes(fresh)]  # only the record not yet held was parsed
+    assert sorted(parts.accepted) == sorted((deleg.cid, commit.cid, fresh.cid))
+    assert parts.services.ledger.rejection_counts() == {}
+
+
 def test_a_batch_the_ledger_cannot_store_leaves_nothing_held(parts, monkeypatch) -> None:
     from network.ledger import LedgerError
 

@@ -1,16 +1,17 @@
 """The record store: every valid record the node holds, and the derived state.
 
-Each record is parsed once. Account and delegation records are indexed as they
-arrive (`IdentityBook`: the delegation rule and the directory) and not kept; every
-other record is kept in memory by CID and by kind, the work records indexed, so
-validation and `derive_state` never re-parse the ledger. Records that arrive before
-their delegation or work record wait in `pending` (bounded, forgotten after
+Each record is parsed once: one given again is found held by its CID, unparsed.
+Account and delegation records are indexed as they arrive (`IdentityBook`: the
+delegation rule and the directory) and not kept; every other record is kept in
+memory by CID and by kind, the work records indexed, so validation and
+`derive_state` never re-parse the ledger. Records that arrive before their
+delegation or work record wait in `pending` (bounded, forgotten after
 PENDING_TTL_S). Each waits on one key: the node key its delegation must authorise,
 or the work CID it reports on; only the records waiting on what just arrived are
 validated again, so a backlog of records no delegation will ever authorise costs
-nothing per accepted record. Records dropped because the
-pending set is full or because they waited too long are counted as rejections.
-CIDs we refused are remembered (bounded) so they are not fetched again.
+nothing per accepted record. Records dropped because the pending set is full or
+because they waited too long are counted as rejections. CIDs we refused are
+remembered (bounded) so they are not fetched again.
 
 Lock discipline: `_lock` guards the in-memory tables; readers (state(), the planner,
 fetcher threads) take it briefly. `_write_lock` makes check → validate → ledger →
@@ -165,15 +166,19 @@ class RecordStore:
         new_works: dict[str, WorkRecord] = {}
         with self._write_lock:
             for i, (data, source, parsed) in enumerate(items):
+                # A record held already is known by its bytes' hash alone: the same
+                # bytes parse the same, so it is not parsed, nor its signature checked,
+                # again (a page's bundle brings mostly records held; a flood replays).
+                cid = codec.record_cid(data)
+                with self._lock:
+                    if cid in self._held or cid in batch_cids:
+                        continue
                 signed = codec.parse(data) if parsed is None else parsed
                 if isinstance(signed, Rejection):
                     services.reject(signed, source)
                     verdicts[i] = signed
                     continue
-                cid = codec.record_cid(data)
-                with self._lock:
-                    if cid in self._held or cid in batch_cids:
-                        continue
+                with self._lock:  # (nothing is held meanwhile: writers take _write_lock)
                     # (every record here came from codec.parse of `data`, now or
                     # when it was first held pending: its signature is verified)
                     verdict = validate(
