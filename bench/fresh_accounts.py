@@ -109,7 +109,7 @@ def main() -> None:
                     raise TimeoutError(f"--timeout {args.timeout:g} s passed at {held} accounts")
                 node._store.ingest_many([(r, "flood") for r in flood[i:i + BATCH]])
             flood_s = time.perf_counter() - t0
-            again = flood[-DUPLICATES:] if flood else []
+            again = flood[-DUPLICATES:]  # (none at a step that adds nothing)
             held = step
             del flood
             gc.collect()

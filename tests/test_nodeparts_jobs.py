@@ -260,15 +260,14 @@ def test_a_held_record_is_known_by_its_hash_and_not_parsed_again(parts, monkeypa
     import network.nodeparts.store as store_module
 
     deleg, commit = delegation(BOB), _commit(BOB)
-    assert all(isinstance(v, Accepted) for v in parts.store.ingest_many(
-        [(_bytes(deleg), "peer"), (_bytes(commit), "peer")]))
+    held = parts.store.ingest_many([(_bytes(deleg), "peer"), (_bytes(commit), "peer")])
+    assert all(isinstance(v, Accepted) for v in held)
     parsed: list[bytes] = []
     real_parse = store_module.codec.parse
     monkeypatch.setattr(store_module.codec, "parse", lambda d: parsed.append(d) or real_parse(d))
     fresh = _commit(BOB, created=T0 + 11)
-    verdicts = parts.store.ingest_many(
-        [(_bytes(commit), "bundle"), (_bytes(deleg), "bundle"), (_bytes(fresh), "bundle"),
-         (_bytes(fresh), "bundle")])
+    given = (commit, deleg, fresh, fresh)
+    verdicts = parts.store.ingest_many([(_bytes(r), "bundle") for r in given])
     assert verdicts[:2] == [None, None] and verdicts[3] is None  # known: nothing changes
     assert isinstance(verdicts[2], Accepted)
     assert parsed == [_bytes(fresh)]  # only the record not yet held was parsed

@@ -33,11 +33,12 @@ What the library offers and how it is used here:
   RECYCLE_MIN_INTERVAL_S. A node that never idles that long (a flood, a busy swarm)
   is recycled anyway past RECYCLE_FORCE_AFTER_FETCHES Downloads, pending fetches
   and all, at most once per RECYCLE_FORCE_MIN_INTERVAL_S. Library calls and new
-  fetches wait at a gate meanwhile (within their own timeouts); subscriptions are opened again under the same
-  :class:`EmbeddedSubscription` objects (messages already read stay queued for
-  their readers; gossip that arrives during the restart, about a second, is
-  missed: delivery is best effort); the peers connected before are dialled again
-  (by the address this node dialled them at, else by the connection's address).
+  fetches wait at a gate meanwhile (within their own timeouts); subscriptions are
+  opened again under the same :class:`EmbeddedSubscription` objects (messages
+  already read stay queued for their readers; gossip that arrives during the
+  restart, about a second, is missed: delivery is best effort); the peers connected
+  before are dialled again (by the address this node dialled them at, else by the
+  connection's address).
   The recycle waits for the library node to stop however long that takes (on a
   loaded machine over 10 s; giving up then left the node stopped for good, deaf
   and mute). A subscription that fails to open again is retried by the poller every
